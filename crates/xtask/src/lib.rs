@@ -1,0 +1,14 @@
+//! The project's automation, in Rust rather than shell: `cargo xtask <command>`.
+//!
+//! The library half is shared with the end-to-end tests (they start the same stack `dev` starts);
+//! the binary half (`main.rs`) is the command line.
+
+pub mod bench;
+pub mod deploy;
+pub mod paths;
+pub mod process;
+pub mod stack;
+pub mod toolchain;
+pub mod workers;
+
+pub use anyhow::{Context, Error, Result};

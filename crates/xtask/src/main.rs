@@ -1,0 +1,166 @@
+//! `cargo xtask <command>`: the command line over the automation library. Every `just` recipe is a
+//! thin wrapper around one of these; the README's two commands call them directly.
+
+use std::process::Command;
+
+use anyhow::{bail, Result};
+use xtask::stack::{Stack, StackConfig};
+use xtask::toolchain::{Tools, WASM_TARGET};
+use xtask::{bench, deploy, paths, process, workers};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  dev [--port N]          run the whole app locally (default http://127.0.0.1:8787)
+  test                    every check and test: lint, worker builds, unit, integration, end to end
+  bootstrap               install the toolchain (skipped in seconds when present)
+  build [WORKER...]       build workers to wasm (default: all three)
+  lint                    rustfmt --check, clippy -D warnings (native and wasm32), wasm32 builds
+  fmt                     rustfmt the workspace
+  deploy-all [--dry-run]  migrations + broker, listener, edge to Cloudflare; --dry-run bundles offline
+  tail WORKER             wrangler tail for one worker (edge, listener, broker)
+  bench                   benchmarks; results into docs/benchmarks.md
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(error) = run(&args) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        bail!("no command given");
+    };
+    match command.as_str() {
+        "dev" => dev(rest),
+        "test" => test(),
+        "bootstrap" => Tools::ensure().map(|_| ()),
+        "build" => build(rest),
+        "lint" => lint(),
+        "fmt" => process::run(cargo().args(["fmt", "--all"])),
+        "deploy-all" => deploy_all(rest),
+        "tail" => tail(rest),
+        "bench" => bench::run(&Tools::ensure()?),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprint!("{USAGE}");
+            bail!("unknown command {other:?}")
+        }
+    }
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(paths::root());
+    cmd
+}
+
+fn dev(args: &[String]) -> Result<()> {
+    let port = match args {
+        [] => 8787,
+        [flag, port] if flag == "--port" => port.parse()?,
+        _ => bail!("usage: cargo xtask dev [--port N]"),
+    };
+    let tools = Tools::ensure()?;
+    workers::build_all(&tools)?;
+    let config = StackConfig {
+        port,
+        persist_dir: paths::root().join(".wrangler/state"),
+        log_file: None,
+        test_scheduled: true,
+        foreground: true,
+    };
+    let mut stack = Stack::start(&tools, config)?;
+    eprintln!(
+        "\nStatusphere is running at {}/ (Ctrl-C to stop)\n",
+        stack.base_url()
+    );
+    stack.wait()
+}
+
+fn test() -> Result<()> {
+    let tools = Tools::ensure()?;
+    lint()?;
+    workers::build_all(&tools)?;
+    let totals = process::run_tests(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    // One closing line for the whole run (cargo's own last line is often an empty doc-test run).
+    println!("{} passed, {} failed", totals.passed, totals.failed);
+    if totals.failed > 0 || totals.passed == 0 {
+        bail!("tests failed");
+    }
+    Ok(())
+}
+
+fn build(args: &[String]) -> Result<()> {
+    let tools = Tools::ensure()?;
+    if args.is_empty() {
+        return workers::build_all(&tools);
+    }
+    args.iter()
+        .try_for_each(|name| workers::build(&tools, workers::check_name(name)?))
+}
+
+fn lint() -> Result<()> {
+    process::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    process::run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The workers run as wasm: lint them as wasm too.
+    process::run(cargo().args([
+        "clippy",
+        "--target",
+        WASM_TARGET,
+        "-p",
+        "edge",
+        "-p",
+        "listener",
+        "-p",
+        "broker",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The shared crates must build for wasm32 on their own, without features the workspace's
+    // other members would switch on for them.
+    for krate in ["lexicon", "domain"] {
+        process::run(cargo().args(["build", "--target", WASM_TARGET, "-p", krate]))?;
+    }
+    Ok(())
+}
+
+fn deploy_all(args: &[String]) -> Result<()> {
+    let tools = Tools::ensure()?;
+    let bundles = match args {
+        [] => deploy::deploy(&tools)?,
+        [flag] if flag == "--dry-run" => {
+            deploy::dry_run(&tools, &paths::scratch().join("dry-run"), true)?
+        }
+        _ => bail!("usage: cargo xtask deploy-all [--dry-run]"),
+    };
+    print!("{}", deploy::report(&bundles));
+    Ok(())
+}
+
+fn tail(args: &[String]) -> Result<()> {
+    let [name] = args else {
+        bail!("usage: cargo xtask tail WORKER (edge, listener or broker)");
+    };
+    let worker = workers::check_name(name)?;
+    let tools = Tools::ensure()?;
+    let mut cmd = tools.wrangler();
+    cmd.args(["tail", "--format", "pretty", "-c"])
+        .arg(paths::wrangler_config(worker));
+    process::run(&mut cmd)
+}

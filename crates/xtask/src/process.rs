@@ -1,0 +1,221 @@
+//! Running commands: echo what runs, fail with the command in the message, and keep child servers
+//! in a process group of their own so they can be ended together.
+
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Runs `cmd` to completion with inherited output; a non-zero exit is an error.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = describe(cmd);
+    eprintln!("+ {shown}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    check(status, &shown)
+}
+
+/// Runs `cmd` and returns its standard output; a non-zero exit is an error.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let shown = describe(cmd);
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`{shown}` failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Test counts summed over every `test result:` line a `cargo test` printed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TestTotals {
+    pub passed: u64,
+    pub failed: u64,
+}
+
+impl TestTotals {
+    /// Adds the counts of one `test result: ok. 3 passed; 0 failed; ...` line; ignores others.
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match kind {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs a `cargo test` command, passing its output through, and sums its results. A non-zero exit
+/// is reported through the totals' failures (or as an error if nothing ran).
+pub fn run_tests(cmd: &mut Command) -> Result<TestTotals> {
+    use std::io::{BufRead, BufReader};
+    let shown = describe(cmd);
+    eprintln!("+ {shown}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{shown}`"))?;
+    let mut totals = TestTotals::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            totals.add_line(&line);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && totals.failed == 0 {
+        bail!("`{shown}` failed ({status}) before reporting a failed test");
+    }
+    Ok(totals)
+}
+
+fn check(status: ExitStatus, shown: &str) -> Result<()> {
+    if status.success() {
+        Ok(())
+    } else {
+        bail!("`{shown}` failed ({status})")
+    }
+}
+
+/// The command as a person would type it (program and arguments, not the environment).
+pub fn describe(cmd: &Command) -> String {
+    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
+    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    parts.join(" ")
+}
+
+/// A child process that leads its own process group; dropping it ends the whole group (TERM, then
+/// KILL after a grace period), so servers it started do not outlive it.
+pub struct Group {
+    child: Child,
+    name: String,
+    /// Whether the child leads a group of its own (then the group is signalled, not just it).
+    own_group: bool,
+}
+
+impl Group {
+    /// Spawns `cmd` as the leader of a new process group.
+    pub fn spawn(name: &str, cmd: &mut Command) -> Result<Group> {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("could not start {name}: `{}`", describe(cmd)))?;
+        Ok(Group {
+            child,
+            name: name.to_owned(),
+            own_group: true,
+        })
+    }
+
+    /// Spawns `cmd` in this process's group: a terminal's Ctrl-C reaches it as well as us.
+    pub fn spawn_foreground(name: &str, cmd: &mut Command) -> Result<Group> {
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("could not start {name}: `{}`", describe(cmd)))?;
+        Ok(Group {
+            child,
+            name: name.to_owned(),
+            own_group: false,
+        })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(status)` if the leader has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits for the leader to exit on its own.
+    pub fn wait(&mut self) -> Result<ExitStatus> {
+        self.child
+            .wait()
+            .with_context(|| format!("waiting for {}", self.name))
+    }
+
+    /// Ends the group: TERM, up to `grace` to exit, then KILL.
+    pub fn stop(&mut self, grace: Duration) {
+        if self.exited().is_some() {
+            // The leader is gone; its group may still hold children.
+            self.signal("KILL");
+            return;
+        }
+        self.signal("TERM");
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                self.signal("KILL");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id();
+        let target = if self.own_group {
+            format!("-{pid}")
+        } else {
+            pid.to_string()
+        };
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg("--")
+            .arg(target)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn sums_cargo_test_lines() {
+        let mut totals = TestTotals::default();
+        totals.add_line("test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        totals.add_line(
+            "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        totals.add_line("running 3 tests");
+        totals.add_line("test foo ... ok");
+        assert_eq!(
+            totals,
+            TestTotals {
+                passed: 5,
+                failed: 1
+            }
+        );
+    }
+}

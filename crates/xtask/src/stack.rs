@@ -1,0 +1,225 @@
+//! The local stack: the D1 migrations applied to a local database, then one `wrangler dev` running
+//! edge, listener and broker together on 127.0.0.1. `cargo xtask dev` runs it for people, the
+//! end-to-end tests run it for themselves (own ports, own state folder, ended on drop).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::process::{self, Group};
+use crate::toolchain::Tools;
+use crate::{paths, workers};
+
+/// The D1 database name shared by every wrangler config.
+pub const D1_DATABASE: &str = "statusphere";
+
+/// How to run the stack.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Where edge listens (on 127.0.0.1).
+    pub port: u16,
+    /// Local D1 and Durable Object storage.
+    pub persist_dir: PathBuf,
+    /// Where wrangler's output goes; `None` shows it on this terminal.
+    pub log_file: Option<PathBuf>,
+    /// Expose `/__scheduled` on edge so that tests can fire the cron trigger.
+    pub test_scheduled: bool,
+    /// Start wrangler in this process's group, so that Ctrl-C in a terminal reaches it too.
+    pub foreground: bool,
+}
+
+impl StackConfig {
+    /// A configuration for a test: free ports, a fresh state folder under `target/`, output to a
+    /// log file in it.
+    pub fn for_test(name: &str) -> Result<StackConfig> {
+        let port = free_port()?;
+        let dir = paths::scratch().join("runs").join(format!("{name}-{port}"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(StackConfig {
+            port,
+            persist_dir: dir.join("state"),
+            log_file: Some(dir.join("wrangler.log")),
+            test_scheduled: true,
+            foreground: false,
+        })
+    }
+}
+
+/// A running stack; dropping it ends wrangler and workerd.
+pub struct Stack {
+    group: Group,
+    config: StackConfig,
+}
+
+impl Stack {
+    /// Applies the migrations, starts `wrangler dev` and waits until edge answers.
+    pub fn start(tools: &Tools, config: StackConfig) -> Result<Stack> {
+        workers::check_built()?;
+        apply_migrations(tools, &config.persist_dir, config.log_file.as_deref())?;
+        let inspector_port = free_port()?;
+        let mut cmd = tools.wrangler();
+        cmd.arg("dev");
+        for worker in ["edge", "listener", "broker"] {
+            // The first config is the public one: edge.
+            cmd.arg("-c").arg(paths::wrangler_config(worker));
+        }
+        cmd.args(["--ip", "127.0.0.1", "--port"])
+            .arg(config.port.to_string())
+            .arg("--inspector-port")
+            .arg(inspector_port.to_string())
+            .arg("--persist-to")
+            .arg(&config.persist_dir)
+            .arg("--show-interactive-dev-session=false");
+        if config.test_scheduled {
+            cmd.arg("--test-scheduled");
+        }
+        redirect(&mut cmd, config.log_file.as_deref())?;
+        let group = if config.foreground {
+            Group::spawn_foreground("wrangler dev", &mut cmd)?
+        } else {
+            Group::spawn("wrangler dev", &mut cmd)?
+        };
+        let mut stack = Stack { group, config };
+        stack.wait_ready(Duration::from_secs(120))?;
+        Ok(stack)
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.config.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.config.port
+    }
+
+    pub fn config(&self) -> &StackConfig {
+        &self.config
+    }
+
+    /// The process id of the wrangler process leading the stack's group.
+    pub fn pid(&self) -> u32 {
+        self.group.id()
+    }
+
+    /// The last `lines` lines of wrangler's output (tests print it when they fail).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let Some(path) = &self.config.log_file else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Everything wrangler printed so far.
+    pub fn log(&self) -> String {
+        self.config
+            .log_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// Blocks until wrangler exits (`dev` waits here until Ctrl-C).
+    pub fn wait(&mut self) -> Result<()> {
+        let status = self.group.wait()?;
+        if status.success() {
+            Ok(())
+        } else {
+            bail!("wrangler dev exited: {status}")
+        }
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.group.exited() {
+                bail!(
+                    "wrangler dev exited before it was ready ({status}):\n{}",
+                    self.log_tail(40)
+                );
+            }
+            if let Ok((200, _)) = http_get(self.config.port, "/") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "wrangler dev was not ready after {timeout:?}:\n{}",
+                    self.log_tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Applies `migrations/` to the local D1 database in `persist_dir`.
+pub fn apply_migrations(tools: &Tools, persist_dir: &Path, log_file: Option<&Path>) -> Result<()> {
+    let mut cmd = tools.wrangler();
+    cmd.args(["d1", "migrations", "apply", D1_DATABASE, "--local", "-c"])
+        .arg(paths::wrangler_config("edge"))
+        .arg("--persist-to")
+        .arg(persist_dir);
+    match log_file {
+        None => process::run(&mut cmd),
+        Some(path) => {
+            redirect(&mut cmd, Some(path))?;
+            process::run(&mut cmd)
+                .with_context(|| std::fs::read_to_string(path).unwrap_or_default())
+        }
+    }
+}
+
+/// Sends the command's output to `log_file` (appending), or leaves it on the terminal.
+fn redirect(cmd: &mut std::process::Command, log_file: Option<&Path>) -> Result<()> {
+    if let Some(path) = log_file {
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        cmd.stdout(file.try_clone()?)
+            .stderr(file)
+            .stdin(Stdio::null());
+    }
+    Ok(())
+}
+
+/// A port that was free on 127.0.0.1 a moment ago (the OS picks it, so two runs do not collide).
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a probe port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A minimal HTTP/1.1 GET against 127.0.0.1 (enough for readiness checks; tests use a real
+/// client). Returns the status code and the body.
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("no HTTP status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}

@@ -1,0 +1,260 @@
+//! The toolchain bootstrap: everything the README's commands need beyond Rust, Node 20 and npm,
+//! installed idempotently and skipped in seconds when present.
+//!
+//! - the `wasm32-unknown-unknown` target (rustup);
+//! - `worker-build`, and `wasm-bindgen-cli` at exactly the `wasm-bindgen` version in Cargo.lock
+//!   (cargo install, into the per-machine tool cache, one folder per version);
+//! - Node 22, wrangler and binaryen from `package-lock.json` (npm ci into `node_modules/`).
+//!
+//! worker-build would otherwise download wasm-bindgen and wasm-opt from outside the registries;
+//! [`Tools::worker_build`] hands it the local binaries instead.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{paths, process};
+
+pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
+pub const WORKER_BUILD_VERSION: &str = "0.8.7";
+const MIN_NODE: (u32, u32) = (22, 12);
+/// A copy of the lockfile `npm ci` last installed, to tell whether `node_modules/` is current.
+const NPM_STAMP: &str = ".statusphere-installed-lock.json";
+
+/// Paths to every tool the build, the stack and the deploys run.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub node: PathBuf,
+    pub wrangler_js: PathBuf,
+    pub wasm_opt: PathBuf,
+    pub esbuild: PathBuf,
+    pub worker_build: PathBuf,
+    pub wasm_bindgen: PathBuf,
+}
+
+impl Tools {
+    /// Installs whatever is missing, then returns the tools.
+    pub fn ensure() -> Result<Tools> {
+        ensure_wasm_target()?;
+        ensure_npm()?;
+        let wasm_bindgen_version = wasm_bindgen_version()?;
+        let tools = Tools::at(&wasm_bindgen_version);
+        if !tools.worker_build.exists() {
+            cargo_install(
+                "worker-build",
+                WORKER_BUILD_VERSION,
+                true,
+                &tools.worker_build,
+            )?;
+        }
+        if !tools.wasm_bindgen.exists() {
+            // `--locked` fails for this crate today (its lockfile is out of date); a plain install
+            // resolves and works.
+            cargo_install(
+                "wasm-bindgen-cli",
+                &wasm_bindgen_version,
+                false,
+                &tools.wasm_bindgen,
+            )?;
+        }
+        tools.check_node()?;
+        Ok(tools)
+    }
+
+    /// Returns the tools if all are present; says how to get them if not.
+    pub fn locate() -> Result<Tools> {
+        let tools = Tools::at(&wasm_bindgen_version()?);
+        for path in [
+            &tools.node,
+            &tools.wrangler_js,
+            &tools.wasm_opt,
+            &tools.esbuild,
+            &tools.worker_build,
+            &tools.wasm_bindgen,
+        ] {
+            if !path.exists() {
+                bail!(
+                    "{} is missing: run `cargo xtask test` (or `cargo xtask bootstrap`) first",
+                    path.display()
+                );
+            }
+        }
+        Ok(tools)
+    }
+
+    fn at(wasm_bindgen_version: &str) -> Tools {
+        let npm = paths::node_modules();
+        let cache = paths::tools_dir();
+        Tools {
+            node: npm.join("node/bin/node"),
+            wrangler_js: npm.join("wrangler/bin/wrangler.js"),
+            wasm_opt: npm.join("binaryen/bin/wasm-opt"),
+            esbuild: npm.join("esbuild/bin/esbuild"),
+            worker_build: cache
+                .join(format!("worker-build-{WORKER_BUILD_VERSION}"))
+                .join("bin/worker-build"),
+            wasm_bindgen: cache
+                .join(format!("wasm-bindgen-{wasm_bindgen_version}"))
+                .join("bin/wasm-bindgen"),
+        }
+    }
+
+    /// A `wrangler` command: run by the pinned Node 22, telemetry and outside fetches off, never
+    /// waiting for a prompt, from the workspace root.
+    pub fn wrangler(&self) -> Command {
+        let mut cmd = Command::new(&self.node);
+        cmd.arg(&self.wrangler_js)
+            .current_dir(paths::root())
+            .env("PATH", self.path_with_node())
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("CI", "true");
+        cmd
+    }
+
+    /// A `worker-build --release` command for the worker crate in `crate_dir`, given local
+    /// wasm-bindgen, wasm-opt and esbuild so that it downloads nothing.
+    pub fn worker_build(&self, crate_dir: &Path) -> Command {
+        let mut cmd = Command::new(&self.worker_build);
+        cmd.arg("--release")
+            .current_dir(crate_dir)
+            .env("PATH", self.path_with_node())
+            .env("WASM_BINDGEN_BIN", &self.wasm_bindgen)
+            .env("WASM_OPT_BIN", &self.wasm_opt)
+            .env("ESBUILD_BIN", &self.esbuild)
+            .env("CARGO_TARGET_DIR", paths::root().join("target"));
+        cmd
+    }
+
+    /// `PATH` with the pinned Node first (wrangler and its helpers call `node`).
+    fn path_with_node(&self) -> std::ffi::OsString {
+        let node_dir = self
+            .node
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut dirs = vec![node_dir];
+        if let Some(path) = std::env::var_os("PATH") {
+            dirs.extend(std::env::split_paths(&path));
+        }
+        std::env::join_paths(dirs).unwrap_or_default()
+    }
+
+    fn check_node(&self) -> Result<()> {
+        let version = process::output(Command::new(&self.node).arg("--version"))?;
+        let (major, minor) = parse_node_version(&version)
+            .with_context(|| format!("unexpected `node --version` output: {version:?}"))?;
+        if (major, minor) < MIN_NODE {
+            bail!(
+                "{} is Node {major}.{minor}; wrangler and the local PDS need >= {}.{}",
+                self.node.display(),
+                MIN_NODE.0,
+                MIN_NODE.1
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `v22.23.3` -> (22, 23).
+fn parse_node_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.trim().trim_start_matches('v').split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let installed = process::output(
+        Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .current_dir(paths::root()),
+    )?;
+    if installed.lines().any(|line| line.trim() == WASM_TARGET) {
+        return Ok(());
+    }
+    process::run(
+        Command::new("rustup")
+            .args(["target", "add", WASM_TARGET])
+            .current_dir(paths::root()),
+    )
+}
+
+/// `npm ci` when `node_modules/` was not installed from the current lockfile.
+fn ensure_npm() -> Result<()> {
+    let root = paths::root();
+    let lock = fs::read(root.join("package-lock.json")).context("reading package-lock.json")?;
+    let stamp = paths::node_modules().join(NPM_STAMP);
+    if fs::read(&stamp).is_ok_and(|installed| installed == lock) {
+        return Ok(());
+    }
+    process::run(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&root),
+    )?;
+    fs::write(&stamp, &lock).with_context(|| format!("writing {}", stamp.display()))?;
+    Ok(())
+}
+
+/// Installs `krate` at `version` so that its binary lands at `binary` (`<root>/bin/<name>`).
+fn cargo_install(krate: &str, version: &str, locked: bool, binary: &Path) -> Result<()> {
+    let root = binary
+        .parent()
+        .and_then(Path::parent)
+        .context("tool path has no install root")?;
+    eprintln!("installing {krate} {version} (once per machine; a few minutes)");
+    let mut cmd = Command::new("cargo");
+    cmd.args(["install", krate, "--version", version, "--root"])
+        .arg(root)
+        .current_dir(paths::root());
+    if locked {
+        cmd.arg("--locked");
+    }
+    process::run(&mut cmd)
+}
+
+/// The `wasm-bindgen` version Cargo.lock resolved; the CLI must match it exactly.
+pub fn wasm_bindgen_version() -> Result<String> {
+    let lock =
+        fs::read_to_string(paths::root().join("Cargo.lock")).context("reading Cargo.lock")?;
+    lock_version(&lock, "wasm-bindgen").context("wasm-bindgen is not in Cargo.lock")
+}
+
+/// The version of package `name` in a Cargo.lock's text (first match).
+fn lock_version(lock: &str, name: &str) -> Option<String> {
+    let wanted = format!("name = \"{name}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == wanted {
+            let version = lines.next()?.trim().strip_prefix("version = \"")?;
+            return Some(version.trim_end_matches('"').to_owned());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_versions() {
+        assert_eq!(parse_node_version("v22.23.3\n"), Some((22, 23)));
+        assert_eq!(parse_node_version("v20.20.2"), Some((20, 20)));
+        assert_eq!(parse_node_version("garbage"), None);
+    }
+
+    #[test]
+    fn lock_versions() {
+        let lock = "[[package]]\nname = \"wasm-bindgen\"\nversion = \"0.2.130\"\n\n\
+                    [[package]]\nname = \"wasm-bindgen-macro\"\nversion = \"0.2.130\"\n";
+        assert_eq!(
+            lock_version(lock, "wasm-bindgen").as_deref(),
+            Some("0.2.130")
+        );
+        assert_eq!(lock_version(lock, "serde"), None);
+    }
+}

@@ -1,0 +1,18 @@
+//! Runtime glue shared by the edge, listener and broker workers.
+//!
+//! Only worker crates depend on this one (it depends on `worker`); pure logic belongs in `domain`.
+
+pub mod log;
+
+use serde::Serialize;
+use worker::{Response, Result};
+
+/// A JSON response with the given status code.
+pub fn json_response<T: Serialize>(status: u16, body: &T) -> Result<Response> {
+    Ok(Response::from_json(body)?.with_status(status))
+}
+
+/// A plain-text error response: every refusal says why, in words.
+pub fn text_error(status: u16, message: &str) -> Result<Response> {
+    Response::error(message, status)
+}

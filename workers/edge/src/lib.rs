@@ -1,0 +1,94 @@
+//! The edge worker: the only public worker. It serves the pages, hands browsers' WebSockets to the
+//! broker, reports health, and wakes the listener from its cron trigger.
+
+mod health;
+
+use domain::internal;
+use worker::*;
+
+#[event(start)]
+fn start() {
+    workers_common::log::init("edge");
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    let method = req.method();
+    let path = req.path();
+    let response = match (method.clone(), path.as_str()) {
+        (Method::Get, "/") => Response::from_html(HOME_PAGE),
+        (Method::Get, "/ws") => websocket(req, &env).await,
+        (Method::Get, "/health") => health::report(&env).await,
+        (Method::Get | Method::Head, _) => workers_common::text_error(404, "not found"),
+        _ => workers_common::text_error(405, "method not allowed"),
+    };
+    match response {
+        Ok(response) => {
+            tracing::info!(%method, path, status = response.status_code(), "request");
+            Ok(response)
+        }
+        Err(error) => {
+            tracing::error!(%method, path, %error, "request failed");
+            workers_common::text_error(500, "internal error")
+        }
+    }
+}
+
+/// The cron trigger makes sure the listener is running; waking it twice is harmless.
+#[event(scheduled)]
+async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    match wake_listener(&env).await {
+        Ok(status) => tracing::info!(cron = event.cron(), status, "listener woken"),
+        Err(error) => tracing::error!(cron = event.cron(), %error, "waking the listener failed"),
+    }
+}
+
+async fn wake_listener(env: &Env) -> Result<u16> {
+    let url = format!("https://listener{}", internal::LISTENER_WAKE);
+    let response = env.service("LISTENER")?.fetch(url, None).await?;
+    Ok(response.status_code())
+}
+
+/// Hands a browser's WebSocket upgrade to the broker, refusing cross-site pages.
+async fn websocket(req: Request, env: &Env) -> Result<Response> {
+    let upgrade = req.headers().get("Upgrade")?;
+    if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+        return workers_common::text_error(426, "expected a WebSocket upgrade");
+    }
+    if let Some(origin) = req.headers().get("Origin")? {
+        let url = req.url()?;
+        let own = url.origin().ascii_serialization();
+        if origin != own {
+            return workers_common::text_error(403, "cross-origin WebSocket refused");
+        }
+    }
+    env.service("BROKER")?.fetch_request(req).await
+}
+
+const HOME_PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Statusphere</title>
+</head>
+<body>
+<main>
+<h1>Statusphere</h1>
+<p>Set your status on the Atmosphere.</p>
+<ul id="live" aria-live="polite"></ul>
+</main>
+<script>
+(function () {
+  var proto = location.protocol === "https:" ? "wss:" : "ws:";
+  var ws = new WebSocket(proto + "//" + location.host + "/ws");
+  ws.onmessage = function (event) {
+    var li = document.createElement("li");
+    li.textContent = event.data;
+    document.getElementById("live").prepend(li);
+  };
+})();
+</script>
+</body>
+</html>
+"#;
