@@ -1,6 +1,62 @@
-//! The domain of Statusphere, shared by every worker, the sidecar and the tests.
+//! The domain of Statusphere, shared by every worker, the sidecar and the tests: Jetstream events,
+//! statuses as the app knows them, the broker's wire messages, the SQL the workers run, and pure
+//! presentation helpers.
 //!
 //! Pure Rust: no `worker`, no tokio. It builds for `wasm32-unknown-unknown` and for native.
 
 pub mod internal;
+pub mod jetstream;
+pub mod present;
 pub mod sql;
+pub mod status;
+pub mod wire;
+
+pub use status::{Origin, Status, StatusView};
+
+/// Everything that can go wrong in the domain: each variant names a reason that the listener
+/// counts drops by.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("frame is not valid JSON for its kind: {0}")]
+    Json(String),
+    #[error("invalid {field}: {value}")]
+    Invalid { field: &'static str, value: String },
+    #[error("missing {0}")]
+    Missing(&'static str),
+    #[error(transparent)]
+    Lexicon(#[from] lexicon::Error),
+}
+
+impl Error {
+    /// A short, fixed label for metrics ("dropped by reason").
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Json(_) => "json",
+            Error::Invalid { field, .. } => field,
+            Error::Missing(field) => field,
+            Error::Lexicon(_) => "record",
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, value: &str) -> Error {
+        Error::Invalid {
+            field,
+            value: bounded(value),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Shortens untrusted text for error messages and logs (they must stay bounded).
+pub fn bounded(text: &str) -> String {
+    const MAX: usize = 80;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}

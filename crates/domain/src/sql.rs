@@ -1,5 +1,499 @@
 //! The SQL the workers run, in one place: D1 runs it in the workers, sqlx runs the very same text
-//! against the same `migrations/` in native tests.
+//! against the same `migrations/` in native tests (`tests/sql.rs`).
+//!
+//! Each query is a function returning a [`Statement`] (text + parameters in runtime-neutral
+//! [`Value`]s); the worker turns the values into D1 bindings, the tests into sqlx bindings.
+//! The rules behind the writes (idempotency, ordering, tombstones) are in docs/data-model.md.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use crate::jetstream::{AccountUpdate, HandleUpdate, Tombstone};
+use crate::status::{Origin, Status, StatusView};
+
+/// D1: at most 100 bound parameters per statement.
+pub const D1_MAX_PARAMS: usize = 100;
+/// D1: at most 100,000 bytes per statement (we count the text and the bound values, to be safe).
+pub const D1_MAX_STATEMENT_BYTES: usize = 100_000;
+
+/// A bound parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Null,
+    Integer(i64),
+    Text(String),
+}
+
+impl Value {
+    fn size(&self) -> usize {
+        match self {
+            Value::Null => 4,
+            Value::Integer(_) => 8,
+            Value::Text(text) => text.len(),
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Value {
+        Value::Text(text.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(text: String) -> Value {
+        Value::Text(text)
+    }
+}
+
+impl From<i64> for Value {
+    fn from(n: i64) -> Value {
+        Value::Integer(n)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Value {
+        Value::Integer(i64::from(b))
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(value: Option<T>) -> Value {
+        value.map_or(Value::Null, Into::into)
+    }
+}
+
+/// One SQL statement with its parameters, bound in order to `?1`, `?2`, … (or to plain `?`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    pub sql: Cow<'static, str>,
+    pub params: Vec<Value>,
+}
+
+impl Statement {
+    fn new(sql: &'static str, params: Vec<Value>) -> Statement {
+        Statement {
+            sql: Cow::Borrowed(sql),
+            params,
+        }
+    }
+
+    /// Text plus bound values, in bytes: what D1's statement-size limit is checked against.
+    pub fn size(&self) -> usize {
+        self.sql.len() + self.params.iter().map(Value::size).sum::<usize>()
+    }
+}
+
+/// Builds multi-row `INSERT … VALUES (…), (…) <tail>` statements, as many rows per statement as
+/// D1's limits allow. Every row has the same number of values.
+fn multi_row(head: &str, tail: &str, rows: Vec<Vec<Value>>) -> Vec<Statement> {
+    let Some(width) = rows.first().map(Vec::len) else {
+        return Vec::new();
+    };
+    let tuple = format!("({})", vec!["?"; width].join(", "));
+    let max_rows = (D1_MAX_PARAMS / width).max(1);
+    let mut statements = Vec::new();
+    let mut current: Vec<Vec<Value>> = Vec::new();
+    let mut bytes = head.len() + tail.len();
+    for row in rows {
+        let row_bytes = tuple.len() + 2 + row.iter().map(Value::size).sum::<usize>();
+        let full = current.len() == max_rows || bytes + row_bytes > D1_MAX_STATEMENT_BYTES;
+        if full && !current.is_empty() {
+            statements.push(render(head, tail, &tuple, std::mem::take(&mut current)));
+            bytes = head.len() + tail.len();
+        }
+        bytes += row_bytes;
+        current.push(row);
+    }
+    if !current.is_empty() {
+        statements.push(render(head, tail, &tuple, current));
+    }
+    statements
+}
+
+fn render(head: &str, tail: &str, tuple: &str, rows: Vec<Vec<Value>>) -> Statement {
+    let tuples = vec![tuple; rows.len()].join(", ");
+    Statement {
+        sql: Cow::Owned(format!("{head} {tuples} {tail}")),
+        params: rows.into_iter().flatten().collect(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statuses: writes
+
+const UPSERT_HEAD: &str = "INSERT INTO status \
+    (uri, author_did, rkey, status, created_at, indexed_at, rev, cid, origin, confirmed) VALUES";
+
+/// The idempotency rules, in SQL. A write lands only if it is newer (a greater `rev`), or the same
+/// revision confirmed by the network for the first time; anything else (the same event twice, an
+/// older replay, a create replayed after its delete) changes nothing and returns no row.
+const UPSERT_TAIL: &str = "ON CONFLICT (uri) DO UPDATE SET \
+    status = excluded.status, \
+    created_at = excluded.created_at, \
+    cid = excluded.cid, \
+    indexed_at = CASE WHEN status.deleted = 0 AND (excluded.rev = status.rev OR status.rev = '') \
+        THEN MIN(status.indexed_at, excluded.indexed_at) ELSE excluded.indexed_at END, \
+    rev = excluded.rev, \
+    confirmed = MAX(status.confirmed, excluded.confirmed), \
+    deleted = 0 \
+    WHERE excluded.rev > status.rev \
+       OR (excluded.rev = status.rev AND status.deleted = 0 AND excluded.confirmed > status.confirmed) \
+    RETURNING uri, author_did, rkey, status, created_at, indexed_at, rev, cid, origin, confirmed";
+
+/// Upserts statuses by URI, idempotently, in as few statements as D1's limits allow. Each
+/// statement returns the rows it changed (to forward to the broker). Run them in one D1 batch (one
+/// transaction).
+pub fn upsert_statuses(statuses: &[Status]) -> Vec<Statement> {
+    let rows = statuses
+        .iter()
+        .map(|s| {
+            vec![
+                s.uri.as_str().into(),
+                s.author_did.as_str().into(),
+                s.rkey.as_str().into(),
+                s.status.as_str().into(),
+                s.created_at.as_str().into(),
+                s.indexed_at.into(),
+                s.rev.as_str().into(),
+                s.cid.as_deref().into(),
+                s.origin.as_str().into(),
+                s.confirmed.into(),
+            ]
+        })
+        .collect();
+    multi_row(UPSERT_HEAD, UPSERT_TAIL, rows)
+}
+
+const DELETE_HEAD: &str = "INSERT INTO status \
+    (uri, author_did, rkey, status, created_at, indexed_at, rev, cid, origin, confirmed, deleted) VALUES";
+
+/// A delete leaves a tombstone (content cleared), even for a status never seen, so that a replayed
+/// older create cannot revive it; a delete older than what is stored changes nothing.
+const DELETE_TAIL: &str = "ON CONFLICT (uri) DO UPDATE SET \
+    status = '', created_at = '', cid = NULL, rev = excluded.rev, deleted = 1 \
+    WHERE excluded.rev >= status.rev AND status.deleted = 0 \
+    RETURNING uri, author_did";
+
+/// Deletes statuses (as tombstones). Returns `(uri, author_did)` of each tombstone written (a
+/// visible status deleted, or a tombstone for a status not seen yet); replays return nothing.
+pub fn delete_statuses(tombstones: &[Tombstone]) -> Vec<Statement> {
+    let rows = tombstones
+        .iter()
+        .map(|t| {
+            vec![
+                t.uri.as_str().into(),
+                t.author_did.as_str().into(),
+                t.rkey.as_str().into(),
+                "".into(),
+                "".into(),
+                t.indexed_at.into(),
+                t.rev.as_str().into(),
+                Value::Null,
+                Origin::Network.as_str().into(),
+                true.into(),
+                true.into(),
+            ]
+        })
+        .collect();
+    multi_row(DELETE_HEAD, DELETE_TAIL, rows)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts
+
+const HANDLE_HEAD: &str = "INSERT INTO account (did, handle, handle_time_us) VALUES";
+const HANDLE_TAIL: &str = "ON CONFLICT (did) DO UPDATE SET \
+    handle = excluded.handle, handle_time_us = excluded.handle_time_us \
+    WHERE excluded.handle_time_us >= account.handle_time_us \
+      AND excluded.handle IS NOT account.handle \
+    RETURNING did, handle";
+
+/// Records handles; an older identity event never overwrites a newer one. Returns the accounts
+/// whose handle changed.
+pub fn set_handles(updates: &[HandleUpdate]) -> Vec<Statement> {
+    let rows = updates.iter().map(handle_row).collect();
+    multi_row(HANDLE_HEAD, HANDLE_TAIL, rows)
+}
+
+fn handle_row(update: &HandleUpdate) -> Vec<Value> {
+    vec![
+        update.did.as_str().into(),
+        update.handle.as_deref().into(),
+        update.time_us.into(),
+    ]
+}
+
+/// A handle learned outside the firehose (sign-in, a write through edge, a background refresh):
+/// recorded unless an identity event already said otherwise more recently.
+pub fn learn_handle(did: &str, handle: &str, now_us: i64) -> Statement {
+    let update = HandleUpdate {
+        did: did.to_owned(),
+        handle: Some(handle.to_owned()),
+        time_us: now_us,
+    };
+    render(
+        HANDLE_HEAD,
+        HANDLE_TAIL,
+        "(?, ?, ?)",
+        vec![handle_row(&update)],
+    )
+}
+
+const ACCOUNT_HEAD: &str = "INSERT INTO account (did, active, status, state_time_us) VALUES";
+const ACCOUNT_TAIL: &str = "ON CONFLICT (did) DO UPDATE SET \
+    active = excluded.active, status = excluded.status, state_time_us = excluded.state_time_us \
+    WHERE excluded.state_time_us >= account.state_time_us \
+      AND (excluded.active IS NOT account.active OR excluded.status IS NOT account.status) \
+    RETURNING did, active";
+
+/// Records account states (hides inactive accounts' statuses); an older account event never
+/// overwrites a newer one. Returns the accounts whose state changed. Accounts that were deleted
+/// also need [`purge_statuses`].
+pub fn set_account_states(updates: &[AccountUpdate]) -> Vec<Statement> {
+    let rows = updates
+        .iter()
+        .map(|u| {
+            vec![
+                u.did.as_str().into(),
+                u.active.into(),
+                u.status.as_deref().into(),
+                u.time_us.into(),
+            ]
+        })
+        .collect();
+    multi_row(ACCOUNT_HEAD, ACCOUNT_TAIL, rows)
+}
+
+/// Turns all of a deleted account's statuses into tombstones (content cleared).
+pub fn purge_statuses(did: &str) -> Statement {
+    Statement::new(
+        "UPDATE status SET status = '', created_at = '', cid = NULL, deleted = 1 \
+         WHERE author_did = ?1 AND deleted = 0",
+        vec![did.into()],
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statuses: reads
+
+/// The most recent visible statuses (not deleted, author active), newest first, with handles.
+pub fn recent_statuses(limit: i64) -> Statement {
+    Statement::new(
+        "SELECT s.uri, s.author_did, a.handle, s.rkey, s.status, s.created_at, s.indexed_at, \
+         s.origin, s.confirmed \
+         FROM status AS s LEFT JOIN account AS a ON a.did = s.author_did \
+         WHERE s.deleted = 0 AND (a.active IS NULL OR a.active = 1) \
+         ORDER BY s.indexed_at DESC, s.uri DESC LIMIT ?1",
+        vec![limit.into()],
+    )
+}
+
+/// One account's current status (its newest, not deleted), with its handle.
+pub fn current_status(did: &str) -> Statement {
+    Statement::new(
+        "SELECT s.uri, s.author_did, a.handle, s.rkey, s.status, s.created_at, s.indexed_at, \
+         s.origin, s.confirmed \
+         FROM current_status AS c JOIN status AS s ON s.uri = c.uri \
+         LEFT JOIN account AS a ON a.did = c.author_did \
+         WHERE c.author_did = ?1",
+        vec![did.into()],
+    )
+}
+
+/// How many active accounts currently show each status, most shown first.
+pub fn status_counts() -> Statement {
+    Statement::new(
+        "SELECT status, count FROM status_count WHERE count > 0 ORDER BY count DESC, status",
+        Vec::new(),
+    )
+}
+
+/// One status by URI, with its handle (whether visible or not; `deleted` tells).
+pub fn status_by_uri(uri: &str) -> Statement {
+    Statement::new(
+        "SELECT s.uri, s.author_did, a.handle, s.rkey, s.status, s.created_at, s.indexed_at, \
+         s.origin, s.confirmed, s.deleted \
+         FROM status AS s LEFT JOIN account AS a ON a.did = s.author_did WHERE s.uri = ?1",
+        vec![uri.into()],
+    )
+}
+
+/// An account's handle, if known.
+pub fn handle_of(did: &str) -> Statement {
+    Statement::new(
+        "SELECT handle FROM account WHERE did = ?1",
+        vec![did.into()],
+    )
+}
+
+/// A row of [`recent_statuses`], [`current_status`] or [`status_by_uri`], as SQLite returns it
+/// (booleans are integers).
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatusViewRow {
+    pub uri: String,
+    pub author_did: String,
+    pub handle: Option<String>,
+    pub rkey: String,
+    pub status: String,
+    pub created_at: String,
+    pub indexed_at: i64,
+    pub origin: String,
+    pub confirmed: i64,
+}
+
+impl StatusViewRow {
+    pub fn into_view(self) -> StatusView {
+        StatusView {
+            uri: self.uri,
+            author_did: self.author_did,
+            handle: self.handle,
+            rkey: self.rkey,
+            status: self.status,
+            created_at: self.created_at,
+            indexed_at: self.indexed_at,
+            // The column's CHECK allows only the two values.
+            origin: Origin::parse(&self.origin).unwrap_or(Origin::Network),
+            confirmed: self.confirmed != 0,
+        }
+    }
+}
+
+/// A row of [`status_counts`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CountRow {
+    pub status: String,
+    pub count: i64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// OAuth state and sessions
+
+/// Stores an authorization in progress.
+pub fn insert_oauth_state(state: &str, data: &str, expires_at_ms: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO oauth_state (state, data, expires_at) VALUES (?1, ?2, ?3)",
+        vec![state.into(), data.into(), expires_at_ms.into()],
+    )
+}
+
+/// Takes an authorization in progress: returns its `data` once, if it has not expired, and
+/// removes it whatever happens (a state is single-use).
+pub fn take_oauth_state(state: &str, now_ms: i64) -> Statement {
+    Statement::new(
+        "DELETE FROM oauth_state WHERE state = ?1 RETURNING data, expires_at > ?2 AS fresh",
+        vec![state.into(), now_ms.into()],
+    )
+}
+
+/// Creates or replaces an account's OAuth session (after sign-in), dropping any refresh lease.
+pub fn put_oauth_session(did: &str, data: &str, now_ms: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO oauth_session (did, data, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (did) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at, \
+         lock_owner = NULL, lock_until = NULL",
+        vec![did.into(), data.into(), now_ms.into()],
+    )
+}
+
+pub fn get_oauth_session(did: &str) -> Statement {
+    Statement::new(
+        "SELECT data, updated_at FROM oauth_session WHERE did = ?1",
+        vec![did.into()],
+    )
+}
+
+pub fn delete_oauth_session(did: &str) -> Statement {
+    Statement::new("DELETE FROM oauth_session WHERE did = ?1", vec![did.into()])
+}
+
+/// Takes the refresh lease on a session until `until_ms`, if nobody holds a live one; returns the
+/// session's data when taken (no row: someone else is refreshing).
+pub fn lock_oauth_session(did: &str, owner: &str, now_ms: i64, until_ms: i64) -> Statement {
+    Statement::new(
+        "UPDATE oauth_session SET lock_owner = ?2, lock_until = ?4 \
+         WHERE did = ?1 AND (lock_until IS NULL OR lock_until <= ?3) RETURNING data",
+        vec![did.into(), owner.into(), now_ms.into(), until_ms.into()],
+    )
+}
+
+/// Stores refreshed tokens and releases the lease, only if `owner` still holds it; no row
+/// returned means the lease was lost and the tokens must not be used.
+pub fn store_refreshed_session(did: &str, owner: &str, data: &str, now_ms: i64) -> Statement {
+    Statement::new(
+        "UPDATE oauth_session SET data = ?3, updated_at = ?4, lock_owner = NULL, lock_until = NULL \
+         WHERE did = ?1 AND lock_owner = ?2 RETURNING did",
+        vec![did.into(), owner.into(), data.into(), now_ms.into()],
+    )
+}
+
+/// Releases a lease without changing the session (the refresh failed).
+pub fn unlock_oauth_session(did: &str, owner: &str) -> Statement {
+    Statement::new(
+        "UPDATE oauth_session SET lock_owner = NULL, lock_until = NULL \
+         WHERE did = ?1 AND lock_owner = ?2",
+        vec![did.into(), owner.into()],
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Browser sessions
+
+pub fn insert_browser_session(
+    id_hash: &str,
+    did: &str,
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Statement {
+    Statement::new(
+        "INSERT INTO browser_session (id_hash, did, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        vec![id_hash.into(), did.into(), now_ms.into(), expires_at_ms.into()],
+    )
+}
+
+/// The signed-in account of a live browser session, with its handle.
+pub fn get_browser_session(id_hash: &str, now_ms: i64) -> Statement {
+    Statement::new(
+        "SELECT b.did, a.handle, b.expires_at FROM browser_session AS b \
+         LEFT JOIN account AS a ON a.did = b.did \
+         WHERE b.id_hash = ?1 AND b.expires_at > ?2",
+        vec![id_hash.into(), now_ms.into()],
+    )
+}
+
+pub fn delete_browser_session(id_hash: &str) -> Statement {
+    Statement::new(
+        "DELETE FROM browser_session WHERE id_hash = ?1",
+        vec![id_hash.into()],
+    )
+}
+
+/// Signs an account out everywhere.
+pub fn delete_browser_sessions_of(did: &str) -> Statement {
+    Statement::new(
+        "DELETE FROM browser_session WHERE did = ?1",
+        vec![did.into()],
+    )
+}
+
+/// Housekeeping: expired authorizations and browser sessions.
+pub fn purge_expired(now_ms: i64) -> Vec<Statement> {
+    vec![
+        Statement::new(
+            "DELETE FROM oauth_state WHERE expires_at <= ?1",
+            vec![now_ms.into()],
+        ),
+        Statement::new(
+            "DELETE FROM browser_session WHERE expires_at <= ?1",
+            vec![now_ms.into()],
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health
 
 /// Health probe, step 1: write a token into the single probe row.
 /// Binds: `?1` token, `?2` unix milliseconds.

@@ -1,0 +1,336 @@
+//! Jetstream events, as real Jetstream sends them on `/subscribe`: one JSON object per text frame.
+//!
+//! ```json
+//! {"did":"did:plc:…","time_us":1725911162329308,"kind":"commit",
+//!  "commit":{"rev":"3l3qo2vutsw2b","operation":"create","collection":"xyz.statusphere.status",
+//!            "rkey":"3l3qo2vuowo2b","record":{…},"cid":"bafyrei…"}}
+//! {"did":"did:plc:…","time_us":…,"kind":"identity","identity":{"did":"…","handle":"…","seq":1,"time":"…"}}
+//! {"did":"did:plc:…","time_us":…,"kind":"account","account":{"active":false,"did":"…","seq":2,"time":"…","status":"deactivated"}}
+//! ```
+//!
+//! Lenient where the protocol allows (unknown fields and kinds, the newer per-frame `cursor`, an
+//! absent `record`/`cid` on deletes, an unknown account status), strict where it matters (the DID,
+//! `time_us`, the repo revision, the collection, the record key, and the record itself when it is a
+//! status). A bad frame is an [`Error`](crate::Error) value, never a panic.
+
+use atrium_api::types::string::{Did, Handle, Nsid, RecordKey, Tid};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::status::{at_uri, Origin, Status};
+use crate::{bounded, Error, Result};
+
+/// Jetstream frames larger than this are refused before parsing (real status frames are < 1 KB;
+/// Jetstream's own default `maxMessageSizeBytes` is unlimited, ours is not).
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// The longest DID atproto allows.
+const MAX_DID_BYTES: usize = 2048;
+
+/// One Jetstream event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub did: String,
+    /// When Jetstream received the event: unix microseconds, the resumption cursor.
+    pub time_us: i64,
+    /// The newer, instance-local sequence number, when the server sends one.
+    pub cursor: Option<u64>,
+    pub body: EventBody,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventBody {
+    Commit(Commit),
+    Identity(Identity),
+    Account(Account),
+    /// A kind this code does not know; tolerated and skipped.
+    Unknown {
+        kind: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The repository revision (a TID): orders the writes of one repository.
+    pub rev: String,
+    pub operation: Operation,
+    pub collection: String,
+    pub rkey: String,
+    /// The record's JSON, on create and update.
+    pub record: Option<Box<RawValue>>,
+    /// The record's CID, on create and update.
+    pub cid: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The account's handle; `None` when absent or not a valid handle.
+    pub handle: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub active: bool,
+    pub status: Option<AccountStatus>,
+}
+
+/// Why an account is not active (atproto `#account` status values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountStatus {
+    Takendown,
+    Suspended,
+    Deleted,
+    Deactivated,
+    Desynchronized,
+    Throttled,
+    Other(String),
+}
+
+impl AccountStatus {
+    fn parse(text: &str) -> AccountStatus {
+        match text {
+            "takendown" => AccountStatus::Takendown,
+            "suspended" => AccountStatus::Suspended,
+            "deleted" => AccountStatus::Deleted,
+            "deactivated" => AccountStatus::Deactivated,
+            "desynchronized" => AccountStatus::Desynchronized,
+            "throttled" => AccountStatus::Throttled,
+            other => AccountStatus::Other(bounded(other)),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            AccountStatus::Takendown => "takendown",
+            AccountStatus::Suspended => "suspended",
+            AccountStatus::Deleted => "deleted",
+            AccountStatus::Deactivated => "deactivated",
+            AccountStatus::Desynchronized => "desynchronized",
+            AccountStatus::Throttled => "throttled",
+            AccountStatus::Other(other) => other,
+        }
+    }
+}
+
+// The wire shapes, deserialized once; `Event::parse` validates them into the types above.
+
+#[derive(Deserialize)]
+struct RawEvent {
+    did: String,
+    time_us: i64,
+    kind: String,
+    #[serde(default)]
+    cursor: Option<u64>,
+    #[serde(default)]
+    commit: Option<RawCommit>,
+    #[serde(default)]
+    identity: Option<RawIdentity>,
+    #[serde(default)]
+    account: Option<RawAccount>,
+}
+
+#[derive(Deserialize)]
+struct RawCommit {
+    rev: String,
+    operation: Operation,
+    collection: String,
+    rkey: String,
+    #[serde(default)]
+    record: Option<Box<RawValue>>,
+    #[serde(default)]
+    cid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawIdentity {
+    #[serde(default)]
+    handle: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawAccount {
+    active: bool,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+impl Event {
+    /// Parses and validates one frame.
+    pub fn parse(frame: &str) -> Result<Event> {
+        if frame.len() > MAX_FRAME_BYTES {
+            return Err(Error::Invalid {
+                field: "frame",
+                value: format!("{} bytes", frame.len()),
+            });
+        }
+        let raw: RawEvent =
+            serde_json::from_str(frame).map_err(|e| Error::Json(bounded(&e.to_string())))?;
+        if raw.did.len() > MAX_DID_BYTES || Did::new(raw.did.clone()).is_err() {
+            return Err(Error::invalid("did", &raw.did));
+        }
+        if raw.time_us <= 0 {
+            return Err(Error::invalid("time_us", &raw.time_us.to_string()));
+        }
+        let body = match raw.kind.as_str() {
+            "commit" => EventBody::Commit(Commit::validate(
+                raw.commit.ok_or(Error::Missing("commit"))?,
+            )?),
+            "identity" => {
+                let identity = raw.identity.ok_or(Error::Missing("identity"))?;
+                // An invalid handle is no handle: the account shows as its DID.
+                let handle = identity
+                    .handle
+                    .filter(|h| Handle::new(h.clone()).is_ok())
+                    .map(|h| h.to_ascii_lowercase());
+                EventBody::Identity(Identity { handle })
+            }
+            "account" => {
+                let account = raw.account.ok_or(Error::Missing("account"))?;
+                EventBody::Account(Account {
+                    active: account.active,
+                    status: account.status.as_deref().map(AccountStatus::parse),
+                })
+            }
+            other => EventBody::Unknown {
+                kind: bounded(other),
+            },
+        };
+        Ok(Event {
+            did: raw.did,
+            time_us: raw.time_us,
+            cursor: raw.cursor,
+            body,
+        })
+    }
+
+    /// What this event means for the app: `Ok(None)` for events that do not concern it (another
+    /// collection, an unknown kind); an error when it concerns it but is invalid.
+    pub fn change(&self) -> Result<Option<Change>> {
+        let indexed_at = self.time_us / 1000;
+        match &self.body {
+            EventBody::Commit(commit) if commit.collection == lexicon::STATUS_NSID => {
+                lexicon::validate_rkey(&commit.rkey)?;
+                let uri = at_uri(&self.did, &commit.rkey);
+                match commit.operation {
+                    Operation::Delete => Ok(Some(Change::Delete(Tombstone {
+                        uri,
+                        author_did: self.did.clone(),
+                        rkey: commit.rkey.clone(),
+                        rev: commit.rev.clone(),
+                        indexed_at,
+                    }))),
+                    Operation::Create | Operation::Update => {
+                        let json = commit.record.as_ref().ok_or(Error::Missing("record"))?;
+                        let cid = commit.cid.clone().ok_or(Error::Missing("cid"))?;
+                        let record = lexicon::StatusRecord::from_json(json.get())?;
+                        Ok(Some(Change::Upsert(Status {
+                            uri,
+                            author_did: self.did.clone(),
+                            rkey: commit.rkey.clone(),
+                            status: record.status.as_str().to_owned(),
+                            created_at: record.created_at.as_str().to_owned(),
+                            indexed_at,
+                            rev: commit.rev.clone(),
+                            cid: Some(cid),
+                            origin: Origin::Network,
+                            confirmed: true,
+                        })))
+                    }
+                }
+            }
+            EventBody::Commit(_) | EventBody::Unknown { .. } => Ok(None),
+            EventBody::Identity(identity) => Ok(Some(Change::Handle(HandleUpdate {
+                did: self.did.clone(),
+                handle: identity.handle.clone(),
+                time_us: self.time_us,
+            }))),
+            EventBody::Account(account) => Ok(Some(Change::Account(AccountUpdate {
+                did: self.did.clone(),
+                active: account.active,
+                status: account.status.as_ref().map(|s| s.as_str().to_owned()),
+                time_us: self.time_us,
+            }))),
+        }
+    }
+}
+
+impl Commit {
+    fn validate(raw: RawCommit) -> Result<Commit> {
+        if Tid::new(raw.rev.clone()).is_err() {
+            return Err(Error::invalid("rev", &raw.rev));
+        }
+        if Nsid::new(raw.collection.clone()).is_err() {
+            return Err(Error::invalid("collection", &raw.collection));
+        }
+        if RecordKey::new(raw.rkey.clone()).is_err() || raw.rkey == "." || raw.rkey == ".." {
+            return Err(Error::invalid("rkey", &raw.rkey));
+        }
+        let (record, cid) = match raw.operation {
+            // Deletes carry neither; ignore them if a server sends them anyway.
+            Operation::Delete => (None, None),
+            Operation::Create | Operation::Update => (raw.record, raw.cid),
+        };
+        Ok(Commit {
+            rev: raw.rev,
+            operation: raw.operation,
+            collection: raw.collection,
+            rkey: raw.rkey,
+            record,
+            cid,
+        })
+    }
+}
+
+/// A change to what the app knows, derived from one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A status was created or updated.
+    Upsert(Status),
+    /// A status was deleted.
+    Delete(Tombstone),
+    /// An account's handle is now this (or none).
+    Handle(HandleUpdate),
+    /// An account became active or inactive.
+    Account(AccountUpdate),
+}
+
+/// A deleted status: kept as a tombstone so that a replayed, older create cannot revive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub uri: String,
+    pub author_did: String,
+    pub rkey: String,
+    pub rev: String,
+    pub indexed_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandleUpdate {
+    pub did: String,
+    pub handle: Option<String>,
+    /// Orders identity events: an older one never overwrites a newer one.
+    pub time_us: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountUpdate {
+    pub did: String,
+    pub active: bool,
+    pub status: Option<String>,
+    /// Orders account events: an older one never overwrites a newer one.
+    pub time_us: i64,
+}
+
+impl AccountUpdate {
+    /// A deleted account's statuses are purged, not just hidden.
+    pub fn purges(&self) -> bool {
+        !self.active && self.status.as_deref() == Some("deleted")
+    }
+}

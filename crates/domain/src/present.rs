@@ -1,0 +1,119 @@
+//! Pure presentation helpers: relative times and the app's emoji set.
+
+/// The statuses the picker offers. Any single grapheme valid under the lexicon is accepted and
+/// shown; these are the ones a person can pick with one click.
+pub const EMOJI: &[&str] = &[
+    "👍",
+    "👎",
+    "💙",
+    "🥹",
+    "😧",
+    "😤",
+    "🙃",
+    "😉",
+    "😎",
+    "🤓",
+    "🤨",
+    "🥳",
+    "😭",
+    "🤯",
+    "🫡",
+    "💀",
+    "✊",
+    "🤘",
+    "👀",
+    "🧠",
+    "👩‍💻",
+    "🧑‍💻",
+    "🥷",
+    "🧌",
+    "🦋",
+    "🚀",
+];
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+const WEEK: i64 = 7 * DAY;
+
+/// How long ago `then_ms` was, seen at `now_ms`: "just now", "5m", "3h", "2d", then a date
+/// ("Nov 3, 2026"). A time in the future (clock skew) is "just now".
+pub fn relative_time(now_ms: i64, then_ms: i64) -> String {
+    let age = now_ms.saturating_sub(then_ms);
+    match age {
+        a if a < MINUTE => "just now".to_owned(),
+        a if a < HOUR => format!("{}m", a / MINUTE),
+        a if a < DAY => format!("{}h", a / HOUR),
+        a if a < WEEK => format!("{}d", a / DAY),
+        _ => date(then_ms),
+    }
+}
+
+/// "Nov 3, 2026" (UTC).
+pub fn date(ms: i64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (year, month, day) = civil_from_days(ms.div_euclid(DAY));
+    format!("{} {day}, {year}", MONTHS[(month - 1) as usize])
+}
+
+/// Whether two instants fall on the same UTC day ("is feeling X today" vs "was feeling X on …").
+pub fn same_day(a_ms: i64, b_ms: i64) -> bool {
+    a_ms.div_euclid(DAY) == b_ms.div_euclid(DAY)
+}
+
+/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian (H. Hinnant's
+/// algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_795_488_744_340; // 2026-11-24T02:52:24Z
+
+    #[test]
+    fn relative_times() {
+        assert_eq!(relative_time(NOW, NOW), "just now");
+        assert_eq!(relative_time(NOW, NOW - 59_999), "just now");
+        assert_eq!(relative_time(NOW, NOW + 5 * HOUR), "just now");
+        assert_eq!(relative_time(NOW, NOW - MINUTE), "1m");
+        assert_eq!(relative_time(NOW, NOW - 5 * MINUTE - 10), "5m");
+        assert_eq!(relative_time(NOW, NOW - 3 * HOUR), "3h");
+        assert_eq!(relative_time(NOW, NOW - DAY + 1), "23h");
+        assert_eq!(relative_time(NOW, NOW - 2 * DAY), "2d");
+        assert_eq!(relative_time(NOW, NOW - 8 * DAY), "Nov 16, 2026");
+        assert_eq!(relative_time(i64::MAX, i64::MIN), date(i64::MIN));
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(date(0), "Jan 1, 1970");
+        assert_eq!(date(NOW), "Nov 24, 2026");
+        assert_eq!(date(951_782_400_000), "Feb 29, 2000");
+        assert_eq!(date(-1), "Dec 31, 1969");
+        assert!(same_day(NOW, NOW - 2 * HOUR));
+        assert!(!same_day(NOW, NOW - 3 * HOUR));
+    }
+
+    #[test]
+    fn emoji_set_is_valid_and_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for emoji in EMOJI {
+            assert!(lexicon::StatusText::new(*emoji).is_ok(), "{emoji} invalid");
+            assert!(seen.insert(emoji), "{emoji} twice");
+        }
+    }
+}

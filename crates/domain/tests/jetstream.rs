@@ -1,0 +1,193 @@
+//! Jetstream frames from `tests/data/jetstream/`: real-format frames parse into the changes they
+//! mean; hostile frames are error values (with the reason the listener counts), never panics.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use domain::jetstream::{Change, Event, EventBody};
+use domain::Origin;
+
+fn data(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/jetstream")
+        .join(path)
+}
+
+const ALICE: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+
+#[test]
+fn real_frames_mean_what_they_say() {
+    let text = std::fs::read_to_string(data("valid.jsonl")).unwrap();
+    let changes: Vec<Change> = text
+        .lines()
+        .map(|line| {
+            let event = Event::parse(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            event
+                .change()
+                .unwrap()
+                .expect("every valid frame here matters")
+        })
+        .collect();
+    assert_eq!(changes.len(), 9);
+
+    let Change::Upsert(created) = &changes[0] else {
+        panic!("{:?}", changes[0])
+    };
+    assert_eq!(
+        created.uri,
+        format!("at://{ALICE}/xyz.statusphere.status/3lbkn5xkpzs2a")
+    );
+    assert_eq!(created.status, "😎");
+    assert_eq!(created.created_at, "2024-11-24T00:00:00.000Z");
+    assert_eq!(created.indexed_at, 1_732_406_400_000, "time_us in ms");
+    assert_eq!(created.rev, "3lbkn5xkq2k2a");
+    assert_eq!(created.cid.as_deref(), Some("bafyreib2rxk3rh6kzwq"));
+    assert_eq!(created.origin, Origin::Network);
+    assert!(created.confirmed);
+
+    let Change::Upsert(updated) = &changes[1] else {
+        panic!("{:?}", changes[1])
+    };
+    assert_eq!(updated.uri, created.uri);
+    assert_eq!(updated.status, "🇫🇷");
+    assert!(updated.rev > created.rev);
+
+    let Change::Delete(deleted) = &changes[2] else {
+        panic!("{:?}", changes[2])
+    };
+    assert_eq!(deleted.uri, created.uri);
+    assert_eq!(deleted.rev, "3lbkn5xkq2k2c");
+
+    let Change::Handle(handle) = &changes[3] else {
+        panic!("{:?}", changes[3])
+    };
+    assert_eq!(
+        handle.handle.as_deref(),
+        Some("alice.example.com"),
+        "lowercased"
+    );
+
+    let Change::Account(inactive) = &changes[4] else {
+        panic!("{:?}", changes[4])
+    };
+    assert!(!inactive.active && !inactive.purges());
+    assert_eq!(inactive.status.as_deref(), Some("deactivated"));
+    let Change::Account(active) = &changes[5] else {
+        panic!("{:?}", changes[5])
+    };
+    assert!(active.active && active.status.is_none());
+
+    let Change::Upsert(family) = &changes[6] else {
+        panic!("{:?}", changes[6])
+    };
+    assert_eq!(family.author_did, "did:web:statusphere.example.com");
+    assert_eq!(family.status, "👨‍👩‍👧‍👦");
+
+    let Change::Account(deleted_account) = &changes[7] else {
+        panic!("{:?}", changes[7])
+    };
+    assert!(deleted_account.purges());
+
+    let Change::Handle(no_handle) = &changes[8] else {
+        panic!("{:?}", changes[8])
+    };
+    assert_eq!(no_handle.handle, None);
+
+    let with_cursor = Event::parse(text.lines().nth(6).unwrap()).unwrap();
+    assert_eq!(with_cursor.cursor, Some(98765));
+}
+
+/// What must come of a hostile fixture.
+#[derive(Debug)]
+enum Expect {
+    /// Dropped, and counted under this reason.
+    Drop(&'static str),
+    /// Tolerated and skipped: not an error, not a change.
+    Skip,
+    /// Valid after all (e.g. junk in a field the lexicon does not know): kept.
+    Keep,
+}
+
+use Expect::{Drop, Keep, Skip};
+
+/// Every hostile fixture and what must come of it.
+fn expectations() -> BTreeMap<&'static str, Expect> {
+    BTreeMap::from([
+        ("account-missing-active.json", Drop("json")),
+        ("another-collection.json", Skip),
+        ("commit-missing.json", Drop("commit")),
+        ("create-with-null-record.json", Drop("record")),
+        ("create-without-cid.json", Drop("cid")),
+        ("create-without-record.json", Drop("record")),
+        ("deeply-nested-frame.json", Drop("json")),
+        ("deeply-nested-status.json", Drop("record")),
+        ("deeply-nested-unknown-field.json", Keep),
+        ("did-as-number.json", Drop("json")),
+        ("empty.json", Drop("json")),
+        ("frame-over-size-limit.json", Drop("frame")),
+        ("impossible-date.json", Drop("record")),
+        ("invalid-collection.json", Drop("collection")),
+        ("invalid-datetime.json", Drop("record")),
+        ("invalid-did.json", Drop("did")),
+        ("invalid-rev.json", Drop("rev")),
+        ("invalid-rkey.json", Drop("rkey")),
+        ("invalid-utf8-escape.json", Drop("record")),
+        ("missing-did.json", Drop("json")),
+        ("negative-time-us.json", Drop("time_us")),
+        ("not-an-object.json", Drop("json")),
+        ("record-not-an-object.json", Drop("record")),
+        ("record-of-another-type.json", Drop("record")),
+        ("record-without-type.json", Drop("record")),
+        ("rkey-not-a-tid.json", Drop("record")),
+        ("status-33-bytes.json", Drop("record")),
+        ("status-as-number.json", Drop("record")),
+        ("status-empty.json", Drop("record")),
+        ("status-huge-string.json", Drop("record")),
+        ("status-two-graphemes.json", Drop("record")),
+        ("time-us-as-string.json", Drop("json")),
+        ("truncated.json", Drop("json")),
+        ("unknown-kind.json", Skip),
+        ("unknown-operation.json", Drop("json")),
+    ])
+}
+
+#[test]
+fn hostile_frames_are_errors_with_reasons_never_panics() {
+    let expected = expectations();
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(data("hostile")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        // Read as bytes: a fixture may not even be UTF-8 text.
+        let bytes = std::fs::read(&path).unwrap();
+        let frame = String::from_utf8_lossy(&bytes);
+        let outcome = Event::parse(&frame).and_then(|event| event.change());
+        let want = expected
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("{name} has no expectation in this test"));
+        match (outcome, want) {
+            (Ok(None), Skip) | (Ok(Some(_)), Keep) => {}
+            (Err(error), Drop(reason)) => {
+                assert_eq!(error.reason(), *reason, "{name}: {error}");
+                // Logged errors stay bounded whatever the frame held.
+                assert!(
+                    error.to_string().len() < 400,
+                    "{name}: unbounded error message"
+                );
+            }
+            (got, want) => panic!("{name}: expected {want:?}, got {got:?}"),
+        }
+        seen.push(name);
+    }
+    assert_eq!(seen.len(), expected.len(), "a fixture is missing: {seen:?}");
+}
+
+#[test]
+fn unknown_kinds_are_tolerated() {
+    let event = Event::parse(
+        r#"{"did":"did:plc:ewvi7nxzyoun6zhxrhs64oiz","time_us":1,"kind":"sync","sync":{}}"#,
+    )
+    .unwrap();
+    assert!(matches!(event.body, EventBody::Unknown { ref kind } if kind == "sync"));
+    assert!(event.change().unwrap().is_none());
+}

@@ -1,0 +1,875 @@
+//! Every query of `domain::sql`, run through sqlx against SQLite with the real `migrations/`
+//! applied: the same text D1 runs. Batches run in one transaction, as a D1 batch does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use domain::jetstream::{AccountUpdate, HandleUpdate, Tombstone};
+use domain::sql::{self, Statement, Value};
+use domain::{Origin, Status};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::Row;
+
+async fn database() -> SqlitePool {
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .expect("in-memory SQLite");
+    let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
+    sqlx::migrate::Migrator::new(migrations)
+        .await
+        .expect("migrations/ parse")
+        .run(&pool)
+        .await
+        .expect("migrations apply");
+    pool
+}
+
+fn query(
+    statement: &Statement,
+) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
+    let mut q = sqlx::query(&statement.sql);
+    for value in &statement.params {
+        q = match value {
+            Value::Null => q.bind(None::<String>),
+            Value::Integer(n) => q.bind(*n),
+            Value::Text(text) => q.bind(text.as_str()),
+        };
+    }
+    q
+}
+
+/// Runs statements as one transaction (a D1 batch) and returns every row they returned.
+async fn batch(pool: &SqlitePool, statements: &[Statement]) -> Vec<SqliteRow> {
+    let mut tx = pool.begin().await.unwrap();
+    let mut rows = Vec::new();
+    for statement in statements {
+        assert!(
+            statement.params.len() <= sql::D1_MAX_PARAMS,
+            "too many params"
+        );
+        assert!(
+            statement.size() <= sql::D1_MAX_STATEMENT_BYTES,
+            "statement too big"
+        );
+        let returned = query(statement)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", statement.sql));
+        rows.extend(returned);
+    }
+    tx.commit().await.unwrap();
+    rows
+}
+
+async fn one(pool: &SqlitePool, statement: Statement) -> Vec<SqliteRow> {
+    batch(pool, &[statement]).await
+}
+
+async fn count_rows(pool: &SqlitePool, sql: &str) -> i64 {
+    sqlx::query(sql).fetch_one(pool).await.unwrap().get(0)
+}
+
+const DID_A: &str = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
+const DID_B: &str = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb";
+const DID_C: &str = "did:plc:cccccccccccccccccccccccc";
+
+/// A TID-shaped key that sorts by `n`.
+fn tid(n: u32) -> String {
+    const ALPHABET: &[u8] = b"234567abcdefghijklmnopqrstuvwxyz";
+    let mut out = vec![b'2'; 13];
+    let mut v = n;
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(v % 32) as usize];
+        v /= 32;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn uri(did: &str, rkey: u32) -> String {
+    domain::status::at_uri(did, &tid(rkey))
+}
+
+fn status(did: &str, rkey: u32, emoji: &str, rev: u32, at: i64, origin: Origin) -> Status {
+    Status {
+        uri: uri(did, rkey),
+        author_did: did.into(),
+        rkey: tid(rkey),
+        status: emoji.into(),
+        created_at: "2026-11-24T00:00:00Z".into(),
+        indexed_at: at,
+        rev: tid(rev),
+        cid: Some(format!("bafy{rev}")),
+        origin,
+        confirmed: origin == Origin::Network,
+    }
+}
+
+fn tombstone(did: &str, rkey: u32, rev: u32, at: i64) -> Tombstone {
+    Tombstone {
+        uri: uri(did, rkey),
+        author_did: did.into(),
+        rkey: tid(rkey),
+        rev: tid(rev),
+        indexed_at: at,
+    }
+}
+
+fn account(did: &str, active: bool, status: Option<&str>, time_us: i64) -> AccountUpdate {
+    AccountUpdate {
+        did: did.into(),
+        active,
+        status: status.map(str::to_owned),
+        time_us,
+    }
+}
+
+fn handle(did: &str, handle: Option<&str>, time_us: i64) -> HandleUpdate {
+    HandleUpdate {
+        did: did.into(),
+        handle: handle.map(str::to_owned),
+        time_us,
+    }
+}
+
+async fn upsert(pool: &SqlitePool, statuses: &[Status]) -> Vec<SqliteRow> {
+    batch(pool, &sql::upsert_statuses(statuses)).await
+}
+
+async fn recent(pool: &SqlitePool, limit: i64) -> Vec<(String, String, Option<String>)> {
+    one(pool, sql::recent_statuses(limit))
+        .await
+        .iter()
+        .map(|r| (r.get("author_did"), r.get("status"), r.get("handle")))
+        .collect()
+}
+
+async fn counts(pool: &SqlitePool) -> Vec<(String, i64)> {
+    one(pool, sql::status_counts())
+        .await
+        .iter()
+        .map(|r| (r.get("status"), r.get("count")))
+        .collect()
+}
+
+fn pairs(list: &[(&str, i64)]) -> Vec<(String, i64)> {
+    list.iter().map(|(s, n)| ((*s).to_owned(), *n)).collect()
+}
+
+async fn current(pool: &SqlitePool, did: &str) -> Option<String> {
+    one(pool, sql::current_status(did))
+        .await
+        .first()
+        .map(|r| r.get("status"))
+}
+
+async fn handle_of(pool: &SqlitePool, did: &str) -> Option<String> {
+    one(pool, sql::handle_of(did)).await[0].get("handle")
+}
+
+#[tokio::test]
+async fn migrations_create_every_table() {
+    let pool = database().await;
+    let tables: Vec<String> =
+        sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get("name"))
+            .collect();
+    for table in [
+        "account",
+        "browser_session",
+        "current_status",
+        "health_probe",
+        "oauth_session",
+        "oauth_state",
+        "status",
+        "status_count",
+    ] {
+        assert!(
+            tables.iter().any(|t| t == table),
+            "{table} missing: {tables:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_same_event_twice_changes_nothing() {
+    let pool = database().await;
+    let s = status(DID_A, 1, "😎", 1, 1000, Origin::Network);
+    assert_eq!(upsert(&pool, std::slice::from_ref(&s)).await.len(), 1);
+    assert!(
+        upsert(&pool, &[s]).await.is_empty(),
+        "a replay returned a change"
+    );
+    // Twice in one batch: one change.
+    let t = status(DID_A, 2, "🚀", 2, 2000, Origin::Network);
+    assert_eq!(upsert(&pool, &[t.clone(), t]).await.len(), 1);
+    assert_eq!(count_rows(&pool, "SELECT COUNT(*) FROM status").await, 2);
+}
+
+#[tokio::test]
+async fn an_older_event_never_overwrites_a_newer_one() {
+    let pool = database().await;
+    upsert(&pool, &[status(DID_A, 1, "🚀", 5, 5000, Origin::Network)]).await;
+    let older = status(DID_A, 1, "😎", 3, 3000, Origin::Network);
+    assert!(upsert(&pool, &[older]).await.is_empty());
+    assert_eq!(current(&pool, DID_A).await.as_deref(), Some("🚀"));
+    // A newer update lands and moves the status up the recent list.
+    let update = status(DID_A, 1, "🦋", 7, 7000, Origin::Network);
+    assert_eq!(upsert(&pool, &[update]).await.len(), 1);
+    let row = one(&pool, sql::status_by_uri(&uri(DID_A, 1))).await;
+    assert_eq!(row[0].get::<String, _>("status"), "🦋");
+    assert_eq!(row[0].get::<i64, _>("indexed_at"), 7000);
+}
+
+#[tokio::test]
+async fn an_optimistic_status_becomes_confirmed_not_duplicated() {
+    let pool = database().await;
+    let optimistic = status(DID_A, 1, "😎", 4, 1000, Origin::Edge);
+    assert!(!optimistic.confirmed);
+    assert_eq!(
+        upsert(&pool, std::slice::from_ref(&optimistic)).await.len(),
+        1
+    );
+    // The network echoes it a little later: same uri, same rev, confirmed.
+    let echoed = status(DID_A, 1, "😎", 4, 1300, Origin::Network);
+    let changed = upsert(&pool, std::slice::from_ref(&echoed)).await;
+    assert_eq!(changed.len(), 1, "a confirmation is a change");
+    assert_eq!(changed[0].get::<i64, _>("confirmed"), 1);
+    assert_eq!(changed[0].get::<String, _>("origin"), "edge");
+    assert_eq!(
+        changed[0].get::<i64, _>("indexed_at"),
+        1000,
+        "first sighting kept"
+    );
+    assert_eq!(recent(&pool, 10).await.len(), 1);
+    // Replays of either change nothing more; edge cannot unconfirm.
+    assert!(upsert(&pool, &[echoed]).await.is_empty());
+    assert!(upsert(&pool, &[optimistic]).await.is_empty());
+
+    // The network may be first: the late optimistic write is then a no-op.
+    upsert(&pool, &[status(DID_B, 1, "🚀", 9, 2000, Origin::Network)]).await;
+    let late = status(DID_B, 1, "🚀", 9, 2100, Origin::Edge);
+    assert!(upsert(&pool, &[late]).await.is_empty());
+
+    // An optimistic row whose revision edge did not learn is confirmed by the network's.
+    let mut unknown_rev = status(DID_C, 1, "👀", 1, 3000, Origin::Edge);
+    unknown_rev.rev = String::new();
+    upsert(&pool, &[unknown_rev]).await;
+    let changed = upsert(&pool, &[status(DID_C, 1, "👀", 2, 3500, Origin::Network)]).await;
+    assert_eq!(changed[0].get::<i64, _>("confirmed"), 1);
+    assert_eq!(changed[0].get::<i64, _>("indexed_at"), 3000);
+}
+
+#[tokio::test]
+async fn a_delete_is_final_for_replays() {
+    let pool = database().await;
+    let create = status(DID_A, 1, "😎", 1, 1000, Origin::Network);
+    upsert(&pool, std::slice::from_ref(&create)).await;
+    let deleted = batch(
+        &pool,
+        &sql::delete_statuses(&[tombstone(DID_A, 1, 2, 2000)]),
+    )
+    .await;
+    assert_eq!(deleted.len(), 1);
+    assert!(recent(&pool, 10).await.is_empty());
+    assert_eq!(current(&pool, DID_A).await, None);
+    assert!(counts(&pool).await.is_empty());
+    // The replayed create (older rev) does not revive it; a replayed delete is a no-op.
+    assert!(upsert(&pool, &[create]).await.is_empty());
+    let again = batch(
+        &pool,
+        &sql::delete_statuses(&[tombstone(DID_A, 1, 2, 2000)]),
+    )
+    .await;
+    assert!(again.is_empty());
+    assert!(recent(&pool, 10).await.is_empty());
+    // A tombstone keeps no content.
+    let row = one(&pool, sql::status_by_uri(&uri(DID_A, 1))).await;
+    assert_eq!(row[0].get::<String, _>("status"), "");
+    assert_eq!(row[0].get::<i64, _>("deleted"), 1);
+    // A genuinely newer write to the same key brings it back.
+    let newer = status(DID_A, 1, "🚀", 3, 3000, Origin::Network);
+    assert_eq!(upsert(&pool, &[newer]).await.len(), 1);
+    assert_eq!(current(&pool, DID_A).await.as_deref(), Some("🚀"));
+}
+
+#[tokio::test]
+async fn a_delete_before_its_create_still_wins() {
+    let pool = database().await;
+    // The delete of a status never seen (created before our cursor) leaves a tombstone …
+    let deleted = batch(
+        &pool,
+        &sql::delete_statuses(&[tombstone(DID_A, 1, 5, 5000)]),
+    )
+    .await;
+    assert_eq!(deleted.len(), 1, "the tombstone is written");
+    // … so that its create, replayed later, stays deleted.
+    let create = status(DID_A, 1, "😎", 4, 4000, Origin::Network);
+    assert!(upsert(&pool, &[create]).await.is_empty());
+    assert!(recent(&pool, 10).await.is_empty());
+    assert!(counts(&pool).await.is_empty());
+}
+
+#[tokio::test]
+async fn recent_statuses_are_newest_first_with_handles_and_limited() {
+    let pool = database().await;
+    let statuses: Vec<Status> = (0..30u32)
+        .map(|i| {
+            let did = [DID_A, DID_B, DID_C][i as usize % 3];
+            let emoji = domain::present::EMOJI[i as usize % 5];
+            status(did, i, emoji, i, 1000 + i64::from(i), Origin::Network)
+        })
+        .collect();
+    upsert(&pool, &statuses).await;
+    batch(
+        &pool,
+        &sql::set_handles(&[handle(DID_B, Some("bob.test"), 1)]),
+    )
+    .await;
+    let rows = recent(&pool, 10).await;
+    assert_eq!(rows.len(), 10);
+    let times: Vec<i64> = one(&pool, sql::recent_statuses(30))
+        .await
+        .iter()
+        .map(|r| r.get("indexed_at"))
+        .collect();
+    assert_eq!(times.len(), 30);
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "not newest first: {times:?}"
+    );
+    assert_eq!(rows[0].0, DID_C, "status 29 is the newest");
+    for (did, _, handle) in &rows {
+        assert_eq!(handle.as_deref(), (did == DID_B).then_some("bob.test"));
+    }
+    // Rows decode into the view the pages use.
+    let first = &one(&pool, sql::recent_statuses(1)).await[0];
+    let view = sql::StatusViewRow {
+        uri: first.get("uri"),
+        author_did: first.get("author_did"),
+        handle: first.get("handle"),
+        rkey: first.get("rkey"),
+        status: first.get("status"),
+        created_at: first.get("created_at"),
+        indexed_at: first.get("indexed_at"),
+        origin: first.get("origin"),
+        confirmed: first.get("confirmed"),
+    }
+    .into_view();
+    assert!(view.confirmed);
+    assert_eq!(view.origin, Origin::Network);
+    assert_eq!(view.author_label(), DID_C);
+}
+
+#[tokio::test]
+async fn inactive_accounts_are_hidden_and_come_back() {
+    let pool = database().await;
+    upsert(
+        &pool,
+        &[
+            status(DID_A, 1, "😎", 1, 1000, Origin::Network),
+            status(DID_B, 1, "😎", 1, 1100, Origin::Network),
+        ],
+    )
+    .await;
+    assert_eq!(counts(&pool).await, pairs(&[("😎", 2)]));
+    let deactivate = account(DID_A, false, Some("deactivated"), 10);
+    let changed = batch(
+        &pool,
+        &sql::set_account_states(std::slice::from_ref(&deactivate)),
+    )
+    .await;
+    assert_eq!(changed.len(), 1);
+    assert_eq!(recent(&pool, 10).await.len(), 1);
+    assert_eq!(counts(&pool).await, pairs(&[("😎", 1)]));
+    // Replayed: no change, no double decrement.
+    assert!(batch(&pool, &sql::set_account_states(&[deactivate]))
+        .await
+        .is_empty());
+    assert_eq!(counts(&pool).await, pairs(&[("😎", 1)]));
+    // An older "active" event does not undo the newer deactivation.
+    let stale = account(DID_A, true, None, 5);
+    assert!(batch(&pool, &sql::set_account_states(&[stale]))
+        .await
+        .is_empty());
+    assert_eq!(recent(&pool, 10).await.len(), 1);
+    // A status written while inactive stays hidden and uncounted.
+    upsert(&pool, &[status(DID_A, 2, "🚀", 2, 2000, Origin::Network)]).await;
+    assert_eq!(counts(&pool).await, pairs(&[("😎", 1)]));
+    // Reactivated: shown and counted again, with the newest status.
+    let back = account(DID_A, true, None, 20);
+    assert_eq!(
+        batch(&pool, &sql::set_account_states(&[back])).await.len(),
+        1
+    );
+    assert_eq!(recent(&pool, 10).await.len(), 3);
+    // Equal counts are ordered by the status's bytes.
+    assert_eq!(counts(&pool).await, pairs(&[("😎", 1), ("🚀", 1)]));
+    // An account first seen taken down hides what it already had.
+    let takedown = account(DID_B, false, Some("takendown"), 30);
+    batch(&pool, &sql::set_account_states(&[takedown])).await;
+    assert_eq!(counts(&pool).await, pairs(&[("🚀", 1)]));
+    assert_eq!(recent(&pool, 10).await.len(), 2);
+}
+
+#[tokio::test]
+async fn deleted_accounts_are_purged() {
+    let pool = database().await;
+    upsert(
+        &pool,
+        &[
+            status(DID_A, 1, "😎", 1, 1000, Origin::Network),
+            status(DID_A, 2, "🚀", 2, 2000, Origin::Network),
+            status(DID_B, 1, "👀", 1, 1500, Origin::Network),
+        ],
+    )
+    .await;
+    let deleted = account(DID_A, false, Some("deleted"), 10);
+    assert!(deleted.purges());
+    let mut statements = sql::set_account_states(&[deleted]);
+    statements.push(sql::purge_statuses(DID_A));
+    batch(&pool, &statements).await;
+    let left = sqlx::query("SELECT COUNT(*) FROM status WHERE author_did = ? AND status <> ''")
+        .bind(DID_A)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get::<i64, _>(0);
+    assert_eq!(left, 0, "a deleted account's content is gone");
+    assert_eq!(recent(&pool, 10).await.len(), 1);
+    assert_eq!(counts(&pool).await, pairs(&[("👀", 1)]));
+    let replay = status(DID_A, 2, "🚀", 2, 2000, Origin::Network);
+    assert!(
+        upsert(&pool, &[replay]).await.is_empty(),
+        "a replay stays purged"
+    );
+}
+
+#[tokio::test]
+async fn handles_follow_the_newest_identity_event() {
+    let pool = database().await;
+    let set = |h, t| sql::set_handles(&[handle(DID_A, h, t)]);
+    assert_eq!(batch(&pool, &set(Some("alice.test"), 10)).await.len(), 1);
+    assert!(
+        batch(&pool, &set(Some("alice.test"), 10)).await.is_empty(),
+        "no change"
+    );
+    assert!(
+        batch(&pool, &set(Some("old.test"), 5)).await.is_empty(),
+        "older ignored"
+    );
+    assert_eq!(batch(&pool, &set(Some("alice2.test"), 20)).await.len(), 1);
+    assert_eq!(
+        handle_of(&pool, DID_A).await.as_deref(),
+        Some("alice2.test")
+    );
+    // A later identity event without a valid handle clears it: the DID is shown.
+    assert_eq!(batch(&pool, &set(None, 30)).await.len(), 1);
+    assert_eq!(handle_of(&pool, DID_A).await, None);
+    // Handles learned at sign-in count as of their time.
+    one(&pool, sql::learn_handle(DID_A, "alice3.test", 40)).await;
+    assert_eq!(
+        handle_of(&pool, DID_A).await.as_deref(),
+        Some("alice3.test")
+    );
+    // A handle does not touch the account's state.
+    let active: i64 = sqlx::query("SELECT active FROM account WHERE did = ?")
+        .bind(DID_A)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(active, 1);
+}
+
+/// A small deterministic generator for the oracle test.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Random interleavings of creates, updates, replays, deletes, account changes and optimistic
+/// writes: the derived tables always equal a full recomputation.
+#[tokio::test]
+async fn derived_counts_match_a_full_recomputation() {
+    let pool = database().await;
+    let dids: Vec<String> = (0..6).map(|i| format!("did:plc:oracle{i:019}")).collect();
+    let emoji = &domain::present::EMOJI[..6];
+    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    let mut history: Vec<Status> = Vec::new();
+    for step in 0..400u32 {
+        let rev = step + 1;
+        let did = dids[rng.below(dids.len())].as_str();
+        let at = i64::from(rev) * 10;
+        let key = rng.below(8) as u32;
+        let statements = match rng.below(10) {
+            0..=4 => {
+                let s = status(did, key, emoji[rng.below(6)], rev, at, Origin::Network);
+                history.push(s.clone());
+                sql::upsert_statuses(&[s])
+            }
+            5 if !history.is_empty() => {
+                let old = history[rng.below(history.len())].clone();
+                sql::upsert_statuses(&[old])
+            }
+            6 => sql::delete_statuses(&[tombstone(did, key, rev, at)]),
+            7 => {
+                let active = rng.below(3) > 0;
+                let why = (!active).then_some("deactivated");
+                sql::set_account_states(&[account(did, active, why, at)])
+            }
+            8 => sql::upsert_statuses(&[status(did, key, "👍", rev, at, Origin::Edge)]),
+            _ => {
+                // An optimistic write, confirmed by the network in the same batch.
+                let key = 100 + key;
+                let mut both =
+                    sql::upsert_statuses(&[status(did, key, "🧠", rev, at, Origin::Edge)]);
+                let echo = status(did, key, "🧠", rev, at + 3, Origin::Network);
+                both.extend(sql::upsert_statuses(&[echo]));
+                both
+            }
+        };
+        batch(&pool, &statements).await;
+        if step % 25 == 0 || step == 399 {
+            assert_eq!(
+                counts(&pool).await,
+                oracle(&pool).await,
+                "after step {step}"
+            );
+        }
+    }
+    assert!(!counts(&pool).await.is_empty());
+}
+
+/// Counts recomputed from scratch: each active author's newest non-deleted status.
+async fn oracle(pool: &SqlitePool) -> Vec<(String, i64)> {
+    let rows = sqlx::query(
+        "SELECT s.author_did, s.status, s.indexed_at, s.uri FROM status s \
+         LEFT JOIN account a ON a.did = s.author_did \
+         WHERE s.deleted = 0 AND (a.active IS NULL OR a.active = 1)",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut newest: HashMap<String, (i64, String, String)> = HashMap::new();
+    for row in rows {
+        let key: (i64, String, String) = (row.get("indexed_at"), row.get("uri"), row.get("status"));
+        let entry = newest
+            .entry(row.get("author_did"))
+            .or_insert_with(|| key.clone());
+        if (key.0, &key.1) > (entry.0, &entry.1) {
+            *entry = key;
+        }
+    }
+    let mut by_status: BTreeMap<String, i64> = BTreeMap::new();
+    for (_, _, status) in newest.into_values() {
+        *by_status.entry(status).or_default() += 1;
+    }
+    let mut counts: Vec<(String, i64)> = by_status.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    counts
+}
+
+#[tokio::test]
+async fn batches_respect_d1_limits_and_lose_nothing() {
+    let pool = database().await;
+    // 1,000 ordinary statuses: 10 values a row, so 10 rows a statement.
+    let many: Vec<Status> = (0..1000u32)
+        .map(|i| {
+            let did = format!("did:plc:batch{i:019}");
+            status(&did, i, "🚀", i, i64::from(i), Origin::Network)
+        })
+        .collect();
+    let statements = sql::upsert_statuses(&many);
+    assert_eq!(statements.len(), 100);
+    assert!(statements
+        .iter()
+        .all(|s| s.params.len() <= sql::D1_MAX_PARAMS));
+    assert_eq!(batch(&pool, &statements).await.len(), 1000);
+    assert_eq!(counts(&pool).await, pairs(&[("🚀", 1000)]));
+
+    // Identifiers far longer than atproto allows (the parser refuses them; this checks the
+    // splitter alone) make the byte limit bind before the parameter limit.
+    let host = "a".repeat(19_990);
+    let wide: Vec<Status> = (0..40u32)
+        .map(|i| {
+            status(
+                &format!("did:web:{host}{i:02}"),
+                i,
+                "👀",
+                i,
+                1,
+                Origin::Network,
+            )
+        })
+        .collect();
+    let statements = sql::upsert_statuses(&wide);
+    assert!(
+        statements.len() >= 20,
+        "split by size: {}",
+        statements.len()
+    );
+    assert!(statements
+        .iter()
+        .all(|s| s.size() <= sql::D1_MAX_STATEMENT_BYTES));
+    assert_eq!(batch(&pool, &statements).await.len(), 40);
+
+    // Deletes, handles and account states batch the same way.
+    let tombstones: Vec<Tombstone> = (0..250u32)
+        .map(|i| tombstone(&format!("did:plc:batch{i:019}"), i, 5000 + i, 9))
+        .collect();
+    let statements = sql::delete_statuses(&tombstones);
+    assert!(statements
+        .iter()
+        .all(|s| s.params.len() <= sql::D1_MAX_PARAMS));
+    assert_eq!(batch(&pool, &statements).await.len(), 250);
+    let handles: Vec<HandleUpdate> = (0..301)
+        .map(|i| {
+            let did = format!("did:plc:batch{i:019}");
+            handle(&did, Some(&format!("user{i}.test")), 1)
+        })
+        .collect();
+    let statements = sql::set_handles(&handles);
+    assert_eq!(statements.len(), 10, "33 rows of 3 values a statement");
+    assert_eq!(batch(&pool, &statements).await.len(), 301);
+    let states: Vec<AccountUpdate> = (0..100)
+        .map(|i| {
+            account(
+                &format!("did:plc:batch{i:019}"),
+                false,
+                Some("suspended"),
+                1,
+            )
+        })
+        .collect();
+    assert_eq!(
+        batch(&pool, &sql::set_account_states(&states)).await.len(),
+        100
+    );
+    assert!(sql::upsert_statuses(&[]).is_empty());
+}
+
+#[tokio::test]
+async fn oauth_state_is_single_use_and_expires() {
+    let pool = database().await;
+    one(
+        &pool,
+        sql::insert_oauth_state("s1", r#"{"verifier":"v"}"#, 2000),
+    )
+    .await;
+    one(&pool, sql::insert_oauth_state("s2", "{}", 2000)).await;
+    let taken = one(&pool, sql::take_oauth_state("s1", 1000)).await;
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].get::<String, _>("data"), r#"{"verifier":"v"}"#);
+    assert_eq!(taken[0].get::<i64, _>("fresh"), 1);
+    assert!(
+        one(&pool, sql::take_oauth_state("s1", 1000))
+            .await
+            .is_empty(),
+        "taken twice"
+    );
+    let late = one(&pool, sql::take_oauth_state("s2", 3000)).await;
+    assert_eq!(
+        late[0].get::<i64, _>("fresh"),
+        0,
+        "expired: refused, and removed"
+    );
+    assert!(one(&pool, sql::take_oauth_state("nope", 0))
+        .await
+        .is_empty());
+    // A state cannot be stored twice.
+    one(&pool, sql::insert_oauth_state("s3", "{}", 2000)).await;
+    let duplicate = sql::insert_oauth_state("s3", "{}", 2000);
+    assert!(query(&duplicate).execute(&pool).await.is_err());
+    batch(&pool, &sql::purge_expired(5000)).await;
+    assert_eq!(
+        count_rows(&pool, "SELECT COUNT(*) FROM oauth_state").await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn oauth_sessions_refresh_under_a_lease() {
+    let pool = database().await;
+    let data = |rows: Vec<SqliteRow>| rows[0].get::<String, _>("data");
+    one(&pool, sql::put_oauth_session(DID_A, "tokens-1", 100)).await;
+    assert_eq!(
+        data(one(&pool, sql::get_oauth_session(DID_A)).await),
+        "tokens-1"
+    );
+    // Worker 1 takes the lease; worker 2 cannot while it lasts.
+    assert_eq!(
+        one(&pool, sql::lock_oauth_session(DID_A, "w1", 1000, 31_000))
+            .await
+            .len(),
+        1
+    );
+    assert!(
+        one(&pool, sql::lock_oauth_session(DID_A, "w2", 2000, 32_000))
+            .await
+            .is_empty()
+    );
+    // Only the holder may store; then the lease is free.
+    let stolen = sql::store_refreshed_session(DID_A, "w2", "stolen", 3000);
+    assert!(one(&pool, stolen).await.is_empty());
+    let stored = sql::store_refreshed_session(DID_A, "w1", "tokens-2", 3000);
+    assert_eq!(one(&pool, stored).await.len(), 1);
+    assert_eq!(
+        data(one(&pool, sql::get_oauth_session(DID_A)).await),
+        "tokens-2"
+    );
+    assert_eq!(
+        one(&pool, sql::lock_oauth_session(DID_A, "w2", 4000, 34_000))
+            .await
+            .len(),
+        1
+    );
+    // A lease that ran out (its holder died) can be taken over; the old holder cannot store.
+    assert_eq!(
+        one(&pool, sql::lock_oauth_session(DID_A, "w3", 40_000, 70_000))
+            .await
+            .len(),
+        1
+    );
+    let late = sql::store_refreshed_session(DID_A, "w2", "late", 41_000);
+    assert!(one(&pool, late).await.is_empty());
+    one(&pool, sql::unlock_oauth_session(DID_A, "w3")).await;
+    assert_eq!(
+        one(&pool, sql::lock_oauth_session(DID_A, "w4", 41_000, 71_000))
+            .await
+            .len(),
+        1
+    );
+    // Signing in again replaces the session and drops the lease.
+    one(&pool, sql::put_oauth_session(DID_A, "tokens-3", 50_000)).await;
+    assert_eq!(
+        one(&pool, sql::lock_oauth_session(DID_A, "w5", 50_001, 80_000))
+            .await
+            .len(),
+        1
+    );
+    one(&pool, sql::delete_oauth_session(DID_A)).await;
+    assert!(one(&pool, sql::get_oauth_session(DID_A)).await.is_empty());
+}
+
+#[tokio::test]
+async fn browser_sessions_expire_and_sign_out() {
+    let pool = database().await;
+    one(&pool, sql::learn_handle(DID_A, "alice.test", 1)).await;
+    one(&pool, sql::insert_browser_session("h1", DID_A, 0, 1000)).await;
+    one(&pool, sql::insert_browser_session("h2", DID_A, 0, 1000)).await;
+    one(&pool, sql::insert_browser_session("h3", DID_B, 0, 1000)).await;
+    let live = one(&pool, sql::get_browser_session("h1", 500)).await;
+    assert_eq!(live[0].get::<String, _>("did"), DID_A);
+    assert_eq!(
+        live[0].get::<Option<String>, _>("handle").as_deref(),
+        Some("alice.test")
+    );
+    assert!(
+        one(&pool, sql::get_browser_session("h1", 1000))
+            .await
+            .is_empty(),
+        "expired"
+    );
+    one(&pool, sql::delete_browser_session("h1")).await;
+    assert!(one(&pool, sql::get_browser_session("h1", 0))
+        .await
+        .is_empty());
+    one(&pool, sql::delete_browser_sessions_of(DID_A)).await;
+    assert!(one(&pool, sql::get_browser_session("h2", 0))
+        .await
+        .is_empty());
+    assert_eq!(one(&pool, sql::get_browser_session("h3", 0)).await.len(), 1);
+}
+
+async fn plan(pool: &SqlitePool, statement: &Statement) -> String {
+    let explain = Statement {
+        sql: format!("EXPLAIN QUERY PLAN {}", statement.sql).into(),
+        params: statement.params.clone(),
+    };
+    query(&explain)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("detail"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn hot_queries_use_their_indexes() {
+    let pool = database().await;
+    let cases = [
+        (sql::recent_statuses(20), "USING INDEX status_recent"),
+        (sql::current_status(DID_A), "USING PRIMARY KEY"),
+        (
+            sql::status_by_uri("at://x"),
+            "USING INDEX sqlite_autoindex_status_1",
+        ),
+        (sql::purge_statuses(DID_A), "INDEX status_author"),
+        (
+            sql::handle_of(DID_A),
+            "USING INDEX sqlite_autoindex_account_1",
+        ),
+        (
+            sql::take_oauth_state("s", 0),
+            "USING INDEX sqlite_autoindex_oauth_state_1",
+        ),
+        (
+            sql::get_oauth_session(DID_A),
+            "USING INDEX sqlite_autoindex_oauth_session_1",
+        ),
+        (
+            sql::get_browser_session("h", 0),
+            "USING INDEX sqlite_autoindex_browser_session_1",
+        ),
+        (
+            sql::delete_browser_sessions_of(DID_A),
+            "USING INDEX browser_session_did",
+        ),
+        (
+            sql::purge_expired(0)[0].clone(),
+            "USING INDEX oauth_state_expires",
+        ),
+        (
+            sql::purge_expired(0)[1].clone(),
+            "USING INDEX browser_session_expires",
+        ),
+    ];
+    for (statement, expected) in cases {
+        let plan = plan(&pool, &statement).await;
+        assert!(
+            plan.contains(expected),
+            "{}\nexpected {expected}, got:\n{plan}",
+            statement.sql
+        );
+        assert!(
+            !plan.lines().any(|l| l == "SCAN s" || l == "SCAN status"),
+            "full scan of status:\n{plan}"
+        );
+    }
+    // The counts read only the small derived table, never the statuses.
+    let counts_plan = plan(&pool, &sql::status_counts()).await;
+    assert!(counts_plan.contains("status_count"), "{counts_plan}");
+    assert!(!counts_plan.contains("status_recent"), "{counts_plan}");
+    // The triggers' "newest status of one author" lookup uses the author index.
+    let newest = Statement {
+        sql: "SELECT uri FROM status WHERE author_did = ?1 AND deleted = 0 \
+              ORDER BY indexed_at DESC, uri DESC LIMIT 1"
+            .into(),
+        params: vec![DID_A.into()],
+    };
+    assert!(plan(&pool, &newest).await.contains("INDEX status_author"));
+}
