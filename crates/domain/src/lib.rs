@@ -11,6 +11,7 @@ pub mod sql;
 pub mod status;
 pub mod wire;
 
+pub use lexicon::bounded;
 pub use status::{Origin, Status, StatusView};
 
 /// Everything that can go wrong in the domain: each variant names a reason that the listener
@@ -47,16 +48,3 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// Shortens untrusted text for error messages and logs (they must stay bounded).
-pub fn bounded(text: &str) -> String {
-    const MAX: usize = 80;
-    if text.len() <= MAX {
-        return text.to_owned();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &text[..end], text.len())
-}

@@ -48,9 +48,9 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Shortens untrusted text for an error message (errors get logged; logs must stay bounded).
-pub(crate) fn bounded(text: &str) -> String {
-    const MAX: usize = 64;
+/// Shortens untrusted text for an error message or a log field (logs must stay bounded).
+pub fn bounded(text: &str) -> String {
+    const MAX: usize = 80;
     if text.len() <= MAX {
         return text.to_owned();
     }
