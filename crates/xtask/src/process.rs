@@ -138,10 +138,6 @@ impl Group {
         })
     }
 
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
     /// `Some(status)` if the leader has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

@@ -105,11 +105,6 @@ impl Stack {
         &self.config
     }
 
-    /// The process id of the wrangler process leading the stack's group.
-    pub fn pid(&self) -> u32 {
-        self.group.id()
-    }
-
     /// The last `lines` lines of wrangler's output (tests print it when they fail).
     pub fn log_tail(&self, lines: usize) -> String {
         let Some(path) = &self.config.log_file else {
@@ -118,15 +113,6 @@ impl Stack {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// Everything wrangler printed so far.
-    pub fn log(&self) -> String {
-        self.config
-            .log_file
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_default()
     }
 
     /// Blocks until wrangler exits (`dev` waits here until Ctrl-C).
