@@ -1,14 +1,119 @@
-//! `statusphere-sidecar`: the project's local Jetstream (see docs/sidecar.md once it grows).
-//!
-//! For now it only parses its command line; the server arrives with the sidecar issue.
+//! `statusphere-sidecar`: the project's local Jetstream (see docs/sidecar.md and `--help`).
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version") => println!("statusphere-sidecar {}", env!("CARGO_PKG_VERSION")),
-        _ => {
-            eprintln!("usage: statusphere-sidecar --version");
-            std::process::exit(2);
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use sidecar::cli::{self, Command, ServeArgs, Source};
+use sidecar::server::{self, ServerConfig};
+use sidecar::source::{firehose, generate, replay};
+use sidecar::window::Hub;
+use sidecar::{Error, Result};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .with_target(false)
+        .init();
+    let command = match cli::parse(std::env::args().skip(1).collect()) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("error: {e}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
         }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Version => println!("statusphere-sidecar {}", env!("CARGO_PKG_VERSION")),
+        Command::Help => print!("{}", cli::USAGE),
+        Command::Generate { config, out } => {
+            let lines = generate::generate(&config);
+            let mut text = lines.join("\n");
+            text.push('\n');
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?,
+                None => std::io::stdout()
+                    .write_all(text.as_bytes())
+                    .map_err(|e| Error::io("writing to stdout", e))?,
+            }
+        }
+        Command::Record(config) => {
+            let seen = sidecar::record::record(&config).await?;
+            eprintln!("recorded {} frames ({} skipped)", seen.frames, seen.skipped);
+        }
+        Command::Serve(args) => serve(*args).await?,
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let hub = Hub::new(args.window, args.time);
+    // Read a replay before binding, so that a missing file fails fast and clearly.
+    let replay_lines = match &args.source {
+        Source::Replay(path) => Some(replay::read_file(path)?),
+        _ => None,
+    };
+    let mut config = ServerConfig::new(args.listen);
+    config.write_timeout = args.write_timeout;
+    config.ping_interval = args.ping_interval;
+    config.faults = args.faults;
+    let server = server::start(config, hub.clone()).await?;
+    println!("listening on {}", server.url());
+    let _ = std::io::stdout().flush();
+    match args.source {
+        Source::Empty => hub.counters.source_done.store(true, Ordering::Relaxed),
+        Source::Replay(_) => {
+            tokio::spawn(replay::run(
+                hub.clone(),
+                replay_lines.unwrap_or_default(),
+                args.pace,
+            ));
+        }
+        Source::Generate(config) => {
+            let lines = generate::generate(&config);
+            tokio::spawn(replay::run(hub.clone(), lines, args.pace));
+        }
+        Source::Firehose(config) => {
+            tokio::spawn(firehose::run(hub.clone(), config));
+        }
+    }
+    shutdown_signal().await;
+    drop(server);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
 }

@@ -1,0 +1,286 @@
+//! The retained window of events and the hub every subscriber reads from.
+//!
+//! There is one ordered log (a ring of `Arc<Frame>`), bounded by event count and by age relative to
+//! the newest event. Subscribers hold only a position in it, so a replay to ten clients costs no
+//! more memory than a replay to one, and a client that falls so far behind that its position has
+//! been evicted is disconnected instead of buffering without bound.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::frame::{Frame, Incoming, TimeMode};
+
+/// Bounds of the retained window.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowConfig {
+    pub max_events: usize,
+    /// Events older than the newest by more than this are evicted (Jetstream keeps ~24-36 h).
+    pub max_age_us: i64,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            max_events: 500_000,
+            max_age_us: 36 * 3600 * 1_000_000,
+        }
+    }
+}
+
+/// A subscriber's place in the log: the absolute index of the next frame to read.
+pub type Position = u64;
+
+/// Reading a position the window no longer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    pub oldest: Position,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    frames: VecDeque<Arc<Frame>>,
+    /// Absolute index of `frames[0]`.
+    first: Position,
+    last_time_us: i64,
+}
+
+/// Counters reported on `GET /stats`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub connections: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub refused: AtomicU64,
+    pub published: AtomicU64,
+    pub delivered: AtomicU64,
+    pub dropped_slow: AtomicU64,
+    pub source_done: AtomicBool,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct StatsReport {
+    pub connections: u64,
+    pub connections_total: u64,
+    pub refused: u64,
+    pub published: u64,
+    pub delivered: u64,
+    pub dropped_slow: u64,
+    pub retained: u64,
+    pub oldest_time_us: Option<i64>,
+    pub newest_time_us: Option<i64>,
+    pub source_done: bool,
+}
+
+pub struct Hub {
+    config: WindowConfig,
+    time: TimeMode,
+    window: RwLock<Window>,
+    /// Serialises publishers so that times are assigned and appended in one order.
+    publish: Mutex<()>,
+    head: watch::Sender<Position>,
+    pub counters: Counters,
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+impl Hub {
+    pub fn new(config: WindowConfig, time: TimeMode) -> Arc<Hub> {
+        let (head, _) = watch::channel(0);
+        Arc::new(Hub {
+            config,
+            time,
+            window: RwLock::new(Window::default()),
+            publish: Mutex::new(()),
+            head,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Appends raw frames in order; returns the `time_us` given to the last one.
+    pub fn publish<I: IntoIterator<Item = String>>(&self, raws: I) -> Option<i64> {
+        let incoming: Vec<Incoming> = raws.into_iter().map(Incoming::parse).collect();
+        self.publish_parsed(incoming)
+    }
+
+    pub fn publish_parsed(&self, incoming: Vec<Incoming>) -> Option<i64> {
+        if incoming.is_empty() {
+            return None;
+        }
+        let _one_publisher = self.publish.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.read_window().last_time_us;
+        let now = now_us();
+        let frames: Vec<Arc<Frame>> = incoming
+            .into_iter()
+            .map(|inc| {
+                let wanted = match self.time {
+                    TimeMode::Now => now,
+                    TimeMode::Keep => inc.recorded_time_us.unwrap_or(last),
+                };
+                last = wanted.max(last + 1);
+                Arc::new(inc.place(last, self.time == TimeMode::Now))
+            })
+            .collect();
+        let count = frames.len() as u64;
+        let head = {
+            let mut window = self.window.write().unwrap_or_else(|p| p.into_inner());
+            window.last_time_us = last;
+            window.frames.extend(frames);
+            let horizon = last - self.config.max_age_us;
+            while window.frames.len() > self.config.max_events
+                || window.frames.front().is_some_and(|f| f.time_us < horizon)
+            {
+                window.frames.pop_front();
+                window.first += 1;
+            }
+            window.first + window.frames.len() as u64
+        };
+        self.counters.published.fetch_add(count, Ordering::Relaxed);
+        self.head.send_replace(head);
+        Some(last)
+    }
+
+    fn read_window(&self) -> std::sync::RwLockReadGuard<'_, Window> {
+        self.window.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The position just past the newest event: where a live tail starts.
+    pub fn head(&self) -> Position {
+        *self.head.borrow()
+    }
+
+    /// Where a subscriber with this cursor starts: the first event with `time_us >= cursor`;
+    /// the oldest retained event if the cursor is older than the window; the head (live tail) if
+    /// there is no cursor or it lies in the future.
+    pub fn position_for(&self, cursor: Option<i64>) -> Position {
+        let window = self.read_window();
+        let head = window.first + window.frames.len() as u64;
+        match cursor {
+            Some(cursor) if cursor <= now_us().max(window.last_time_us) => {
+                window.first + window.frames.partition_point(|f| f.time_us < cursor) as u64
+            }
+            _ => head,
+        }
+    }
+
+    /// Up to `max` frames from `from`, oldest first.
+    pub fn read(&self, from: Position, max: usize) -> Result<Vec<Arc<Frame>>, Evicted> {
+        let window = self.read_window();
+        if from < window.first {
+            return Err(Evicted {
+                oldest: window.first,
+            });
+        }
+        let start = (from - window.first) as usize;
+        Ok(window
+            .frames
+            .iter()
+            .skip(start)
+            .take(max)
+            .cloned()
+            .collect())
+    }
+
+    /// A receiver that changes whenever the head moves.
+    pub fn watch_head(&self) -> watch::Receiver<Position> {
+        self.head.subscribe()
+    }
+
+    pub fn stats(&self) -> StatsReport {
+        let window = self.read_window();
+        let c = &self.counters;
+        StatsReport {
+            connections: c.connections.load(Ordering::Relaxed),
+            connections_total: c.connections_total.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            published: c.published.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            dropped_slow: c.dropped_slow.load(Ordering::Relaxed),
+            retained: window.frames.len() as u64,
+            oldest_time_us: window.frames.front().map(|f| f.time_us),
+            newest_time_us: window.frames.back().map(|f| f.time_us),
+            source_done: c.source_done.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(t: i64) -> String {
+        format!(r#"{{"did":"did:plc:a","time_us":{t},"kind":"identity","identity":{{}}}}"#)
+    }
+
+    #[test]
+    fn cursor_positions_and_eviction() {
+        let hub = Hub::new(
+            WindowConfig {
+                max_events: 3,
+                max_age_us: i64::MAX / 2,
+            },
+            TimeMode::Keep,
+        );
+        hub.publish((1..=5).map(|t| event(t * 10)));
+        // Window holds 30, 40, 50 at absolute positions 2, 3, 4.
+        assert_eq!(hub.head(), 5);
+        assert_eq!(hub.position_for(Some(35)), 3);
+        assert_eq!(hub.position_for(Some(40)), 3);
+        assert_eq!(
+            hub.position_for(Some(1)),
+            2,
+            "older than the window: from the oldest"
+        );
+        assert_eq!(hub.position_for(None), 5);
+        assert_eq!(
+            hub.position_for(Some(now_us() + 60_000_000)),
+            5,
+            "future: live tail"
+        );
+        assert_eq!(hub.read(1, 10).unwrap_err(), Evicted { oldest: 2 });
+        let times: Vec<i64> = hub.read(3, 10).unwrap().iter().map(|f| f.time_us).collect();
+        assert_eq!(times, vec![40, 50]);
+    }
+
+    #[test]
+    fn times_are_strictly_increasing_even_when_recordings_are_not() {
+        let hub = Hub::new(WindowConfig::default(), TimeMode::Keep);
+        hub.publish([event(100), event(90), "garbage".to_owned(), event(300)]);
+        let times: Vec<i64> = hub.read(0, 10).unwrap().iter().map(|f| f.time_us).collect();
+        assert_eq!(times, vec![100, 101, 102, 300]);
+    }
+
+    #[test]
+    fn now_mode_rewrites_time_us_near_the_clock() {
+        let hub = Hub::new(WindowConfig::default(), TimeMode::Now);
+        let before = now_us();
+        hub.publish([event(1), event(1)]);
+        let frames = hub.read(0, 10).unwrap();
+        assert!(frames[0].time_us >= before && frames[1].time_us > frames[0].time_us);
+        assert!(frames[1]
+            .text
+            .contains(&format!("\"time_us\":{}", frames[1].time_us)));
+    }
+
+    #[test]
+    fn age_eviction_is_relative_to_the_newest_event() {
+        let hub = Hub::new(
+            WindowConfig {
+                max_events: 100,
+                max_age_us: 15,
+            },
+            TimeMode::Keep,
+        );
+        hub.publish([event(10), event(20), event(30)]);
+        let times: Vec<i64> = hub.read(1, 10).unwrap().iter().map(|f| f.time_us).collect();
+        assert_eq!(times, vec![20, 30]);
+    }
+}
