@@ -18,7 +18,7 @@ pub enum Error {
     #[error("firehose frame: {0}")]
     Firehose(String),
     /// A subscriber's options (query or `options_update`) that Jetstream would refuse.
-    #[error("invalid subscriber options: {0}")]
+    #[error("{0}")]
     Options(String),
 }
 

@@ -192,7 +192,9 @@ pub fn parse_subscriber_message(text: &str) -> Result<Option<Filter>> {
         ))
     })?;
     let max_size = update.max_message_size_bytes.clamp(0, u32::MAX as i64) as u32;
-    Filter::new(&update.wanted_collections, &update.wanted_dids, max_size).map(Some)
+    Filter::new(&update.wanted_collections, &update.wanted_dids, max_size)
+        .map(Some)
+        .map_err(|e| Error::Options(format!("failed to parse subscriber options: {e}")))
 }
 
 #[cfg(test)]

@@ -29,8 +29,9 @@ use crate::window::Hub;
 
 /// Frames read from the window per step (and written before one flush).
 const BATCH: usize = 256;
-/// The longest request head accepted.
-const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// The longest request head accepted: room for 10,000 `wantedDids` in the query (~400 KB), as
+/// Jetstream's HTTP server (Go's 1 MB default) allows.
+const MAX_HEAD_BYTES: usize = 1024 * 1024;
 /// Subscriber messages are small JSON; anything bigger is a protocol error that ends the socket.
 const MAX_CLIENT_MESSAGE_BYTES: usize = 1024 * 1024;
 
@@ -141,7 +142,7 @@ async fn read_head(stream: &mut TcpStream) -> Result<(Head, Vec<u8>)> {
         if buf.len() > MAX_HEAD_BYTES {
             return Err(Error::Usage("request head too large".into()));
         }
-        let mut chunk = [0u8; 2048];
+        let mut chunk = [0u8; 8192];
         let n = stream
             .read(&mut chunk)
             .await
@@ -465,8 +466,12 @@ async fn serve(
                     stalled = true;
                     break;
                 }
-                Next::Close(None) => return End::Fault("abrupt close"),
-                Next::Close(Some(code)) => {
+                Next::Close(code) => {
+                    // What was written before the fault still reaches the client.
+                    let _ = timeout(config.write_timeout, sink.flush()).await;
+                    let Some(code) = code else {
+                        return End::Fault("abrupt close");
+                    };
                     let _ = timeout(
                         config.write_timeout,
                         sink.send(close_frame(code, "fault injection")),
