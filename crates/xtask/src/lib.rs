@@ -5,8 +5,10 @@
 
 pub mod bench;
 pub mod deploy;
+pub mod devnet;
 pub mod paths;
 pub mod process;
+pub mod sidecar;
 pub mod stack;
 pub mod toolchain;
 pub mod workers;

