@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::fault::Faults;
 use crate::frame::TimeMode;
+use crate::load::LoadConfig;
 use crate::record::RecordConfig;
 use crate::source::firehose::FirehoseConfig;
 use crate::source::generate::GenerateConfig;
@@ -21,6 +22,7 @@ USAGE:
   statusphere-sidecar serve [--listen ADDR] [SOURCE] [OPTIONS] [FAULTS]
   statusphere-sidecar generate [--seed N] [--accounts N] [--events N] [--malformed-share F] [--out FILE]
   statusphere-sidecar record --url URL [--out FILE] [--limit N] [--duration-secs N]
+  statusphere-sidecar bench-client --url URL --clients N --events M   (throughput, JSON report)
   statusphere-sidecar --version | --help
 
 SOURCE (one; none serves an empty, live stream):
@@ -77,6 +79,7 @@ pub enum Command {
         out: Option<PathBuf>,
     },
     Record(RecordConfig),
+    Load(LoadConfig),
     Version,
     Help,
 }
@@ -168,6 +171,31 @@ pub fn parse(args: Vec<String>) -> Result<Command> {
                 ));
             }
             Ok(Command::Record(config))
+        }
+        "bench-client" => {
+            let mut config = LoadConfig {
+                url: String::new(),
+                clients: 1,
+                events: 0,
+            };
+            while let Some(flag) = args.items.next() {
+                match flag.as_str() {
+                    "--url" => config.url = args.value(&flag)?,
+                    "--clients" => config.clients = args.parsed(&flag)?,
+                    "--events" => config.events = args.parsed(&flag)?,
+                    _ => {
+                        return Err(Error::Usage(format!(
+                            "bench-client: unknown argument {flag}"
+                        )))
+                    }
+                }
+            }
+            if config.url.is_empty() || config.clients == 0 || config.events == 0 {
+                return Err(Error::Usage(
+                    "bench-client: --url, --clients >= 1 and --events >= 1 are required".into(),
+                ));
+            }
+            Ok(Command::Load(config))
         }
         other => Err(Error::Usage(format!("unknown command {other}; see --help"))),
     }

@@ -62,6 +62,10 @@ async fn run(command: Command) -> Result<()> {
             let seen = sidecar::record::record(&config).await?;
             eprintln!("recorded {} frames ({} skipped)", seen.frames, seen.skipped);
         }
+        Command::Load(config) => {
+            let report = sidecar::load::run(&config).await?;
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        }
         Command::Serve(args) => serve(*args).await?,
     }
     Ok(())

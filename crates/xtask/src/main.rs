@@ -21,7 +21,7 @@ usage: cargo xtask <command>
   fmt                     rustfmt the workspace
   deploy-all [--dry-run]  migrations + broker, listener, edge to Cloudflare; --dry-run bundles offline
   tail WORKER             wrangler tail for one worker (edge, listener, broker)
-  bench                   benchmarks; results into docs/benchmarks.md
+  bench [NAME...]         benchmarks (foundation, sidecar; default all) into docs/benchmarks.md
 ";
 
 fn main() {
@@ -46,7 +46,7 @@ fn run(args: &[String]) -> Result<()> {
         "fmt" => process::run(cargo().args(["fmt", "--all"])),
         "deploy-all" => deploy_all(rest),
         "tail" => tail(rest),
-        "bench" => bench::run(&Tools::ensure()?),
+        "bench" => bench::run(&Tools::ensure()?, rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
