@@ -22,8 +22,8 @@ tail WORKER:
     cargo xtask tail {{WORKER}}
 
 # benchmarks; results into docs/benchmarks.md
-bench:
-    cargo xtask bench
+bench *names:
+    cargo xtask bench {{names}}
 
 # rustfmt the workspace
 fmt:
