@@ -54,9 +54,9 @@ pub fn bounded(text: &str) -> String {
     if text.len() <= MAX {
         return text.to_owned();
     }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &text[..end], text.len())
+    format!(
+        "{}… ({} bytes)",
+        &text[..text.floor_char_boundary(MAX)],
+        text.len()
+    )
 }

@@ -73,7 +73,10 @@ impl FaultState {
         self.seen += 1;
         let n = self.seen;
         let text = match self.faults.truncate_every {
-            Some(every) if every > 0 && n.is_multiple_of(every) => truncate(&text),
+            Some(every) if every > 0 && n.is_multiple_of(every) => {
+                let s = text.as_str();
+                Utf8Bytes::from(s[..s.floor_char_boundary(s.len() / 2)].to_owned())
+            }
             _ => text,
         };
         let copies = match self.faults.duplicate_every {
@@ -120,15 +123,6 @@ impl FaultState {
     pub fn sent_one(&mut self) {
         self.sent += 1;
     }
-}
-
-fn truncate(text: &Utf8Bytes) -> Utf8Bytes {
-    let s = text.as_str();
-    let mut cut = s.len() / 2;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    Utf8Bytes::from(s[..cut].to_owned())
 }
 
 #[cfg(test)]

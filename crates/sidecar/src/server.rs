@@ -312,10 +312,7 @@ async fn read_client(
 
 fn close_frame(code: u16, reason: &str) -> Message {
     // A close reason must fit in a control frame (123 bytes).
-    let mut cut = reason.len().min(123);
-    while !reason.is_char_boundary(cut) {
-        cut -= 1;
-    }
+    let cut = reason.floor_char_boundary(123);
     Message::Close(Some(CloseFrame {
         code: CloseCode::from(code),
         reason: Utf8Bytes::from(reason[..cut].to_owned()),

@@ -66,6 +66,17 @@ async fn reader(server: &sidecar::server::Server, query: &str) -> Reader {
     }
 }
 
+/// The record key at the end of a createRecord answer's `uri`.
+fn rkey_of(created: &Value) -> String {
+    created["uri"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 fn commit_of<'a>(event: &'a Value, did: &str, operation: &str, rkey: &str) -> Option<&'a Value> {
     let commit = &event["commit"];
     (event["kind"] == "commit"
@@ -110,13 +121,7 @@ async fn pds_writes_come_out_as_jetstream_events() {
     let created = pds
         .call("com.atproto.repo.createRecord", Some(&token), json!({"repo": alice.did, "collection": STATUS, "record": {"$type": STATUS, "status": "🙂", "createdAt": created_at}}))
         .await;
-    let rkey = created["uri"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let rkey = rkey_of(&created);
     let create = expect(&mut statuses, "status create", |e| {
         commit_of(e, &alice.did, "create", &rkey).is_some()
     })
@@ -163,13 +168,7 @@ async fn pds_writes_come_out_as_jetstream_events() {
             json!({"repo": bob.did, "collection": POST, "record": {"$type": POST, "text": "hello <b>world</b>", "createdAt": created_at}}),
         )
         .await;
-    let post_rkey = post["uri"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let post_rkey = rkey_of(&post);
     let seen = expect(&mut everything, "bob's post", |e| {
         commit_of(e, &bob.did, "create", &post_rkey).is_some()
     })

@@ -153,16 +153,7 @@ async fn an_invalid_options_update_closes_the_connection_with_a_reason() {
     ] {
         let mut ws = connect(&server, "").await;
         ws.send(Message::text(bad)).await.unwrap();
-        let close = loop {
-            match tokio::time::timeout(Duration::from_secs(5), ws.next())
-                .await
-                .unwrap()
-            {
-                Some(Ok(Message::Close(frame))) => break frame.unwrap(),
-                Some(Ok(_)) => continue,
-                other => panic!("expected a close frame, got {other:?}"),
-            }
-        };
+        let close = close_frame(&mut ws).await;
         assert_eq!(close.code, CloseCode::Normal);
         assert!(close.reason.contains("failed to"), "{}", close.reason);
     }
@@ -215,16 +206,7 @@ async fn many_wanted_dids_work_and_too_many_are_refused() {
     let too_many: Vec<String> = (0..10_001).map(|i| format!("did:plc:{i:024}")).collect();
     let update = serde_json::json!({"type": "options_update", "payload": {"wantedDids": too_many}});
     ws.send(Message::text(update.to_string())).await.unwrap();
-    let close = loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .unwrap()
-        {
-            Some(Ok(Message::Close(frame))) => break frame.unwrap(),
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    };
+    let close = close_frame(&mut ws).await;
     assert!(
         close.reason.contains("too many wanted DIDs"),
         "{}",

@@ -3,17 +3,15 @@
 //! `dev` runs it for people; tests run their own (own ports, own data folder, ended on drop).
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::paths;
-use crate::process::Group;
+use crate::process::{file_tail, Group};
 use crate::stack::free_port;
 use crate::toolchain::{self, Tools};
 
@@ -104,26 +102,11 @@ impl Devnet {
             .stdout(Stdio::piped())
             .stderr(log);
         let mut group = Group::spawn("the local atproto network", &mut cmd)?;
-        let stdout = group.take_stdout().context("no stdout from the devnet")?;
-        let (tx, rx) = mpsc::channel();
-        let log_path = config.log_file.clone();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next();
-            let _ = tx.send(first);
-            // Keep draining (and logging) so the child never blocks on a full pipe.
-            if let Ok(mut log) = fs::File::options().append(true).open(&log_path) {
-                for line in lines.map_while(Result::ok) {
-                    let _ = writeln!(log, "{line}");
-                }
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(Some(Ok(line))) => line,
-            _ => bail!(
+        let Some(line) = group.first_line(Duration::from_secs(120), &config.log_file) else {
+            bail!(
                 "the local atproto network did not start:\n{}",
-                tail(&config.log_file, 30)
-            ),
+                file_tail(&config.log_file, 30)
+            );
         };
         let ready: Ready = serde_json::from_str(&line)
             .with_context(|| format!("unexpected devnet output: {line}"))?;
@@ -148,14 +131,8 @@ impl Devnet {
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
-        tail(&self.log_file, lines)
+        file_tail(&self.log_file, lines)
     }
-}
-
-fn tail(path: &std::path::Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// `npm ci` in `devnet/` when its `node_modules/` is not from the current lockfile. Native modules

@@ -1,6 +1,8 @@
 //! Running commands: echo what runs, fail with the command in the message, and keep child servers
 //! in a process group of their own so they can be ended together.
 
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -102,6 +104,13 @@ pub fn describe(cmd: &Command) -> String {
     parts.join(" ")
 }
 
+/// The last `lines` lines of a log file (empty if it cannot be read).
+pub fn file_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// A child process that leads its own process group; dropping it ends the whole group (TERM, then
 /// KILL after a grace period), so servers it started do not outlive it.
 pub struct Group {
@@ -138,9 +147,26 @@ impl Group {
         })
     }
 
-    /// The leader's stdout, when it was piped.
-    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
-        self.child.stdout.take()
+    /// Waits up to `timeout` for the first line the leader prints on its piped stdout (servers
+    /// announce where they listen that way). Later lines are appended to `log_file`, so that the
+    /// child never blocks on a full pipe.
+    pub fn first_line(&mut self, timeout: Duration, log_file: &Path) -> Option<String> {
+        let stdout = self.child.stdout.take()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log_file = log_file.to_path_buf();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            if let Ok(mut log) = std::fs::File::options().append(true).open(&log_file) {
+                for line in lines.map_while(std::result::Result::ok) {
+                    let _ = writeln!(log, "{line}");
+                }
+            }
+        });
+        rx.recv_timeout(timeout)
+            .ok()
+            .flatten()
+            .and_then(|line| line.ok())
     }
 
     /// `Some(status)` if the leader has exited.

@@ -2,16 +2,14 @@
 //! cargo, started with the given arguments, its URL read from its first line, ended on drop.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::paths;
-use crate::process::{self, Group};
+use crate::process::{self, file_tail, Group};
 
 /// The binary, as `cargo build -p sidecar` leaves it.
 pub fn binary() -> PathBuf {
@@ -50,25 +48,11 @@ impl Sidecar {
             .stdout(Stdio::piped())
             .stderr(log);
         let mut group = Group::spawn("the sidecar", &mut cmd)?;
-        let stdout = group.take_stdout().context("no stdout from the sidecar")?;
-        let (tx, rx) = mpsc::channel();
-        let log_path = log_file.to_path_buf();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            if let Ok(mut log) = fs::File::options().append(true).open(&log_path) {
-                for line in lines.map_while(Result::ok) {
-                    let _ = writeln!(log, "{line}");
-                }
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(Ok(line))) => line.strip_prefix("listening on ").map(str::to_owned),
-            _ => None,
-        };
+        let url = group
+            .first_line(Duration::from_secs(30), log_file)
+            .and_then(|line| line.strip_prefix("listening on ").map(str::to_owned));
         let Some(url) = url else {
-            let log = fs::read_to_string(log_file).unwrap_or_default();
-            bail!("the sidecar did not start:\n{log}");
+            bail!("the sidecar did not start:\n{}", file_tail(log_file, 30));
         };
         Ok(Sidecar { _group: group, url })
     }

@@ -107,12 +107,11 @@ impl Stack {
 
     /// The last `lines` lines of wrangler's output (tests print it when they fail).
     pub fn log_tail(&self, lines: usize) -> String {
-        let Some(path) = &self.config.log_file else {
-            return String::new();
-        };
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        self.config
+            .log_file
+            .as_deref()
+            .map(|path| process::file_tail(path, lines))
+            .unwrap_or_default()
     }
 
     /// Blocks until wrangler exits (`dev` waits here until Ctrl-C).

@@ -127,7 +127,8 @@ fn commit(
     operation: &str,
     collection: &str,
     rkey: &str,
-    record: Option<(serde_json::Value, String)>,
+    // The record as JSON text, and its CID.
+    record: Option<(&str, &str)>,
 ) -> String {
     // Built by hand to keep Jetstream's member order (did, time_us, kind, commit).
     let mut body = format!(
@@ -212,7 +213,7 @@ pub fn generate(config: &GenerateConfig) -> Vec<String> {
                 "create",
                 "app.bsky.feed.post",
                 &rkey,
-                Some((record, fake_cid(&mut rng))),
+                Some((&record.to_string(), &fake_cid(&mut rng))),
             )
         } else if roll >= 0.67 && !account.statuses.is_empty() {
             let rkey = account
@@ -229,7 +230,7 @@ pub fn generate(config: &GenerateConfig) -> Vec<String> {
                 "update",
                 STATUS,
                 &rkey,
-                Some((record, fake_cid(&mut rng))),
+                Some((&record.to_string(), &fake_cid(&mut rng))),
             )
         } else {
             let rkey = tid(time_us, rng.next());
@@ -242,7 +243,7 @@ pub fn generate(config: &GenerateConfig) -> Vec<String> {
                 "create",
                 STATUS,
                 &rkey,
-                Some((record, fake_cid(&mut rng))),
+                Some((&record.to_string(), &fake_cid(&mut rng))),
             )
         };
         out.push(line);
@@ -274,10 +275,13 @@ fn account_event(account: &mut Account, time_us: i64, rng: &mut Rng) -> String {
     )
 }
 
+/// The CID written into malformed creates (never looked at: the frames are refused first).
+const MALFORMED_CID: &str = "bafyreimalformed";
+
 fn malformed(kind: Malformed, did: &str, time_us: i64, rev: &str, rng: &mut Rng) -> String {
     let rkey = tid(time_us, rng.next());
-    let valid = || {
-        let record = json!({"$type": STATUS, "status": "🙂", "createdAt": created_at(time_us)});
+    let created_at = created_at(time_us);
+    let create = |record: &str| {
         commit(
             did,
             time_us,
@@ -285,43 +289,22 @@ fn malformed(kind: Malformed, did: &str, time_us: i64, rev: &str, rng: &mut Rng)
             "create",
             STATUS,
             &rkey,
-            Some((record, "bafyreimalformed".to_owned())),
+            Some((record, MALFORMED_CID)),
         )
     };
+    let valid =
+        || create(&json!({"$type": STATUS, "status": "🙂", "createdAt": created_at}).to_string());
     match kind {
         Malformed::Truncated => {
             let full = valid();
-            let mut cut = full.len() / 2;
-            while !full.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            full[..cut].to_owned()
+            full[..full.floor_char_boundary(full.len() / 2)].to_owned()
         }
         Malformed::NotJson => format!("<html>{time_us}: upstream error</html>"),
         Malformed::TwoGraphemes => {
-            let record =
-                json!({"$type": STATUS, "status": "🙂🙂", "createdAt": created_at(time_us)});
-            commit(
-                did,
-                time_us,
-                rev,
-                "create",
-                STATUS,
-                &rkey,
-                Some((record, "bafyreimalformed".to_owned())),
-            )
+            create(&json!({"$type": STATUS, "status": "🙂🙂", "createdAt": created_at}).to_string())
         }
         Malformed::MissingType => {
-            let record = json!({"status": "🙂", "createdAt": created_at(time_us)});
-            commit(
-                did,
-                time_us,
-                rev,
-                "create",
-                STATUS,
-                &rkey,
-                Some((record, "bafyreimalformed".to_owned())),
-            )
+            create(&json!({"status": "🙂", "createdAt": created_at}).to_string())
         }
         Malformed::BadDid => valid().replacen(did, "alice", 1),
         Malformed::TimeAsString => valid().replacen(
@@ -329,36 +312,19 @@ fn malformed(kind: Malformed, did: &str, time_us: i64, rev: &str, rng: &mut Rng)
             &format!("\"time_us\":\"{time_us}\""),
             1,
         ),
-        Malformed::Oversized => {
-            let record = json!({"$type": STATUS, "status": "🙂", "createdAt": created_at(time_us), "padding": "x".repeat(70 * 1024)});
-            commit(
-                did,
-                time_us,
-                rev,
-                "create",
-                STATUS,
-                &rkey,
-                Some((record, "bafyreimalformed".to_owned())),
-            )
-        }
+        Malformed::Oversized => create(
+            &json!({"$type": STATUS, "status": "🙂", "createdAt": created_at, "padding": "x".repeat(70 * 1024)})
+                .to_string(),
+        ),
         Malformed::BadRkey => {
             valid().replacen(&format!("\"rkey\":\"{rkey}\""), "\"rkey\":\"..\"", 1)
         }
-        Malformed::DeepNesting => {
-            let record = format!(
-                r#"{{"$type":"{STATUS}","status":{}{},"createdAt":{}}}"#,
-                "[".repeat(300),
-                "]".repeat(300),
-                json!(created_at(time_us))
-            );
-            let record = serde_json::value::RawValue::from_string(record)
-                .map(|r| r.get().to_owned())
-                .unwrap_or_default();
-            format!(
-                r#"{{"did":{},"time_us":{time_us},"kind":"commit","commit":{{"rev":"{rev}","operation":"create","collection":"{STATUS}","rkey":"{rkey}","record":{record},"cid":"bafyreimalformed"}}}}"#,
-                json!(did)
-            )
-        }
+        Malformed::DeepNesting => create(&format!(
+            r#"{{"$type":"{STATUS}","status":{}{},"createdAt":{}}}"#,
+            "[".repeat(300),
+            "]".repeat(300),
+            json!(created_at)
+        )),
         Malformed::UnknownKind => format!(
             r#"{{"did":{},"time_us":{time_us},"kind":"mystery","mystery":{{}}}}"#,
             json!(did)

@@ -10,6 +10,7 @@ use sidecar::frame::TimeMode;
 use sidecar::server::{self, Server, ServerConfig};
 use sidecar::window::{Hub, WindowConfig};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -81,6 +82,18 @@ pub async fn times(ws: &mut Client, n: usize) -> Vec<i64> {
         out.push(value["time_us"].as_i64().unwrap());
     }
     out
+}
+
+/// The close frame the server sends next (skipping other messages); panics if none comes.
+pub async fn close_frame(ws: &mut Client) -> CloseFrame {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => return frame,
+            Ok(Some(Ok(Message::Close(None)))) => panic!("a close frame without a code"),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
 }
 
 /// Asserts nothing (but pings) arrives for a while.
