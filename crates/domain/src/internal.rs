@@ -6,10 +6,12 @@ use serde::{Deserialize, Serialize};
 
 /// Broker: the browser's WebSocket upgrade, forwarded by edge.
 pub const BROKER_WS: &str = "/ws";
-/// Broker: a message to push to every open page (POST, body is the message).
+/// Broker: messages to push to every open page (POST, body is a [`crate::wire::Publish`]).
 pub const BROKER_PUBLISH: &str = "/publish";
-/// Broker: connection counts for edge's `/health`.
+/// Broker: connection counts, counters and fan-out timings for edge's `/health`.
 pub const BROKER_STATS: &str = "/stats";
+/// Broker: the last sequence number given out; a page rendered after asking passes it as `since`.
+pub const BROKER_HEAD: &str = "/head";
 
 /// Listener: make sure the listener is running (idempotent).
 pub const LISTENER_WAKE: &str = "/wake";
@@ -19,15 +21,81 @@ pub const LISTENER_STATUS: &str = "/status";
 /// The broker's answer to a publish.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PublishAck {
-    /// Sockets the message was handed to.
+    /// The sequence numbers given to the messages, first and last (none for an empty publish).
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// Sockets the messages were handed to.
     pub delivered: usize,
 }
 
-/// The broker's state as `/health` reports it.
+/// The broker's answer to [`BROKER_HEAD`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrokerHead {
+    pub seq: u64,
+}
+
+/// The broker's state as `/health` reports it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BrokerStats {
     /// Open WebSockets, hibernating or not.
     pub connections: usize,
+    /// Sockets the broker closed whose pages have not answered yet (they get nothing more).
+    pub closing: usize,
+    /// The last sequence number given out.
+    pub head_seq: u64,
+    /// The oldest message a reconnecting page can still be sent.
+    pub oldest_seq: Option<u64>,
+    /// How many messages the recent log keeps.
+    pub log_capacity: u64,
+    /// This instance of the object (a new one after every hibernation).
+    pub instance_id: String,
+    pub instance_started_ms: i64,
+    /// Totals since the object's storage was created (they survive hibernation).
+    pub counters: BrokerCounters,
+    /// From a publisher's send to the broker's fan-out, over the last publishes.
+    pub fanout: FanoutTimings,
+}
+
+/// The broker's running totals.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct BrokerCounters {
+    pub sockets_accepted: u64,
+    pub publishes: u64,
+    pub messages: u64,
+    /// Frames handed to sockets (messages × sockets, plus replays).
+    pub frames_sent: u64,
+    /// Sends that failed (the socket was gone); the socket is closed.
+    pub send_failures: u64,
+    /// Pages that reconnected with `since` and were sent what they missed.
+    pub replays: u64,
+    /// Pages that were told to reload (too far behind, or from before a reset).
+    pub reloads: u64,
+    /// Pings answered by the object itself (ones the runtime's auto-response did not match).
+    pub pings_answered: u64,
+    /// Sockets closed for sending text that is not a ping.
+    pub closed_policy: u64,
+    /// Sockets closed for sending a binary frame.
+    pub closed_binary: u64,
+    /// Sockets closed for sending an oversized message.
+    pub closed_too_big: u64,
+    /// Silent sockets closed by the idle sweep.
+    pub pruned_idle: u64,
+    /// Closes started by the page (or its connection ending) and answered.
+    pub closed_by_page: u64,
+    /// Socket errors the runtime reported.
+    pub socket_errors: u64,
+}
+
+/// Publish-to-fan-out times (ms) over the last publishes that said when they were sent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FanoutTimings {
+    pub samples: usize,
+    pub p50_ms: Option<i64>,
+    pub p99_ms: Option<i64>,
+    pub max_ms: Option<i64>,
+    /// Sockets reached by the last publish.
+    pub last_sockets: usize,
 }
 
 /// The listener's state as `/health` reports it.
@@ -39,4 +107,47 @@ pub struct ListenerStatus {
     pub last_alarm_ms: Option<i64>,
     /// When the alarm is due next (unix milliseconds), if it is set.
     pub next_alarm_ms: Option<i64>,
+}
+
+impl FanoutTimings {
+    /// Summarises publish-to-fan-out samples (ms, in any order).
+    pub fn from_samples(samples: &[i64], last_sockets: usize) -> FanoutTimings {
+        let mut sorted = samples.to_vec();
+        sorted.sort_unstable();
+        // Nearest rank: the smallest sample with at least p% of the samples at or below it.
+        let rank = |p: usize| -> Option<i64> {
+            let n = sorted.len();
+            (n > 0).then(|| sorted[(n * p).div_ceil(100).clamp(1, n) - 1])
+        };
+        FanoutTimings {
+            samples: sorted.len(),
+            p50_ms: rank(50),
+            p99_ms: rank(99),
+            max_ms: sorted.last().copied(),
+            last_sockets,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fanout_percentiles_are_nearest_rank() {
+        let none = FanoutTimings::from_samples(&[], 3);
+        assert_eq!((none.samples, none.p50_ms, none.max_ms), (0, None, None));
+        let one = FanoutTimings::from_samples(&[7], 1);
+        assert_eq!(
+            (one.p50_ms, one.p99_ms, one.max_ms),
+            (Some(7), Some(7), Some(7))
+        );
+        let hundred: Vec<i64> = (1..=100).rev().collect();
+        let t = FanoutTimings::from_samples(&hundred, 10);
+        assert_eq!(
+            (t.p50_ms, t.p99_ms, t.max_ms),
+            (Some(50), Some(99), Some(100))
+        );
+        assert_eq!(t.last_sockets, 10);
+    }
 }

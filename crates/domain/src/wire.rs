@@ -1,8 +1,9 @@
-//! The broker's wire messages: versioned JSON, one object per WebSocket text frame.
+//! The broker's wire messages: versioned JSON, one object per WebSocket text frame, and the pure
+//! rules the broker applies to its sockets (what a page may send, where a reconnecting page resumes).
 //!
 //! Server to page: `{"v":1,"seq":42,"type":"status_upserted","status":{…}}`. `seq` grows by one per
 //! message, so a page can tell what it missed and ask for it with `?since=<seq>`.
-//! Page to server: only `{"type":"ping"}`.
+//! Page to server: only [`PING`], answered by [`PONG`]. The whole protocol is in docs/broker.md.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +11,28 @@ use crate::StatusView;
 
 /// The version of this protocol; a page that sees another version reloads.
 pub const WIRE_VERSION: u32 = 1;
+
+/// The one message a page may send, byte for byte: the broker's runtime answers it with [`PONG`]
+/// without waking the Durable Object (the hibernation API's auto-response).
+pub const PING: &str = r#"{"type":"ping"}"#;
+/// The answer to [`PING`]. Not sequenced: it is about the socket, not the feed.
+pub const PONG: &str = r#"{"type":"pong"}"#;
+/// The longest message a page may send; anything longer closes the socket with [`close::TOO_BIG`].
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = 256;
+
+/// WebSocket close codes the broker uses, each with the reason it sends.
+pub mod close {
+    /// The page asked to close, or must reload (the reason says which).
+    pub const NORMAL: u16 = 1000;
+    /// The page stopped pinging: the socket is presumed gone and is pruned.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A binary frame: the protocol is text only.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// Text that is not a ping: pages may not speak on this socket.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A message over [`super::MAX_CLIENT_MESSAGE_BYTES`].
+    pub const TOO_BIG: u16 = 1009;
+}
 
 /// One message to pages, with its place in the sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,13 +78,137 @@ pub enum ServerMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Publish {
     pub messages: Vec<ServerMessage>,
+    /// When the publisher sent this (unix ms), so the broker can report publish-to-fan-out time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<i64>,
 }
+
+/// The most messages one publish may carry (the listener sends one publish per D1 batch).
+pub const MAX_PUBLISH_MESSAGES: usize = 1_000;
 
 /// What a page may send.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
     Ping,
+}
+
+/// What the broker does with a message from a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A ping (in a spelling the runtime's auto-response did not match): answer [`PONG`].
+    Pong,
+    /// Close the socket with this code and reason.
+    Close { code: u16, reason: &'static str },
+}
+
+/// Judges a text message from a page: only a ping is allowed.
+pub fn judge_text(text: &str) -> Verdict {
+    if text.len() > MAX_CLIENT_MESSAGE_BYTES {
+        return Verdict::Close {
+            code: close::TOO_BIG,
+            reason: "message too big: pages may only ping",
+        };
+    }
+    match serde_json::from_str::<ClientMessage>(text) {
+        Ok(ClientMessage::Ping) => Verdict::Pong,
+        Err(_) => Verdict::Close {
+            code: close::POLICY_VIOLATION,
+            reason: "pages may only ping",
+        },
+    }
+}
+
+/// Judges a binary message from a page: never allowed.
+pub fn judge_binary(len: usize) -> Verdict {
+    if len > MAX_CLIENT_MESSAGE_BYTES {
+        Verdict::Close {
+            code: close::TOO_BIG,
+            reason: "message too big: pages may only ping",
+        }
+    } else {
+        Verdict::Close {
+            code: close::UNSUPPORTED_DATA,
+            reason: "binary frames are not accepted",
+        }
+    }
+}
+
+/// The sequence numbers the broker's recent log holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    /// The last sequence number given out (the log's epoch base if none was yet).
+    pub head: u64,
+    /// The oldest message still in the log, if any.
+    pub oldest: Option<u64>,
+}
+
+/// Where a (re)connecting page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// Nothing to catch up: live messages only.
+    Live,
+    /// Send the logged messages after this sequence number, then live ones.
+    Replay { after: u64 },
+    /// The gap cannot be filled: tell the page to reload.
+    Reload { reason: &'static str },
+}
+
+/// Decides where a page that says it has seen everything up to `since` resumes.
+pub fn resume(since: Option<u64>, log: LogBounds) -> Resume {
+    let Some(since) = since else {
+        return Resume::Live;
+    };
+    if since == log.head {
+        return Resume::Live;
+    }
+    if since > log.head {
+        // Sequence numbers start from the log's creation time (see `epoch_base`), so this is a page
+        // from before the log was reset, not one from the future.
+        return Resume::Reload {
+            reason: "the live feed was reset",
+        };
+    }
+    match log.oldest {
+        Some(oldest) if oldest <= since + 1 => Resume::Replay { after: since },
+        _ => Resume::Reload {
+            reason: "too far behind the live feed",
+        },
+    }
+}
+
+/// The `head` of a new, empty log created at `now_ms`: sequence numbers start at the creation time
+/// in microseconds, so a log that is ever recreated starts above every number the old one gave out
+/// (unless it handed out more than a thousand per millisecond), and pages from before the reset are
+/// told to reload instead of being sent the wrong messages.
+pub fn epoch_base(now_ms: i64) -> u64 {
+    u64::try_from(now_ms).unwrap_or(0).saturating_mul(1_000)
+}
+
+/// Reads `since` from a query string (`since=<seq>`; absent means live only). Anything else is an
+/// error that says why.
+pub fn parse_since(query: Option<&str>) -> Result<Option<u64>, String> {
+    let Some(query) = query else {
+        return Ok(None);
+    };
+    let mut since = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "since" {
+            continue;
+        }
+        if since.is_some() {
+            return Err("since given twice".to_owned());
+        }
+        let parsed = value.parse::<u64>().map_err(|_| {
+            format!(
+                "since must be a sequence number, not {:?}",
+                crate::bounded(value)
+            )
+        })?;
+        since = Some(parsed);
+    }
+    Ok(since)
 }
 
 #[cfg(test)]
@@ -103,6 +250,114 @@ mod tests {
         assert_eq!(value["type"], "status_upserted");
         assert_eq!(value["status"]["handle"], "alice.test");
         assert_eq!(value["status"]["origin"], "edge");
+    }
+
+    #[test]
+    fn the_ping_constants_are_the_messages() {
+        assert_eq!(
+            serde_json::from_str::<ClientMessage>(PING).unwrap(),
+            ClientMessage::Ping
+        );
+        assert_eq!(judge_text(PING), Verdict::Pong);
+        assert_eq!(judge_text(r#"{ "type" : "ping" }"#), Verdict::Pong);
+        let pong: serde_json::Value = serde_json::from_str(PONG).unwrap();
+        assert_eq!(pong["type"], "pong");
+    }
+
+    #[test]
+    fn anything_but_a_ping_closes() {
+        let code = |v: Verdict| match v {
+            Verdict::Close { code, .. } => code,
+            Verdict::Pong => 0,
+        };
+        assert_eq!(code(judge_text("hello")), close::POLICY_VIOLATION);
+        assert_eq!(
+            code(judge_text(r#"{"type":"publish"}"#)),
+            close::POLICY_VIOLATION
+        );
+        assert_eq!(code(judge_text("")), close::POLICY_VIOLATION);
+        let padded = format!("{PING}{}", " ".repeat(MAX_CLIENT_MESSAGE_BYTES));
+        assert_eq!(code(judge_text(&padded)), close::TOO_BIG);
+        assert_eq!(code(judge_binary(4)), close::UNSUPPORTED_DATA);
+        assert_eq!(code(judge_binary(1 << 20)), close::TOO_BIG);
+    }
+
+    #[test]
+    fn resume_fills_gaps_or_asks_for_a_reload() {
+        let log = LogBounds {
+            head: 1_000_010,
+            oldest: Some(1_000_005),
+        };
+        assert_eq!(resume(None, log), Resume::Live);
+        assert_eq!(resume(Some(1_000_010), log), Resume::Live);
+        assert_eq!(
+            resume(Some(1_000_004), log),
+            Resume::Replay { after: 1_000_004 }
+        );
+        assert_eq!(
+            resume(Some(1_000_009), log),
+            Resume::Replay { after: 1_000_009 }
+        );
+        assert!(matches!(
+            resume(Some(1_000_003), log),
+            Resume::Reload { .. }
+        ));
+        assert!(matches!(resume(Some(0), log), Resume::Reload { .. }));
+        assert!(matches!(
+            resume(Some(1_000_011), log),
+            Resume::Reload { .. }
+        ));
+        assert!(matches!(resume(Some(u64::MAX), log), Resume::Reload { .. }));
+        // An empty log can only serve a page that is already at its head.
+        let empty = LogBounds {
+            head: 5_000,
+            oldest: None,
+        };
+        assert_eq!(resume(Some(5_000), empty), Resume::Live);
+        assert!(matches!(resume(Some(4_999), empty), Resume::Reload { .. }));
+    }
+
+    #[test]
+    fn a_recreated_log_starts_above_the_old_one() {
+        let old = epoch_base(1_790_000_000_000);
+        let old_head = old + 500_000;
+        let new = epoch_base(1_790_000_001_000);
+        assert!(new > old_head);
+        let log = LogBounds {
+            head: new,
+            oldest: None,
+        };
+        assert!(matches!(resume(Some(old_head), log), Resume::Reload { .. }));
+        assert_eq!(epoch_base(-5), 0);
+        // Still exact in a JavaScript number in the year 2200.
+        assert!(epoch_base(7_258_118_400_000) < (1 << 53));
+    }
+
+    #[test]
+    fn since_is_a_number_or_absent() {
+        assert_eq!(parse_since(None), Ok(None));
+        assert_eq!(parse_since(Some("")), Ok(None));
+        assert_eq!(parse_since(Some("x=1")), Ok(None));
+        assert_eq!(parse_since(Some("since=42")), Ok(Some(42)));
+        assert_eq!(parse_since(Some("a=b&since=7&c")), Ok(Some(7)));
+        assert!(parse_since(Some("since=-1")).is_err());
+        assert!(parse_since(Some("since=")).is_err());
+        assert!(parse_since(Some("since=1&since=2")).is_err());
+        let long = format!("since={}", "9".repeat(10_000));
+        let error = parse_since(Some(&long)).unwrap_err();
+        assert!(error.len() < 400, "{error}");
+    }
+
+    #[test]
+    fn publishes_carry_an_optional_send_time() {
+        let plain: Publish = serde_json::from_str(r#"{"messages":[]}"#).unwrap();
+        assert_eq!(plain.sent_at_ms, None);
+        let json = serde_json::to_string(&Publish {
+            messages: vec![],
+            sent_at_ms: Some(5),
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"messages":[],"sent_at_ms":5}"#);
     }
 
     #[test]

@@ -1,1 +1,224 @@
-//! End-to-end tests live in `tests/`; this library is empty.
+//! Clients that drive a running stack from outside, shared by the end-to-end tests (`tests/`) and
+//! the load benchmark (`src/bin/e2e-bench.rs`): a page's WebSocket, and the broker's internal
+//! routes reached through edge's test hooks (`TEST_HOOKS=on` stacks only).
+
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use domain::internal::{BrokerHead, BrokerStats, PublishAck};
+use domain::wire::{Publish, ServerFrame, ServerMessage};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use xtask::stack::Stack;
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How long a test waits for one expected frame.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A page's live socket: edge's `/ws`, handed to the broker.
+pub struct Page {
+    pub socket: Socket,
+}
+
+impl Page {
+    /// Opens `/ws` on the stack at `port`, with `?since=` when given and the stack's own Origin.
+    pub async fn connect(port: u16, since: Option<u64>) -> Result<Page> {
+        Page::connect_query(
+            port,
+            &since.map(|s| format!("since={s}")).unwrap_or_default(),
+        )
+        .await
+    }
+
+    /// Opens `/ws?<query>` (an empty query sends none).
+    pub async fn connect_query(port: u16, query: &str) -> Result<Page> {
+        let mut url = format!("ws://127.0.0.1:{port}/ws");
+        if !query.is_empty() {
+            url = format!("{url}?{query}");
+        }
+        let mut request = url.into_client_request()?;
+        request
+            .headers_mut()
+            .insert("Origin", format!("http://127.0.0.1:{port}").parse()?);
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .context("opening /ws")?;
+        ensure!(
+            response.status() == 101,
+            "upgrade answered {}",
+            response.status()
+        );
+        Ok(Page { socket })
+    }
+
+    /// The next text frame (pings and pongs at the WebSocket level are skipped).
+    pub async fn next_text(&mut self) -> Result<String> {
+        loop {
+            let message = tokio::time::timeout(FRAME_TIMEOUT, self.socket.next())
+                .await
+                .context("no frame within the timeout")?
+                .context("the socket ended")??;
+            match message {
+                Message::Text(text) => return Ok(text.to_string()),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => bail!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// The next sequenced frame from the broker.
+    pub async fn next_frame(&mut self) -> Result<ServerFrame> {
+        let text = self.next_text().await?;
+        serde_json::from_str(&text).with_context(|| format!("not a server frame: {text}"))
+    }
+
+    /// Waits for the broker to close the socket; returns its close code and reason.
+    pub async fn closed(&mut self) -> Result<(u16, String)> {
+        loop {
+            let next = tokio::time::timeout(FRAME_TIMEOUT, self.socket.next())
+                .await
+                .context("not closed within the timeout")?;
+            match next {
+                Some(Ok(Message::Close(frame))) => {
+                    return Ok(frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new())))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => bail!("socket failed instead of closing: {error}"),
+                None => bail!("socket ended without a close frame"),
+            }
+        }
+    }
+
+    /// Nothing arrives within `wait` (pings and pongs aside).
+    pub async fn silent_for(&mut self, wait: Duration) -> Result<()> {
+        match tokio::time::timeout(wait, self.next_text()).await {
+            Err(_) => Ok(()),
+            Ok(Ok(text)) => bail!("unexpected frame {text}"),
+            Ok(Err(error)) => bail!("socket failed: {error:#}"),
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) -> Result<()> {
+        self.socket.send(Message::text(text)).await?;
+        Ok(())
+    }
+
+    /// Closes from the page's side and waits for the broker's answer.
+    pub async fn close(mut self) -> Result<()> {
+        self.socket
+            .close(Some(CloseFrame {
+                code: 1000.into(),
+                reason: "bye".into(),
+            }))
+            .await?;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(FRAME_TIMEOUT, self.socket.next()).await {}
+        Ok(())
+    }
+}
+
+/// The broker's internal routes, through edge's `/__test/broker/…` hook.
+pub struct Broker {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Broker {
+    pub fn new(port: u16) -> Broker {
+        Broker {
+            base: format!("http://127.0.0.1:{port}/__test/broker"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Publishes messages, stamped with the send time, and returns the broker's answer.
+    pub async fn publish(&self, messages: Vec<ServerMessage>) -> Result<PublishAck> {
+        let publish = Publish {
+            messages,
+            sent_at_ms: Some(now_ms()),
+        };
+        let (status, body) = self.publish_raw(serde_json::to_vec(&publish)?).await?;
+        ensure!(status == 200, "publish answered {status}: {body}");
+        serde_json::from_str(&body).with_context(|| format!("publish ack {body}"))
+    }
+
+    /// Posts any body to the publish route; returns the status and the body.
+    pub async fn publish_raw(&self, body: Vec<u8>) -> Result<(u16, String)> {
+        let response = self
+            .http
+            .post(format!("{}/publish", self.base))
+            .body(body)
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    pub async fn stats(&self) -> Result<BrokerStats> {
+        self.get_json("stats").await
+    }
+
+    pub async fn head(&self) -> Result<u64> {
+        Ok(self.get_json::<BrokerHead>("head").await?.seq)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, route: &str) -> Result<T> {
+        let response = self
+            .http
+            .get(format!("{}/{route}", self.base))
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.text().await?;
+        ensure!(status == 200, "{route} answered {status}: {body}");
+        serde_json::from_str(&body).with_context(|| format!("{route}: {body}"))
+    }
+}
+
+/// A status message as edge (optimistic) or the listener (from the network) would publish it.
+pub fn upsert(uri_rkey: &str, status: &str, optimistic: bool) -> ServerMessage {
+    let did = "did:plc:e2eaaaaaaaaaaaaaaaaaaaaa";
+    ServerMessage::StatusUpserted {
+        status: domain::StatusView {
+            uri: domain::status::at_uri(did, uri_rkey),
+            author_did: did.to_owned(),
+            handle: Some("alice.test".to_owned()),
+            rkey: uri_rkey.to_owned(),
+            status: status.to_owned(),
+            created_at: "2026-11-24T00:00:00.000Z".to_owned(),
+            indexed_at: now_ms(),
+            origin: if optimistic {
+                domain::Origin::Edge
+            } else {
+                domain::Origin::Network
+            },
+            confirmed: !optimistic,
+        },
+    }
+}
+
+/// Fails the test with every failed check named, and the end of wrangler's output: one stack serves
+/// many checks (starting workerd costs seconds), and each failure says which check it was.
+pub fn assert_checks<'a>(checks: impl IntoIterator<Item = (&'a str, Result<()>)>, stack: &Stack) {
+    let failures: Vec<String> = checks
+        .into_iter()
+        .filter_map(|(name, result)| result.err().map(|e| format!("{name}: {e:#}")))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{}\n--- wrangler output (tail) ---\n{}",
+        failures.join("\n"),
+        stack.log_tail(80)
+    );
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

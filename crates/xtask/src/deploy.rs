@@ -38,6 +38,7 @@ pub fn dry_run(tools: &Tools, outdir: &Path, build: bool) -> Result<Vec<Bundle>>
             outdir.display()
         );
     }
+    refuse_test_hooks()?;
     if build {
         workers::build_all(tools)?;
     }
@@ -66,6 +67,7 @@ pub fn dry_run(tools: &Tools, outdir: &Path, build: bool) -> Result<Vec<Bundle>>
 /// Deploys for real: migrations, then broker, listener, edge. Needs `wrangler login` (or
 /// `CLOUDFLARE_API_TOKEN`) and the one-time set-up in docs/operations.md.
 pub fn deploy(tools: &Tools) -> Result<Vec<Bundle>> {
+    refuse_test_hooks()?;
     let edge_config = std::fs::read_to_string(paths::wrangler_config("edge"))?;
     if edge_config.contains(PLACEHOLDER_D1_ID) {
         bail!(
@@ -98,6 +100,40 @@ pub fn deploy(tools: &Tools) -> Result<Vec<Bundle>> {
         bundles.push(measure(worker, &dir)?);
     }
     Ok(bundles)
+}
+
+/// The var that turns on edge's `/__test/` routes: only test stacks may set it (`xtask::stack`), so
+/// no config that can be deployed may carry it, in any environment.
+pub const TEST_HOOKS_VAR: &str = "TEST_HOOKS";
+
+/// Fails if any wrangler config sets [`TEST_HOOKS_VAR`].
+pub fn refuse_test_hooks() -> Result<()> {
+    for worker in WORKERS {
+        let path = paths::wrangler_config(worker);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if sets_test_hooks(&text).with_context(|| format!("parsing {}", path.display()))? {
+            bail!(
+                "{} sets {TEST_HOOKS_VAR}: test hooks must never be deployed",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether a wrangler config names [`TEST_HOOKS_VAR`] anywhere (`[vars]`, `[env.*.vars]`, ...).
+pub fn sets_test_hooks(config: &str) -> Result<bool> {
+    fn mentions(value: &toml::Value) -> bool {
+        match value {
+            toml::Value::Table(table) => table
+                .iter()
+                .any(|(key, value)| key == TEST_HOOKS_VAR || mentions(value)),
+            toml::Value::Array(items) => items.iter().any(mentions),
+            _ => false,
+        }
+    }
+    Ok(mentions(&toml::Value::Table(config.parse()?)))
 }
 
 /// Sizes of the files in a bundle folder, raw and gzipped (level 9, as an upload would compress).
@@ -179,4 +215,18 @@ pub fn report(bundles: &[Bundle]) -> String {
 
 fn kib(bytes: u64) -> String {
     format!("{:.1} KiB", bytes as f64 / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_hooks_are_found_wherever_they_are_set() {
+        assert!(!sets_test_hooks("name = \"x\"\n[vars]\nLOG_CAPACITY = \"5\"").unwrap());
+        assert!(sets_test_hooks("[vars]\nTEST_HOOKS = \"on\"").unwrap());
+        assert!(sets_test_hooks("[env.staging.vars]\nTEST_HOOKS = \"on\"").unwrap());
+        assert!(sets_test_hooks("not = [toml").is_err());
+        refuse_test_hooks().expect("the committed configs carry no test hooks");
+    }
 }

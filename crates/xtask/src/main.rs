@@ -106,6 +106,7 @@ fn dev(args: &[String]) -> Result<()> {
         log_file: None,
         test_scheduled: true,
         foreground: true,
+        vars: Vec::new(),
     };
     let mut stack = Stack::start(&tools, config)?;
     eprintln!(

@@ -31,6 +31,18 @@ pub struct StackConfig {
     pub test_scheduled: bool,
     /// Start wrangler in this process's group, so that Ctrl-C in a terminal reaches it too.
     pub foreground: bool,
+    /// Var overrides, per worker: tests turn on edge's `TEST_HOOKS` and shorten the broker's
+    /// timeouts this way; deploys never do. (`wrangler dev --var` reaches only the first config, so
+    /// the others get a patched copy of their config instead.)
+    pub vars: Vec<WorkerVar>,
+}
+
+/// One var override for one worker of the stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerVar {
+    pub worker: &'static str,
+    pub name: String,
+    pub value: String,
 }
 
 impl StackConfig {
@@ -49,7 +61,21 @@ impl StackConfig {
             log_file: Some(dir.join("wrangler.log")),
             test_scheduled: true,
             foreground: false,
-        })
+            vars: Vec::new(),
+        }
+        .with_var("edge", "TEST_HOOKS", "on"))
+    }
+
+    /// Sets (or replaces) one worker's var.
+    pub fn with_var(mut self, worker: &'static str, name: &str, value: &str) -> StackConfig {
+        self.vars
+            .retain(|v| !(v.worker == worker && v.name == name));
+        self.vars.push(WorkerVar {
+            worker,
+            name: name.to_owned(),
+            value: value.to_owned(),
+        });
+        self
     }
 }
 
@@ -67,9 +93,17 @@ impl Stack {
         let inspector_port = free_port()?;
         let mut cmd = tools.wrangler();
         cmd.arg("dev");
-        for worker in ["edge", "listener", "broker"] {
+        for worker in WORKERS {
             // The first config is the public one: edge.
-            cmd.arg("-c").arg(paths::wrangler_config(worker));
+            let overrides: Vec<&WorkerVar> =
+                config.vars.iter().filter(|v| v.worker == worker).collect();
+            if worker == WORKERS[0] || overrides.is_empty() {
+                cmd.arg("-c").arg(paths::wrangler_config(worker));
+            } else {
+                let patched = config.persist_dir.with_file_name(format!("{worker}.toml"));
+                write_patched_config(worker, &overrides, &patched)?;
+                cmd.arg("-c").arg(patched);
+            }
         }
         cmd.args(["--ip", "127.0.0.1", "--port"])
             .arg(config.port.to_string())
@@ -80,6 +114,9 @@ impl Stack {
             .arg("--show-interactive-dev-session=false");
         if config.test_scheduled {
             cmd.arg("--test-scheduled");
+        }
+        for var in config.vars.iter().filter(|v| v.worker == WORKERS[0]) {
+            cmd.arg("--var").arg(format!("{}:{}", var.name, var.value));
         }
         redirect(&mut cmd, config.log_file.as_deref())?;
         let group = if config.foreground {
@@ -145,6 +182,41 @@ impl Stack {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// The workers of the stack, the public one first.
+const WORKERS: [&str; 3] = ["edge", "listener", "broker"];
+
+/// Writes a copy of `worker`'s wrangler config with `overrides` in its `[vars]` and its relative
+/// paths made absolute (the copy lives elsewhere).
+fn write_patched_config(worker: &str, overrides: &[&WorkerVar], to: &Path) -> Result<()> {
+    let source = paths::wrangler_config(worker);
+    let dir = source.parent().context("config without a folder")?;
+    let mut table: toml::Table = std::fs::read_to_string(&source)
+        .with_context(|| format!("reading {}", source.display()))?
+        .parse()
+        .with_context(|| format!("parsing {}", source.display()))?;
+    if let Some(toml::Value::String(main)) = table.get_mut("main") {
+        *main = dir.join(&*main).display().to_string();
+    }
+    if let Some(toml::Value::Array(databases)) = table.get_mut("d1_databases") {
+        for database in databases.iter_mut() {
+            if let Some(toml::Value::String(migrations)) = database.get_mut("migrations_dir") {
+                *migrations = dir.join(&*migrations).display().to_string();
+            }
+        }
+    }
+    let vars = table
+        .entry("vars")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(vars) = vars else {
+        bail!("{}: [vars] is not a table", source.display());
+    };
+    for var in overrides {
+        vars.insert(var.name.clone(), toml::Value::String(var.value.clone()));
+    }
+    std::fs::write(to, toml::to_string(&table)?)
+        .with_context(|| format!("writing {}", to.display()))
 }
 
 /// Applies `migrations/` to the local D1 database in `persist_dir`.

@@ -1,13 +1,28 @@
 //! The broker worker: one SQLite-backed Durable Object that holds every open page's WebSocket through
-//! the hibernation API (idle sockets cost nothing) and pushes updates to them.
+//! the hibernation API (idle sockets cost nothing) and pushes sequenced updates to them.
 //!
-//! This worker has no public route: edge reaches it through a service binding and forwards the
-//! browser's upgrade request to it.
+//! This worker has no public route: edge forwards the browser's upgrade to it, and edge and the
+//! listener publish to it, all through service bindings. The protocol a page speaks is in
+//! docs/broker.md; the pure rules (what a page may send, where a reconnecting page resumes) are in
+//! `domain::wire`, the durable log in [`feed`].
 
-use domain::internal::{self, BrokerStats, PublishAck};
+mod feed;
+
+use std::cell::{Cell, RefCell, RefMut};
+
+use domain::internal::{self, BrokerHead, BrokerStats, PublishAck};
+use domain::wire::{self, Publish, Resume, ServerFrame, ServerMessage, Verdict};
+use serde::{Deserialize, Serialize};
+use worker::wasm_bindgen::JsCast;
+use worker::worker_sys::WebSocketRequestResponsePair;
 use worker::*;
 
+use feed::Feed;
+
 const HUB_NAME: &str = "global";
+
+/// The largest publish body accepted (the listener sends one publish per D1 batch).
+const MAX_PUBLISH_BYTES: usize = 4 << 20;
 
 #[event(start)]
 fn start() {
@@ -18,7 +33,10 @@ fn start() {
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     match req.path().as_str() {
-        internal::BROKER_WS | internal::BROKER_PUBLISH | internal::BROKER_STATS => {
+        internal::BROKER_WS
+        | internal::BROKER_PUBLISH
+        | internal::BROKER_STATS
+        | internal::BROKER_HEAD => {
             let hub = env.durable_object("BROKER")?.get_by_name(HUB_NAME)?;
             hub.fetch_with_request(req).await
         }
@@ -26,29 +44,104 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     }
 }
 
+/// The broker's settings, from its wrangler vars.
+struct Config {
+    /// How many messages a reconnecting page can be sent (`LOG_CAPACITY`).
+    log_capacity: u64,
+    /// A socket that has not pinged for this long is closed (`IDLE_TIMEOUT_SECONDS`).
+    idle_timeout_ms: i64,
+}
+
+impl Config {
+    fn from_env(env: &Env) -> Config {
+        Config {
+            log_capacity: var(env, "LOG_CAPACITY", 1_000, 1..=100_000),
+            idle_timeout_ms: var(env, "IDLE_TIMEOUT_SECONDS", 90, 1..=86_400) as i64 * 1_000,
+        }
+    }
+
+    /// How often the idle sweep runs while sockets are open.
+    fn sweep_every_ms(&self) -> i64 {
+        (self.idle_timeout_ms / 3).max(1_000)
+    }
+}
+
+/// A numeric var, or `default` (with a logged error) when it is set to something unusable.
+fn var(env: &Env, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
+    let Ok(value) = env.var(name) else {
+        return default;
+    };
+    let text = value.to_string();
+    match text.parse::<u64>() {
+        Ok(n) if range.contains(&n) => n,
+        _ => {
+            tracing::error!(name, value = %domain::bounded(&text), ?range, default, "unusable var; using the default");
+            default
+        }
+    }
+}
+
+/// What each socket carries through hibernation.
+#[derive(Debug, Serialize, Deserialize)]
+struct Attachment {
+    /// When the socket was accepted (unix ms).
+    connected_ms: i64,
+    /// When the object itself last answered a ping from it (pings the runtime answers are
+    /// timestamped by the runtime).
+    #[serde(default)]
+    pinged_ms: Option<i64>,
+}
+
 #[durable_object]
 pub struct Broker {
     state: State,
+    config: Config,
+    instance_id: String,
+    started_ms: i64,
+    feed: RefCell<Option<Feed>>,
+    /// Whether this instance has made sure the idle sweep is scheduled.
+    sweep_scheduled: Cell<bool>,
 }
 
 impl DurableObject for Broker {
-    fn new(state: State, _env: Env) -> Self {
-        Self { state }
+    fn new(state: State, env: Env) -> Self {
+        // Pings are answered by the runtime without waking the object.
+        match WebSocketRequestResponsePair::new(wire::PING, wire::PONG) {
+            Ok(pair) => state.set_websocket_auto_response(&pair),
+            Err(error) => tracing::error!(?error, "could not set the ping auto-response"),
+        }
+        let started_ms = now_ms();
+        let instance_id = format!(
+            "{:08x}",
+            (js_sys::Math::random() * f64::from(u32::MAX)) as u32
+        );
+        tracing::info!(instance_id, "broker instance started");
+        Self {
+            state,
+            config: Config::from_env(&env),
+            instance_id,
+            started_ms,
+            feed: RefCell::new(None),
+            sweep_scheduled: Cell::new(false),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         match (req.method(), req.path().as_str()) {
-            (Method::Get, internal::BROKER_WS) => self.accept(&req),
-            (Method::Post, internal::BROKER_PUBLISH) => {
-                let text = req.text().await?;
-                let delivered = self.broadcast(&text);
-                workers_common::json_response(200, &PublishAck { delivered })
+            (Method::Get, internal::BROKER_WS) => {
+                let response = self.accept(&req)?;
+                if response.status_code() == 101 {
+                    self.schedule_sweep().await?;
+                }
+                Ok(response)
             }
+            (Method::Post, internal::BROKER_PUBLISH) => self.publish(&mut req).await,
             (Method::Get, internal::BROKER_STATS) => {
-                let stats = BrokerStats {
-                    connections: self.state.get_websockets().len(),
-                };
-                workers_common::json_response(200, &stats)
+                workers_common::json_response(200, &self.stats()?)
+            }
+            (Method::Get, internal::BROKER_HEAD) => {
+                let seq = self.feed()?.head();
+                workers_common::json_response(200, &BrokerHead { seq })
             }
             _ => workers_common::text_error(404, "no such broker route"),
         }
@@ -56,15 +149,47 @@ impl DurableObject for Broker {
 
     async fn websocket_message(
         &self,
-        _ws: WebSocket,
+        ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
-        // The walking skeleton relays what a client says to every client.
-        if let WebSocketIncomingMessage::String(text) = message {
-            let delivered = self.broadcast(&text);
-            tracing::info!(delivered, "relayed a client message");
+        if !is_open(&ws) {
+            // Already closed by the broker (a flood's later messages): nothing more to say.
+            return Ok(());
         }
-        Ok(())
+        let verdict = match &message {
+            WebSocketIncomingMessage::String(text) => wire::judge_text(text),
+            WebSocketIncomingMessage::Binary(bytes) => wire::judge_binary(bytes.len()),
+        };
+        let now = now_ms();
+        let mut feed = self.feed()?;
+        match verdict {
+            Verdict::Pong => {
+                // A ping the auto-response did not match byte for byte (other spacing).
+                ws.send_with_str(wire::PONG)?;
+                let mut attachment = attachment(&ws).unwrap_or(Attachment {
+                    connected_ms: now,
+                    pinged_ms: None,
+                });
+                attachment.pinged_ms = Some(now);
+                ws.serialize_attachment(&attachment)?;
+                feed.count(|c| c.pings_answered += 1);
+            }
+            Verdict::Close { code, reason } => {
+                tracing::warn!(
+                    code,
+                    reason,
+                    bytes = message_len(&message),
+                    "closing a socket that broke the protocol"
+                );
+                let _ = ws.close(Some(code), Some(reason));
+                feed.count(|c| match code {
+                    wire::close::UNSUPPORTED_DATA => c.closed_binary += 1,
+                    wire::close::TOO_BIG => c.closed_too_big += 1,
+                    _ => c.closed_policy += 1,
+                });
+            }
+        }
+        feed.save_soon(now)
     }
 
     async fn websocket_close(
@@ -74,46 +199,277 @@ impl DurableObject for Broker {
         _reason: String,
         _was_clean: bool,
     ) -> Result<()> {
-        // Reciprocate the close so the socket is released at once.
-        let code = u16::try_from(code).unwrap_or(1000);
-        let code = if code == 1005 || code == 1006 {
-            1000
-        } else {
-            code
-        };
+        // Reciprocate the close so the socket is released at once. 1005 (no code) and 1006 (no
+        // close frame) may not be sent, so those are answered with a plain 1000.
+        let code = u16::try_from(code)
+            .ok()
+            .filter(|c| *c != 1005 && *c != 1006)
+            .unwrap_or(wire::close::NORMAL);
         let _ = ws.close(Some(code), Some("closing"));
-        Ok(())
+        let mut feed = self.feed()?;
+        feed.count(|c| c.closed_by_page += 1);
+        feed.save_soon(now_ms())
     }
 
-    async fn websocket_error(&self, _ws: WebSocket, error: Error) -> Result<()> {
+    async fn websocket_error(&self, ws: WebSocket, error: Error) -> Result<()> {
         tracing::warn!(%error, "websocket error");
-        Ok(())
+        let _ = ws.close(Some(1011), Some("socket error"));
+        let mut feed = self.feed()?;
+        feed.count(|c| c.socket_errors += 1);
+        feed.save_soon(now_ms())
+    }
+
+    /// The idle sweep: closes sockets that stopped pinging, and runs again while any are open.
+    async fn alarm(&self) -> Result<Response> {
+        let now = now_ms();
+        let sockets = open_sockets(&self.state);
+        let mut pruned = 0u64;
+        for ws in &sockets {
+            let connected = attachment(ws);
+            let last_seen = [
+                connected.as_ref().map(|a| a.connected_ms),
+                connected.as_ref().and_then(|a| a.pinged_ms),
+                self.auto_response_ms(ws),
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0);
+            if now - last_seen > self.config.idle_timeout_ms {
+                let _ = ws.close(
+                    Some(wire::close::GOING_AWAY),
+                    Some("no ping: presumed gone"),
+                );
+                pruned += 1;
+            }
+        }
+        let remaining = sockets.len() as u64 - pruned;
+        if pruned > 0 {
+            tracing::info!(pruned, remaining, "idle sweep closed silent sockets");
+        }
+        {
+            let mut feed = self.feed()?;
+            feed.count(|c| c.pruned_idle += pruned);
+            feed.save(now)?;
+        }
+        if remaining > 0 {
+            // An i64 alarm time is an offset from now.
+            self.state
+                .storage()
+                .set_alarm(self.config.sweep_every_ms())
+                .await?;
+        }
+        self.sweep_scheduled.set(remaining > 0);
+        Response::empty()
     }
 }
 
 impl Broker {
-    /// Accepts a WebSocket upgrade handed over by edge; the runtime keeps the socket while the object
+    /// The log, opened on first use by this instance.
+    fn feed(&self) -> Result<RefMut<'_, Feed>> {
+        let mut slot = self.feed.borrow_mut();
+        if slot.is_none() {
+            let feed = Feed::open(
+                self.state.storage().sql(),
+                self.config.log_capacity,
+                now_ms(),
+            )?;
+            *slot = Some(feed);
+        }
+        Ok(RefMut::map(slot, |slot| {
+            slot.as_mut().expect("the feed was just opened")
+        }))
+    }
+
+    /// Accepts a WebSocket upgrade handed over by edge, first sending what the page missed since
+    /// its `since` (or telling it to reload). The runtime keeps the socket while the object
     /// hibernates.
     fn accept(&self, req: &Request) -> Result<Response> {
         let upgrade = req.headers().get("Upgrade")?;
         if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
             return workers_common::text_error(426, "expected a WebSocket upgrade");
         }
+        let since = match wire::parse_since(req.url()?.query()) {
+            Ok(since) => since,
+            Err(message) => return workers_common::text_error(400, &message),
+        };
+        let now = now_ms();
+        let mut feed = self.feed()?;
+        let resume = wire::resume(since, feed.bounds()?);
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
-        tracing::info!(
-            connections = self.state.get_websockets().len(),
-            "socket accepted"
-        );
+        pair.server.serialize_attachment(&Attachment {
+            connected_ms: now,
+            pinged_ms: None,
+        })?;
+        feed.count(|c| c.sockets_accepted += 1);
+        match resume {
+            Resume::Live => {}
+            Resume::Replay { after } => {
+                let frames = feed.after(after)?;
+                for frame in &frames {
+                    pair.server.send_with_str(frame)?;
+                }
+                let sent = frames.len() as u64;
+                feed.count(|c| {
+                    c.replays += 1;
+                    c.frames_sent += sent;
+                });
+            }
+            Resume::Reload { reason } => {
+                let frame = ServerFrame::new(
+                    feed.head(),
+                    ServerMessage::Reload {
+                        reason: reason.to_owned(),
+                    },
+                );
+                pair.server.send_with_str(frame.to_json())?;
+                pair.server
+                    .close(Some(wire::close::NORMAL), Some("reload"))?;
+                feed.count(|c| c.reloads += 1);
+                tracing::info!(?since, head = feed.head(), reason, "told a page to reload");
+            }
+        }
+        feed.save_soon(now)?;
         Response::from_websocket(pair.client)
     }
 
-    /// Sends `text` to every open socket; returns how many took it.
-    fn broadcast(&self, text: &str) -> usize {
-        self.state
-            .get_websockets()
-            .iter()
-            .filter(|ws| ws.send_with_str(text).is_ok())
-            .count()
+    /// Makes sure the idle sweep will run (once per instance it asks storage; later it knows).
+    async fn schedule_sweep(&self) -> Result<()> {
+        if self.sweep_scheduled.get() {
+            return Ok(());
+        }
+        let storage = self.state.storage();
+        if storage.get_alarm().await?.is_none() {
+            storage.set_alarm(self.config.sweep_every_ms()).await?;
+        }
+        self.sweep_scheduled.set(true);
+        Ok(())
     }
+
+    /// Sequences, logs and sends the messages of one publish to every open socket.
+    async fn publish(&self, req: &mut Request) -> Result<Response> {
+        let body = req.bytes().await?;
+        if body.len() > MAX_PUBLISH_BYTES {
+            return workers_common::text_error(413, "publish body over 4 MiB");
+        }
+        let publish: Publish = match serde_json::from_slice(&body) {
+            Ok(publish) => publish,
+            Err(error) => {
+                let message = format!("not a publish: {}", domain::bounded(&error.to_string()));
+                return workers_common::text_error(400, &message);
+            }
+        };
+        if publish.messages.len() > wire::MAX_PUBLISH_MESSAGES {
+            let message = format!(
+                "{} messages in one publish; at most {}",
+                publish.messages.len(),
+                wire::MAX_PUBLISH_MESSAGES
+            );
+            return workers_common::text_error(413, &message);
+        }
+        let now = now_ms();
+        let mut feed = self.feed()?;
+        let frames = feed.append(publish.messages)?;
+        let sockets = open_sockets(&self.state);
+        let mut sent = 0u64;
+        let mut failed = 0u64;
+        for ws in &sockets {
+            for (_, frame) in &frames {
+                if ws.send_with_str(frame).is_ok() {
+                    sent += 1;
+                } else {
+                    // The socket is gone (or closing): stop sending to it and release it.
+                    failed += 1;
+                    let _ = ws.close(Some(wire::close::GOING_AWAY), Some("send failed"));
+                    break;
+                }
+            }
+        }
+        feed.count(|c| {
+            c.publishes += 1;
+            c.messages += frames.len() as u64;
+            c.frames_sent += sent;
+            c.send_failures += failed;
+        });
+        feed.record_fanout(
+            publish.sent_at_ms.map(|sent_at| now - sent_at),
+            sockets.len(),
+        );
+        feed.save(now)?;
+        let ack = PublishAck {
+            first_seq: frames.first().map(|(seq, _)| *seq),
+            last_seq: frames.last().map(|(seq, _)| *seq),
+            delivered: sockets.len() - failed as usize,
+        };
+        tracing::info!(
+            messages = frames.len(),
+            sockets = sockets.len(),
+            failed,
+            last_seq = ?ack.last_seq,
+            "published"
+        );
+        workers_common::json_response(200, &ack)
+    }
+
+    fn stats(&self) -> Result<BrokerStats> {
+        let all = self.state.get_websockets();
+        let connections = all.iter().filter(|ws| is_open(ws)).count();
+        let mut feed = self.feed()?;
+        feed.save(now_ms())?;
+        let bounds = feed.bounds()?;
+        Ok(BrokerStats {
+            connections,
+            closing: all.len() - connections,
+            head_seq: bounds.head,
+            oldest_seq: bounds.oldest,
+            log_capacity: feed.capacity(),
+            instance_id: self.instance_id.clone(),
+            instance_started_ms: self.started_ms,
+            counters: feed.counters().clone(),
+            fanout: feed.fanout(),
+        })
+    }
+
+    /// When the runtime last answered a ping on this socket by itself (the hibernation API's
+    /// `getWebSocketAutoResponseTimestamp`, which workers-rs does not wrap).
+    fn auto_response_ms(&self, ws: &WebSocket) -> Option<i64> {
+        let state: &worker::wasm_bindgen::JsValue = self.state.as_raw().as_ref();
+        let method = js_sys::Reflect::get(state, &"getWebSocketAutoResponseTimestamp".into())
+            .ok()?
+            .dyn_into::<js_sys::Function>()
+            .ok()?;
+        let socket: &web_sys::WebSocket = ws.as_ref();
+        let at = method.call1(state, socket).ok()?;
+        at.dyn_into::<js_sys::Date>()
+            .ok()
+            .map(|date| date.get_time() as i64)
+    }
+}
+
+/// The sockets that are open. A socket the broker closed stays in the runtime's list until the page
+/// answers the close (or its connection is seen to end); it gets nothing more and is not counted.
+fn open_sockets(state: &State) -> Vec<WebSocket> {
+    state.get_websockets().into_iter().filter(is_open).collect()
+}
+
+fn is_open(ws: &WebSocket) -> bool {
+    const OPEN: u16 = 1;
+    let socket: &web_sys::WebSocket = ws.as_ref();
+    socket.ready_state() == OPEN
+}
+
+fn attachment(ws: &WebSocket) -> Option<Attachment> {
+    ws.deserialize_attachment().ok().flatten()
+}
+
+fn message_len(message: &WebSocketIncomingMessage) -> usize {
+    match message {
+        WebSocketIncomingMessage::String(text) => text.len(),
+        WebSocketIncomingMessage::Binary(bytes) => bytes.len(),
+    }
+}
+
+fn now_ms() -> i64 {
+    Date::now().as_millis() as i64
 }

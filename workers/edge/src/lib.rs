@@ -19,6 +19,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         (Method::Get, "/") => Response::from_html(HOME_PAGE),
         (Method::Get, "/ws") => websocket(req, &env).await,
         (Method::Get, "/health") => health::report(&env).await,
+        (_, path) if path.starts_with(TEST_HOOK_PREFIX) => test_hook(req, &env).await,
         (Method::Get | Method::Head, _) => workers_common::text_error(404, "not found"),
         _ => workers_common::text_error(405, "method not allowed"),
     };
@@ -63,6 +64,37 @@ async fn websocket(req: Request, env: &Env) -> Result<Response> {
         }
     }
     env.service("BROKER")?.fetch_request(req).await
+}
+
+/// Routes under this prefix exist only when the `TEST_HOOKS` var is `"on"`, which only the test and
+/// benchmark stacks set (`wrangler dev --var TEST_HOOKS:on`); no wrangler config sets it, and the
+/// deploy refuses a config that does.
+const TEST_HOOK_PREFIX: &str = "/__test/";
+
+/// `/__test/broker/<route>`: lets tests and benchmarks reach the broker's internal routes (publish,
+/// head, stats) the way the listener and edge itself will, through the service binding.
+async fn test_hook(req: Request, env: &Env) -> Result<Response> {
+    let enabled = env
+        .var("TEST_HOOKS")
+        .is_ok_and(|value| value.to_string() == "on");
+    if !enabled {
+        return workers_common::text_error(404, "not found");
+    }
+    let url = req.url()?;
+    let Some(route) = url.path().strip_prefix("/__test/broker") else {
+        return workers_common::text_error(404, "no such test hook");
+    };
+    let mut target = Url::parse("https://broker")?;
+    target.set_path(route);
+    target.set_query(url.query());
+    let forwarded = Request::new_with_init(
+        target.as_str(),
+        RequestInit::new()
+            .with_method(req.method())
+            .with_headers(req.headers().clone())
+            .with_body(req.inner().body().map(Into::into)),
+    )?;
+    env.service("BROKER")?.fetch_request(forwarded).await
 }
 
 const HOME_PAGE: &str = r#"<!doctype html>
