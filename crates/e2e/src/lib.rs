@@ -162,6 +162,22 @@ impl Broker {
         self.get_json("stats").await
     }
 
+    /// Waits up to `timeout` until the broker reports `want` open sockets.
+    pub async fn wait_connections(&self, want: usize, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let have = self.stats().await?.connections;
+            if have == want {
+                return Ok(());
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "{have} connections after {timeout:?}, expected {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn head(&self) -> Result<u64> {
         Ok(self.get_json::<BrokerHead>("head").await?.seq)
     }

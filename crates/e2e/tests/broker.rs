@@ -79,18 +79,7 @@ async fn broker_end_to_end() {
 
 /// Waits until the broker reports `want` open sockets.
 async fn connections_become(broker: &Broker, want: usize) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let have = broker.stats().await?.connections;
-        if have == want {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "{have} connections, expected {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    broker.wait_connections(want, Duration::from_secs(20)).await
 }
 
 async fn close_all(pages: Vec<Page>) -> Result<()> {

@@ -54,6 +54,16 @@ async fn home_page(stack: &Stack) -> Result<()> {
         body.contains("<h1>Statusphere</h1>"),
         "unexpected page:\n{body}"
     );
+    // Rendered with the broker's head, so that its socket resumes from there.
+    let seq = body
+        .split_once("data-seq=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(seq, _)| seq)
+        .unwrap_or_default();
+    ensure!(
+        seq.parse::<u64>().is_ok_and(|s| s > 0),
+        "no head sequence number in the page: {seq:?}"
+    );
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use crate::toolchain::Tools;
 use crate::{deploy, paths, process, sidecar};
 
 /// The benchmarks, by name; `cargo xtask bench` runs all, `cargo xtask bench NAME...` some.
-pub const NAMES: [&str; 2] = ["foundation", "sidecar"];
+pub const NAMES: [&str; 3] = ["foundation", "sidecar", "broker"];
 
 pub fn run(tools: &Tools, names: &[String]) -> Result<()> {
     let chosen: Vec<&str> = if names.is_empty() {
@@ -23,6 +23,7 @@ pub fn run(tools: &Tools, names: &[String]) -> Result<()> {
         let section = match name {
             "foundation" => foundation(tools)?,
             "sidecar" => sidecar_throughput()?,
+            "broker" => broker_fanout(tools)?,
             other => anyhow::bail!("unknown benchmark {other:?} (known: {NAMES:?})"),
         };
         write_section(name, &section)?;
@@ -116,6 +117,25 @@ fn sidecar_throughput() -> Result<String> {
     ))
 }
 
+/// Publish-to-delivery at 1,000 and 10,000 pages and memory per socket: `e2e`'s `broker-bench`
+/// (a load client with its own stack), built with the `bench-client` profile.
+fn broker_fanout(tools: &Tools) -> Result<String> {
+    crate::workers::build_all(tools)?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(paths::root()).args([
+        "run",
+        "--quiet",
+        "--profile",
+        "bench-client",
+        "-p",
+        "e2e",
+        "--bin",
+        "broker-bench",
+    ]);
+    process::output(&mut cmd)
+}
+
 /// Bundle sizes, stack start-up and request latency of the skeleton.
 fn foundation(tools: &Tools) -> Result<String> {
     let bundles = deploy::dry_run(tools, &paths::scratch().join("bench-dry-run"), true)?;
@@ -189,12 +209,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn machine() -> String {
+pub fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cores} cores, {}", std::env::consts::ARCH)
 }
 
-fn today() -> String {
+pub fn today() -> String {
     process::output(std::process::Command::new("date").arg("+%Y-%m-%d"))
         .map(|d| d.trim().to_owned())
         .unwrap_or_else(|_| "date unknown".into())

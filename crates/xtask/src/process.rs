@@ -169,6 +169,102 @@ impl Group {
             .and_then(|line| line.ok())
     }
 
+    /// The processes of the group (the leader alone for a foreground group), from `/proc`.
+    fn members(&self) -> Vec<(u32, String)> {
+        let leader = self.child.id();
+        let mut found = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return found;
+        };
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid pgrp …: comm may hold spaces, so split after its ')'.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let pgrp = rest
+                .split_whitespace()
+                .nth(2)
+                .and_then(|v| v.parse::<u32>().ok());
+            let member = if self.own_group {
+                pgrp == Some(leader)
+            } else {
+                pid == leader
+            };
+            if member {
+                let name = head.split_once('(').map_or("?", |(_, n)| n).to_owned();
+                found.push((pid, name));
+            }
+        }
+        found
+    }
+
+    /// Resident memory of every process in the group, by command name (largest first).
+    pub fn rss(&self) -> Vec<(String, u64)> {
+        let mut found: Vec<(String, u64)> = self
+            .members()
+            .into_iter()
+            .map(|(pid, name)| {
+                let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|status| {
+                        status
+                            .lines()
+                            .find_map(|line| line.strip_prefix("VmRSS:"))
+                            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                    })
+                    .unwrap_or(0);
+                (name, rss_kib * 1024)
+            })
+            .collect();
+        found.sort_by_key(|entry| std::cmp::Reverse(entry.1));
+        found
+    }
+
+    /// The TCP ports the group's processes listen on (IPv4), with the process name.
+    pub fn listening_ports(&self) -> Vec<(u16, String)> {
+        // Socket inodes per process, then /proc/net/tcp's listening sockets (state 0A) by inode.
+        let mut inodes = std::collections::HashMap::new();
+        for (pid, name) in self.members() {
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+                continue;
+            };
+            for fd in fds.flatten() {
+                if let Ok(target) = std::fs::read_link(fd.path()) {
+                    let target = target.to_string_lossy().into_owned();
+                    if let Some(inode) = target
+                        .strip_prefix("socket:[")
+                        .and_then(|t| t.strip_suffix(']'))
+                    {
+                        inodes.insert(inode.to_owned(), name.clone());
+                    }
+                }
+            }
+        }
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let mut ports: Vec<(u16, String)> = table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+                if *state != "0A" {
+                    return None;
+                }
+                let port = u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?;
+                Some((port, inodes.get(*inode)?.clone()))
+            })
+            .collect();
+        ports.sort();
+        ports.dedup();
+        ports
+    }
+
     /// `Some(status)` if the leader has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()

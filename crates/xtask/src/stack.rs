@@ -151,6 +151,29 @@ impl Stack {
             .unwrap_or_default()
     }
 
+    /// Resident memory of wrangler and workerd, by process (see [`Group::rss`]).
+    pub fn rss(&self) -> Vec<(String, u64)> {
+        self.group.rss()
+    }
+
+    /// The port where workerd itself serves edge, behind `wrangler dev`'s own proxy. The proxy (a
+    /// second workerd) holds four descriptors per open WebSocket, so with this machine's 20,000
+    /// descriptor limit it fails near 5,000 sockets; load tests that need more connect here, to
+    /// the same edge worker, as production traffic would reach it (there is no such proxy there).
+    pub fn direct_port(&self) -> Result<u16> {
+        for (port, name) in self.group.listening_ports() {
+            if port == self.config.port || !name.starts_with("workerd") {
+                continue;
+            }
+            if let Ok((_, body)) = http_get(port, "/health") {
+                if body.starts_with("{\"ok\"") {
+                    return Ok(port);
+                }
+            }
+        }
+        bail!("no port of workerd's own serves edge's /health")
+    }
+
     /// Blocks until wrangler exits (`dev` waits here until Ctrl-C).
     pub fn wait(&mut self) -> Result<()> {
         let status = self.group.wait()?;

@@ -372,20 +372,7 @@ impl Broker {
         let mut feed = self.feed()?;
         let frames = feed.append(publish.messages)?;
         let sockets = open_sockets(&self.state);
-        let mut sent = 0u64;
-        let mut failed = 0u64;
-        for ws in &sockets {
-            for (_, frame) in &frames {
-                if ws.send_with_str(frame).is_ok() {
-                    sent += 1;
-                } else {
-                    // The socket is gone (or closing): stop sending to it and release it.
-                    failed += 1;
-                    let _ = ws.close(Some(wire::close::GOING_AWAY), Some("send failed"));
-                    break;
-                }
-            }
-        }
+        let (sent, failed) = send_all(&sockets, &frames);
         feed.count(|c| {
             c.publishes += 1;
             c.messages += frames.len() as u64;
@@ -445,6 +432,41 @@ impl Broker {
             .ok()
             .map(|date| date.get_time() as i64)
     }
+}
+
+/// Sends every frame to every socket, in order; returns (frames sent, sockets that failed). A socket
+/// whose send fails is gone: it gets nothing more and is closed.
+///
+/// Each frame becomes a JavaScript string once and `WebSocket.send` is called with it directly:
+/// `send_with_str` would copy and decode the UTF-8 again for every socket.
+fn send_all(sockets: &[WebSocket], frames: &[(u64, String)]) -> (u64, u64) {
+    use worker::wasm_bindgen::JsValue;
+    let texts: Vec<JsValue> = frames.iter().map(|(_, f)| JsValue::from_str(f)).collect();
+    let send = sockets.first().and_then(|ws| {
+        let raw: &web_sys::WebSocket = ws.as_ref();
+        js_sys::Reflect::get(raw, &"send".into())
+            .ok()?
+            .dyn_into::<js_sys::Function>()
+            .ok()
+    });
+    let (mut sent, mut failed) = (0u64, 0u64);
+    for ws in sockets {
+        let raw: &web_sys::WebSocket = ws.as_ref();
+        for (text, (_, frame)) in texts.iter().zip(frames) {
+            let ok = match &send {
+                Some(send) => send.call1(raw, text).is_ok(),
+                None => ws.send_with_str(frame).is_ok(),
+            };
+            if ok {
+                sent += 1;
+            } else {
+                failed += 1;
+                let _ = ws.close(Some(wire::close::GOING_AWAY), Some("send failed"));
+                break;
+            }
+        }
+    }
+    (sent, failed)
 }
 
 /// The sockets that are open. A socket the broker closed stays in the runtime's list until the page

@@ -16,7 +16,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let method = req.method();
     let path = req.path();
     let response = match (method.clone(), path.as_str()) {
-        (Method::Get, "/") => Response::from_html(HOME_PAGE),
+        (Method::Get, "/") => home(&env).await,
         (Method::Get, "/ws") => websocket(req, &env).await,
         (Method::Get, "/health") => health::report(&env).await,
         (_, path) if path.starts_with(TEST_HOOK_PREFIX) => test_hook(req, &env).await,
@@ -97,6 +97,32 @@ async fn test_hook(req: Request, env: &Env) -> Result<Response> {
     env.service("BROKER")?.fetch_request(forwarded).await
 }
 
+/// The page, with the broker's head sequence number as of now, so that its socket is sent whatever
+/// is published after this moment (docs/broker.md). Without the broker the page still renders, and
+/// its socket starts live.
+async fn home(env: &Env) -> Result<Response> {
+    let seq = match broker_head(env).await {
+        Ok(seq) => seq.to_string(),
+        Err(error) => {
+            tracing::warn!(%error, "broker head unavailable; the page starts live");
+            String::new()
+        }
+    };
+    Response::from_html(HOME_PAGE.replace("{seq}", &seq))
+}
+
+async fn broker_head(env: &Env) -> Result<u64> {
+    let url = format!("https://broker{}", internal::BROKER_HEAD);
+    let mut response = env.service("BROKER")?.fetch(url, None).await?;
+    if response.status_code() != 200 {
+        return Err(Error::RustError(format!(
+            "broker head answered {}",
+            response.status_code()
+        )));
+    }
+    Ok(response.json::<internal::BrokerHead>().await?.seq)
+}
+
 const HOME_PAGE: &str = r#"<!doctype html>
 <html lang="en">
 <head>
@@ -105,20 +131,42 @@ const HOME_PAGE: &str = r#"<!doctype html>
 <title>Statusphere</title>
 </head>
 <body>
-<main>
+<main id="app" data-seq="{seq}">
 <h1>Statusphere</h1>
 <p>Set your status on the Atmosphere.</p>
 <ul id="live" aria-live="polite"></ul>
 </main>
 <script>
 (function () {
-  var proto = location.protocol === "https:" ? "wss:" : "ws:";
-  var ws = new WebSocket(proto + "//" + location.host + "/ws");
-  ws.onmessage = function (event) {
-    var li = document.createElement("li");
-    li.textContent = event.data;
-    document.getElementById("live").prepend(li);
-  };
+  // The live feed (docs/broker.md): resume from the last sequence number seen, ping every 30 s,
+  // reconnect with backoff, reload when told to.
+  var seq = document.getElementById("app").dataset.seq;
+  var delay = 1000;
+  function connect() {
+    var proto = location.protocol === "https:" ? "wss:" : "ws:";
+    var ws = new WebSocket(proto + "//" + location.host + "/ws" + (seq ? "?since=" + seq : ""));
+    var pinger = null;
+    ws.onopen = function () {
+      delay = 1000;
+      pinger = setInterval(function () { ws.send('{"type":"ping"}'); }, 30000);
+    };
+    ws.onmessage = function (event) {
+      var message = JSON.parse(event.data);
+      if (message.type === "pong") return;
+      if (message.v !== 1 || message.type === "reload") { location.reload(); return; }
+      seq = String(message.seq);
+      var li = document.createElement("li");
+      li.textContent = event.data;
+      document.getElementById("live").prepend(li);
+    };
+    ws.onclose = function (event) {
+      clearInterval(pinger);
+      if (event.reason === "reload") return;
+      setTimeout(connect, delay + Math.random() * delay / 2);
+      delay = Math.min(delay * 2, 30000);
+    };
+  }
+  connect();
 })();
 </script>
 </body>
