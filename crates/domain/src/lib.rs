@@ -1,9 +1,10 @@
 //! The domain of Statusphere, shared by every worker, the sidecar and the tests: Jetstream events,
-//! statuses as the app knows them, the broker's wire messages, the SQL the workers run, and pure
-//! presentation helpers.
+//! the listener's ingest plan, statuses as the app knows them, the broker's wire messages, the SQL
+//! the workers run, and pure presentation helpers.
 //!
 //! Pure Rust: no `worker`, no tokio. It builds for `wasm32-unknown-unknown` and for native.
 
+pub mod ingest;
 pub mod internal;
 pub mod jetstream;
 pub mod present;

@@ -267,6 +267,20 @@ pub fn set_account_states(updates: &[AccountUpdate]) -> Vec<Statement> {
     multi_row(ACCOUNT_HEAD, ACCOUNT_TAIL, rows)
 }
 
+/// The handle and active flag of each of `dids` that the app knows, in as few statements as D1's
+/// limits allow (the listener reads its upserted statuses' authors with this, in the same batch).
+pub fn accounts_of(dids: &[&str]) -> Vec<Statement> {
+    dids.chunks(D1_MAX_PARAMS)
+        .map(|chunk| Statement {
+            sql: Cow::Owned(format!(
+                "SELECT did, handle, active FROM account WHERE did IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            )),
+            params: chunk.iter().map(|did| (*did).into()).collect(),
+        })
+        .collect()
+}
+
 /// Turns all of a deleted account's statuses into tombstones (content cleared).
 pub fn purge_statuses(did: &str) -> Statement {
     Statement::new(

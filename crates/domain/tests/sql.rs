@@ -2,66 +2,15 @@
 //! applied: the same text D1 runs. Batches run in one transaction, as a D1 batch does.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 
 use domain::jetstream::{AccountUpdate, HandleUpdate, Tombstone};
-use domain::sql::{self, Statement, Value};
+use domain::sql::{self, Statement};
 use domain::{Origin, Status};
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
 
-async fn database() -> SqlitePool {
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect("sqlite::memory:")
-        .await
-        .expect("in-memory SQLite");
-    let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations");
-    sqlx::migrate::Migrator::new(migrations)
-        .await
-        .expect("migrations/ parse")
-        .run(&pool)
-        .await
-        .expect("migrations apply");
-    pool
-}
-
-fn query(
-    statement: &Statement,
-) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'_>> {
-    let mut q = sqlx::query(&statement.sql);
-    for value in &statement.params {
-        q = match value {
-            Value::Null => q.bind(None::<String>),
-            Value::Integer(n) => q.bind(*n),
-            Value::Text(text) => q.bind(text.as_str()),
-        };
-    }
-    q
-}
-
-/// Runs statements as one transaction (a D1 batch) and returns every row they returned.
-async fn batch(pool: &SqlitePool, statements: &[Statement]) -> Vec<SqliteRow> {
-    let mut tx = pool.begin().await.unwrap();
-    let mut rows = Vec::new();
-    for statement in statements {
-        assert!(
-            statement.params.len() <= sql::D1_MAX_PARAMS,
-            "too many params"
-        );
-        assert!(
-            statement.size() <= sql::D1_MAX_STATEMENT_BYTES,
-            "statement too big"
-        );
-        let returned = query(statement)
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", statement.sql));
-        rows.extend(returned);
-    }
-    tx.commit().await.unwrap();
-    rows
-}
+mod common;
+use common::{batch, database, query};
 
 async fn one(pool: &SqlitePool, statement: Statement) -> Vec<SqliteRow> {
     batch(pool, &[statement]).await

@@ -1,0 +1,284 @@
+//! The listener's plan (`domain::ingest`) run through sqlx against the real `migrations/`: frames in,
+//! one transaction, rows back, broker messages out, as the listener does it with D1.
+
+use std::path::PathBuf;
+
+use domain::ingest::{Batch, Part};
+use domain::sql::{self, StatusViewRow};
+use domain::wire::ServerMessage;
+use domain::{Origin, Status};
+use sqlx::sqlite::SqlitePool;
+
+mod common;
+use common::{batch, batch_json, database};
+
+const ALICE: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+
+fn fixture(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/jetstream")
+        .join(path)
+}
+
+fn valid_frames() -> Vec<String> {
+    std::fs::read_to_string(fixture("valid.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The hostile fixtures that must not become a change (tests/jetstream.rs classifies each one; the
+/// one that is valid after all, junk in a field the lexicon does not know, is left out here).
+fn hostile_frames() -> Vec<String> {
+    let mut frames: Vec<(String, String)> = std::fs::read_dir(fixture("hostile"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| !path.ends_with("deeply-nested-unknown-field.json"))
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            (
+                path.display().to_string(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )
+        })
+        .collect();
+    frames.sort();
+    frames.into_iter().map(|(_, text)| text).collect()
+}
+
+/// Plans, runs and reads back one batch.
+async fn ingest(pool: &SqlitePool, frames: &[String]) -> (Batch, Vec<ServerMessage>) {
+    let plan = Batch::plan(frames.iter().map(String::as_str));
+    let results = batch_json(pool, &plan.statements).await;
+    let messages = plan.messages(&results).expect("rows read back");
+    (plan, messages)
+}
+
+async fn visible(pool: &SqlitePool) -> Vec<(String, String, Option<String>)> {
+    let rows = batch_json(pool, &[sql::recent_statuses(100)]).await;
+    rows[0]
+        .iter()
+        .map(|row| {
+            let row: StatusViewRow = serde_json::from_value(row.clone()).unwrap();
+            (row.uri, row.status, row.handle)
+        })
+        .collect()
+}
+
+fn a_status(did: &str, rkey: &str, emoji: &str, time_us: i64) -> String {
+    serde_json::json!({
+        "did": did, "time_us": time_us, "kind": "commit",
+        "commit": {"rev": rkey, "operation": "create", "collection": "xyz.statusphere.status",
+                   "rkey": rkey, "cid": "bafyreigh2akiscaildc",
+                   "record": {"$type": "xyz.statusphere.status", "status": emoji,
+                              "createdAt": "2026-11-24T00:00:00.000Z"}}
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn the_fixture_stream_becomes_rows_and_messages_once() {
+    let pool = database().await;
+    let frames = valid_frames();
+    let (plan, messages) = ingest(&pool, &frames).await;
+    assert_eq!(plan.seen, 9);
+    assert_eq!(plan.changes, 9);
+    assert!(plan.dropped.is_empty(), "{:?}", plan.dropped);
+    assert_eq!(plan.cursor_us, Some(1_732_406_408_000_000));
+
+    // Alice's account was deleted at the end: her statuses are purged; the other author's stays.
+    let shown = visible(&pool).await;
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0].1, "👨‍👩‍👧‍👦");
+
+    let kinds: Vec<&str> = messages
+        .iter()
+        .map(|m| match m {
+            ServerMessage::HandleChanged { .. } => "handle",
+            ServerMessage::AccountChanged { .. } => "account",
+            ServerMessage::StatusUpserted { .. } => "upsert",
+            ServerMessage::StatusDeleted { .. } => "delete",
+            _ => "other",
+        })
+        .collect();
+    // Handles and account states are applied per DID, newest event last; upserts before deletes.
+    assert!(
+        kinds.contains(&"handle") && kinds.contains(&"account"),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"delete"), "{kinds:?}");
+    let upserts: Vec<&ServerMessage> = messages
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::StatusUpserted { .. }))
+        .collect();
+    // Alice's status is not pushed: she is inactive (deleted) by the end of the batch.
+    assert_eq!(upserts.len(), 1, "{messages:#?}");
+
+    // The same frames again (a rewound cursor): nothing changes, nothing is forwarded.
+    let (again, messages) = ingest(&pool, &frames).await;
+    assert_eq!(again.changes, 9);
+    assert!(messages.is_empty(), "a replay was forwarded: {messages:#?}");
+    assert_eq!(visible(&pool).await, shown);
+}
+
+#[tokio::test]
+async fn hostile_frames_are_dropped_with_reasons_and_valid_ones_kept() {
+    let clean = database().await;
+    ingest(&clean, &valid_frames()).await;
+
+    let hostile = hostile_frames();
+    assert!(
+        hostile.len() >= 30,
+        "only {} hostile fixtures",
+        hostile.len()
+    );
+    // Every hostile frame between every two valid ones.
+    let mut mixed = Vec::new();
+    for frame in valid_frames() {
+        mixed.extend(hostile.iter().cloned());
+        mixed.push(frame);
+    }
+    let pool = database().await;
+    let (plan, _) = ingest(&pool, &mixed).await;
+    assert_eq!(plan.changes, 9, "valid events lost among hostile ones");
+    assert_eq!(
+        plan.cursor_us,
+        Some(1_732_406_408_000_000),
+        "a hostile time_us moved the cursor"
+    );
+    assert_eq!(plan.seen as usize, mixed.len());
+    assert_eq!(
+        plan.dropped.len() as u64 + plan.changes + plan.ignored,
+        plan.seen,
+        "every frame is recorded, ignored or dropped"
+    );
+    for dropped in &plan.dropped {
+        assert!(!dropped.reason.is_empty());
+        assert!(
+            dropped.detail.len() < 300,
+            "unbounded detail: {}",
+            dropped.detail
+        );
+    }
+    assert_eq!(visible(&pool).await, visible(&clean).await);
+}
+
+#[tokio::test]
+async fn an_optimistic_row_is_confirmed_and_forwarded_as_one_status() {
+    let pool = database().await;
+    let rkey = &tid(1);
+    let uri = format!("at://{ALICE}/xyz.statusphere.status/{rkey}");
+    let optimistic = Status {
+        uri: uri.clone(),
+        author_did: ALICE.into(),
+        rkey: rkey.clone(),
+        status: "🦋".into(),
+        created_at: "2026-11-24T00:00:00.000Z".into(),
+        indexed_at: 1_000,
+        rev: rkey.clone(),
+        cid: None,
+        origin: Origin::Edge,
+        confirmed: false,
+    };
+    batch(&pool, &sql::upsert_statuses(&[optimistic])).await;
+    let (_, messages) = ingest(&pool, &[a_status(ALICE, rkey, "🦋", 2_000_000)]).await;
+    let [ServerMessage::StatusUpserted { status }] = messages.as_slice() else {
+        panic!("{messages:#?}")
+    };
+    assert_eq!(status.uri, uri);
+    assert!(status.confirmed);
+    assert_eq!(
+        status.origin,
+        Origin::Edge,
+        "the row keeps where it was first written"
+    );
+    assert_eq!(
+        status.indexed_at, 1_000,
+        "the status does not jump in the list"
+    );
+    assert_eq!(visible(&pool).await.len(), 1);
+}
+
+#[tokio::test]
+async fn handles_ride_along_and_inactive_authors_are_not_pushed() {
+    let pool = database().await;
+    let bob = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb";
+    let identity = serde_json::json!({"did": bob, "time_us": 10, "kind": "identity",
+        "identity": {"did": bob, "handle": "bob.test", "seq": 1, "time": "2026-11-24T00:00:00Z"}})
+    .to_string();
+    let (_, messages) = ingest(&pool, &[identity, a_status(bob, &tid(2), "😎", 20)]).await;
+    let upserted: Vec<_> = messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::StatusUpserted { status } => Some(status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(upserted.len(), 1);
+    assert_eq!(upserted[0].handle.as_deref(), Some("bob.test"));
+
+    let deactivate = serde_json::json!({"did": bob, "time_us": 30, "kind": "account",
+        "account": {"active": false, "did": bob, "seq": 2, "status": "deactivated",
+                    "time": "2026-11-24T00:00:00Z"}})
+    .to_string();
+    let (_, messages) = ingest(&pool, &[deactivate, a_status(bob, &tid(3), "🤓", 40)]).await;
+    assert_eq!(
+        messages,
+        vec![ServerMessage::AccountChanged {
+            did: bob.into(),
+            active: false
+        }],
+        "an inactive author's new status was pushed"
+    );
+    assert!(visible(&pool).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_thousand_events_fit_d1_limits_and_all_land() {
+    let pool = database().await;
+    let frames: Vec<String> = (0..1_000)
+        .map(|n| {
+            let did = format!("did:plc:{:0>24}", n % 300);
+            a_status(&did, &tid(n as u64), "👍", 1_000 + n)
+        })
+        .collect();
+    let (plan, messages) = ingest(&pool, &frames).await;
+    assert!(
+        plan.dropped.is_empty(),
+        "{:?}",
+        &plan.dropped[..3.min(plan.dropped.len())]
+    );
+    assert!(
+        plan.statements.len() > 1,
+        "one statement cannot hold 1,000 rows in D1"
+    );
+    assert!(plan.parts.iter().filter(|p| **p == Part::Authors).count() >= 3);
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::StatusUpserted { .. }))
+            .count(),
+        1_000
+    );
+    assert_eq!(plan.cursor_us, Some(1_999));
+}
+
+/// A valid TID (record key and revision) that sorts by `n`.
+fn tid(mut n: u64) -> String {
+    const ALPHABET: &[u8] = b"234567abcdefghijklmnopqrstuvwxyz";
+    let mut tail = [b'2'; 9];
+    for slot in tail.iter_mut().rev() {
+        *slot = ALPHABET[(n % 32) as usize];
+        n /= 32;
+    }
+    format!("3lbk{}", String::from_utf8_lossy(&tail))
+}
+
+#[test]
+fn results_that_do_not_match_the_plan_are_an_error() {
+    let plan = Batch::plan([a_status(ALICE, &tid(4), "😎", 5).as_str()]);
+    assert!(plan.messages(&[]).is_err());
+    let nonsense = vec![vec![serde_json::json!({"uri": 5})]; plan.statements.len()];
+    assert!(plan.messages(&nonsense).is_err());
+}
