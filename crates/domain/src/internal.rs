@@ -114,19 +114,21 @@ impl FanoutTimings {
     pub fn from_samples(samples: &[i64], last_sockets: usize) -> FanoutTimings {
         let mut sorted = samples.to_vec();
         sorted.sort_unstable();
-        // Nearest rank: the smallest sample with at least p% of the samples at or below it.
-        let rank = |p: usize| -> Option<i64> {
-            let n = sorted.len();
-            (n > 0).then(|| sorted[(n * p).div_ceil(100).clamp(1, n) - 1])
-        };
         FanoutTimings {
             samples: sorted.len(),
-            p50_ms: rank(50),
-            p99_ms: rank(99),
+            p50_ms: nearest_rank(&sorted, 50),
+            p99_ms: nearest_rank(&sorted, 99),
             max_ms: sorted.last().copied(),
             last_sockets,
         }
     }
+}
+
+/// The `p`th percentile of `sorted` (ascending) by nearest rank: the smallest sample with at least
+/// `p`% of the samples at or below it (`p = 100` is the maximum). `None` when there are none.
+pub fn nearest_rank<T: Copy>(sorted: &[T], p: usize) -> Option<T> {
+    let n = sorted.len();
+    (n > 0).then(|| sorted[(n * p).div_ceil(100).clamp(1, n) - 1])
 }
 
 #[cfg(test)]

@@ -27,18 +27,9 @@ pub struct Page {
 impl Page {
     /// Opens `/ws` on the stack at `port`, with `?since=` when given and the stack's own Origin.
     pub async fn connect(port: u16, since: Option<u64>) -> Result<Page> {
-        Page::connect_query(
-            port,
-            &since.map(|s| format!("since={s}")).unwrap_or_default(),
-        )
-        .await
-    }
-
-    /// Opens `/ws?<query>` (an empty query sends none).
-    pub async fn connect_query(port: u16, query: &str) -> Result<Page> {
         let mut url = format!("ws://127.0.0.1:{port}/ws");
-        if !query.is_empty() {
-            url = format!("{url}?{query}");
+        if let Some(since) = since {
+            url = format!("{url}?since={since}");
         }
         let mut request = url.into_client_request()?;
         request

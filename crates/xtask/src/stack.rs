@@ -93,11 +93,11 @@ impl Stack {
         let inspector_port = free_port()?;
         let mut cmd = tools.wrangler();
         cmd.arg("dev");
-        for worker in WORKERS {
+        for worker in PUBLIC_FIRST {
             // The first config is the public one: edge.
             let overrides: Vec<&WorkerVar> =
                 config.vars.iter().filter(|v| v.worker == worker).collect();
-            if worker == WORKERS[0] || overrides.is_empty() {
+            if worker == PUBLIC_FIRST[0] || overrides.is_empty() {
                 cmd.arg("-c").arg(paths::wrangler_config(worker));
             } else {
                 let patched = config.persist_dir.with_file_name(format!("{worker}.toml"));
@@ -115,7 +115,7 @@ impl Stack {
         if config.test_scheduled {
             cmd.arg("--test-scheduled");
         }
-        for var in config.vars.iter().filter(|v| v.worker == WORKERS[0]) {
+        for var in config.vars.iter().filter(|v| v.worker == PUBLIC_FIRST[0]) {
             cmd.arg("--var").arg(format!("{}:{}", var.name, var.value));
         }
         redirect(&mut cmd, config.log_file.as_deref())?;
@@ -207,8 +207,8 @@ impl Stack {
     }
 }
 
-/// The workers of the stack, the public one first.
-const WORKERS: [&str; 3] = ["edge", "listener", "broker"];
+/// The workers of the stack, the public one first (wrangler serves the first config's worker).
+const PUBLIC_FIRST: [&str; 3] = ["edge", "listener", "broker"];
 
 /// Writes a copy of `worker`'s wrangler config with `overrides` in its `[vars]` and its relative
 /// paths made absolute (the copy lives elsewhere).

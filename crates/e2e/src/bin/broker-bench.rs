@@ -248,9 +248,5 @@ async fn measure(
 fn pct(samples: &[f64], p: usize) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (sorted.len() * p).div_ceil(100).clamp(1, sorted.len());
-    sorted[rank - 1]
+    domain::internal::nearest_rank(&sorted, p).unwrap_or(f64::NAN)
 }
