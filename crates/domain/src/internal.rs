@@ -100,13 +100,49 @@ pub struct FanoutTimings {
 
 /// The listener's state as `/health` reports it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct ListenerStatus {
+    /// `poll` or `live`.
+    pub mode: String,
+    /// The Jetstream endpoint in use (or last tried).
+    pub url: Option<String>,
+    /// The stored cursor (unix µs): everything up to it is in D1.
+    pub cursor_us: Option<i64>,
+    /// How far the stored cursor is behind now, in ms, as of the last batch.
+    pub lag_ms: Option<i64>,
     /// Times the listener's alarm has fired since its storage was created.
     pub alarms_fired: u64,
     /// When the alarm last fired (unix milliseconds).
     pub last_alarm_ms: Option<i64>,
     /// When the alarm is due next (unix milliseconds), if it is set.
     pub next_alarm_ms: Option<i64>,
+    /// The last error (connect, read, D1, broker), if any, bounded.
+    pub last_error: Option<String>,
+    pub counters: ListenerCounters,
+}
+
+/// The listener's running totals (since its storage was created).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ListenerCounters {
+    /// Frames read from Jetstream.
+    pub seen: u64,
+    /// Valid events that change what the app knows (replays included).
+    pub changes: u64,
+    /// Valid events that do not concern the app.
+    pub ignored: u64,
+    /// Frames dropped, by reason.
+    pub dropped: std::collections::BTreeMap<String, u64>,
+    /// D1 batches committed.
+    pub batches: u64,
+    /// Messages published to the broker.
+    pub published: u64,
+    /// Publishes the broker refused or did not answer (D1 has the data; pages catch up on reload).
+    pub publish_failures: u64,
+    /// Connections opened to Jetstream.
+    pub connects: u64,
+    /// Connections that failed or ended in an error (each one moves to the next URL).
+    pub failures: u64,
 }
 
 impl FanoutTimings {

@@ -1,0 +1,144 @@
+//! Recording one batch: `domain::ingest` plans it, D1 runs it as one transaction, the cursor is
+//! stored only after that committed, and what changed goes to the broker in one publish.
+
+use domain::ingest::Batch;
+use domain::internal::{self, ListenerStatus};
+use domain::sql::Value;
+use domain::wire::Publish;
+use worker::wasm_bindgen::JsValue;
+use worker::*;
+
+/// The storage key of the cursor (also kept in the status for `/health`).
+pub const KEY_CURSOR: &str = "cursor_us";
+
+/// `<url>?wantedCollections=xyz.statusphere.status&cursor=<cursor_us>`.
+pub fn subscribe_url(base: &str, cursor_us: i64) -> Result<Url> {
+    let mut url = Url::parse(base).map_err(|e| Error::RustError(format!("{base}: {e}")))?;
+    url.query_pairs_mut()
+        .append_pair("wantedCollections", lexicon::STATUS_NSID)
+        .append_pair("cursor", &cursor_us.max(0).to_string());
+    Ok(url)
+}
+
+pub struct Recorder {
+    db: D1Database,
+    broker: Fetcher,
+}
+
+impl Recorder {
+    pub fn new(env: &Env) -> Result<Recorder> {
+        Ok(Recorder {
+            db: env.d1("DB")?,
+            broker: env.service("BROKER")?,
+        })
+    }
+
+    /// Records `frames`; returns the cursor the batch covered, if any frame was valid.
+    pub async fn record(
+        &self,
+        storage: &Storage,
+        status: &mut ListenerStatus,
+        frames: &[String],
+    ) -> Result<Option<i64>> {
+        if frames.is_empty() {
+            return Ok(None);
+        }
+        let batch = Batch::plan(frames.iter().map(String::as_str));
+        let counters = &mut status.counters;
+        counters.seen += batch.seen;
+        counters.changes += batch.changes;
+        counters.ignored += batch.ignored;
+        for dropped in &batch.dropped {
+            *counters
+                .dropped
+                .entry(dropped.reason.to_owned())
+                .or_default() += 1;
+            tracing::warn!(reason = dropped.reason, detail = %dropped.detail, "dropped a frame");
+        }
+
+        let mut messages = Vec::new();
+        if !batch.statements.is_empty() {
+            let statements = batch
+                .statements
+                .iter()
+                .map(|s| {
+                    let params: Vec<JsValue> = s.params.iter().map(js_value).collect();
+                    self.db.prepare(s.sql.as_ref()).bind(&params)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // One D1 batch is one transaction: all of it lands, or none of it (and the cursor
+            // is not moved).
+            let results = self.db.batch(statements).await?;
+            let rows = results
+                .iter()
+                .map(|r| r.results::<serde_json::Value>())
+                .collect::<Result<Vec<_>>>()?;
+            counters.batches += 1;
+            messages = batch
+                .messages(&rows)
+                .map_err(|e| Error::RustError(e.to_string()))?;
+        }
+        if let Some(cursor) = batch.cursor_us {
+            // Never backwards: a rewound read re-covers what the cursor already says.
+            let cursor = status.cursor_us.map_or(cursor, |c| c.max(cursor));
+            storage.put(KEY_CURSOR, cursor).await?;
+            status.cursor_us = Some(cursor);
+            status.lag_ms = Some(Date::now().as_millis() as i64 - cursor / 1_000);
+        }
+        if !messages.is_empty() {
+            self.publish(status, messages).await;
+        }
+        tracing::info!(
+            frames = batch.seen,
+            changes = batch.changes,
+            dropped = batch.dropped.len(),
+            cursor_us = ?status.cursor_us,
+            "batch recorded"
+        );
+        Ok(batch.cursor_us)
+    }
+
+    /// One publish per batch. A failure is counted and logged, not retried: D1 already has the
+    /// data, and a page that missed it catches up when it reloads.
+    async fn publish(
+        &self,
+        status: &mut ListenerStatus,
+        messages: Vec<domain::wire::ServerMessage>,
+    ) {
+        let count = messages.len() as u64;
+        let publish = Publish {
+            messages,
+            sent_at_ms: Some(Date::now().as_millis() as i64),
+        };
+        let result = async {
+            let body = serde_json::to_string(&publish)?;
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post).with_body(Some(body.into()));
+            let url = format!("https://broker{}", internal::BROKER_PUBLISH);
+            let response = self
+                .broker
+                .fetch_request(Request::new_with_init(&url, &init)?)
+                .await?;
+            match response.status_code() {
+                200 => Ok(()),
+                code => Err(Error::RustError(format!("broker answered {code}"))),
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => status.counters.published += count,
+            Err(error) => {
+                status.counters.publish_failures += 1;
+                tracing::error!(%error, messages = count, "publishing to the broker failed");
+            }
+        }
+    }
+}
+
+fn js_value(value: &Value) -> JsValue {
+    match value {
+        Value::Null => JsValue::NULL,
+        Value::Integer(n) => JsValue::from_f64(*n as f64),
+        Value::Text(text) => JsValue::from_str(text),
+    }
+}
