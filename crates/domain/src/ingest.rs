@@ -94,7 +94,12 @@ impl Batch {
             batch.cursor_us = batch.cursor_us.max(Some(event.time_us));
         }
 
-        // Identity and account state first, so that the authors' lookup at the end sees them.
+        // Statuses first, so that an author new to the app is known by the time its identity and
+        // account events (in the same batch) are applied: those are recorded for known accounts
+        // only. Upserts before deletes: the revisions decide, whatever order the two arrived in.
+        // (The triggers keep the counts right in any order.)
+        batch.add(Part::Upserts, sql::upsert_statuses(&upserts));
+        batch.add(Part::Deletes, sql::delete_statuses(&deletes));
         batch.add(Part::Handles, sql::set_handles(&handles));
         batch.add(Part::Accounts, sql::set_account_states(&accounts));
         let purged: BTreeSet<&str> = accounts
@@ -105,9 +110,7 @@ impl Batch {
         for did in purged {
             batch.add(Part::Purge, vec![sql::purge_statuses(did)]);
         }
-        // Upserts before deletes: the revisions decide, whatever order the two arrived in.
-        batch.add(Part::Upserts, sql::upsert_statuses(&upserts));
-        batch.add(Part::Deletes, sql::delete_statuses(&deletes));
+        // Last, so that it sees the handles and account states above.
         let authors: BTreeSet<&str> = upserts.iter().map(|s| s.author_did.as_str()).collect();
         batch.add(
             Part::Authors,

@@ -211,11 +211,31 @@ const HANDLE_TAIL: &str = "ON CONFLICT (did) DO UPDATE SET \
       AND excluded.handle IS NOT account.handle \
     RETURNING did, handle";
 
-/// Records handles; an older identity event never overwrites a newer one. Returns the accounts
-/// whose handle changed.
+/// The network's identity and account events concern every account on it (Jetstream sends them
+/// whatever collections were asked for); only those of accounts the app knows (a row in `account`,
+/// or a status it can show) are written, or D1's daily row writes would go to strangers. So the
+/// rows are selected from `VALUES`, each one checked by two primary-key lookups.
+const KNOWN_ONLY_WHERE: &str = ") AS v WHERE \
+    EXISTS (SELECT 1 FROM account AS k WHERE k.did = v.column1) \
+    OR EXISTS (SELECT 1 FROM current_status AS c WHERE c.author_did = v.column1)";
+
+/// `INSERT INTO t (a, b, …) VALUES` and its tail → the same insert, of known accounts' rows only
+/// (`width` columns, the DID first).
+fn known_only(head: &str, tail: &str, width: usize) -> (String, String) {
+    let insert = head.strip_suffix("VALUES").unwrap_or(head);
+    let columns: Vec<String> = (1..=width).map(|i| format!("column{i}")).collect();
+    (
+        format!("{insert}SELECT {} FROM (VALUES", columns.join(", ")),
+        format!("{KNOWN_ONLY_WHERE} {tail}"),
+    )
+}
+
+/// Records handles from identity events, for accounts the app knows; an older identity event
+/// never overwrites a newer one. Returns the accounts whose handle changed.
 pub fn set_handles(updates: &[HandleUpdate]) -> Vec<Statement> {
     let rows = updates.iter().map(handle_row).collect();
-    multi_row(HANDLE_HEAD, HANDLE_TAIL, rows)
+    let (head, tail) = known_only(HANDLE_HEAD, HANDLE_TAIL, 3);
+    multi_row(&head, &tail, rows)
 }
 
 fn handle_row(update: &HandleUpdate) -> Vec<Value> {
@@ -249,9 +269,9 @@ const ACCOUNT_TAIL: &str = "ON CONFLICT (did) DO UPDATE SET \
       AND (excluded.active IS NOT account.active OR excluded.status IS NOT account.status) \
     RETURNING did, active";
 
-/// Records account states (hides inactive accounts' statuses); an older account event never
-/// overwrites a newer one. Returns the accounts whose state changed. Accounts that were deleted
-/// also need [`purge_statuses`].
+/// Records account states of accounts the app knows (hides inactive accounts' statuses); an
+/// older account event never overwrites a newer one. Returns the accounts whose state changed.
+/// Accounts that were deleted also need [`purge_statuses`].
 pub fn set_account_states(updates: &[AccountUpdate]) -> Vec<Statement> {
     let rows = updates
         .iter()
@@ -264,7 +284,8 @@ pub fn set_account_states(updates: &[AccountUpdate]) -> Vec<Statement> {
             ]
         })
         .collect();
-    multi_row(ACCOUNT_HEAD, ACCOUNT_TAIL, rows)
+    let (head, tail) = known_only(ACCOUNT_HEAD, ACCOUNT_TAIL, 4);
+    multi_row(&head, &tail, rows)
 }
 
 /// The handle and active flag of each of `dids` that the app knows, in as few statements as D1's

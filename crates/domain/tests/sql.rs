@@ -403,6 +403,20 @@ async fn deleted_accounts_are_purged() {
 async fn handles_follow_the_newest_identity_event() {
     let pool = database().await;
     let set = |h, t| sql::set_handles(&[handle(DID_A, h, t)]);
+    // A stranger's identity event writes nothing (nor does its account event).
+    assert!(batch(&pool, &set(Some("alice.test"), 1)).await.is_empty());
+    let hidden = account(DID_A, false, Some("deactivated"), 1);
+    assert!(batch(&pool, &sql::set_account_states(&[hidden]))
+        .await
+        .is_empty());
+    let rows: i64 = sqlx::query("SELECT COUNT(*) FROM account")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "strangers are not recorded");
+    // Once the app shows a status of theirs, they are known.
+    upsert(&pool, &[status(DID_A, 1, "😎", 1, 1000, Origin::Network)]).await;
     assert_eq!(batch(&pool, &set(Some("alice.test"), 10)).await.len(), 1);
     assert!(
         batch(&pool, &set(Some("alice.test"), 10)).await.is_empty(),
@@ -574,7 +588,12 @@ async fn batches_respect_d1_limits_and_lose_nothing() {
         .all(|s| s.size() <= sql::D1_MAX_STATEMENT_BYTES));
     assert_eq!(batch(&pool, &statements).await.len(), 40);
 
-    // Deletes, handles and account states batch the same way.
+    // Deletes, handles and account states batch the same way (for accounts the app knows: ones
+    // with a status to show, or signed in).
+    let known: Vec<Statement> = (0..301)
+        .map(|i| sql::learn_handle(&format!("did:plc:batch{i:019}"), "old.test", 0))
+        .collect();
+    batch(&pool, &known).await;
     let tombstones: Vec<Tombstone> = (0..250u32)
         .map(|i| tombstone(&format!("did:plc:batch{i:019}"), i, 5000 + i, 9))
         .collect();
