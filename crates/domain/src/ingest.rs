@@ -60,12 +60,17 @@ pub struct Batch {
 
 impl Batch {
     /// Parses, validates and plans `frames`, in order.
+    ///
+    /// The result does not depend on where a stream is cut into batches: applying the batches one
+    /// after the other gives the same tables as applying the events one by one. Within a run of
+    /// status events (or of identity and account events) statements are grouped by kind, which is
+    /// safe because revisions and event times decide, not arrival order; between runs the stream's
+    /// order is kept, because whether an account is known (`sql::set_handles`) and whether its
+    /// statuses are purged depend on what came before.
     pub fn plan<'a>(frames: impl IntoIterator<Item = &'a str>) -> Batch {
         let mut batch = Batch::default();
-        let mut upserts: Vec<Status> = Vec::new();
-        let mut deletes: Vec<Tombstone> = Vec::new();
-        let mut handles: Vec<HandleUpdate> = Vec::new();
-        let mut accounts: Vec<AccountUpdate> = Vec::new();
+        let mut run = Run::default();
+        let mut authors: BTreeSet<String> = BTreeSet::new();
         for frame in frames {
             batch.seen += 1;
             let event = match Event::parse(frame) {
@@ -78,12 +83,13 @@ impl Batch {
             match event.change() {
                 Ok(Some(change)) => {
                     batch.changes += 1;
-                    match change {
-                        Change::Upsert(status) => upserts.push(status),
-                        Change::Delete(tombstone) => deletes.push(tombstone),
-                        Change::Handle(update) => handles.push(update),
-                        Change::Account(update) => accounts.push(update),
+                    if run.is_statuses() != Run::for_statuses(&change) {
+                        batch.flush(&mut run);
                     }
+                    if let Change::Upsert(status) = &change {
+                        authors.insert(status.author_did.clone());
+                    }
+                    run.push(change);
                 }
                 Ok(None) => batch.ignored += 1,
                 Err(error) => {
@@ -93,30 +99,32 @@ impl Batch {
             }
             batch.cursor_us = batch.cursor_us.max(Some(event.time_us));
         }
+        batch.flush(&mut run);
+        // Last, so that it sees every handle and account state above.
+        batch.add(
+            Part::Authors,
+            sql::accounts_of(&authors.iter().map(String::as_str).collect::<Vec<_>>()),
+        );
+        batch
+    }
 
-        // Statuses first, so that an author new to the app is known by the time its identity and
-        // account events (in the same batch) are applied: those are recorded for known accounts
-        // only. Upserts before deletes: the revisions decide, whatever order the two arrived in.
-        // (The triggers keep the counts right in any order.)
-        batch.add(Part::Upserts, sql::upsert_statuses(&upserts));
-        batch.add(Part::Deletes, sql::delete_statuses(&deletes));
-        batch.add(Part::Handles, sql::set_handles(&handles));
-        batch.add(Part::Accounts, sql::set_account_states(&accounts));
-        let purged: BTreeSet<&str> = accounts
+    /// Turns a run of events into statements and empties it.
+    fn flush(&mut self, run: &mut Run) {
+        let run = std::mem::take(run);
+        // Upserts before deletes: the revisions decide, whatever order the two arrived in.
+        self.add(Part::Upserts, sql::upsert_statuses(&run.upserts));
+        self.add(Part::Deletes, sql::delete_statuses(&run.deletes));
+        self.add(Part::Handles, sql::set_handles(&run.handles));
+        self.add(Part::Accounts, sql::set_account_states(&run.accounts));
+        let purged: BTreeSet<&str> = run
+            .accounts
             .iter()
             .filter(|a| a.purges())
             .map(|a| a.did.as_str())
             .collect();
         for did in purged {
-            batch.add(Part::Purge, vec![sql::purge_statuses(did)]);
+            self.add(Part::Purge, vec![sql::purge_statuses(did)]);
         }
-        // Last, so that it sees the handles and account states above.
-        let authors: BTreeSet<&str> = upserts.iter().map(|s| s.author_did.as_str()).collect();
-        batch.add(
-            Part::Authors,
-            sql::accounts_of(&authors.into_iter().collect::<Vec<_>>()),
-        );
-        batch
     }
 
     fn drop(&mut self, error: &Error) {
@@ -146,53 +154,89 @@ impl Batch {
                 self.statements.len()
             )));
         }
-        let rows = |part: Part| {
-            self.parts
-                .iter()
-                .zip(results)
-                .filter(move |(p, _)| **p == part)
-                .flat_map(|(_, rows)| rows.iter())
-        };
-        let authors: Vec<AuthorRow> = rows(Part::Authors)
-            .map(read)
+        let authors: Vec<AuthorRow> = self
+            .parts
+            .iter()
+            .zip(results)
+            .filter(|(part, _)| **part == Part::Authors)
+            .flat_map(|(_, rows)| rows.iter().map(read))
             .collect::<crate::Result<_>>()?;
         let author = |did: &str| authors.iter().find(|a| a.did == did);
 
+        // In the order the statements ran, so that a page applying them in order ends where D1 is.
         let mut messages = Vec::new();
-        for row in rows(Part::Handles) {
-            let row: HandleRow = read(row)?;
-            messages.push(ServerMessage::HandleChanged {
-                did: row.did,
-                handle: row.handle,
-            });
-        }
-        for row in rows(Part::Accounts) {
-            let row: AccountRow = read(row)?;
-            messages.push(ServerMessage::AccountChanged {
-                did: row.did,
-                active: row.active != 0,
-            });
-        }
-        for row in rows(Part::Upserts) {
-            // The upsert returns no handle; the authors' lookup in the same batch has it.
-            let mut row: StatusViewRow = read(row)?;
-            let known = author(&row.author_did);
-            if known.is_some_and(|a| a.active == Some(0)) {
-                continue;
+        for (part, rows) in self.parts.iter().zip(results) {
+            for row in rows {
+                let message = match part {
+                    Part::Handles => {
+                        let row: HandleRow = read(row)?;
+                        ServerMessage::HandleChanged {
+                            did: row.did,
+                            handle: row.handle,
+                        }
+                    }
+                    Part::Accounts => {
+                        let row: AccountRow = read(row)?;
+                        ServerMessage::AccountChanged {
+                            did: row.did,
+                            active: row.active != 0,
+                        }
+                    }
+                    Part::Upserts => {
+                        // The upsert returns no handle; the authors' lookup at the end has it.
+                        let mut row: StatusViewRow = read(row)?;
+                        let known = author(&row.author_did);
+                        if known.is_some_and(|a| a.active == Some(0)) {
+                            continue;
+                        }
+                        row.handle = known.and_then(|a| a.handle.clone());
+                        ServerMessage::StatusUpserted {
+                            status: row.into_view(),
+                        }
+                    }
+                    Part::Deletes => {
+                        let row: DeleteRow = read(row)?;
+                        ServerMessage::StatusDeleted {
+                            uri: row.uri,
+                            author_did: row.author_did,
+                        }
+                    }
+                    Part::Purge | Part::Authors => continue,
+                };
+                messages.push(message);
             }
-            row.handle = known.and_then(|a| a.handle.clone());
-            messages.push(ServerMessage::StatusUpserted {
-                status: row.into_view(),
-            });
-        }
-        for row in rows(Part::Deletes) {
-            let row: DeleteRow = read(row)?;
-            messages.push(ServerMessage::StatusDeleted {
-                uri: row.uri,
-                author_did: row.author_did,
-            });
         }
         Ok(messages)
+    }
+}
+
+/// Consecutive events of one family: statuses (upserts, deletes), or accounts (identity and
+/// account events). Only one family is non-empty at a time.
+#[derive(Default)]
+struct Run {
+    upserts: Vec<Status>,
+    deletes: Vec<Tombstone>,
+    handles: Vec<HandleUpdate>,
+    accounts: Vec<AccountUpdate>,
+}
+
+impl Run {
+    fn for_statuses(change: &Change) -> bool {
+        matches!(change, Change::Upsert(_) | Change::Delete(_))
+    }
+
+    /// Whether the run holds status events (an empty run says yes, which costs nothing).
+    fn is_statuses(&self) -> bool {
+        self.handles.is_empty() && self.accounts.is_empty()
+    }
+
+    fn push(&mut self, change: Change) {
+        match change {
+            Change::Upsert(status) => self.upserts.push(status),
+            Change::Delete(tombstone) => self.deletes.push(tombstone),
+            Change::Handle(update) => self.handles.push(update),
+            Change::Account(update) => self.accounts.push(update),
+        }
     }
 }
 
