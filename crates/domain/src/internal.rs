@@ -118,6 +118,13 @@ pub struct ListenerStatus {
     pub next_alarm_ms: Option<i64>,
     /// The last error (connect, read, D1, broker), if any, bounded.
     pub last_error: Option<String>,
+    /// How the last connection ended: `caught up`, `quiet`, `budget`, `session over`, `silent`,
+    /// `closed <code>`, `error`.
+    pub last_end: Option<String>,
+    /// When the last connection ended (unix milliseconds).
+    pub last_end_ms: Option<i64>,
+    /// Failed connections in a row (sets the backoff; 0 once one works).
+    pub consecutive_failures: u32,
     pub counters: ListenerCounters,
 }
 

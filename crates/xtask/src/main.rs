@@ -107,7 +107,10 @@ fn dev(args: &[String]) -> Result<()> {
         test_scheduled: true,
         foreground: true,
         vars: Vec::new(),
-    };
+    }
+    // Live mode locally: a status written on the PDS shows up within a second.
+    .with_var("listener", "JETSTREAM_URLS", &jetstream.url)
+    .with_var("listener", "MODE", "live");
     let mut stack = Stack::start(&tools, config)?;
     eprintln!(
         "\nlocal atproto network: PLC {}, PDS {}",

@@ -18,6 +18,9 @@ use crate::{paths, workers};
 /// The D1 database name shared by every wrangler config.
 pub const D1_DATABASE: &str = "statusphere";
 
+/// A Jetstream URL nothing listens on (port 9, discard): test stacks start with it.
+pub const NO_JETSTREAM: &str = "ws://127.0.0.1:9/subscribe";
+
 /// How to run the stack.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -63,7 +66,9 @@ impl StackConfig {
             foreground: false,
             vars: Vec::new(),
         }
-        .with_var("edge", "TEST_HOOKS", "on"))
+        .with_var("edge", "TEST_HOOKS", "on")
+        // Never the public network: a test that wants a Jetstream starts a sidecar and says so.
+        .with_var("listener", "JETSTREAM_URLS", NO_JETSTREAM))
     }
 
     /// Sets (or replaces) one worker's var.

@@ -11,20 +11,43 @@ const PUBLIC_JETSTREAMS: &[&str] = &[
     "wss://jetstream2.us-west.bsky.network/subscribe",
 ];
 
+/// The longest wait between two attempts after failures (the backoff's ceiling).
+const MAX_BACKOFF_MS: i64 = 300_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Woken every `poll_interval_ms`: connect, read until caught up, record, disconnect.
+    Poll,
+    /// Connected all the time (one connection lasts at most `session_ms`, then the next one
+    /// follows at once); the alarm is its watchdog.
+    Live,
+}
+
+#[derive(Debug, Clone)]
 pub struct Config {
+    pub mode: Mode,
     /// Jetstream `/subscribe` endpoints, tried in order, failing over on error.
     pub urls: Vec<String>,
     pub poll_interval_ms: i64,
-    /// How soon to try again (the next URL) after a failed poll.
+    /// The first wait after a failure; it doubles after each full round of the URLs.
     pub retry_ms: i64,
     /// Rewound from the stored cursor on every (re)connect.
     pub rewind_us: i64,
-    /// Where the very first poll starts when there is no cursor: `None` = now.
+    /// Where the very first connection starts when there is no cursor: `None` = now.
     pub start_from_us: Option<i64>,
-    /// Frames per D1 batch.
+    /// Frames per D1 batch, at most.
     pub batch_max_events: usize,
-    /// No frame for this long means the stream has caught up.
-    pub quiet_ms: u64,
+    /// A frame waits at most this long before its batch is written.
+    pub flush_ms: i64,
+    /// Batches per connection, at most (each is a D1 call and a broker call: the free plan
+    /// allows 50 subrequests per invocation). Reading goes on in the next invocation.
+    pub max_batches: u32,
+    /// One connection lasts at most this long (bounds one invocation's time and CPU).
+    pub session_ms: i64,
+    /// Poll: no frame for this long means the stream has caught up.
+    pub quiet_ms: i64,
+    /// Live: no frame for this long means the connection is dead (reconnect, next URL).
+    pub silent_ms: i64,
 }
 
 impl Config {
@@ -39,24 +62,52 @@ impl Config {
             })
             .filter(|urls: &Vec<String>| !urls.is_empty())
             .unwrap_or_else(|| PUBLIC_JETSTREAMS.iter().map(|u| (*u).to_owned()).collect());
+        let mode = match text(env, "MODE").as_deref() {
+            None | Some("poll") => Mode::Poll,
+            Some("live") => Mode::Live,
+            Some(other) => {
+                tracing::error!(value = %domain::bounded(other), "MODE is poll or live; using poll");
+                Mode::Poll
+            }
+        };
         Config {
+            mode,
             urls,
             poll_interval_ms: number(env, "POLL_INTERVAL_SECONDS", 60, 1..=3_600) * 1_000,
             retry_ms: number(env, "RETRY_SECONDS", 5, 1..=3_600) * 1_000,
             rewind_us: number(env, "REWIND_SECONDS", 5, 0..=3_600) * 1_000_000,
             start_from_us: text(env, "START_FROM_US").and_then(|t| t.parse().ok()),
             batch_max_events: number(env, "BATCH_MAX_EVENTS", 500, 1..=5_000) as usize,
-            quiet_ms: number(env, "QUIET_MS", 2_000, 100..=60_000) as u64,
+            flush_ms: number(env, "FLUSH_MS", 1_000, 10..=60_000),
+            max_batches: number(env, "MAX_BATCHES", 20, 1..=1_000) as u32,
+            session_ms: number(env, "SESSION_SECONDS", 300, 5..=840) * 1_000,
+            quiet_ms: number(env, "QUIET_MS", 2_000, 100..=60_000),
+            silent_ms: number(env, "SILENT_SECONDS", 60, 1..=3_600) * 1_000,
         }
     }
 
     pub fn mode_name(&self) -> &'static str {
-        "poll"
+        match self.mode {
+            Mode::Poll => "poll",
+            Mode::Live => "live",
+        }
     }
 
     /// The URL for the `index`-th attempt (round robin over the list).
     pub fn url(&self, index: usize) -> &str {
         &self.urls[index % self.urls.len()]
+    }
+
+    /// How long to wait after `failures` failed connections in a row: the next URL is tried at
+    /// `retry_ms`; each full round of the URLs that failed doubles it, up to five minutes.
+    pub fn backoff_ms(&self, failures: u32) -> i64 {
+        let rounds = failures.saturating_sub(1) as usize / self.urls.len();
+        (self.retry_ms << rounds.min(16)).min(MAX_BACKOFF_MS)
+    }
+
+    /// The watchdog: if an invocation dies without setting the next alarm, this one fires.
+    pub fn watchdog_ms(&self) -> i64 {
+        self.session_ms + 60_000
     }
 }
 
@@ -74,5 +125,43 @@ fn number(env: &Env, name: &str, default: i64, range: std::ops::RangeInclusive<i
             tracing::error!(name, value = %domain::bounded(&value), ?range, default, "unusable var; using the default");
             default
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(urls: usize) -> Config {
+        Config {
+            mode: Mode::Live,
+            urls: (0..urls).map(|i| format!("ws://127.0.0.1:{i}/")).collect(),
+            poll_interval_ms: 60_000,
+            retry_ms: 5_000,
+            rewind_us: 5_000_000,
+            start_from_us: None,
+            batch_max_events: 500,
+            flush_ms: 1_000,
+            max_batches: 20,
+            session_ms: 300_000,
+            quiet_ms: 2_000,
+            silent_ms: 60_000,
+        }
+    }
+
+    #[test]
+    fn backoff_tries_every_url_before_doubling() {
+        let four = config(4);
+        let waits: Vec<i64> = (1..=9).map(|f| four.backoff_ms(f)).collect();
+        assert_eq!(
+            waits,
+            [5_000, 5_000, 5_000, 5_000, 10_000, 10_000, 10_000, 10_000, 20_000]
+        );
+        let one = config(1);
+        assert_eq!(one.backoff_ms(1), 5_000);
+        assert_eq!(one.backoff_ms(2), 10_000);
+        assert_eq!(one.backoff_ms(7), MAX_BACKOFF_MS, "capped");
+        assert_eq!(one.backoff_ms(u32::MAX), MAX_BACKOFF_MS, "no overflow");
+        assert_eq!(four.url(5), "ws://127.0.0.1:1/", "round robin");
     }
 }

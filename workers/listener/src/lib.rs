@@ -1,29 +1,37 @@
 //! The listener worker: one named, SQLite-backed Durable Object that reads Jetstream and records
 //! what it sees in D1, then tells the broker what changed.
 //!
-//! `poll` mode (this module's alarm): every `POLL_INTERVAL_SECONDS` it connects with its cursor
-//! (rewound a few seconds), reads until it has caught up with the moment it woke (or the stream
-//! goes quiet), records in batches, and disconnects. The pure work (validation, the D1 batch, the
-//! broker messages) is `domain::ingest`; [`record`] moves the bytes; docs/listener.md has the rules.
+//! Everything happens in the object's alarm: one alarm, one connection ([`session::run`]), then
+//! the next alarm is set from how it ended: `poll` mode waits `POLL_INTERVAL_SECONDS` once caught
+//! up, `live` mode reconnects at once, a failure moves to the next URL after a backoff. Before a
+//! connection starts, the alarm is set as a watchdog past its longest possible end, so an
+//! invocation that dies is followed all the same. The pure work (validation, the D1 batch, the
+//! broker messages) is `domain::ingest`; docs/listener.md has the rules and their tests.
 //!
 //! This worker has no public route: edge reaches it through a service binding.
 
 mod config;
 mod record;
+mod session;
+
+use std::cell::Cell;
 
 use domain::internal::{self, ListenerStatus};
-use futures_util::future::{select, Either};
-use futures_util::StreamExt;
 use worker::*;
 
 use config::Config;
+use record::KEY_STATUS;
+use session::now_ms;
 
 const LISTENER_NAME: &str = "main";
 /// How soon the first alarm fires after a wake-up.
 const FIRST_TICK_MS: i64 = 1_000;
+/// How soon the next connection starts when reading goes on at once.
+const CONTINUE_MS: i64 = 100;
 
-const KEY_STATUS: &str = "status";
 const KEY_URL_INDEX: &str = "url_index";
+/// When the watchdog alarm of the current connection is due (unix ms).
+const KEY_WATCHDOG: &str = "watchdog_ms";
 
 #[event(start)]
 fn start() {
@@ -47,23 +55,47 @@ pub struct Listener {
     state: State,
     env: Env,
     config: Config,
+    /// Whether this instance is in its alarm (reading) right now.
+    running: Cell<bool>,
+}
+
+/// Clears `running` when the alarm ends, however it ends.
+struct Running<'a>(&'a Cell<bool>);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 impl DurableObject for Listener {
     fn new(state: State, env: Env) -> Self {
         let config = Config::from_env(&env);
-        Self { state, env, config }
+        Self {
+            state,
+            env,
+            config,
+            running: Cell::new(false),
+        }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
         match req.path().as_str() {
             internal::LISTENER_WAKE => {
-                // Waking twice is harmless: an alarm that is already set is left alone.
-                if self.state.storage().get_alarm().await?.is_none() {
-                    self.state.storage().set_alarm(FIRST_TICK_MS).await?;
+                // Waking twice is harmless: an alarm that is already set is left alone, unless
+                // it is the watchdog of a connection that is not running (the object was
+                // restarted mid-connection: a deploy, a crash): then reading resumes now.
+                let storage = self.state.storage();
+                let alarm = storage.get_alarm().await?;
+                let stale = !self.running.get()
+                    && alarm.is_some()
+                    && alarm == storage.get::<i64>(KEY_WATCHDOG).await?;
+                if alarm.is_none() || stale {
+                    storage.set_alarm(FIRST_TICK_MS).await?;
                     tracing::info!(
                         mode = self.config.mode_name(),
-                        "listener woken; first alarm set"
+                        stale,
+                        "listener woken; alarm set"
                     );
                 }
                 workers_common::json_response(200, &self.status().await?)
@@ -79,21 +111,49 @@ impl DurableObject for Listener {
         status.alarms_fired += 1;
         status.last_alarm_ms = Some(now_ms());
         storage.put(KEY_STATUS, &status).await?;
+        // The watchdog (an i64 alarm time is an offset from now), remembered so that a wake
+        // can tell it from a planned alarm.
+        storage.set_alarm(self.config.watchdog_ms()).await?;
+        if let Some(at) = storage.get_alarm().await? {
+            storage.put(KEY_WATCHDOG, at).await?;
+        }
+        self.running.set(true);
+        let _running = Running(&self.running);
 
-        let next_ms = match self.poll(&mut status).await {
-            Ok(()) => self.config.poll_interval_ms,
-            Err(error) => {
-                // The next URL, sooner than a full interval.
-                tracing::error!(%error, url = ?status.url, "poll failed; failing over");
+        let index = storage.get::<usize>(KEY_URL_INDEX).await?.unwrap_or(0);
+        let url = self.config.url(index).to_owned();
+        let outcome = session::run(&self.config, &self.env, &storage, &mut status, &url).await;
+        let next_ms = match outcome {
+            Ok(end) if !end.is_failure() => {
+                status.consecutive_failures = 0;
+                status.last_error = None;
+                tracing::info!(end = end.label(), cursor_us = ?status.cursor_us, lag_ms = ?status.lag_ms, "connection done");
+                status.last_end = Some(end.label());
+                if end.continues(self.config.mode) {
+                    CONTINUE_MS
+                } else {
+                    self.config.poll_interval_ms
+                }
+            }
+            failed => {
+                let why = match failed {
+                    Ok(end) => end.label(),
+                    Err(error) => {
+                        status.last_error = Some(domain::bounded(&error.to_string()));
+                        "error".into()
+                    }
+                };
                 status.counters.failures += 1;
-                status.last_error = Some(domain::bounded(&error.to_string()));
-                let index = storage.get::<usize>(KEY_URL_INDEX).await?.unwrap_or(0);
+                status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+                let wait = self.config.backoff_ms(status.consecutive_failures);
+                tracing::error!(url, why, error = ?status.last_error, wait_ms = wait, "connection failed; trying the next URL");
+                status.last_end = Some(why);
                 storage.put(KEY_URL_INDEX, index + 1).await?;
-                self.config.retry_ms
+                wait
             }
         };
+        status.last_end_ms = Some(now_ms());
         storage.put(KEY_STATUS, &status).await?;
-        // An i64 alarm time is an offset from now.
         storage.set_alarm(next_ms).await?;
         Response::empty()
     }
@@ -116,69 +176,4 @@ impl Listener {
         status.next_alarm_ms = self.state.storage().get_alarm().await?;
         Ok(status)
     }
-
-    /// One poll: connect with the cursor, read and record until caught up with the moment of
-    /// waking (or quiet, or the server closes), disconnect.
-    async fn poll(&self, status: &mut ListenerStatus) -> Result<()> {
-        let storage = self.state.storage();
-        let woke_us = now_ms() * 1_000;
-        let index = storage.get::<usize>(KEY_URL_INDEX).await?.unwrap_or(0);
-        let url = self.config.url(index).to_owned();
-        let start = status
-            .cursor_us
-            .map(|cursor| cursor - self.config.rewind_us)
-            .or(self.config.start_from_us)
-            .unwrap_or(woke_us - self.config.rewind_us);
-        let subscribe = record::subscribe_url(&url, start)?;
-        status.url = Some(url.clone());
-        status.counters.connects += 1;
-        tracing::info!(url, cursor_us = start, "connecting to Jetstream");
-        let socket = WebSocket::connect(subscribe).await?;
-        socket.accept()?;
-        let mut events = socket.events()?;
-        let recorder = record::Recorder::new(&self.env)?;
-        let mut buffer: Vec<String> = Vec::new();
-        let outcome = loop {
-            let next = events.next();
-            let quiet = Delay::from(std::time::Duration::from_millis(self.config.quiet_ms));
-            let event = match select(next, quiet).await {
-                Either::Left((event, _)) => event,
-                Either::Right(_) => break Ok("quiet"),
-            };
-            match event {
-                Some(Ok(WebsocketEvent::Message(message))) => match message.text() {
-                    Some(text) => buffer.push(text),
-                    None => {
-                        // Jetstream sends text; a binary frame (compressed) is not ours to read.
-                        status.counters.seen += 1;
-                        *status.counters.dropped.entry("binary".into()).or_default() += 1;
-                    }
-                },
-                Some(Ok(WebsocketEvent::Close(close))) => {
-                    tracing::warn!(code = close.code(), reason = %close.reason(), "Jetstream closed");
-                    break Ok("closed");
-                }
-                Some(Err(error)) => break Err(error),
-                None => break Ok("ended"),
-            }
-            if buffer.len() >= self.config.batch_max_events {
-                let cursor = recorder.record(&storage, status, &buffer).await?;
-                buffer.clear();
-                if cursor.is_some_and(|c| c >= woke_us) {
-                    break Ok("caught up");
-                }
-            }
-        };
-        // What was read before an error is recorded all the same.
-        recorder.record(&storage, status, &buffer).await?;
-        let _ = socket.close(Some(1000), Some("caught up"));
-        let how = outcome?;
-        tracing::info!(how, cursor_us = ?status.cursor_us, lag_ms = ?status.lag_ms, "poll done");
-        status.last_error = None;
-        Ok(())
-    }
-}
-
-fn now_ms() -> i64 {
-    Date::now().as_millis() as i64
 }

@@ -10,6 +10,8 @@ use worker::*;
 
 /// The storage key of the cursor (also kept in the status for `/health`).
 pub const KEY_CURSOR: &str = "cursor_us";
+/// The storage key of the [`ListenerStatus`] (counters), saved after every batch.
+pub const KEY_STATUS: &str = "status";
 
 /// `<url>?wantedCollections=xyz.statusphere.status&cursor=<cursor_us>`.
 pub fn subscribe_url(base: &str, cursor_us: i64) -> Result<Url> {
@@ -88,6 +90,7 @@ impl Recorder {
         if !messages.is_empty() {
             self.publish(status, messages).await;
         }
+        storage.put(KEY_STATUS, &*status).await?;
         tracing::info!(
             frames = batch.seen,
             changes = batch.changes,

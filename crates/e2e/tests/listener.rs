@@ -1,0 +1,313 @@
+//! The listener end to end: `wrangler dev` running the three workers, the sidecar serving a
+//! replay as Jetstream, and the local D1 database compared row for row with an oracle
+//! (`domain::ingest` over the frames the sidecar served, natively: `e2e::tables`).
+//!
+//! The replay is the sidecar's generator (status writes and deletes, handle changes,
+//! deactivations, takedowns, deletions, reactivations, other collections, its own broken frames)
+//! with every hostile fixture of `crates/domain/tests/data/jetstream/hostile` mixed in. The
+//! scenarios share nothing but the replay file, and run one at a time (each starts a stack).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use domain::ingest::Batch;
+use e2e::tables::{self, Tables};
+use serde_json::Value;
+use xtask::sidecar::Sidecar;
+use xtask::stack::{Stack, StackConfig, NO_JETSTREAM};
+use xtask::toolchain::Tools;
+
+/// Scenarios start stacks; one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const EVENTS: usize = 3_000;
+
+struct Replay {
+    dir: PathBuf,
+    file: PathBuf,
+    /// What a sidecar serves from it, read by a plain client.
+    frames: Vec<String>,
+    oracle: Tables,
+    /// The cursor the listener must reach: the greatest `time_us` of the valid events.
+    last_us: i64,
+    /// Why the oracle dropped frames.
+    dropped: Vec<&'static str>,
+}
+
+/// Writes the replay file and reads what a sidecar serves from it.
+async fn replay(name: &str) -> Result<Replay> {
+    tokio::task::block_in_place(xtask::sidecar::build)?;
+    let dir = xtask::paths::scratch()
+        .join("runs")
+        .join(format!("listener-{name}"));
+    std::fs::create_dir_all(&dir)?;
+    let generated = dir.join("generated.jsonl");
+    let status = std::process::Command::new(xtask::sidecar::binary())
+        .args(["generate", "--seed", "11", "--accounts", "40"])
+        .args(["--events", &EVENTS.to_string(), "--malformed-share", "0.02"])
+        .arg("--out")
+        .arg(&generated)
+        .status()?;
+    ensure!(status.success(), "the generator failed");
+    let generated = std::fs::read_to_string(&generated)?;
+    let hostile_dir = xtask::paths::root().join("crates/domain/tests/data/jetstream/hostile");
+    let mut hostile: Vec<PathBuf> = std::fs::read_dir(&hostile_dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    hostile.sort();
+    // One hostile frame every 80 generated ones.
+    let mut lines: Vec<String> = Vec::new();
+    let mut hostile = hostile.iter();
+    for (i, line) in generated.lines().enumerate() {
+        if i % 80 == 40 {
+            if let Some(path) = hostile.next() {
+                let bytes = std::fs::read(path)?;
+                let text = String::from_utf8_lossy(&bytes);
+                lines.push(text.trim_end_matches('\n').to_owned());
+            }
+        }
+        lines.push(line.to_owned());
+    }
+    ensure!(hostile.next().is_none(), "not every hostile fixture fit in");
+    let file = dir.join("replay.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n")?;
+
+    let sidecar = start_sidecar(&dir, &file, "plain", &[])?;
+    let frames = tables::served_frames(&sidecar.url, Duration::from_secs(2)).await?;
+    // Less than the file: posts to other collections are filtered out, as Jetstream does.
+    ensure!(
+        frames.len() >= EVENTS * 3 / 4,
+        "the sidecar served {} frames",
+        frames.len()
+    );
+    let plan = Batch::plan(frames.iter().map(String::as_str));
+    let oracle = Tables::oracle(&frames).await?;
+    ensure!(
+        oracle.status.len() > 100 && oracle.account.len() > 5,
+        "a thin replay: {} statuses, {} accounts",
+        oracle.status.len(),
+        oracle.account.len()
+    );
+    Ok(Replay {
+        dir,
+        file,
+        frames,
+        oracle,
+        last_us: plan.cursor_us.context("no valid event")?,
+        dropped: plan.dropped.iter().map(|d| d.reason).collect(),
+    })
+}
+
+fn start_sidecar(dir: &Path, file: &Path, name: &str, faults: &[&str]) -> Result<Sidecar> {
+    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--time", "keep", "--pace", "max"]
+        .map(str::to_owned)
+        .to_vec();
+    args.push("--replay".into());
+    args.push(file.display().to_string());
+    args.extend(faults.iter().map(|f| (*f).to_owned()));
+    Sidecar::start(&args, &dir.join(format!("sidecar-{name}.log")))
+}
+
+/// A test stack whose listener reads `urls` from the start of the replay, in small batches
+/// (several per connection, several connections per replay).
+fn listener_config(name: &str, mode: &str, urls: &[&str]) -> Result<StackConfig> {
+    Ok(StackConfig::for_test(name)?
+        .with_var("listener", "MODE", mode)
+        .with_var("listener", "JETSTREAM_URLS", &urls.join(","))
+        .with_var("listener", "START_FROM_US", "0")
+        .with_var("listener", "BATCH_MAX_EVENTS", "200")
+        .with_var("listener", "MAX_BATCHES", "4")
+        .with_var("listener", "FLUSH_MS", "200")
+        .with_var("listener", "POLL_INTERVAL_SECONDS", "2")
+        .with_var("listener", "QUIET_MS", "1000")
+        .with_var("listener", "RETRY_SECONDS", "1")
+        .with_var("listener", "SILENT_SECONDS", "2")
+        // No slack: each reconnect starts exactly at the stored cursor.
+        .with_var("listener", "REWIND_SECONDS", "0"))
+}
+
+async fn start(config: StackConfig) -> Result<Stack> {
+    let tools = Tools::locate()?;
+    let stack = tokio::task::block_in_place(|| Stack::start(&tools, config))?;
+    let cron = format!("{}/__scheduled?cron=*+*+*+*+*", stack.base_url());
+    let answer = reqwest::get(&cron).await?.status();
+    ensure!(answer == 200, "the cron trigger answered {answer}");
+    Ok(stack)
+}
+
+async fn listener(stack: &Stack) -> Result<Value> {
+    let health: Value = reqwest::get(format!("{}/health", stack.base_url()))
+        .await?
+        .json()
+        .await?;
+    Ok(health["listener"].clone())
+}
+
+/// Waits until the listener's stored cursor reaches `target_us`.
+async fn wait_for_cursor(stack: &Stack, target_us: i64, within: Duration) -> Result<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let status = listener(stack).await?;
+        if status["cursor_us"].as_i64().is_some_and(|c| c >= target_us) {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            bail!("the cursor did not reach {target_us}: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The stack's D1 tables equal the oracle's.
+async fn same_tables(stack: &Stack, replay: &Replay) -> Result<Tables> {
+    let tables = Tables::of_stack(&stack.config().persist_dir).await?;
+    ensure!(
+        tables == replay.oracle,
+        "D1 differs from the oracle:\n{}",
+        tables.diff(&replay.oracle)
+    );
+    Ok(tables)
+}
+
+fn counter(status: &Value, name: &str) -> u64 {
+    status["counters"][name].as_u64().unwrap_or(0)
+}
+
+fn report(result: Result<()>, stack: Option<&Stack>) {
+    if let Err(error) = result {
+        let tail = stack.map(|s| s.log_tail(60)).unwrap_or_default();
+        panic!("{error:#}\n--- wrangler log ---\n{tail}");
+    }
+}
+
+/// Poll mode: every valid event of the replay lands, with the handles and account states it
+/// implies; every hostile frame is dropped and counted by reason; the listener ends caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_mode_records_the_replay_exactly() {
+    let _serial = SERIAL.lock().await;
+    let replay = replay("poll").await.expect("replay");
+    let sidecar = start_sidecar(&replay.dir, &replay.file, "poll", &[]).expect("sidecar");
+    let config = listener_config("listener-poll", "poll", &[&sidecar.url]).expect("config");
+    let stack = start(config).await.expect("stack");
+    let result = async {
+        let status = wait_for_cursor(&stack, replay.last_us, Duration::from_secs(90)).await?;
+        same_tables(&stack, &replay).await?;
+        ensure!(
+            replay.oracle.account.iter().any(|a| !a["handle"].is_null()),
+            "no handle in the replay"
+        );
+        ensure!(
+            counter(&status, "seen") >= replay.frames.len() as u64,
+            "{status}"
+        );
+        // Each reason the oracle dropped for is counted (a rewound read may count some twice).
+        for reason in &replay.dropped {
+            ensure!(
+                status["counters"]["dropped"][reason].as_u64() >= Some(1),
+                "{reason} not counted: {status}"
+            );
+        }
+        let batches = counter(&status, "batches");
+        ensure!(
+            batches as usize >= replay.frames.len() / 200,
+            "{batches} batches"
+        );
+        ensure!(status["mode"] == "poll", "{status}");
+        ensure!(counter(&status, "failures") == 0, "{status}");
+        // The broker got what changed.
+        ensure!(counter(&status, "published") > 0, "{status}");
+        ensure!(counter(&status, "publish_failures") == 0, "{status}");
+        Ok(())
+    }
+    .await;
+    report(result, Some(&stack));
+}
+
+/// Live mode through faults: the first URL stalls mid-replay, the second is dead, the third drops
+/// its TCP connection and the fourth closes with 1011; the table still equals the oracle, and
+/// poll mode's (the same oracle).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_mode_survives_stalls_closes_and_a_dead_url() {
+    let _serial = SERIAL.lock().await;
+    let replay = replay("live").await.expect("replay");
+    let once = ["--faults-for", "1"];
+    let stall = start_sidecar(
+        &replay.dir,
+        &replay.file,
+        "stall",
+        &[&once[..], &["--stall-after", "300"]].concat(),
+    )
+    .expect("sidecar");
+    let drop = start_sidecar(
+        &replay.dir,
+        &replay.file,
+        "drop",
+        &[&once[..], &["--close-after", "500"]].concat(),
+    )
+    .expect("sidecar");
+    let close = start_sidecar(
+        &replay.dir,
+        &replay.file,
+        "close",
+        &[&once[..], &["--close-after", "600", "--close-code", "1011"]].concat(),
+    )
+    .expect("sidecar");
+    let urls = [&*stall.url, NO_JETSTREAM, &*drop.url, &*close.url];
+    let config = listener_config("listener-live", "live", &urls).expect("config");
+    let stack = start(config).await.expect("stack");
+    let result = async {
+        let status = wait_for_cursor(&stack, replay.last_us, Duration::from_secs(120)).await?;
+        same_tables(&stack, &replay).await?;
+        ensure!(status["mode"] == "live", "{status}");
+        ensure!(
+            counter(&status, "failures") >= 3,
+            "stall, dead URL and close should each count: {status}"
+        );
+        ensure!(counter(&status, "connects") >= 4, "{status}");
+        Ok(())
+    }
+    .await;
+    report(result, Some(&stack));
+}
+
+/// The stack stopped mid-replay and started again on the same state: nothing lost, nothing
+/// recorded twice (the cursor was stored only after its batch committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_replay_loses_and_duplicates_nothing() {
+    let _serial = SERIAL.lock().await;
+    let replay = replay("restart").await.expect("replay");
+    // Slow enough (2 ms a frame) to stop it in the middle.
+    let sidecar =
+        start_sidecar(&replay.dir, &replay.file, "slow", &["--delay-ms", "2"]).expect("sidecar");
+    let config = listener_config("listener-restart", "live", &[&sidecar.url]).expect("config");
+    let stack = start(config.clone()).await.expect("stack");
+    let first_us: i64 = serde_json::from_str::<Value>(&replay.frames[0]).expect("json")["time_us"]
+        .as_i64()
+        .expect("time_us");
+    let middle = first_us + (replay.last_us - first_us) / 3;
+    let before = wait_for_cursor(&stack, middle, Duration::from_secs(60)).await;
+    let before = match before {
+        Ok(status) => status,
+        Err(error) => return report(Err(error), Some(&stack)),
+    };
+    let stopped_at = before["cursor_us"].as_i64().unwrap_or_default();
+    drop(stack);
+    if stopped_at >= replay.last_us {
+        panic!("the replay finished before the stack was stopped: {before}");
+    }
+
+    let stack = start(config).await.expect("stack again");
+    let result = async {
+        let status = wait_for_cursor(&stack, replay.last_us, Duration::from_secs(90)).await?;
+        same_tables(&stack, &replay).await?;
+        let after = status["cursor_us"].as_i64().unwrap_or_default();
+        ensure!(
+            after >= stopped_at,
+            "the cursor went back: {stopped_at} -> {after}"
+        );
+        Ok(())
+    }
+    .await;
+    report(result, Some(&stack));
+}

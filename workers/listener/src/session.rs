@@ -1,0 +1,158 @@
+//! One connection to Jetstream, in either mode: connect from the cursor (rewound), read frames,
+//! write them in batches (full, or held `flush_ms`), and stop when the mode says so. Whatever was
+//! read before the connection ended is recorded all the same; nothing is acknowledged to anyone
+//! before D1 has it.
+
+use std::time::Duration;
+
+use domain::internal::ListenerStatus;
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use worker::*;
+
+use crate::config::{Config, Mode};
+use crate::record::{self, Recorder};
+
+/// How a connection ended. The first four are normal; the others fail over to the next URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Poll: a batch reached the moment the listener woke.
+    CaughtUp,
+    /// Poll: no frame for `quiet_ms`.
+    Quiet,
+    /// `max_batches` written: go on in the next invocation, at once.
+    Budget,
+    /// `session_ms` elapsed: go on in the next invocation, at once.
+    SessionOver,
+    /// Live: no frame for `silent_ms`.
+    Silent,
+    /// The server closed the connection (or it dropped).
+    Closed(u16),
+}
+
+impl End {
+    pub fn is_failure(&self) -> bool {
+        matches!(self, End::Silent | End::Closed(_))
+    }
+
+    /// Whether reading should go on at once (there is more to read, or the mode is live).
+    pub fn continues(&self, mode: Mode) -> bool {
+        matches!(self, End::Budget | End::SessionOver) || mode == Mode::Live
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            End::CaughtUp => "caught up".into(),
+            End::Quiet => "quiet".into(),
+            End::Budget => "budget".into(),
+            End::SessionOver => "session over".into(),
+            End::Silent => "silent".into(),
+            End::Closed(code) => format!("closed {code}"),
+        }
+    }
+}
+
+/// Runs one connection to `url` from the stored cursor.
+pub async fn run(
+    config: &Config,
+    env: &Env,
+    storage: &Storage,
+    status: &mut ListenerStatus,
+    url: &str,
+) -> Result<End> {
+    let started_ms = now_ms();
+    let woke_us = started_ms * 1_000;
+    let cursor = storage.get::<i64>(record::KEY_CURSOR).await?;
+    status.cursor_us = cursor;
+    let start = cursor
+        .map(|cursor| cursor - config.rewind_us)
+        .or(config.start_from_us)
+        .unwrap_or(woke_us - config.rewind_us);
+    let subscribe = record::subscribe_url(url, start)?;
+    status.url = Some(url.to_owned());
+    status.counters.connects += 1;
+    tracing::info!(
+        url,
+        cursor_us = start,
+        mode = config.mode_name(),
+        "connecting to Jetstream"
+    );
+    let socket = WebSocket::connect(subscribe).await?;
+    socket.accept()?;
+    let mut events = socket.events()?;
+    let recorder = Recorder::new(env)?;
+
+    let mut buffer: Vec<String> = Vec::new();
+    let mut first_buffered_ms = 0;
+    let mut last_frame_ms = started_ms;
+    let mut batches = 0;
+    // Ticks bound how long a stop condition can go unnoticed while no frame comes.
+    let tick = Duration::from_millis(config.flush_ms.min(250) as u64);
+    let outcome: Result<End> = loop {
+        let event = match select(events.next(), Delay::from(tick)).await {
+            Either::Left((event, _)) => Some(event),
+            Either::Right(_) => None,
+        };
+        let now = now_ms();
+        match event {
+            Some(Some(Ok(WebsocketEvent::Message(message)))) => {
+                last_frame_ms = now;
+                match message.text() {
+                    Some(text) => {
+                        if buffer.is_empty() {
+                            first_buffered_ms = now;
+                        }
+                        buffer.push(text);
+                    }
+                    None => {
+                        // Jetstream sends text unless asked to compress; a binary frame is not
+                        // one we can read.
+                        status.counters.seen += 1;
+                        *status.counters.dropped.entry("binary".into()).or_default() += 1;
+                        tracing::warn!("dropped a binary frame");
+                    }
+                }
+            }
+            Some(Some(Ok(WebsocketEvent::Close(close)))) => {
+                tracing::warn!(code = close.code(), reason = %domain::bounded(&close.reason()), "Jetstream closed the connection");
+                break Ok(End::Closed(close.code()));
+            }
+            Some(Some(Err(error))) => break Err(error),
+            Some(None) => break Ok(End::Closed(1006)),
+            None => {}
+        }
+
+        let due = !buffer.is_empty()
+            && (buffer.len() >= config.batch_max_events
+                || now - first_buffered_ms >= config.flush_ms);
+        if due {
+            let frames = std::mem::take(&mut buffer);
+            let covered = recorder.record(storage, status, &frames).await?;
+            batches += 1;
+            if config.mode == Mode::Poll && covered.is_some_and(|c| c >= woke_us) {
+                break Ok(End::CaughtUp);
+            }
+            if batches >= config.max_batches {
+                break Ok(End::Budget);
+            }
+        }
+        if now - started_ms >= config.session_ms {
+            break Ok(End::SessionOver);
+        }
+        let silence = now - last_frame_ms;
+        match config.mode {
+            Mode::Poll if silence >= config.quiet_ms => break Ok(End::Quiet),
+            Mode::Live if silence >= config.silent_ms => break Ok(End::Silent),
+            _ => {}
+        }
+    };
+    // What was read before the end (an error included) is recorded all the same.
+    let recorded = recorder.record(storage, status, &buffer).await;
+    let _ = socket.close(Some(1000), Some("done"));
+    recorded?;
+    outcome
+}
+
+pub fn now_ms() -> i64 {
+    Date::now().as_millis() as i64
+}
