@@ -1,10 +1,16 @@
 //! The edge worker: the only public worker. It serves the pages, hands browsers' WebSockets to the
-//! broker, reports health, and wakes the listener from its cron trigger.
+//! broker, reports health, and wakes the listener (from its cron trigger, and on the first request
+//! an isolate serves, so a deploy does not wait for the next minute).
 
 mod health;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use domain::internal;
 use worker::*;
+
+/// Whether this isolate has woken the listener yet.
+static LISTENER_WOKEN: AtomicBool = AtomicBool::new(false);
 
 #[event(start)]
 fn start() {
@@ -12,7 +18,16 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    if !LISTENER_WOKEN.swap(true, Ordering::Relaxed) {
+        let env = env.clone();
+        ctx.wait_until(async move {
+            match wake_listener(&env).await {
+                Ok(status) => tracing::info!(status, "listener woken by a first request"),
+                Err(error) => tracing::error!(%error, "waking the listener failed"),
+            }
+        });
+    }
     let method = req.method();
     let path = req.path();
     let response = match (method.clone(), path.as_str()) {
