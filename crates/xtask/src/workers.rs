@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use crate::toolchain::Tools;
 use crate::{paths, process};
 
-/// The workers in dependency order: edge binds listener and broker, so they go first.
+/// The workers in dependency order: edge binds listener and broker, listener binds broker.
 pub const WORKERS: [&str; 3] = ["broker", "listener", "edge"];
 
 /// The crate folder of a worker.
