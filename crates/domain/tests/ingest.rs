@@ -67,14 +67,7 @@ async fn visible(pool: &SqlitePool) -> Vec<(String, String, Option<String>)> {
 }
 
 fn a_status(did: &str, rkey: &str, emoji: &str, time_us: i64) -> String {
-    serde_json::json!({
-        "did": did, "time_us": time_us, "kind": "commit",
-        "commit": {"rev": rkey, "operation": "create", "collection": "xyz.statusphere.status",
-                   "rkey": rkey, "cid": "bafyreigh2akiscaildc",
-                   "record": {"$type": "xyz.statusphere.status", "status": emoji,
-                              "createdAt": "2026-11-24T00:00:00.000Z"}}
-    })
-    .to_string()
+    a_write(did, rkey, rkey, "create", emoji, time_us)
 }
 
 #[tokio::test]
@@ -289,11 +282,11 @@ fn results_that_do_not_match_the_plan_are_an_error() {
     assert!(plan.messages(&nonsense).is_err());
 }
 
-/// A status write with its own revision (an update when the key was written before).
-fn a_write(did: &str, rkey: &str, rev: &str, emoji: &str, time_us: i64) -> String {
+/// A status write with its own revision (`create` or `update`).
+fn a_write(did: &str, rkey: &str, rev: &str, operation: &str, emoji: &str, time_us: i64) -> String {
     serde_json::json!({
         "did": did, "time_us": time_us, "kind": "commit",
-        "commit": {"rev": rev, "operation": "update", "collection": "xyz.statusphere.status",
+        "commit": {"rev": rev, "operation": operation, "collection": "xyz.statusphere.status",
                    "rkey": rkey, "cid": "bafyreigh2akiscaildc",
                    "record": {"$type": "xyz.statusphere.status", "status": emoji,
                               "createdAt": "2026-11-24T00:00:00.000Z"}}
@@ -325,7 +318,7 @@ fn random_stream(seed: u64, length: usize) -> Vec<String> {
                 .to_string()
             };
             match next(12) {
-                0..=4 => a_write(did, &rkey, &tid(1_000 + n as u64), emoji, time_us),
+                0..=4 => a_write(did, &rkey, &tid(1_000 + n as u64), "update", emoji, time_us),
                 5 => serde_json::json!({"did": did, "time_us": time_us, "kind": "commit",
                     "commit": {"rev": tid(1_000 + n as u64), "operation": "delete",
                                "collection": "xyz.statusphere.status", "rkey": rkey}})
