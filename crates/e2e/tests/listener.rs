@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use domain::ingest::Batch;
+use domain::wire::ServerMessage;
 use e2e::tables::{self, Tables};
+use e2e::Page;
 use serde_json::Value;
 use xtask::sidecar::Sidecar;
 use xtask::stack::{Stack, StackConfig, NO_JETSTREAM};
@@ -272,7 +274,8 @@ async fn live_mode_survives_stalls_closes_and_a_dead_url() {
 }
 
 /// The stack stopped mid-replay and started again on the same state: nothing lost, nothing
-/// recorded twice (the cursor was stored only after its batch committed).
+/// recorded twice (the cursor was stored only after its batch committed); what it records after
+/// the restart reaches a page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_replay_loses_and_duplicates_nothing() {
     let _serial = SERIAL.lock().await;
@@ -299,6 +302,21 @@ async fn a_restart_mid_replay_loses_and_duplicates_nothing() {
 
     let stack = start(config).await.expect("stack again");
     let result = async {
+        // What the listener records from here on reaches an open page through the broker.
+        let mut page = Page::connect(stack.port(), None).await?;
+        let uri = loop {
+            if let ServerMessage::StatusUpserted { status } = page.next_frame().await?.message {
+                break status.uri;
+            }
+        };
+        ensure!(
+            replay
+                .oracle
+                .status
+                .iter()
+                .any(|row| row["uri"] == uri.as_str()),
+            "the page got a status the replay does not have: {uri}"
+        );
         let status = wait_for_cursor(&stack, replay.last_us, Duration::from_secs(90)).await?;
         same_tables(&stack, &replay).await?;
         let after = status["cursor_us"].as_i64().unwrap_or_default();
