@@ -23,7 +23,8 @@ use xtask::toolchain::Tools;
 /// Scenarios start stacks; one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const EVENTS: usize = 3_000;
+/// Of which 30% broken by the generator (1,000 and more hostile frames with the fixtures).
+const EVENTS: usize = 4_000;
 
 struct Replay {
     dir: PathBuf,
@@ -47,7 +48,7 @@ async fn replay(name: &str) -> Result<Replay> {
     let generated = dir.join("generated.jsonl");
     let status = std::process::Command::new(xtask::sidecar::binary())
         .args(["generate", "--seed", "11", "--accounts", "40"])
-        .args(["--events", &EVENTS.to_string(), "--malformed-share", "0.02"])
+        .args(["--events", &EVENTS.to_string(), "--malformed-share", "0.3"])
         .arg("--out")
         .arg(&generated)
         .status()?;
@@ -202,6 +203,20 @@ async fn poll_mode_records_the_replay_exactly() {
         ensure!(
             counter(&status, "seen") >= replay.frames.len() as u64,
             "{status}"
+        );
+        ensure!(
+            replay.dropped.len() >= 1_000,
+            "only {} hostile frames",
+            replay.dropped.len()
+        );
+        let dropped: u64 = status["counters"]["dropped"]
+            .as_object()
+            .map(|reasons| reasons.values().filter_map(Value::as_u64).sum())
+            .unwrap_or(0);
+        ensure!(
+            dropped >= replay.dropped.len() as u64,
+            "{dropped} drops counted, {} expected",
+            replay.dropped.len()
         );
         // Each reason the oracle dropped for is counted (a rewound read may count some twice).
         for reason in &replay.dropped {

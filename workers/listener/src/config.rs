@@ -37,7 +37,8 @@ pub struct Config {
     pub start_from_us: Option<i64>,
     /// Frames per D1 batch, at most.
     pub batch_max_events: usize,
-    /// A frame waits at most this long before its batch is written.
+    /// A frame waits at most this long before its batch is written (it is written sooner when
+    /// the stream pauses for a moment).
     pub flush_ms: i64,
     /// Batches per connection, at most (each is a D1 call and a broker call: the free plan
     /// allows 50 subrequests per invocation). Reading goes on in the next invocation.
@@ -82,7 +83,7 @@ impl Config {
             max_batches: number(env, "MAX_BATCHES", 20, 1..=1_000) as u32,
             session_ms: number(env, "SESSION_SECONDS", 300, 5..=840) * 1_000,
             quiet_ms: number(env, "QUIET_MS", 2_000, 100..=60_000),
-            silent_ms: number(env, "SILENT_SECONDS", 60, 1..=3_600) * 1_000,
+            silent_ms: number(env, "SILENT_SECONDS", 20, 1..=3_600) * 1_000,
         }
     }
 

@@ -17,6 +17,7 @@ mod session;
 use std::cell::Cell;
 
 use domain::internal::{self, ListenerStatus};
+use tracing::Instrument;
 use worker::*;
 
 use config::Config;
@@ -122,7 +123,16 @@ impl DurableObject for Listener {
 
         let index = storage.get::<usize>(KEY_URL_INDEX).await?.unwrap_or(0);
         let url = self.config.url(index).to_owned();
-        let outcome = session::run(&self.config, &self.env, &storage, &mut status, &url).await;
+        // Every log line of this connection carries its URL, mode and number.
+        let span = tracing::info_span!(
+            "connection",
+            url,
+            mode = self.config.mode_name(),
+            number = status.counters.connects + 1
+        );
+        let outcome = session::run(&self.config, &self.env, &storage, &mut status, &url)
+            .instrument(span)
+            .await;
         let next_ms = match outcome {
             Ok(end) if !end.is_failure() => {
                 status.consecutive_failures = 0;

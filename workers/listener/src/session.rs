@@ -13,6 +13,9 @@ use worker::*;
 use crate::config::{Config, Mode};
 use crate::record::{self, Recorder};
 
+/// Frames are written once the stream pauses this long (or the batch is full, or `flush_ms`).
+const LULL_MS: i64 = 25;
+
 /// How a connection ended. The first four are normal; the others fail over to the next URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
@@ -86,13 +89,17 @@ pub async fn run(
     let mut first_buffered_ms = 0;
     let mut last_frame_ms = started_ms;
     let mut batches = 0;
-    // Ticks bound how long a stop condition can go unnoticed while no frame comes.
+    // Ticks bound how long a stop condition can go unnoticed while no frame comes; with frames
+    // waiting, a short lull is enough to write them (a lone status is not held for `flush_ms`).
     let tick = Duration::from_millis(config.flush_ms.min(250) as u64);
+    let lull = Duration::from_millis(LULL_MS.min(config.flush_ms) as u64);
     let outcome: Result<End> = loop {
-        let event = match select(events.next(), Delay::from(tick)).await {
+        let wait = if buffer.is_empty() { tick } else { lull };
+        let event = match select(events.next(), Delay::from(wait)).await {
             Either::Left((event, _)) => Some(event),
             Either::Right(_) => None,
         };
+        let lulled = event.is_none();
         let now = now_ms();
         match event {
             Some(Some(Ok(WebsocketEvent::Message(message)))) => {
@@ -123,7 +130,8 @@ pub async fn run(
         }
 
         let due = !buffer.is_empty()
-            && (buffer.len() >= config.batch_max_events
+            && (lulled
+                || buffer.len() >= config.batch_max_events
                 || now - first_buffered_ms >= config.flush_ms);
         if due {
             let frames = std::mem::take(&mut buffer);
