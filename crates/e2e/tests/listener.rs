@@ -7,18 +7,16 @@
 //! with every hostile fixture of `crates/domain/tests/data/jetstream/hostile` mixed in. The
 //! scenarios share nothing but the replay file, and run one at a time (each starts a stack).
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use domain::ingest::Batch;
 use domain::wire::ServerMessage;
 use e2e::tables::{self, Tables};
-use e2e::Page;
+use e2e::{listening, Page};
 use serde_json::Value;
-use xtask::sidecar::Sidecar;
-use xtask::stack::{Stack, StackConfig, NO_JETSTREAM};
-use xtask::toolchain::Tools;
+use xtask::stack::{Stack, NO_JETSTREAM};
 
 /// Scenarios start stacks; one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -40,19 +38,9 @@ struct Replay {
 
 /// Writes the replay file and reads what a sidecar serves from it.
 async fn replay(name: &str) -> Result<Replay> {
-    tokio::task::block_in_place(xtask::sidecar::build)?;
-    let dir = xtask::paths::scratch()
-        .join("runs")
-        .join(format!("listener-{name}"));
-    std::fs::create_dir_all(&dir)?;
+    let dir = listening::run_dir(&format!("listener-{name}"))?;
     let generated = dir.join("generated.jsonl");
-    let status = std::process::Command::new(xtask::sidecar::binary())
-        .args(["generate", "--seed", "11", "--accounts", "40"])
-        .args(["--events", &EVENTS.to_string(), "--malformed-share", "0.3"])
-        .arg("--out")
-        .arg(&generated)
-        .status()?;
-    ensure!(status.success(), "the generator failed");
+    tokio::task::block_in_place(|| listening::generate(&generated, 11, EVENTS, 0.3))?;
     let generated = std::fs::read_to_string(&generated)?;
     let hostile_dir = xtask::paths::root().join("crates/domain/tests/data/jetstream/hostile");
     let mut hostile: Vec<PathBuf> = std::fs::read_dir(&hostile_dir)?
@@ -76,7 +64,7 @@ async fn replay(name: &str) -> Result<Replay> {
     let file = dir.join("replay.jsonl");
     std::fs::write(&file, lines.join("\n") + "\n")?;
 
-    let sidecar = start_sidecar(&dir, &file, "plain", &[])?;
+    let sidecar = listening::start_sidecar(&dir, &file, "plain", &[])?;
     let frames = tables::served_frames(&sidecar.url, Duration::from_secs(2)).await?;
     // Less than the file: posts to other collections are filtered out, as Jetstream does.
     ensure!(
@@ -100,66 +88,6 @@ async fn replay(name: &str) -> Result<Replay> {
         last_us: plan.cursor_us.context("no valid event")?,
         dropped: plan.dropped.iter().map(|d| d.reason).collect(),
     })
-}
-
-fn start_sidecar(dir: &Path, file: &Path, name: &str, faults: &[&str]) -> Result<Sidecar> {
-    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--time", "keep", "--pace", "max"]
-        .map(str::to_owned)
-        .to_vec();
-    args.push("--replay".into());
-    args.push(file.display().to_string());
-    args.extend(faults.iter().map(|f| (*f).to_owned()));
-    Sidecar::start(&args, &dir.join(format!("sidecar-{name}.log")))
-}
-
-/// A test stack whose listener reads `urls` from the start of the replay, in small batches
-/// (several per connection, several connections per replay).
-fn listener_config(name: &str, mode: &str, urls: &[&str]) -> Result<StackConfig> {
-    Ok(StackConfig::for_test(name)?
-        .with_var("listener", "MODE", mode)
-        .with_var("listener", "JETSTREAM_URLS", &urls.join(","))
-        .with_var("listener", "START_FROM_US", "0")
-        .with_var("listener", "BATCH_MAX_EVENTS", "200")
-        .with_var("listener", "MAX_BATCHES", "4")
-        .with_var("listener", "FLUSH_MS", "200")
-        .with_var("listener", "POLL_INTERVAL_SECONDS", "2")
-        .with_var("listener", "QUIET_MS", "1000")
-        .with_var("listener", "RETRY_SECONDS", "1")
-        .with_var("listener", "SILENT_SECONDS", "2")
-        // No slack: each reconnect starts exactly at the stored cursor.
-        .with_var("listener", "REWIND_SECONDS", "0"))
-}
-
-async fn start(config: StackConfig) -> Result<Stack> {
-    let tools = Tools::locate()?;
-    let stack = tokio::task::block_in_place(|| Stack::start(&tools, config))?;
-    let cron = format!("{}/__scheduled?cron=*+*+*+*+*", stack.base_url());
-    let answer = reqwest::get(&cron).await?.status();
-    ensure!(answer == 200, "the cron trigger answered {answer}");
-    Ok(stack)
-}
-
-async fn listener(stack: &Stack) -> Result<Value> {
-    let health: Value = reqwest::get(format!("{}/health", stack.base_url()))
-        .await?
-        .json()
-        .await?;
-    Ok(health["listener"].clone())
-}
-
-/// Waits until the listener's stored cursor reaches `target_us`.
-async fn wait_for_cursor(stack: &Stack, target_us: i64, within: Duration) -> Result<Value> {
-    let deadline = Instant::now() + within;
-    loop {
-        let status = listener(stack).await?;
-        if status["cursor_us"].as_i64().is_some_and(|c| c >= target_us) {
-            return Ok(status);
-        }
-        if Instant::now() > deadline {
-            bail!("the cursor did not reach {target_us}: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// The stack's D1 tables equal the oracle's.
@@ -190,11 +118,13 @@ fn report(result: Result<()>, stack: Option<&Stack>) {
 async fn poll_mode_records_the_replay_exactly() {
     let _serial = SERIAL.lock().await;
     let replay = replay("poll").await.expect("replay");
-    let sidecar = start_sidecar(&replay.dir, &replay.file, "poll", &[]).expect("sidecar");
-    let config = listener_config("listener-poll", "poll", &[&sidecar.url]).expect("config");
-    let stack = start(config).await.expect("stack");
+    let sidecar =
+        listening::start_sidecar(&replay.dir, &replay.file, "poll", &[]).expect("sidecar");
+    let config = listening::test_config("listener-poll", "poll", &[&sidecar.url]).expect("config");
+    let stack = listening::start(config).await.expect("stack");
     let result = async {
-        let status = wait_for_cursor(&stack, replay.last_us, Duration::from_secs(90)).await?;
+        let status =
+            listening::wait_for_cursor(&stack, replay.last_us, Duration::from_secs(90)).await?;
         same_tables(&stack, &replay).await?;
         ensure!(
             replay.oracle.account.iter().any(|a| !a["handle"].is_null()),
@@ -249,21 +179,21 @@ async fn live_mode_survives_stalls_closes_and_a_dead_url() {
     let _serial = SERIAL.lock().await;
     let replay = replay("live").await.expect("replay");
     let once = ["--faults-for", "1"];
-    let stall = start_sidecar(
+    let stall = listening::start_sidecar(
         &replay.dir,
         &replay.file,
         "stall",
         &[&once[..], &["--stall-after", "300"]].concat(),
     )
     .expect("sidecar");
-    let drop = start_sidecar(
+    let drop = listening::start_sidecar(
         &replay.dir,
         &replay.file,
         "drop",
         &[&once[..], &["--close-after", "500"]].concat(),
     )
     .expect("sidecar");
-    let close = start_sidecar(
+    let close = listening::start_sidecar(
         &replay.dir,
         &replay.file,
         "close",
@@ -271,10 +201,11 @@ async fn live_mode_survives_stalls_closes_and_a_dead_url() {
     )
     .expect("sidecar");
     let urls = [&*stall.url, NO_JETSTREAM, &*drop.url, &*close.url];
-    let config = listener_config("listener-live", "live", &urls).expect("config");
-    let stack = start(config).await.expect("stack");
+    let config = listening::test_config("listener-live", "live", &urls).expect("config");
+    let stack = listening::start(config).await.expect("stack");
     let result = async {
-        let status = wait_for_cursor(&stack, replay.last_us, Duration::from_secs(120)).await?;
+        let status =
+            listening::wait_for_cursor(&stack, replay.last_us, Duration::from_secs(120)).await?;
         same_tables(&stack, &replay).await?;
         ensure!(status["mode"] == "live", "{status}");
         ensure!(
@@ -296,15 +227,16 @@ async fn a_restart_mid_replay_loses_and_duplicates_nothing() {
     let _serial = SERIAL.lock().await;
     let replay = replay("restart").await.expect("replay");
     // Slow enough (2 ms a frame) to stop it in the middle.
-    let sidecar =
-        start_sidecar(&replay.dir, &replay.file, "slow", &["--delay-ms", "2"]).expect("sidecar");
-    let config = listener_config("listener-restart", "live", &[&sidecar.url]).expect("config");
-    let stack = start(config.clone()).await.expect("stack");
+    let sidecar = listening::start_sidecar(&replay.dir, &replay.file, "slow", &["--delay-ms", "2"])
+        .expect("sidecar");
+    let config =
+        listening::test_config("listener-restart", "live", &[&sidecar.url]).expect("config");
+    let stack = listening::start(config.clone()).await.expect("stack");
     let first_us: i64 = serde_json::from_str::<Value>(&replay.frames[0]).expect("json")["time_us"]
         .as_i64()
         .expect("time_us");
     let middle = first_us + (replay.last_us - first_us) / 3;
-    let before = wait_for_cursor(&stack, middle, Duration::from_secs(60)).await;
+    let before = listening::wait_for_cursor(&stack, middle, Duration::from_secs(60)).await;
     let before = match before {
         Ok(status) => status,
         Err(error) => return report(Err(error), Some(&stack)),
@@ -315,7 +247,7 @@ async fn a_restart_mid_replay_loses_and_duplicates_nothing() {
         panic!("the replay finished before the stack was stopped: {before}");
     }
 
-    let stack = start(config).await.expect("stack again");
+    let stack = listening::start(config).await.expect("stack again");
     let result = async {
         // What the listener records from here on reaches an open page through the broker.
         let mut page = Page::connect(stack.port(), None).await?;
@@ -332,7 +264,8 @@ async fn a_restart_mid_replay_loses_and_duplicates_nothing() {
                 .any(|row| row["uri"] == uri.as_str()),
             "the page got a status the replay does not have: {uri}"
         );
-        let status = wait_for_cursor(&stack, replay.last_us, Duration::from_secs(90)).await?;
+        let status =
+            listening::wait_for_cursor(&stack, replay.last_us, Duration::from_secs(90)).await?;
         same_tables(&stack, &replay).await?;
         let after = status["cursor_us"].as_i64().unwrap_or_default();
         ensure!(

@@ -1,0 +1,101 @@
+//! Driving the listener from outside, for its end-to-end tests and its benchmark: a sidecar
+//! serving a replay file as Jetstream, a stack whose listener reads it, and the listener's state as
+//! edge's `/health` reports it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Result};
+use serde_json::Value;
+use xtask::sidecar::Sidecar;
+use xtask::stack::{Stack, StackConfig};
+use xtask::toolchain::Tools;
+
+/// Writes the sidecar generator's stream (`events` events, `malformed` share broken) to `file`.
+pub fn generate(file: &Path, seed: u64, events: usize, malformed: f64) -> Result<()> {
+    xtask::sidecar::build()?;
+    let status = std::process::Command::new(xtask::sidecar::binary())
+        .args(["generate", "--seed", &seed.to_string(), "--accounts", "40"])
+        .args(["--events", &events.to_string()])
+        .args(["--malformed-share", &malformed.to_string()])
+        .arg("--out")
+        .arg(file)
+        .status()?;
+    ensure!(status.success(), "the generator failed");
+    Ok(())
+}
+
+/// A sidecar replaying `file` as fast as it is read, with its recorded times, and `faults`.
+pub fn start_sidecar(dir: &Path, file: &Path, name: &str, faults: &[&str]) -> Result<Sidecar> {
+    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--time", "keep", "--pace", "max"]
+        .map(str::to_owned)
+        .to_vec();
+    args.push("--replay".into());
+    args.push(file.display().to_string());
+    args.extend(faults.iter().map(|f| (*f).to_owned()));
+    Sidecar::start(&args, &dir.join(format!("sidecar-{name}.log")))
+}
+
+/// A stack whose listener reads `urls` from the start of the replay (the shipped batch settings).
+pub fn config(name: &str, mode: &str, urls: &[&str]) -> Result<StackConfig> {
+    Ok(StackConfig::for_test(name)?
+        .with_var("listener", "MODE", mode)
+        .with_var("listener", "JETSTREAM_URLS", &urls.join(","))
+        .with_var("listener", "START_FROM_US", "0"))
+}
+
+/// [`config`] in small batches (several per connection, several connections per replay), fast
+/// timeouts, and no rewind: each reconnect starts exactly at the stored cursor, so no slack can
+/// hide a gap.
+pub fn test_config(name: &str, mode: &str, urls: &[&str]) -> Result<StackConfig> {
+    Ok(config(name, mode, urls)?
+        .with_var("listener", "BATCH_MAX_EVENTS", "200")
+        .with_var("listener", "MAX_BATCHES", "4")
+        .with_var("listener", "FLUSH_MS", "200")
+        .with_var("listener", "POLL_INTERVAL_SECONDS", "2")
+        .with_var("listener", "QUIET_MS", "1000")
+        .with_var("listener", "RETRY_SECONDS", "1")
+        .with_var("listener", "SILENT_SECONDS", "2")
+        .with_var("listener", "REWIND_SECONDS", "0"))
+}
+
+/// Starts the stack and fires edge's cron (which wakes the listener).
+pub async fn start(config: StackConfig) -> Result<Stack> {
+    let tools = Tools::locate()?;
+    let stack = tokio::task::block_in_place(|| Stack::start(&tools, config))?;
+    let cron = format!("{}/__scheduled?cron=*+*+*+*+*", stack.base_url());
+    let answer = reqwest::get(&cron).await?.status();
+    ensure!(answer == 200, "the cron trigger answered {answer}");
+    Ok(stack)
+}
+
+/// The listener's state, from edge's `/health`.
+pub async fn status(stack: &Stack) -> Result<Value> {
+    let health: Value = reqwest::get(format!("{}/health", stack.base_url()))
+        .await?
+        .json()
+        .await?;
+    Ok(health["listener"].clone())
+}
+
+/// Waits until the listener's stored cursor reaches `target_us`.
+pub async fn wait_for_cursor(stack: &Stack, target_us: i64, within: Duration) -> Result<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let status = status(stack).await?;
+        if status["cursor_us"].as_i64().is_some_and(|c| c >= target_us) {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            bail!("the cursor did not reach {target_us}: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A folder for one run's files under `target/`.
+pub fn run_dir(name: &str) -> Result<PathBuf> {
+    let dir = xtask::paths::scratch().join("runs").join(name);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
