@@ -8,19 +8,11 @@ use domain::wire::Publish;
 use worker::wasm_bindgen::JsValue;
 use worker::*;
 
-/// The storage key of the cursor (also kept in the status for `/health`).
-pub const KEY_CURSOR: &str = "cursor_us";
-/// The storage key of the [`ListenerStatus`] (counters), saved after every batch.
-pub const KEY_STATUS: &str = "status";
+use crate::session::now_ms;
 
-/// `<url>?wantedCollections=xyz.statusphere.status&cursor=<cursor_us>`.
-pub fn subscribe_url(base: &str, cursor_us: i64) -> Result<Url> {
-    let mut url = Url::parse(base).map_err(|e| Error::RustError(format!("{base}: {e}")))?;
-    url.query_pairs_mut()
-        .append_pair("wantedCollections", lexicon::STATUS_NSID)
-        .append_pair("cursor", &cursor_us.max(0).to_string());
-    Ok(url)
-}
+/// The storage key of the [`ListenerStatus`]: the cursor and the counters, saved after every
+/// batch that committed.
+pub const KEY_STATUS: &str = "status";
 
 pub struct Recorder {
     db: D1Database,
@@ -83,14 +75,15 @@ impl Recorder {
         if let Some(cursor) = batch.cursor_us {
             // Never backwards: a rewound read re-covers what the cursor already says.
             let cursor = status.cursor_us.map_or(cursor, |c| c.max(cursor));
-            storage.put(KEY_CURSOR, cursor).await?;
             status.cursor_us = Some(cursor);
-            status.lag_ms = Some(Date::now().as_millis() as i64 - cursor / 1_000);
+            status.lag_ms = Some(now_ms() - cursor / 1_000);
         }
+        // The cursor is stored (with the counters) only now that D1 has the batch; the publish
+        // comes after, so what pages are told is always in D1.
+        storage.put(KEY_STATUS, &*status).await?;
         if !messages.is_empty() {
             self.publish(status, messages).await;
         }
-        storage.put(KEY_STATUS, &*status).await?;
         tracing::info!(
             frames = batch.seen,
             changes = batch.changes,
@@ -111,7 +104,7 @@ impl Recorder {
         let count = messages.len() as u64;
         let publish = Publish {
             messages,
-            sent_at_ms: Some(Date::now().as_millis() as i64),
+            sent_at_ms: Some(now_ms()),
         };
         let result = async {
             let body = serde_json::to_string(&publish)?;

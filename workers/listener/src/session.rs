@@ -1,7 +1,7 @@
 //! One connection to Jetstream, in either mode: connect from the cursor (rewound), read frames,
-//! write them in batches (full, or held `flush_ms`), and stop when the mode says so. Whatever was
-//! read before the connection ended is recorded all the same; nothing is acknowledged to anyone
-//! before D1 has it.
+//! write them in batches (when the stream pauses, the batch is full, or it waited `flush_ms`), and
+//! stop when the mode says so. Whatever was read before the connection ended is recorded all the
+//! same; nothing is acknowledged to anyone before D1 has it.
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use worker::*;
 
 use crate::config::{Config, Mode};
-use crate::record::{self, Recorder};
+use crate::record::Recorder;
 
 /// Frames are written once the stream pauses this long (or the batch is full, or `flush_ms`).
 const LULL_MS: i64 = 25;
@@ -65,13 +65,13 @@ pub async fn run(
 ) -> Result<End> {
     let started_ms = now_ms();
     let woke_us = started_ms * 1_000;
-    let cursor = storage.get::<i64>(record::KEY_CURSOR).await?;
-    status.cursor_us = cursor;
-    let start = cursor
+    // The status was read from storage when the alarm fired: its cursor is the stored one.
+    let start = status
+        .cursor_us
         .map(|cursor| cursor - config.rewind_us)
         .or(config.start_from_us)
         .unwrap_or(woke_us - config.rewind_us);
-    let subscribe = record::subscribe_url(url, start)?;
+    let subscribe = subscribe_url(url, start)?;
     status.url = Some(url.to_owned());
     status.counters.connects += 1;
     tracing::info!(
@@ -159,6 +159,15 @@ pub async fn run(
     let _ = socket.close(Some(1000), Some("done"));
     recorded?;
     outcome
+}
+
+/// `<url>?wantedCollections=xyz.statusphere.status&cursor=<cursor_us>`.
+fn subscribe_url(base: &str, cursor_us: i64) -> Result<Url> {
+    let mut url = Url::parse(base).map_err(|e| Error::RustError(format!("{base}: {e}")))?;
+    url.query_pairs_mut()
+        .append_pair("wantedCollections", lexicon::STATUS_NSID)
+        .append_pair("cursor", &cursor_us.max(0).to_string());
+    Ok(url)
 }
 
 pub fn now_ms() -> i64 {
