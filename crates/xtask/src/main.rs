@@ -179,7 +179,7 @@ fn lint() -> Result<()> {
     ]))?;
     // The shared crates must build for wasm32 on their own, without features the workspace's
     // other members would switch on for them.
-    for krate in ["lexicon", "domain"] {
+    for krate in ["lexicon", "domain", "oauth"] {
         process::run(cargo().args(["build", "--target", WASM_TARGET, "-p", krate]))?;
     }
     Ok(())

@@ -1,0 +1,152 @@
+//! Outbound requests: which URLs may be fetched at all, and size-bounded reads.
+//!
+//! Every URL this crate fetches comes from the network (DID documents, metadata, what the person
+//! typed), so each one passes [`check_url`] first. In production (`allow_private` off) only https
+//! to a DNS name is allowed: no IP literals, no `localhost`, no `.local`/`.internal` names (SSRF).
+//! A Worker cannot see what a name resolves to; Cloudflare's fetch does not reach private networks,
+//! which covers the rest. Locally (`allow_private` on) plain http and loopback are allowed, because
+//! the local PDS is `http://localhost:<port>`.
+
+use atrium_xrpc::HttpClient;
+use http::{Request, Response};
+use serde::de::DeserializeOwned;
+use url::{Host, Url};
+
+use crate::{bounded, Error, Result};
+
+/// The most any identity or metadata document may weigh. Real ones are a few KB.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Parses `url` and refuses what must not be fetched (see the module docs).
+pub fn check_url(url: &str, allow_private: bool) -> Result<Url> {
+    let parsed =
+        Url::parse(url).map_err(|_| Error::Protocol(format!("not a URL: {}", bounded(url))))?;
+    let refuse = |why: &str| Err(Error::Protocol(format!("refusing {}: {why}", bounded(url))));
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return refuse("credentials in the URL");
+    }
+    match parsed.scheme() {
+        "https" => {}
+        "http" if allow_private => {}
+        _ => return refuse("only https is allowed"),
+    }
+    match parsed.host() {
+        None => return refuse("no host"),
+        Some(_) if allow_private => {}
+        Some(Host::Ipv4(_) | Host::Ipv6(_)) => return refuse("an IP address, not a name"),
+        Some(Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            let private = name == "localhost"
+                || !name.contains('.')
+                || [
+                    ".localhost",
+                    ".local",
+                    ".internal",
+                    ".arpa",
+                    ".home",
+                    ".lan",
+                ]
+                .iter()
+                .any(|suffix| name.ends_with(suffix));
+            if private {
+                return refuse("a private name");
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+/// Sends `request`, mapping transport failures and refusing bodies over `max` bytes.
+pub async fn send<T: HttpClient>(
+    http: &T,
+    request: Request<Vec<u8>>,
+    max: usize,
+) -> Result<Response<Vec<u8>>> {
+    let target = format!(
+        "{}{}",
+        request.uri().host().unwrap_or(""),
+        request.uri().path()
+    );
+    let response = http.send_http(request).await.map_err(|e| {
+        Error::Transport(format!("{target} unreachable: {}", bounded(&e.to_string())))
+    })?;
+    if response.body().len() > max {
+        return Err(Error::Transport(format!(
+            "{target} answered more than {max} bytes"
+        )));
+    }
+    Ok(response)
+}
+
+/// GETs `url` (after [`check_url`]) and reads a JSON document of at most [`MAX_BODY`] bytes.
+pub async fn get_json<T: HttpClient, D: DeserializeOwned>(
+    http: &T,
+    url: &str,
+    allow_private: bool,
+    what: &str,
+) -> Result<D> {
+    let body = get(http, url, allow_private, "application/json", what).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| Error::Protocol(format!("{what} from {} is not valid: {e}", bounded(url))))
+}
+
+/// GETs `url` (after [`check_url`]) and returns its body when the answer is 200.
+pub async fn get<T: HttpClient>(
+    http: &T,
+    url: &str,
+    allow_private: bool,
+    accept: &str,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let parsed = check_url(url, allow_private)?;
+    let request = Request::get(parsed.as_str())
+        .header(http::header::ACCEPT, accept)
+        .body(Vec::new())
+        .map_err(|e| Error::Protocol(format!("bad request to {}: {e}", bounded(url))))?;
+    let response = send(http, request, MAX_BODY).await?;
+    if response.status() != http::StatusCode::OK {
+        return Err(Error::Transport(format!(
+            "{what} at {} answered {}",
+            bounded(url),
+            response.status().as_u16()
+        )));
+    }
+    Ok(response.into_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_url;
+
+    #[test]
+    fn production_fetches_only_public_https_names() {
+        for ok in [
+            "https://bsky.social/xrpc/x",
+            "https://plc.directory/did:plc:abc",
+            "https://pds.example.com:8443/",
+        ] {
+            assert!(check_url(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://bsky.social/",
+            "https://127.0.0.1/",
+            "https://[::1]/",
+            "https://10.0.0.1/",
+            "https://169.254.169.254/latest/meta-data",
+            "https://localhost/",
+            "https://foo.localhost/",
+            "https://printer.local/",
+            "https://metadata.google.internal/",
+            "https://intranet/",
+            "https://user:pw@bsky.social/",
+            "ftp://bsky.social/",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(check_url(bad, false).is_err(), "{bad}");
+        }
+        assert!(check_url("http://localhost:2583/", true).is_ok());
+        assert!(check_url("http://127.0.0.1:2582/did:plc:x", true).is_ok());
+        assert!(check_url("ftp://localhost/", true).is_err());
+    }
+}

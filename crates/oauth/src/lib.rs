@@ -1,0 +1,74 @@
+//! atproto OAuth for a server-side ("backend") client, as the atproto OAuth profile requires:
+//! identity resolution with bidirectional handle checks, authorization server discovery, PAR,
+//! PKCE S256, DPoP with ES256, server nonces and `ath`, `iss`/`sub` checks on the callback,
+//! refresh and revocation, and a DPoP-authenticated XRPC client for the person's PDS.
+//!
+//! Runtime-neutral: every request goes through an [`atrium_xrpc::HttpClient`] the caller supplies
+//! (the Workers fetch API in edge, reqwest in native tests), and every function that needs the time
+//! is given it. Nothing here stores anything: flows hand back serialisable values ([`Pending`],
+//! [`Session`]) for the caller to keep. Why our own crate and not atrium-oauth: docs/auth.md.
+
+pub mod client;
+pub mod dpop;
+pub mod fetch;
+pub mod identity;
+pub mod jose;
+pub mod metadata;
+pub mod pds;
+pub mod pkce;
+pub mod random;
+
+pub use client::{Callback, Client, ClientAuth, OAuth, Pending, Session};
+pub use identity::{HandleResolution, Identity, IdentityConfig};
+pub use jose::Key;
+pub use pds::PdsClient;
+
+/// Everything that can go wrong in sign-in, refresh, revocation and identity resolution. The
+/// variants say whose fault it is, so that the app can say something useful to the person.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// What the person typed is not a handle, a DID or a server URL.
+    #[error("{0}")]
+    Input(String),
+    /// The identity could not be resolved or does not check out.
+    #[error("{0}")]
+    Identity(String),
+    /// A server could not be reached, or answered something unreadable or too large.
+    #[error("{0}")]
+    Transport(String),
+    /// A server answered with an error.
+    #[error("{endpoint} answered {status}: {error}{}", if description.is_empty() { String::new() } else { format!(" ({description})") })]
+    Server {
+        endpoint: &'static str,
+        status: u16,
+        error: String,
+        description: String,
+    },
+    /// A server's metadata or answer breaks the protocol.
+    #[error("{0}")]
+    Protocol(String),
+    /// The person, or their server, refused the authorization.
+    #[error("authorization refused: {0}")]
+    Denied(String),
+    /// The callback does not belong to the sign-in it names.
+    #[error("{0}")]
+    Callback(String),
+    /// A key could not be made, read or used.
+    #[error("key: {0}")]
+    Key(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Shortens remote text before it goes into an error message or a log line.
+pub(crate) fn bounded(text: &str) -> String {
+    const MAX: usize = 200;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
