@@ -3,6 +3,7 @@
 //! routes reached through edge's test hooks (`TEST_HOOKS=on` stacks only).
 
 pub mod listening;
+pub mod pds;
 pub mod tables;
 
 use std::time::Duration;

@@ -1,0 +1,244 @@
+//! The `oauth` crate natively against a real local PDS (`@atproto/dev-env`): a person signs in by
+//! handle, by DID and at their server's URL; the session writes to their repo with DPoP; refresh
+//! tokens are single-use; revocation ends the grant; and every callback that must fail, fails:
+//! refused consent, a state from another sign-in, a wrong `iss`, another account than the one
+//! named, a replayed code.
+
+use anyhow::{Context, Result};
+use atrium_api::client::AtpServiceClient;
+use e2e::pds::{self, Answer, Reqwest};
+use oauth::{
+    Callback, Client, HandleResolution, IdentityConfig, OAuth, PdsClient, Pending, Session,
+};
+use serde_json::json;
+use xtask::devnet::{Devnet, DevnetConfig, DEMO_PASSWORD};
+use xtask::toolchain::Tools;
+
+const SCOPE: &str = "atproto repo:xyz.statusphere.status";
+/// Never called: the test reads the redirect the PDS would send the browser to.
+const REDIRECT: &str = "http://127.0.0.1:9/oauth/callback";
+
+fn now_s() -> i64 {
+    e2e::now_ms() / 1000
+}
+
+struct Net {
+    devnet: Devnet,
+    client: Client,
+    http: Reqwest,
+}
+
+impl Net {
+    fn start() -> Result<Net> {
+        let tools = Tools::ensure()?;
+        let devnet = Devnet::start(&tools, &DevnetConfig::for_test("oauth")?)?;
+        let identity = IdentityConfig {
+            plc_url: devnet.plc_url.clone(),
+            handles: HandleResolution::Service {
+                url: devnet.pds_url.clone(),
+            },
+            allow_private: true,
+        };
+        Ok(Net {
+            client: Client::loopback(REDIRECT, SCOPE, identity),
+            devnet,
+            http: Reqwest::default(),
+        })
+    }
+
+    fn oauth(&self) -> OAuth<'_, Reqwest> {
+        OAuth {
+            http: &self.http,
+            client: &self.client,
+            now_s: now_s(),
+        }
+    }
+
+    fn did(&self, name: &str) -> String {
+        let handle = format!("{name}.test");
+        self.devnet
+            .accounts
+            .iter()
+            .find(|a| a.handle == handle)
+            .map(|a| a.did.clone())
+            .expect("a seeded account")
+    }
+
+    /// authorize(input) -> the PDS's page -> signed in as `user` -> the callback's parameters.
+    async fn approve(
+        &self,
+        input: &str,
+        user: &str,
+        answer: Answer,
+    ) -> Result<(Callback, Pending)> {
+        let (url, pending) = self.oauth().authorize(input).await?;
+        let redirect = pds::authorize(&url, &format!("{user}.test"), DEMO_PASSWORD, answer).await?;
+        let query = redirect
+            .strip_prefix(&format!("{REDIRECT}?"))
+            .with_context(|| format!("redirected elsewhere: {redirect}"))?;
+        Ok((Callback::from_query(query), pending))
+    }
+
+    async fn sign_in(&self, input: &str, user: &str) -> Result<Session> {
+        let (callback, pending) = self.approve(input, user, Answer::Consent).await?;
+        Ok(self.oauth().callback(&callback, pending).await?)
+    }
+}
+
+async fn write_status(net: &Net, session: &Session, emoji: &str) -> Result<String> {
+    let client = AtpServiceClient::new(PdsClient::new(&net.http, session, now_s()));
+    let record = json!({
+        "$type": "xyz.statusphere.status",
+        "status": emoji,
+        "createdAt": "2026-11-24T12:00:00.000Z",
+    });
+    let output = client
+        .service
+        .com
+        .atproto
+        .repo
+        .create_record(
+            atrium_api::com::atproto::repo::create_record::InputData {
+                collection: "xyz.statusphere.status"
+                    .parse()
+                    .map_err(anyhow::Error::msg)?,
+                record: serde_json::from_value(record)?,
+                repo: session.did.parse().map_err(anyhow::Error::msg)?,
+                rkey: None,
+                swap_commit: None,
+                validate: Some(false),
+            }
+            .into(),
+        )
+        .await?;
+    Ok(output.data.uri)
+}
+
+async fn list_statuses(net: &Net, did: &str) -> Result<Vec<String>> {
+    let url = format!(
+        "{}/xrpc/com.atproto.repo.listRecords?repo={did}&collection=xyz.statusphere.status",
+        net.devnet.pds_url
+    );
+    let body: serde_json::Value = reqwest::get(url).await?.json().await?;
+    Ok(body["records"]
+        .as_array()
+        .context("records")?
+        .iter()
+        .filter_map(|r| r["value"]["status"].as_str().map(str::to_owned))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_write_refresh_revoke_against_the_local_pds() -> Result<()> {
+    let net = Net::start()?;
+    let alice = net.did("alice");
+
+    // By handle: the identity is resolved and verified both ways before anything is sent.
+    let session = net.sign_in("alice.test", "alice").await?;
+    assert_eq!(session.did, alice);
+    assert_eq!(session.handle.as_deref(), Some("alice.test"));
+    assert!(
+        session.scope.split(' ').any(|s| s == "atproto"),
+        "{}",
+        session.scope
+    );
+    assert!(session.refresh_token.is_some());
+
+    // The session writes to alice's repo through atrium's typed client, over DPoP.
+    let uri = write_status(&net, &session, "🦋").await?;
+    assert!(
+        uri.starts_with(&format!("at://{alice}/xyz.statusphere.status/")),
+        "{uri}"
+    );
+    assert_eq!(list_statuses(&net, &alice).await?, vec!["🦋".to_owned()]);
+
+    // Refresh: new tokens that work; the old refresh token is spent.
+    let refreshed = net.oauth().refresh(&session).await?;
+    assert_ne!(refreshed.access_token, session.access_token);
+    assert_ne!(refreshed.refresh_token, session.refresh_token);
+    write_status(&net, &refreshed, "🚀").await?;
+    let replay = net.oauth().refresh(&session).await;
+    assert!(replay.is_err(), "a refresh token is single-use");
+
+    // Revoke: the grant ends; its refresh token no longer works.
+    net.oauth().revoke(&refreshed).await?;
+    let after = net.oauth().refresh(&refreshed).await;
+    assert!(after.is_err(), "refresh after revoke must fail");
+
+    // By DID, and at the server's URL (the account is chosen on the PDS's page).
+    let by_did = net.sign_in(&alice, "alice").await?;
+    assert_eq!(by_did.handle.as_deref(), Some("alice.test"));
+    let bob = net.did("bob");
+    let by_server = net.sign_in(&net.devnet.pds_url, "bob").await?;
+    assert_eq!(by_server.did, bob);
+    assert_eq!(by_server.handle.as_deref(), Some("bob.test"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_that_must_fail() -> Result<()> {
+    let net = Net::start()?;
+
+    // The person refuses.
+    let (callback, pending) = net.approve("alice.test", "alice", Answer::Reject).await?;
+    assert_eq!(callback.error.as_deref(), Some("access_denied"));
+    let denied = net.oauth().callback(&callback, pending).await;
+    assert!(matches!(denied, Err(oauth::Error::Denied(_))), "{denied:?}");
+
+    // A state that belongs to another sign-in.
+    let (callback, _) = net.approve("alice.test", "alice", Answer::Consent).await?;
+    let (_, other) = net.oauth().authorize("alice.test").await?;
+    let mixed = net.oauth().callback(&callback, other).await;
+    assert!(
+        matches!(&mixed, Err(oauth::Error::Callback(m)) if m.contains("another sign-in")),
+        "{mixed:?}"
+    );
+
+    // An answer claiming another issuer, or none.
+    for iss in [Some("http://localhost:1".to_owned()), None] {
+        let (mut callback, pending) = net.approve("alice.test", "alice", Answer::Consent).await?;
+        callback.iss = iss;
+        let wrong = net.oauth().callback(&callback, pending).await;
+        assert!(
+            matches!(&wrong, Err(oauth::Error::Callback(m)) if m.contains("did not come from")),
+            "{wrong:?}"
+        );
+    }
+
+    // alice was named, bob signed in: the sub check refuses it.
+    let (callback, pending) = net.approve("alice.test", "bob", Answer::Consent).await?;
+    let swapped = net.oauth().callback(&callback, pending).await;
+    assert!(
+        matches!(swapped, Err(oauth::Error::Callback(_))),
+        "{swapped:?}"
+    );
+
+    // A code is good once.
+    let (callback, pending) = net.approve("alice.test", "alice", Answer::Consent).await?;
+    net.oauth().callback(&callback, pending.clone()).await?;
+    let replayed = net.oauth().callback(&callback, pending).await;
+    assert!(
+        matches!(replayed, Err(oauth::Error::Server { .. })),
+        "{replayed:?}"
+    );
+
+    // A sign-in left too long.
+    let (callback, mut pending) = net.approve("alice.test", "alice", Answer::Consent).await?;
+    pending.created_at_s -= oauth::client::PENDING_TTL_S + 1;
+    let late = net.oauth().callback(&callback, pending).await;
+    assert!(
+        matches!(&late, Err(oauth::Error::Callback(m)) if m.contains("too long")),
+        "{late:?}"
+    );
+
+    // Names that do not resolve, or do not check out.
+    for input in [
+        "nobody.test",
+        "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa",
+        "not a handle",
+        "https://10.0.0.1",
+    ] {
+        assert!(net.oauth().authorize(input).await.is_err(), "{input}");
+    }
+    Ok(())
+}
