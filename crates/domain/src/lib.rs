@@ -7,6 +7,7 @@
 pub mod ingest;
 pub mod internal;
 pub mod jetstream;
+pub mod page;
 pub mod present;
 pub mod sql;
 pub mod status;

@@ -479,19 +479,27 @@ pub fn unlock_oauth_session(did: &str, owner: &str) -> Statement {
 pub fn insert_browser_session(
     id_hash: &str,
     did: &str,
+    display_name: Option<&str>,
     now_ms: i64,
     expires_at_ms: i64,
 ) -> Statement {
     Statement::new(
-        "INSERT INTO browser_session (id_hash, did, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        vec![id_hash.into(), did.into(), now_ms.into(), expires_at_ms.into()],
+        "INSERT INTO browser_session (id_hash, did, display_name, created_at, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        vec![
+            id_hash.into(),
+            did.into(),
+            display_name.into(),
+            now_ms.into(),
+            expires_at_ms.into(),
+        ],
     )
 }
 
 /// The signed-in account of a live browser session, with its handle.
 pub fn get_browser_session(id_hash: &str, now_ms: i64) -> Statement {
     Statement::new(
-        "SELECT b.did, a.handle, b.expires_at FROM browser_session AS b \
+        "SELECT b.did, a.handle, b.display_name, b.expires_at FROM browser_session AS b \
          LEFT JOIN account AS a ON a.did = b.did \
          WHERE b.id_hash = ?1 AND b.expires_at > ?2",
         vec![id_hash.into(), now_ms.into()],
@@ -513,6 +521,34 @@ pub fn delete_browser_sessions_of(did: &str) -> Statement {
     )
 }
 
+/// A row of [`get_browser_session`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrowserSessionRow {
+    pub did: String,
+    pub handle: Option<String>,
+    pub display_name: Option<String>,
+    pub expires_at: i64,
+}
+
+/// The length of a write-budget window.
+pub const WRITE_WINDOW_MS: i64 = 60_000;
+
+/// Counts one status write by `did` in the current one-minute window and returns the window's
+/// count so far (this write included); the caller refuses the write above its limit. One
+/// statement, so concurrent writes cannot both see the old count.
+pub fn count_write(did: &str, now_ms: i64) -> Statement {
+    let window = now_ms - now_ms.rem_euclid(WRITE_WINDOW_MS);
+    Statement::new(
+        "INSERT INTO write_budget (did, window_start, count) VALUES (?1, ?2, 1) \
+         ON CONFLICT (did) DO UPDATE SET \
+         count = CASE WHEN write_budget.window_start = excluded.window_start \
+                      THEN write_budget.count + 1 ELSE 1 END, \
+         window_start = excluded.window_start \
+         RETURNING count",
+        vec![did.into(), window.into()],
+    )
+}
+
 /// Housekeeping: expired authorizations and browser sessions.
 pub fn purge_expired(now_ms: i64) -> Vec<Statement> {
     vec![
@@ -523,6 +559,10 @@ pub fn purge_expired(now_ms: i64) -> Vec<Statement> {
         Statement::new(
             "DELETE FROM browser_session WHERE expires_at <= ?1",
             vec![now_ms.into()],
+        ),
+        Statement::new(
+            "DELETE FROM write_budget WHERE window_start < ?1",
+            vec![(now_ms - WRITE_WINDOW_MS).into()],
         ),
     ]
 }

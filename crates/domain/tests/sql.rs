@@ -735,14 +735,30 @@ async fn oauth_sessions_refresh_under_a_lease() {
 async fn browser_sessions_expire_and_sign_out() {
     let pool = database().await;
     one(&pool, sql::learn_handle(DID_A, "alice.test", 1)).await;
-    one(&pool, sql::insert_browser_session("h1", DID_A, 0, 1000)).await;
-    one(&pool, sql::insert_browser_session("h2", DID_A, 0, 1000)).await;
-    one(&pool, sql::insert_browser_session("h3", DID_B, 0, 1000)).await;
+    one(
+        &pool,
+        sql::insert_browser_session("h1", DID_A, Some("Alice"), 0, 1000),
+    )
+    .await;
+    one(
+        &pool,
+        sql::insert_browser_session("h2", DID_A, None, 0, 1000),
+    )
+    .await;
+    one(
+        &pool,
+        sql::insert_browser_session("h3", DID_B, None, 0, 1000),
+    )
+    .await;
     let live = one(&pool, sql::get_browser_session("h1", 500)).await;
     assert_eq!(live[0].get::<String, _>("did"), DID_A);
     assert_eq!(
         live[0].get::<Option<String>, _>("handle").as_deref(),
         Some("alice.test")
+    );
+    assert_eq!(
+        live[0].get::<Option<String>, _>("display_name").as_deref(),
+        Some("Alice")
     );
     assert!(
         one(&pool, sql::get_browser_session("h1", 1000))
@@ -759,6 +775,38 @@ async fn browser_sessions_expire_and_sign_out() {
         .await
         .is_empty());
     assert_eq!(one(&pool, sql::get_browser_session("h3", 0)).await.len(), 1);
+}
+
+#[tokio::test]
+async fn write_budget_counts_per_account_per_minute() {
+    let pool = database().await;
+    let count = |rows: Vec<SqliteRow>| rows[0].get::<i64, _>("count");
+    let t0 = 1_800_000_000_000; // a window start
+    assert_eq!(count(one(&pool, sql::count_write(DID_A, t0)).await), 1);
+    assert_eq!(
+        count(one(&pool, sql::count_write(DID_A, t0 + 59_999)).await),
+        2
+    );
+    assert_eq!(
+        count(one(&pool, sql::count_write(DID_B, t0 + 1)).await),
+        1,
+        "per account"
+    );
+    assert_eq!(
+        count(one(&pool, sql::count_write(DID_A, t0 + 60_000)).await),
+        1,
+        "a new window"
+    );
+    assert_eq!(
+        count(one(&pool, sql::count_write(DID_A, t0 + 60_001)).await),
+        2
+    );
+    batch(&pool, &sql::purge_expired(t0 + 120_000)).await;
+    assert_eq!(
+        count_rows(&pool, "SELECT COUNT(*) FROM write_budget").await,
+        1,
+        "B's old window purged"
+    );
 }
 
 async fn plan(pool: &SqlitePool, statement: &Statement) -> String {

@@ -1,0 +1,273 @@
+//! The home page, server-rendered from a view model through an askama template that escapes
+//! every value (a status, handle or display name from the network cannot become markup). The view
+//! model is built here from plain data, so that what the page says ("is feeling X today", "was
+//! feeling X on Nov 3, 2026", counts, the viewer's highlight) is tested natively.
+
+use askama::Template;
+
+use crate::present::{self, EMOJI};
+use crate::sql::CountRow;
+use crate::StatusView;
+
+/// The signed-in person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    pub did: String,
+    pub handle: Option<String>,
+    pub display_name: Option<String>,
+    /// Their current status, if any.
+    pub current: Option<String>,
+}
+
+impl Viewer {
+    /// Display name, else handle, else DID.
+    pub fn name(&self) -> &str {
+        self.display_name
+            .as_deref()
+            .filter(|n| !n.trim().is_empty())
+            .or(self.handle.as_deref())
+            .unwrap_or(&self.did)
+    }
+}
+
+/// A message at the top of the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub error: bool,
+    pub text: String,
+}
+
+/// One button of the emoji grid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmojiButton {
+    pub emoji: &'static str,
+    pub count: i64,
+    pub current: bool,
+}
+
+/// One line of the recent list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedLine {
+    pub uri: String,
+    pub did: String,
+    pub label: String,
+    pub status: String,
+    /// "is feeling X today" (else "was feeling X on {date}").
+    pub today: bool,
+    pub date: String,
+    /// Written by this app and not yet seen on the network.
+    pub pending: bool,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+pub struct HomePage {
+    pub viewer: Option<Viewer>,
+    pub notice: Option<Notice>,
+    /// What the person typed last (kept after a failed sign-in).
+    pub handle_input: String,
+    pub emoji: Vec<EmojiButton>,
+    /// Current statuses outside the picker's set, with their counts.
+    pub others: Vec<CountRow>,
+    pub feed: Vec<FeedLine>,
+    /// The broker sequence number the page's socket resumes after ("" = start live).
+    pub seq: String,
+    pub css_url: String,
+    pub js_url: String,
+    /// Where a profile link goes: this, then the DID.
+    pub profile_base: String,
+}
+
+/// Everything the page shows, gathered by the worker.
+pub struct PageData {
+    pub viewer: Option<Viewer>,
+    pub notice: Option<Notice>,
+    pub handle_input: String,
+    pub counts: Vec<CountRow>,
+    pub recent: Vec<StatusView>,
+    pub now_ms: i64,
+    pub seq: Option<u64>,
+    pub css_url: String,
+    pub js_url: String,
+    pub profile_base: String,
+}
+
+impl HomePage {
+    pub fn new(data: PageData) -> HomePage {
+        let current = data.viewer.as_ref().and_then(|v| v.current.clone());
+        let emoji = EMOJI
+            .iter()
+            .map(|&emoji| EmojiButton {
+                emoji,
+                count: data
+                    .counts
+                    .iter()
+                    .find(|c| c.status == emoji)
+                    .map_or(0, |c| c.count),
+                current: current.as_deref() == Some(emoji),
+            })
+            .collect();
+        let others = data
+            .counts
+            .into_iter()
+            .filter(|c| !EMOJI.contains(&c.status.as_str()))
+            .collect();
+        let feed = data
+            .recent
+            .into_iter()
+            .map(|s| FeedLine {
+                today: present::same_day(data.now_ms, s.indexed_at),
+                date: present::date(s.indexed_at),
+                label: s.author_label().to_owned(),
+                pending: !s.confirmed,
+                uri: s.uri,
+                did: s.author_did,
+                status: s.status,
+            })
+            .collect();
+        HomePage {
+            viewer: data.viewer,
+            notice: data.notice,
+            handle_input: data.handle_input,
+            emoji,
+            others,
+            feed,
+            seq: data.seq.map(|s| s.to_string()).unwrap_or_default(),
+            css_url: data.css_url,
+            js_url: data.js_url,
+            profile_base: data.profile_base,
+        }
+    }
+
+    /// The HTML. Rendering a built page cannot fail on data (askama only fails on a formatter
+    /// error); a failure is reported, not panicked on.
+    pub fn html(&self) -> Result<String, String> {
+        self.render().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Origin;
+
+    const NOW: i64 = 1_795_488_744_340; // 2026-11-24T02:52:24Z
+
+    fn status(did: &str, handle: Option<&str>, text: &str, at: i64, confirmed: bool) -> StatusView {
+        StatusView {
+            uri: format!("at://{did}/xyz.statusphere.status/3k{at}"),
+            author_did: did.into(),
+            handle: handle.map(str::to_owned),
+            rkey: format!("3k{at}"),
+            status: text.into(),
+            created_at: "2026-11-24T00:00:00Z".into(),
+            indexed_at: at,
+            origin: Origin::Network,
+            confirmed,
+        }
+    }
+
+    fn data() -> PageData {
+        PageData {
+            viewer: None,
+            notice: None,
+            handle_input: String::new(),
+            counts: vec![
+                CountRow {
+                    status: "🦋".into(),
+                    count: 3,
+                },
+                CountRow {
+                    status: "🐙".into(),
+                    count: 1,
+                },
+            ],
+            recent: vec![
+                status("did:plc:a", Some("alice.test"), "🦋", NOW - 1000, true),
+                status("did:plc:b", None, "🐙", NOW - 3 * 86_400_000, false),
+            ],
+            now_ms: NOW,
+            seq: Some(42),
+            css_url: "/assets/app.1.css".into(),
+            js_url: "/assets/app.1.js".into(),
+            profile_base: "https://bsky.app/profile/".into(),
+        }
+    }
+
+    #[test]
+    fn signed_out_page() {
+        let html = HomePage::new(data()).html().unwrap();
+        assert!(html.contains("action=\"/login\""));
+        assert!(html.contains("@alice.test"));
+        assert!(html.contains("is feeling"));
+        assert!(html.contains("was feeling"));
+        assert!(html.contains("Nov 21, 2026"));
+        assert!(
+            html.contains("did:plc:b"),
+            "a status without a known handle shows the DID"
+        );
+        assert!(
+            html.contains("🐙"),
+            "statuses outside the picker are counted too"
+        );
+        assert!(html.contains("data-seq=\"42\""));
+        assert!(html.contains("Sign in to set your status"));
+        assert!(!html.contains("action=\"/logout\""));
+    }
+
+    #[test]
+    fn signed_in_page_highlights_the_current_status() {
+        let mut data = data();
+        data.viewer = Some(Viewer {
+            did: "did:plc:a".into(),
+            handle: Some("alice.test".into()),
+            display_name: Some("Alice".into()),
+            current: Some("🦋".into()),
+        });
+        let page = HomePage::new(data);
+        assert!(page
+            .emoji
+            .iter()
+            .any(|e| e.emoji == "🦋" && e.current && e.count == 3));
+        assert_eq!(page.emoji.iter().filter(|e| e.current).count(), 1);
+        let html = page.html().unwrap();
+        assert!(html.contains("action=\"/logout\""));
+        assert!(html.contains("Alice"));
+        assert!(html.contains("aria-pressed=\"true\""));
+        assert!(!html.contains("Sign in to set your status"));
+    }
+
+    #[test]
+    fn hostile_strings_render_inert() {
+        let evil = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>";
+        let mut data = data();
+        data.viewer = Some(Viewer {
+            did: "did:plc:a".into(),
+            handle: Some(evil.into()),
+            display_name: Some(evil.into()),
+            current: Some(evil.into()),
+        });
+        data.notice = Some(Notice {
+            error: true,
+            text: evil.into(),
+        });
+        data.handle_input = evil.into();
+        data.counts.push(CountRow {
+            status: evil.into(),
+            count: 2,
+        });
+        data.recent
+            .push(status("did:plc:e", Some(evil), evil, NOW, true));
+        let html = HomePage::new(data).html().unwrap();
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(!html.contains("<img src=x"), "{html}");
+        assert!(!html.contains("\"'>"), "attribute values cannot be closed");
+        let visible = html
+            .find("alert(1)")
+            .map(|i| &html[i.saturating_sub(20)..i + 20]);
+        assert!(
+            html.contains("&#60;script&#62;alert(1)&#60;"),
+            "escaped, still visible: {visible:?}"
+        );
+    }
+}
