@@ -37,6 +37,22 @@ pub struct Notice {
     pub text: String,
 }
 
+impl Notice {
+    pub fn error(text: impl Into<String>) -> Notice {
+        Notice {
+            error: true,
+            text: text.into(),
+        }
+    }
+
+    pub fn info(text: impl Into<String>) -> Notice {
+        Notice {
+            error: false,
+            text: text.into(),
+        }
+    }
+}
+
 /// One button of the emoji grid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmojiButton {

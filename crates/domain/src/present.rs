@@ -58,6 +58,19 @@ pub fn date(ms: i64) -> String {
     format!("{} {day}, {year}", MONTHS[(month - 1) as usize])
 }
 
+/// `2026-11-24T02:52:24.340Z`: an atproto datetime (UTC, milliseconds) for unix ms `ms`.
+pub fn iso8601(ms: i64) -> String {
+    let (year, month, day) = civil_from_days(ms.div_euclid(DAY));
+    let in_day = ms.rem_euclid(DAY);
+    let (h, m, s, milli) = (
+        in_day / HOUR,
+        in_day % HOUR / MINUTE,
+        in_day % MINUTE / 1000,
+        in_day % 1000,
+    );
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
 /// Whether two instants fall on the same UTC day ("is feeling X today" vs "was feeling X on …").
 pub fn same_day(a_ms: i64, b_ms: i64) -> bool {
     a_ms.div_euclid(DAY) == b_ms.div_euclid(DAY)
@@ -105,6 +118,9 @@ mod tests {
         assert_eq!(date(951_782_400_000), "Feb 29, 2000");
         assert_eq!(date(-1), "Dec 31, 1969");
         assert!(same_day(NOW, NOW - 2 * HOUR));
+        assert_eq!(iso8601(NOW), "2026-11-24T02:52:24.340Z");
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert!(lexicon::CreatedAt::parse(&iso8601(NOW)).is_ok());
         assert!(!same_day(NOW, NOW - 3 * HOUR));
     }
 

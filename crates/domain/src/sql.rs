@@ -444,6 +444,15 @@ pub fn delete_oauth_session(did: &str) -> Statement {
     Statement::new("DELETE FROM oauth_session WHERE did = ?1", vec![did.into()])
 }
 
+/// Remembers the PDS's latest DPoP nonce in a session without touching its tokens or its lease
+/// (so it cannot undo a refresh that ran meanwhile).
+pub fn set_pds_nonce(did: &str, nonce: &str) -> Statement {
+    Statement::new(
+        "UPDATE oauth_session SET data = json_set(data, '$.pds_nonce', ?2) WHERE did = ?1",
+        vec![did.into(), nonce.into()],
+    )
+}
+
 /// Takes the refresh lease on a session until `until_ms`, if nobody holds a live one; returns the
 /// session's data when taken (no row: someone else is refreshing).
 pub fn lock_oauth_session(did: &str, owner: &str, now_ms: i64, until_ms: i64) -> Statement {

@@ -727,6 +727,14 @@ async fn oauth_sessions_refresh_under_a_lease() {
             .len(),
         1
     );
+    one(
+        &pool,
+        sql::put_oauth_session(DID_A, r#"{"a":1,"pds_nonce":null}"#, 1),
+    )
+    .await;
+    one(&pool, sql::set_pds_nonce(DID_A, "n2")).await;
+    let data = one(&pool, sql::get_oauth_session(DID_A)).await[0].get::<String, _>("data");
+    assert_eq!(data, r#"{"a":1,"pds_nonce":"n2"}"#);
     one(&pool, sql::delete_oauth_session(DID_A)).await;
     assert!(one(&pool, sql::get_oauth_session(DID_A)).await.is_empty());
 }

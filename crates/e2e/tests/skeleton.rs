@@ -55,7 +55,7 @@ async fn home_page(stack: &Stack) -> Result<()> {
     );
     let body = response.text().await?;
     ensure!(
-        body.contains("<h1>Statusphere</h1>"),
+        body.contains(">Statusphere</a></h1>") && body.contains("action=\"/login\""),
         "unexpected page:\n{body}"
     );
     // Rendered with the broker's head, so that its socket resumes from there.

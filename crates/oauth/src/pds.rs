@@ -3,7 +3,7 @@
 //! PDS's nonce when the PDS asks for one. It is an [`atrium_xrpc::XrpcClient`], so atrium-api's
 //! typed calls (`com.atproto.repo.createRecord`, …) run over it.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use atrium_xrpc::types::AuthorizationToken;
 use atrium_xrpc::{HttpClient, XrpcClient};
@@ -19,7 +19,7 @@ pub struct PdsClient<'a, T> {
     http: &'a T,
     session: &'a Session,
     now_s: i64,
-    nonce: Mutex<Option<String>>,
+    nonce: Arc<Mutex<Option<String>>>,
 }
 
 impl<'a, T> PdsClient<'a, T> {
@@ -29,13 +29,18 @@ impl<'a, T> PdsClient<'a, T> {
             http,
             session,
             now_s,
-            nonce: Mutex::new(session.pds_nonce.clone()),
+            nonce: Arc::new(Mutex::new(session.pds_nonce.clone())),
         }
     }
 
     /// The PDS's latest nonce, to keep with the session for the next request.
     pub fn nonce(&self) -> Option<String> {
         self.nonce.lock().map(|n| n.clone()).unwrap_or(None)
+    }
+
+    /// The cell the nonce lives in, to read it after the client was handed to atrium.
+    pub fn nonce_cell(&self) -> Arc<Mutex<Option<String>>> {
+        Arc::clone(&self.nonce)
     }
 
     fn set_nonce(&self, nonce: Option<String>) {

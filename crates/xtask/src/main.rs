@@ -21,6 +21,7 @@ usage: cargo xtask <command>
   fmt                     rustfmt the workspace
   deploy-all [--dry-run]  migrations + broker, listener, edge to Cloudflare; --dry-run bundles offline
   tail WORKER             wrangler tail for one worker (edge, listener, broker)
+  oauth-key               print a new private P-256 JWK for the OAUTH_PRIVATE_KEY secret
   bench [NAME...]         benchmarks (foundation, sidecar; default all) into docs/benchmarks.md
 ";
 
@@ -46,6 +47,7 @@ fn run(args: &[String]) -> Result<()> {
         "fmt" => process::run(cargo().args(["fmt", "--all"])),
         "deploy-all" => deploy_all(rest),
         "tail" => tail(rest),
+        "oauth-key" => oauth_key(),
         "bench" => bench::run(&Tools::ensure()?, rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
@@ -110,7 +112,8 @@ fn dev(args: &[String]) -> Result<()> {
     }
     // Live mode locally: a status written on the PDS shows up within a second.
     .with_var("listener", "JETSTREAM_URLS", &jetstream.url)
-    .with_var("listener", "MODE", "live");
+    .with_var("listener", "MODE", "live")
+    .with_local_sign_in(&devnet.plc_url, &devnet.pds_url);
     let mut stack = Stack::start(&tools, config)?;
     eprintln!(
         "\nlocal atproto network: PLC {}, PDS {}",
@@ -196,6 +199,23 @@ fn deploy_all(args: &[String]) -> Result<()> {
     };
     print!("{}", deploy::report(&bundles));
     Ok(())
+}
+
+/// A fresh client key for production's confidential client, named by the date it was made.
+fn oauth_key() -> Result<()> {
+    let kid = format!("statusphere-{}", unix_seconds());
+    let key = oauth::Key::generate()?.with_kid(&kid);
+    println!("{}", key.to_jwk());
+    eprintln!("store it: cargo xtask oauth-key | npx wrangler secret put OAUTH_PRIVATE_KEY -c wrangler/edge.toml");
+    Ok(())
+}
+
+/// Seconds since the epoch, enough to tell keys apart.
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn tail(args: &[String]) -> Result<()> {

@@ -21,6 +21,10 @@ pub const D1_DATABASE: &str = "statusphere";
 /// A Jetstream URL nothing listens on (port 9, discard): test stacks start with it.
 pub const NO_JETSTREAM: &str = "ws://127.0.0.1:9/subscribe";
 
+/// A PLC/PDS address nothing listens on: test stacks without a local network sign in against it
+/// (and fail cleanly), never against the public network.
+pub const NO_PLC: &str = "http://127.0.0.1:9";
+
 /// How to run the stack.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -68,7 +72,17 @@ impl StackConfig {
         }
         .with_var("edge", "TEST_HOOKS", "on")
         // Never the public network: a test that wants a Jetstream starts a sidecar and says so.
-        .with_var("listener", "JETSTREAM_URLS", NO_JETSTREAM))
+        .with_var("listener", "JETSTREAM_URLS", NO_JETSTREAM)
+        .with_local_sign_in(NO_PLC, NO_PLC))
+    }
+
+    /// Edge signs in as the loopback client against a local network: identities from the PLC
+    /// at `plc_url`, handles resolved by the PDS at `pds_url`, plain http allowed.
+    pub fn with_local_sign_in(self, plc_url: &str, pds_url: &str) -> StackConfig {
+        self.with_var("edge", "OAUTH_CLIENT", "loopback")
+            .with_var("edge", "PLC_URL", plc_url)
+            .with_var("edge", "HANDLE_RESOLVER", pds_url)
+            .with_var("edge", "ALLOW_PRIVATE_NETWORK", "on")
     }
 
     /// Sets (or replaces) one worker's var.

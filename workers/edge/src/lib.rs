@@ -1,8 +1,17 @@
-//! The edge worker: the only public worker. It serves the pages, hands browsers' WebSockets to the
-//! broker, reports health, and wakes the listener (from its cron trigger, and on the first request
-//! an isolate serves, so a deploy does not wait for the next minute).
+//! The edge worker: the only public worker. It serves the pages, signs people in with atproto
+//! OAuth, writes their statuses to their repos, hands browsers' WebSockets to the broker, reports
+//! health, and wakes the listener (from its cron trigger, and on the first request an isolate
+//! serves, so a deploy does not wait for the next minute).
 
+mod auth;
+mod config;
 mod health;
+mod http;
+mod page;
+mod session;
+mod write;
+
+use config::Config;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -30,14 +39,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     }
     let method = req.method();
     let path = req.path();
-    let response = match (method.clone(), path.as_str()) {
-        (Method::Get, "/") => home(&env).await,
-        (Method::Get, "/ws") => websocket(req, &env).await,
-        (Method::Get, "/health") => health::report(&env).await,
-        (_, path) if path.starts_with(TEST_HOOK_PREFIX) => test_hook(req, &env).await,
-        (Method::Get | Method::Head, _) => workers_common::text_error(404, "not found"),
-        _ => workers_common::text_error(405, "method not allowed"),
-    };
+    let response = route(req, &env, method.clone(), &path).await;
     match response {
         Ok(response) => {
             tracing::info!(%method, path, status = response.status_code(), "request");
@@ -47,6 +49,38 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
             tracing::error!(%method, path, %error, "request failed");
             workers_common::text_error(500, "internal error")
         }
+    }
+}
+
+async fn route(req: Request, env: &Env, method: Method, path: &str) -> Result<Response> {
+    let now_ms = Date::now().as_millis() as i64;
+    match (method, path) {
+        (Method::Get, "/ws") => return websocket(req, env).await,
+        (Method::Get, "/health") => return health::report(env).await,
+        (Method::Get, p) if p.starts_with("/assets/") => return page::asset(p),
+        (_, p) if p.starts_with(TEST_HOOK_PREFIX) => return test_hook(req, env).await,
+        (Method::Post, _) if !session::same_origin(&req)? => {
+            return workers_common::text_error(403, "cross-site request refused")
+        }
+        _ => {}
+    }
+    let url = req.url()?;
+    let config = Config::from_env(env, &url);
+    match (req.method(), path) {
+        (Method::Get, "/") => {
+            let db = env.d1("DB")?;
+            let viewer = session::current(&req, &db, config.secure_cookies, now_ms).await?;
+            page::render(env, &config, viewer.as_ref(), None, "", now_ms, 200).await
+        }
+        (Method::Post, "/login") => auth::login(req, env, &config, now_ms).await,
+        (Method::Get, "/oauth/callback") => auth::callback(req, env, &config, now_ms).await,
+        (Method::Post, "/logout") => auth::logout(req, env, &config, now_ms).await,
+        (Method::Post, "/status") => write::set_status(req, env, &config, now_ms).await,
+        (Method::Get, p @ ("/oauth-client-metadata.json" | "/.well-known/jwks.json")) => {
+            auth::client_document(&config, p, &url.origin().ascii_serialization())
+        }
+        (Method::Get | Method::Head, _) => workers_common::text_error(404, "not found"),
+        _ => workers_common::text_error(405, "method not allowed"),
     }
 }
 
@@ -111,79 +145,3 @@ async fn test_hook(req: Request, env: &Env) -> Result<Response> {
     )?;
     env.service("BROKER")?.fetch_request(forwarded).await
 }
-
-/// The page, with the broker's head sequence number as of now, so that its socket is sent whatever
-/// is published after this moment (docs/broker.md). Without the broker the page still renders, and
-/// its socket starts live.
-async fn home(env: &Env) -> Result<Response> {
-    let seq = match broker_head(env).await {
-        Ok(seq) => seq.to_string(),
-        Err(error) => {
-            tracing::warn!(%error, "broker head unavailable; the page starts live");
-            String::new()
-        }
-    };
-    Response::from_html(HOME_PAGE.replace("{seq}", &seq))
-}
-
-async fn broker_head(env: &Env) -> Result<u64> {
-    let url = format!("https://broker{}", internal::BROKER_HEAD);
-    let mut response = env.service("BROKER")?.fetch(url, None).await?;
-    if response.status_code() != 200 {
-        return Err(Error::RustError(format!(
-            "broker head answered {}",
-            response.status_code()
-        )));
-    }
-    Ok(response.json::<internal::BrokerHead>().await?.seq)
-}
-
-const HOME_PAGE: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Statusphere</title>
-</head>
-<body>
-<main id="app" data-seq="{seq}">
-<h1>Statusphere</h1>
-<p>Set your status on the Atmosphere.</p>
-<ul id="live" aria-live="polite"></ul>
-</main>
-<script>
-(function () {
-  // The live feed (docs/broker.md): resume from the last sequence number seen, ping every 30 s,
-  // reconnect with backoff, reload when told to.
-  var seq = document.getElementById("app").dataset.seq;
-  var delay = 1000;
-  function connect() {
-    var proto = location.protocol === "https:" ? "wss:" : "ws:";
-    var ws = new WebSocket(proto + "//" + location.host + "/ws" + (seq ? "?since=" + seq : ""));
-    var pinger = null;
-    ws.onopen = function () {
-      delay = 1000;
-      pinger = setInterval(function () { ws.send('{"type":"ping"}'); }, 30000);
-    };
-    ws.onmessage = function (event) {
-      var message = JSON.parse(event.data);
-      if (message.type === "pong") return;
-      if (message.v !== 1 || message.type === "reload") { location.reload(); return; }
-      seq = String(message.seq);
-      var li = document.createElement("li");
-      li.textContent = event.data;
-      document.getElementById("live").prepend(li);
-    };
-    ws.onclose = function (event) {
-      clearInterval(pinger);
-      if (event.reason === "reload") return;
-      setTimeout(connect, delay + Math.random() * delay / 2);
-      delay = Math.min(delay * 2, 30000);
-    };
-  }
-  connect();
-})();
-</script>
-</body>
-</html>
-"#;

@@ -3,9 +3,7 @@
 
 use domain::ingest::Batch;
 use domain::internal::{self, ListenerStatus};
-use domain::sql::Value;
 use domain::wire::Publish;
-use worker::wasm_bindgen::JsValue;
 use worker::*;
 
 use crate::session::now_ms;
@@ -52,17 +50,9 @@ impl Recorder {
 
         let mut messages = Vec::new();
         if !batch.statements.is_empty() {
-            let statements = batch
-                .statements
-                .iter()
-                .map(|s| {
-                    let params: Vec<JsValue> = s.params.iter().map(js_value).collect();
-                    self.db.prepare(s.sql.as_ref()).bind(&params)
-                })
-                .collect::<Result<Vec<_>>>()?;
             // One D1 batch is one transaction: all of it lands, or none of it (and the cursor
             // is not moved).
-            let results = self.db.batch(statements).await?;
+            let results = workers_common::d1::batch(&self.db, &batch.statements).await?;
             let rows = results
                 .iter()
                 .map(|r| r.results::<serde_json::Value>())
@@ -128,13 +118,5 @@ impl Recorder {
                 tracing::error!(%error, messages = count, "publishing to the broker failed");
             }
         }
-    }
-}
-
-fn js_value(value: &Value) -> JsValue {
-    match value {
-        Value::Null => JsValue::NULL,
-        Value::Integer(n) => JsValue::from_f64(*n as f64),
-        Value::Text(text) => JsValue::from_str(text),
     }
 }

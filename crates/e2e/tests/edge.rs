@@ -1,0 +1,444 @@
+//! Edge end to end against a real local atproto network: `wrangler dev` with the three workers,
+//! the local PLC + PDS (`@atproto/dev-env`), and a person driven over plain HTTP (their PDS's
+//! sign-in and consent through its own API, e2e::pds). They sign in, set a status that lands in
+//! their repo and in D1 and reaches an open page at once, and sign out; and every refusal says
+//! why: cross-site posts, invalid statuses, too many writes, a stale or foreign sign-in answer,
+//! declined consent, a session that ended elsewhere.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use domain::wire::ServerMessage;
+use e2e::pds::{self, Answer};
+use e2e::Page;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::StatusCode;
+use xtask::devnet::{Devnet, DevnetConfig, DEMO_PASSWORD};
+use xtask::stack::{Stack, StackConfig};
+use xtask::toolchain::Tools;
+
+/// A browser: no redirects followed, the app's session cookie kept by hand.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+impl Browser {
+    fn new(stack: &Stack) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            base: stack.base_url(),
+            cookie: None,
+        }
+    }
+
+    fn keep_cookie(&mut self, response: &reqwest::Response) -> Option<String> {
+        let set = response
+            .headers()
+            .get(SET_COOKIE)?
+            .to_str()
+            .ok()?
+            .to_owned();
+        let pair = set.split(';').next().unwrap_or("").to_owned();
+        self.cookie = pair
+            .split_once('=')
+            .filter(|(_, v)| !v.is_empty())
+            .map(|_| pair.clone());
+        Some(set)
+    }
+
+    async fn get(&mut self, path_or_url: &str) -> Result<reqwest::Response> {
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_owned()
+        } else {
+            format!("{}{path_or_url}", self.base)
+        };
+        let mut request = self.http.get(url).header("sec-fetch-site", "same-origin");
+        if let Some(cookie) = &self.cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        let response = request.send().await?;
+        self.keep_cookie(&response);
+        Ok(response)
+    }
+
+    /// A form POST from the app's own page (or from `origin`, to play another site).
+    async fn post(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+        origin: Option<&str>,
+    ) -> Result<reqwest::Response> {
+        let origin = origin.map_or_else(|| self.base.clone(), str::to_owned);
+        let site = if origin == self.base {
+            "same-origin"
+        } else {
+            "cross-site"
+        };
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("origin", origin)
+            .header("sec-fetch-site", site)
+            .form(form);
+        if let Some(cookie) = &self.cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        let response = request.send().await?;
+        self.keep_cookie(&response);
+        Ok(response)
+    }
+
+    async fn page(&mut self) -> Result<String> {
+        let response = self.get("/").await?;
+        ensure!(
+            response.status() == 200,
+            "GET / answered {}",
+            response.status()
+        );
+        Ok(response.text().await?)
+    }
+
+    /// POST /login, then the person at their PDS, then the callback: returns the callback's
+    /// response.
+    async fn sign_in(
+        &mut self,
+        input: &str,
+        user: &str,
+        answer: Answer,
+    ) -> Result<reqwest::Response> {
+        let started = self.post("/login", &[("handle", input)], None).await?;
+        ensure!(
+            started.status() == StatusCode::SEE_OTHER,
+            "login answered {}: {}",
+            started.status(),
+            started.text().await?
+        );
+        let authorize = location(&started)?;
+        let redirect =
+            pds::authorize(&authorize, &format!("{user}.test"), DEMO_PASSWORD, answer).await?;
+        let callback = redirect.replace("http://127.0.0.1:", "http://127.0.0.1:");
+        self.get(&callback).await
+    }
+}
+
+fn location(response: &reqwest::Response) -> Result<String> {
+    Ok(response
+        .headers()
+        .get(LOCATION)
+        .context("no Location")?
+        .to_str()?
+        .to_owned())
+}
+
+async fn repo_statuses(devnet: &Devnet, did: &str) -> Result<Vec<String>> {
+    let url = format!(
+        "{}/xrpc/com.atproto.repo.listRecords?repo={did}&collection=xyz.statusphere.status&limit=100",
+        devnet.pds_url
+    );
+    let body: serde_json::Value = reqwest::get(url).await?.json().await?;
+    Ok(body["records"]
+        .as_array()
+        .context("records")?
+        .iter()
+        .filter_map(|r| r["value"]["status"].as_str().map(str::to_owned))
+        .collect())
+}
+
+struct Net {
+    devnet: Devnet,
+    stack: Stack,
+}
+
+fn start(name: &str) -> Result<Net> {
+    let tools = Tools::ensure()?;
+    let devnet = Devnet::start(&tools, &DevnetConfig::for_test(name)?)?;
+    let config = StackConfig::for_test(name)?.with_local_sign_in(&devnet.plc_url, &devnet.pds_url);
+    let stack = Stack::start(&tools, config)?;
+    Ok(Net { devnet, stack })
+}
+
+fn did_of(devnet: &Devnet, name: &str) -> String {
+    let handle = format!("{name}.test");
+    devnet
+        .accounts
+        .iter()
+        .find(|a| a.handle == handle)
+        .expect("seeded")
+        .did
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_set_a_status_see_it_sign_out() -> Result<()> {
+    let net = tokio::task::block_in_place(|| start("edge-flow"))?;
+    let result = flow(&net).await;
+    if result.is_err() {
+        eprintln!("wrangler log:\n{}", net.stack.log_tail(80));
+    }
+    result
+}
+
+async fn flow(net: &Net) -> Result<()> {
+    let alice = did_of(&net.devnet, "alice");
+    let mut browser = Browser::new(&net.stack);
+
+    // Signed out: the sign-in form, the grid disabled.
+    let page = browser.page().await?;
+    ensure!(
+        page.contains("action=\"/login\"") && page.contains("Sign in to set your status"),
+        "{page}"
+    );
+
+    // Sign in as alice: a session cookie with the right flags, and her handle on the page.
+    let callback = browser
+        .sign_in("alice.test", "alice", Answer::Consent)
+        .await?;
+    ensure!(
+        callback.status() == StatusCode::SEE_OTHER,
+        "callback answered {}: {}",
+        callback.status(),
+        callback.text().await?
+    );
+    let set_cookie = callback
+        .headers()
+        .get(SET_COOKIE)
+        .context("no cookie")?
+        .to_str()?
+        .to_owned();
+    for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        ensure!(
+            set_cookie.contains(flag),
+            "cookie lacks {flag}: {set_cookie}"
+        );
+    }
+    ensure!(
+        !set_cookie.contains("Secure"),
+        "plain-http localhost gets no Secure flag: {set_cookie}"
+    );
+    ensure!(set_cookie.starts_with("sid="), "{set_cookie}");
+    let page = browser.page().await?;
+    ensure!(
+        page.contains("Signed in as <strong>alice.test</strong>"),
+        "{page}"
+    );
+
+    // An open page receives the status the moment it is written.
+    let mut socket = Page::connect(net.stack.port(), None).await?;
+    let posted = browser.post("/status", &[("status", "🦋")], None).await?;
+    ensure!(
+        posted.status() == StatusCode::SEE_OTHER,
+        "POST /status answered {}: {}",
+        posted.status(),
+        posted.text().await?
+    );
+    let frame = tokio::time::timeout(Duration::from_secs(10), socket.next_frame()).await??;
+    let ServerMessage::StatusUpserted { status } = frame.message else {
+        anyhow::bail!("expected a status, got {:?}", frame.message);
+    };
+    ensure!(
+        status.author_did == alice && status.status == "🦋",
+        "{status:?}"
+    );
+    ensure!(status.handle.as_deref() == Some("alice.test"), "{status:?}");
+    // In her repo on the PDS, and in D1 (the page reads D1).
+    ensure!(repo_statuses(&net.devnet, &alice).await? == vec!["🦋".to_owned()]);
+    let page = browser.page().await?;
+    ensure!(page.contains("is feeling 🦋 today"), "{page}");
+    ensure!(
+        page.contains("class=\"emoji current\""),
+        "her status is highlighted: {page}"
+    );
+
+    // Refusals, each with a reason and nothing written.
+    let cross = browser
+        .post("/status", &[("status", "💀")], Some("http://evil.example"))
+        .await?;
+    ensure!(
+        cross.status() == StatusCode::FORBIDDEN,
+        "cross-site POST answered {}",
+        cross.status()
+    );
+    let invalid = browser
+        .post("/status", &[("status", "not one emoji")], None)
+        .await?;
+    ensure!(
+        invalid.status() == StatusCode::BAD_REQUEST,
+        "invalid status answered {}",
+        invalid.status()
+    );
+    ensure!(invalid.text().await?.contains("not a valid status"));
+    ensure!(
+        repo_statuses(&net.devnet, &alice).await?.len() == 1,
+        "refused writes wrote nothing"
+    );
+
+    // Too many writes in a minute: the budget (10) stops the 11th.
+    let mut last = StatusCode::OK;
+    for i in 0..10 {
+        let emoji = ["🚀", "🧠"][i % 2];
+        last = browser
+            .post("/status", &[("status", emoji)], None)
+            .await?
+            .status();
+        if last != StatusCode::SEE_OTHER {
+            break;
+        }
+    }
+    ensure!(
+        last == StatusCode::TOO_MANY_REQUESTS,
+        "the budget did not stop a loop: {last}"
+    );
+    ensure!(
+        repo_statuses(&net.devnet, &alice).await?.len() == 10,
+        "10 writes per minute"
+    );
+
+    // Sign out: the cookie is cleared, and the old one no longer works.
+    let old_cookie = browser.cookie.clone();
+    let out = browser.post("/logout", &[], None).await?;
+    ensure!(out.status() == StatusCode::SEE_OTHER);
+    let cleared = out
+        .headers()
+        .get(SET_COOKIE)
+        .context("no cookie cleared")?
+        .to_str()?;
+    ensure!(cleared.contains("Max-Age=0"), "{cleared}");
+    browser.cookie = old_cookie;
+    let page = browser.page().await?;
+    ensure!(
+        page.contains("action=\"/login\""),
+        "the old cookie is dead: {page}"
+    );
+    let after = browser.post("/status", &[("status", "🦋")], None).await?;
+    ensure!(
+        after.status() == StatusCode::UNAUTHORIZED,
+        "a write after sign-out answered {}",
+        after.status()
+    );
+    ensure!(after.text().await?.contains("Sign in"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_failures_say_why() -> Result<()> {
+    let net = tokio::task::block_in_place(|| start("edge-failures"))?;
+    let result = failures(&net).await;
+    if result.is_err() {
+        eprintln!("wrangler log:\n{}", net.stack.log_tail(80));
+    }
+    result
+}
+
+async fn failures(net: &Net) -> Result<()> {
+    let mut browser = Browser::new(&net.stack);
+
+    // Names that cannot be signed in.
+    for (input, says) in [
+        ("nobody.test", "does not resolve"),
+        ("not a handle", "not a valid handle"),
+    ] {
+        let response = browser.post("/login", &[("handle", input)], None).await?;
+        ensure!(
+            response.status() == StatusCode::BAD_REQUEST,
+            "{input}: {}",
+            response.status()
+        );
+        let body = response.text().await?;
+        ensure!(body.contains(says), "{input}: {body}");
+    }
+    // Cross-site sign-in attempts are refused before anything happens.
+    let cross = browser
+        .post(
+            "/login",
+            &[("handle", "alice.test")],
+            Some("http://evil.example"),
+        )
+        .await?;
+    ensure!(cross.status() == StatusCode::FORBIDDEN);
+
+    // Declined consent: back on the page, signed out, told why.
+    let declined = browser
+        .sign_in("alice.test", "alice", Answer::Reject)
+        .await?;
+    ensure!(
+        declined.status() == StatusCode::FORBIDDEN,
+        "declined answered {}",
+        declined.status()
+    );
+    ensure!(declined.text().await?.contains("declined"));
+    ensure!(browser.cookie.is_none());
+
+    // A callback for a sign-in that does not exist, or was already used.
+    let unknown = browser
+        .get("/oauth/callback?code=x&state=nope&iss=http%3A%2F%2Flocalhost")
+        .await?;
+    ensure!(unknown.status() == StatusCode::BAD_REQUEST);
+    ensure!(unknown
+        .text()
+        .await?
+        .contains("expired or was already used"));
+    let started = browser
+        .post("/login", &[("handle", "alice.test")], None)
+        .await?;
+    let redirect = pds::authorize(
+        &location(&started)?,
+        "alice.test",
+        DEMO_PASSWORD,
+        Answer::Consent,
+    )
+    .await?;
+    // The answer altered to claim another issuer: refused, and the sign-in is spent.
+    let forged = redirect.replace(
+        "iss=http%3A%2F%2Flocalhost",
+        "iss=http%3A%2F%2Fevil.example",
+    );
+    ensure!(forged != redirect, "no iss in {redirect}");
+    let wrong_iss = browser.get(&forged).await?;
+    ensure!(
+        wrong_iss.status() == StatusCode::BAD_REQUEST,
+        "wrong iss answered {}",
+        wrong_iss.status()
+    );
+    ensure!(wrong_iss.text().await?.contains("did not come from"));
+    let replay = browser.get(&redirect).await?;
+    ensure!(
+        replay.status() == StatusCode::BAD_REQUEST,
+        "a spent sign-in answered {}",
+        replay.status()
+    );
+    ensure!(browser.cookie.is_none());
+
+    // A session that ended elsewhere: bob signs in twice, signs out in one browser; the other is
+    // back at the sign-in form with no loop, and its writes are refused.
+    let mut phone = Browser::new(&net.stack);
+    ensure!(
+        browser
+            .sign_in("bob.test", "bob", Answer::Consent)
+            .await?
+            .status()
+            == StatusCode::SEE_OTHER
+    );
+    ensure!(
+        phone
+            .sign_in("bob.test", "bob", Answer::Consent)
+            .await?
+            .status()
+            == StatusCode::SEE_OTHER
+    );
+    ensure!(phone.page().await?.contains("Signed in as"));
+    browser.post("/logout", &[], None).await?;
+    let page = phone.page().await?;
+    ensure!(page.contains("action=\"/login\""), "{page}");
+    let write = phone.post("/status", &[("status", "🦋")], None).await?;
+    ensure!(write.status() == StatusCode::UNAUTHORIZED);
+
+    // A cookie nobody issued is simply not a session.
+    phone.cookie = Some(format!("sid={}", "A".repeat(43)));
+    ensure!(phone.page().await?.contains("action=\"/login\""));
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! Running `domain::sql` statements on D1: the domain builds SQL and parameters as plain data;
+//! this binds them.
+
+use domain::sql::{Statement, Value};
+use worker::wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement, Result};
+
+/// A prepared D1 statement for `statement`.
+pub fn prepare(db: &D1Database, statement: &Statement) -> Result<D1PreparedStatement> {
+    let params: Vec<JsValue> = statement.params.iter().map(js_value).collect();
+    db.prepare(statement.sql.as_ref()).bind(&params)
+}
+
+/// Runs `statement` and returns its rows.
+pub async fn rows<T: serde::de::DeserializeOwned>(
+    db: &D1Database,
+    statement: &Statement,
+) -> Result<Vec<T>> {
+    prepare(db, statement)?.all().await?.results()
+}
+
+/// Runs `statements` as one batch (one transaction) and returns each one's rows.
+pub async fn batch(db: &D1Database, statements: &[Statement]) -> Result<Vec<worker::D1Result>> {
+    let prepared = statements
+        .iter()
+        .map(|s| prepare(db, s))
+        .collect::<Result<Vec<_>>>()?;
+    db.batch(prepared).await
+}
+
+fn js_value(value: &Value) -> JsValue {
+    match value {
+        Value::Null => JsValue::NULL,
+        Value::Integer(n) => JsValue::from_f64(*n as f64),
+        Value::Text(text) => JsValue::from_str(text),
+    }
+}

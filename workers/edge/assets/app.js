@@ -1,0 +1,118 @@
+// Live updates for the home page (docs/broker.md): one WebSocket to /ws, resumed from the last
+// sequence number seen (`since`), pinged every 30 s, reconnected with backoff, reloaded when the
+// broker says so. Updates are applied in place with textContent only (never as HTML). Without
+// this script the page still works: forms POST and redirect.
+(function () {
+  "use strict";
+  var app = document.getElementById("app");
+  if (!app || !window.WebSocket) return;
+  var seq = app.dataset.seq;
+  var viewer = app.dataset.viewer || "";
+  var profile = app.dataset.profile || "";
+  var feed = document.getElementById("feed");
+  var delay = 1000;
+  var MAX_LINES = 50;
+
+  // Each account's current status, as far as the page knows: the newest line per author.
+  var current = {};
+  Array.prototype.forEach.call(feed.children, function (li) {
+    if (!(li.dataset.did in current)) current[li.dataset.did] = li.dataset.status;
+  });
+
+  function countOf(status) {
+    return Array.prototype.filter.call(document.querySelectorAll(".count"), function (el) {
+      return el.dataset.status === status;
+    })[0];
+  }
+  function bump(status, by) {
+    var el = countOf(status);
+    if (!el) return;
+    el.textContent = String(Math.max(0, (parseInt(el.textContent, 10) || 0) + by));
+  }
+  function highlight(status) {
+    Array.prototype.forEach.call(document.querySelectorAll("#grid .emoji"), function (b) {
+      var on = b.value === status;
+      b.classList.toggle("current", on);
+      b.setAttribute("aria-pressed", on ? "true" : "false");
+    });
+  }
+  function line(s) {
+    var li = document.createElement("li");
+    li.dataset.uri = s.uri;
+    li.dataset.did = s.author_did;
+    li.dataset.status = s.status;
+    if (!s.confirmed) li.className = "pending";
+    var glyph = document.createElement("span");
+    glyph.className = "glyph";
+    glyph.setAttribute("aria-hidden", "true");
+    glyph.textContent = s.status;
+    var text = document.createElement("span");
+    var a = document.createElement("a");
+    a.className = "author";
+    a.href = profile + s.author_did;
+    a.textContent = "@" + (s.handle || s.author_did);
+    text.appendChild(a);
+    text.appendChild(document.createTextNode(" is feeling " + s.status + " today"));
+    li.appendChild(glyph);
+    li.appendChild(text);
+    return li;
+  }
+  function byUri(uri) {
+    return Array.prototype.filter.call(feed.children, function (li) { return li.dataset.uri === uri; })[0];
+  }
+  function apply(m) {
+    if (m.type === "status_upserted") {
+      var s = m.status;
+      var old = byUri(s.uri);
+      if (old) old.remove();
+      feed.prepend(line(s));
+      while (feed.children.length > MAX_LINES) feed.lastElementChild.remove();
+      var empty = document.getElementById("empty");
+      if (empty) empty.remove();
+      if (current[s.author_did] !== s.status) {
+        if (current[s.author_did]) bump(current[s.author_did], -1);
+        bump(s.status, 1);
+        current[s.author_did] = s.status;
+      }
+      if (s.author_did === viewer) highlight(s.status);
+    } else if (m.type === "status_confirmed") {
+      var li = byUri(m.uri);
+      if (li) li.classList.remove("pending");
+    } else if (m.type === "status_deleted") {
+      var gone = byUri(m.uri);
+      if (gone) gone.remove();
+    } else if (m.type === "handle_changed") {
+      Array.prototype.forEach.call(feed.children, function (li) {
+        if (li.dataset.did === m.did) li.querySelector(".author").textContent = "@" + (m.handle || m.did);
+      });
+    } else if (m.type === "account_changed" && !m.active) {
+      Array.prototype.forEach.call(feed.querySelectorAll("li"), function (li) {
+        if (li.dataset.did === m.did) li.remove();
+      });
+    }
+  }
+  function connect() {
+    var proto = location.protocol === "https:" ? "wss:" : "ws:";
+    var ws = new WebSocket(proto + "//" + location.host + "/ws" + (seq ? "?since=" + seq : ""));
+    var pinger = null;
+    ws.onopen = function () {
+      delay = 1000;
+      pinger = setInterval(function () { ws.send('{"type":"ping"}'); }, 30000);
+    };
+    ws.onmessage = function (event) {
+      var m;
+      try { m = JSON.parse(event.data); } catch (e) { return; }
+      if (m.type === "pong") return;
+      if (m.v !== 1 || m.type === "reload") { location.reload(); return; }
+      seq = String(m.seq);
+      apply(m);
+    };
+    ws.onclose = function (event) {
+      clearInterval(pinger);
+      if (event.reason === "reload") return;
+      setTimeout(connect, delay + Math.random() * delay / 2);
+      delay = Math.min(delay * 2, 30000);
+    };
+  }
+  connect();
+})();

@@ -1,0 +1,373 @@
+//! Sign-in, sign-out and the OAuth session behind a signed-in person: `/login` (resolve, PAR,
+//! off to the person's server), `/oauth/callback` (checks, tokens, a browser session),
+//! `/logout` (revoke, forget), the confidential client's metadata and JWKS, and a fresh
+//! session for writes (refreshed under a D1 lease: refresh tokens are single-use).
+
+use domain::sql;
+use oauth::{Callback, OAuth, Pending, Session};
+use serde::Deserialize;
+use worker::{D1Database, Delay, Env, Request, Response, Result};
+
+use crate::config::{Config, SESSION_TTL_MS};
+use crate::http::WorkerHttp;
+use crate::page::{self, Notice};
+use crate::session;
+
+/// How long a sign-in may stay pending in D1.
+const PENDING_TTL_MS: i64 = oauth::client::PENDING_TTL_S * 1000;
+/// How long one refresh may hold the lease.
+const LEASE_MS: i64 = 15_000;
+
+/// The flows, or (for a deploy whose client is misconfigured) why sign-in is unavailable.
+fn oauth(config: &Config, now_ms: i64) -> std::result::Result<OAuth<'_, WorkerHttp>, oauth::Error> {
+    match &config.client {
+        Ok(client) => Ok(OAuth {
+            http: &WorkerHttp,
+            client,
+            now_s: now_ms / 1000,
+        }),
+        Err(why) => {
+            tracing::error!(%why, "sign-in is misconfigured");
+            Err(oauth::Error::Key(why.clone()))
+        }
+    }
+}
+
+/// A 303 to `location`, optionally setting a cookie.
+pub fn see_other(location: &str, cookie: Option<&str>) -> Result<Response> {
+    let response = Response::empty()?.with_status(303);
+    response.headers().set("Location", location)?;
+    response.headers().set("Cache-Control", "no-store")?;
+    if let Some(cookie) = cookie {
+        response.headers().set("Set-Cookie", cookie)?;
+    }
+    Ok(response)
+}
+
+/// What the person's error says, and which status it gets.
+fn sign_in_failure(error: &oauth::Error) -> (u16, String) {
+    use oauth::Error::*;
+    match error {
+        Input(m) | Identity(m) => (400, m.clone()),
+        Callback(m) => (400, m.clone()),
+        Denied(_) => (
+            403,
+            "Sign-in was declined, so you are not signed in.".into(),
+        ),
+        Transport(_) | Server { .. } | Protocol(_) => (
+            502,
+            format!("Your server could not complete the sign-in ({error}). Please try again."),
+        ),
+        Key(_) => (
+            503,
+            "Sign-in is not available on this server right now.".into(),
+        ),
+    }
+}
+
+/// `POST /login`: starts a sign-in for the handle, DID or server typed in.
+pub async fn login(mut req: Request, env: &Env, config: &Config, now_ms: i64) -> Result<Response> {
+    let form = req.form_data().await.ok();
+    let input = form
+        .as_ref()
+        .and_then(|f| f.get_field("handle"))
+        .unwrap_or_default();
+    let input: String = input.chars().take(512).collect();
+    let db = env.d1("DB")?;
+    match async { oauth(config, now_ms)?.authorize(&input).await }.await {
+        Ok((url, pending)) => {
+            let data = serde_json::to_string(&pending)?;
+            let statement = sql::insert_oauth_state(&pending.state, &data, now_ms + PENDING_TTL_MS);
+            workers_common::d1::prepare(&db, &statement)?.run().await?;
+            tracing::info!(issuer = %pending.server.issuer, "sign-in started");
+            see_other(&url, None)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "sign-in could not start");
+            let (status, text) = sign_in_failure(&error);
+            page::render(
+                env,
+                config,
+                None,
+                Some(Notice::error(text)),
+                &input,
+                now_ms,
+                status,
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Taken {
+    data: String,
+    fresh: i64,
+}
+
+/// `GET /oauth/callback`: finishes a sign-in.
+pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> Result<Response> {
+    let url = req.url()?;
+    let params = Callback::from_query(url.query().unwrap_or(""));
+    let db = env.d1("DB")?;
+    let fail = |status: u16, text: String| async move {
+        page::render(
+            env,
+            config,
+            None,
+            Some(Notice::error(text)),
+            "",
+            now_ms,
+            status,
+        )
+        .await
+    };
+    let Some(state) = params.state.as_deref().filter(|s| s.len() <= 128) else {
+        return fail(
+            400,
+            "This sign-in link is incomplete. Please sign in again.".into(),
+        )
+        .await;
+    };
+    let taken: Vec<Taken> =
+        workers_common::d1::rows(&db, &sql::take_oauth_state(state, now_ms)).await?;
+    let Some(taken) = taken.into_iter().next().filter(|t| t.fresh == 1) else {
+        return fail(
+            400,
+            "This sign-in has expired or was already used. Please sign in again.".into(),
+        )
+        .await;
+    };
+    let pending: Pending = match serde_json::from_str(&taken.data) {
+        Ok(pending) => pending,
+        Err(error) => {
+            tracing::error!(%error, "a stored sign-in is unreadable");
+            return fail(
+                500,
+                "This sign-in could not be finished. Please sign in again.".into(),
+            )
+            .await;
+        }
+    };
+    let session = match async { oauth(config, now_ms)?.callback(&params, pending).await }.await {
+        Ok(session) => session,
+        Err(error) => {
+            tracing::warn!(%error, "sign-in refused at the callback");
+            let (status, text) = sign_in_failure(&error);
+            return fail(status, text).await;
+        }
+    };
+    let display_name = display_name(&session).await;
+    let id = oauth::random::token().map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let mut statements = vec![
+        sql::put_oauth_session(&session.did, &serde_json::to_string(&session)?, now_ms),
+        sql::insert_browser_session(
+            &session::hash(&id),
+            &session.did,
+            display_name.as_deref(),
+            now_ms,
+            now_ms + SESSION_TTL_MS,
+        ),
+    ];
+    if let Some(handle) = &session.handle {
+        statements.push(sql::learn_handle(&session.did, handle, now_ms * 1000));
+    }
+    statements.extend(sql::purge_expired(now_ms));
+    workers_common::d1::batch(&db, &statements).await?;
+    tracing::info!(did = %session.did, "signed in");
+    let cookie = session::cookie(&id, config.secure_cookies, SESSION_TTL_MS / 1000);
+    see_other("/", Some(&cookie))
+}
+
+/// The display name from the person's `app.bsky.actor.profile/self` record, if they have one
+/// (public data, read without the session; failure only means the handle is shown instead).
+async fn display_name(session: &Session) -> Option<String> {
+    use atrium_xrpc::HttpClient;
+    let url = format!(
+        "{}/xrpc/com.atproto.repo.getRecord?repo={}&collection=app.bsky.actor.profile&rkey=self",
+        session.pds, session.did
+    );
+    let request = http::Request::get(url).body(Vec::new()).ok()?;
+    let response = WorkerHttp.send_http(request).await.ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    let record: serde_json::Value = serde_json::from_slice(response.body()).ok()?;
+    let name = record["value"]["displayName"].as_str()?.trim();
+    // The lexicon caps display names at 64 graphemes / 640 bytes; keep the page tidy either way.
+    let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    (!name.is_empty()).then_some(name)
+}
+
+/// `POST /logout`: revokes the grant at the person's server (best effort), forgets the OAuth
+/// session, and signs every browser of that account out.
+pub async fn logout(req: Request, env: &Env, config: &Config, now_ms: i64) -> Result<Response> {
+    let db = env.d1("DB")?;
+    if let Some(signed_in) = session::current(&req, &db, config.secure_cookies, now_ms).await? {
+        if let Some(session) = load(&db, &signed_in.did).await? {
+            if let Err(error) = async { oauth(config, now_ms)?.revoke(&session).await }.await {
+                tracing::warn!(%error, "revocation failed; the session is forgotten anyway");
+            }
+        }
+        let statements = [
+            sql::delete_oauth_session(&signed_in.did),
+            sql::delete_browser_sessions_of(&signed_in.did),
+        ];
+        workers_common::d1::batch(&db, &statements).await?;
+        tracing::info!(did = %signed_in.did, "signed out");
+    }
+    see_other("/", Some(&session::clear_cookie(config.secure_cookies)))
+}
+
+#[derive(Deserialize)]
+struct SessionRow {
+    data: String,
+}
+
+/// The stored OAuth session of `did`.
+pub async fn load(db: &D1Database, did: &str) -> Result<Option<Session>> {
+    let rows: Vec<SessionRow> = workers_common::d1::rows(db, &sql::get_oauth_session(did)).await?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
+    };
+    match serde_json::from_str(&row.data) {
+        Ok(session) => Ok(Some(session)),
+        Err(error) => {
+            tracing::error!(%error, did, "a stored OAuth session is unreadable");
+            Ok(None)
+        }
+    }
+}
+
+/// Why no usable session could be had.
+pub enum Unusable {
+    /// Signed out, revoked, or the refresh was refused: sign in again.
+    Ended,
+    /// The person's server could not be reached or failed: try again later.
+    Unavailable(String),
+}
+
+/// A session for `did` whose access token is good for a while, refreshing it first if needed
+/// (or if `force`: the PDS said the token is no longer valid).
+pub async fn fresh(
+    db: &D1Database,
+    config: &Config,
+    did: &str,
+    now_ms: i64,
+    force: bool,
+) -> Result<std::result::Result<Session, Unusable>> {
+    let Some(session) = load(db, did).await? else {
+        return Ok(Err(Unusable::Ended));
+    };
+    if !force && !session.expires_within(now_ms / 1000, 30) {
+        return Ok(Ok(session));
+    }
+    let owner =
+        oauth::random::short_token().map_err(|e| worker::Error::RustError(e.to_string()))?;
+    // Someone else may be refreshing: wait for their lease (a few tries), then use their result.
+    for _ in 0..10 {
+        let locked: Vec<SessionRow> = workers_common::d1::rows(
+            db,
+            &sql::lock_oauth_session(did, &owner, now_ms, now_ms + LEASE_MS),
+        )
+        .await?;
+        if let Some(row) = locked.into_iter().next() {
+            let current: Session = match serde_json::from_str(&row.data) {
+                Ok(s) => s,
+                Err(_) => return Ok(Err(Unusable::Ended)),
+            };
+            if current.access_token != session.access_token
+                && !current.expires_within(now_ms / 1000, 30)
+            {
+                // Refreshed by someone else meanwhile.
+                unlock(db, did, &owner).await?;
+                return Ok(Ok(current));
+            }
+            return refresh_held(db, config, current, &owner, now_ms).await;
+        }
+        Delay::from(std::time::Duration::from_millis(300)).await;
+        if let Some(latest) = load(db, did).await? {
+            if latest.access_token != session.access_token {
+                return Ok(Ok(latest));
+            }
+        }
+    }
+    Ok(Err(Unusable::Unavailable(
+        "the session is being refreshed elsewhere".into(),
+    )))
+}
+
+async fn refresh_held(
+    db: &D1Database,
+    config: &Config,
+    session: Session,
+    owner: &str,
+    now_ms: i64,
+) -> Result<std::result::Result<Session, Unusable>> {
+    match async { oauth(config, now_ms)?.refresh(&session).await }.await {
+        Ok(refreshed) => {
+            let data = serde_json::to_string(&refreshed)?;
+            let stored: Vec<serde_json::Value> = workers_common::d1::rows(
+                db,
+                &sql::store_refreshed_session(&session.did, owner, &data, now_ms),
+            )
+            .await?;
+            if stored.is_empty() {
+                // The lease ran out under us; the new tokens were not kept, so do not use them.
+                return Ok(Err(Unusable::Unavailable(
+                    "the refresh took too long".into(),
+                )));
+            }
+            tracing::info!(did = %session.did, "session refreshed");
+            Ok(Ok(refreshed))
+        }
+        Err(
+            error @ oauth::Error::Server {
+                status: 400..=499, ..
+            },
+        )
+        | Err(error @ oauth::Error::Denied(_)) => {
+            // The grant is gone (revoked, expired, or the refresh token spent): sign in again.
+            tracing::warn!(%error, did = %session.did, "refresh refused; the session ends");
+            let statements = [
+                sql::delete_oauth_session(&session.did),
+                sql::delete_browser_sessions_of(&session.did),
+            ];
+            workers_common::d1::batch(db, &statements).await?;
+            Ok(Err(Unusable::Ended))
+        }
+        Err(error) => {
+            tracing::warn!(%error, did = %session.did, "refresh failed");
+            unlock(db, &session.did, owner).await?;
+            Ok(Err(Unusable::Unavailable(error.to_string())))
+        }
+    }
+}
+
+async fn unlock(db: &D1Database, did: &str, owner: &str) -> Result<()> {
+    workers_common::d1::prepare(db, &sql::unlock_oauth_session(did, owner))?
+        .run()
+        .await?;
+    Ok(())
+}
+
+/// `GET /oauth-client-metadata.json` and `GET /.well-known/jwks.json` (the confidential
+/// client's; the loopback client has neither).
+pub fn client_document(config: &Config, path: &str, base: &str) -> Result<Response> {
+    let Ok(client) = &config.client else {
+        return workers_common::text_error(503, "sign-in is not configured on this server");
+    };
+    if client.auth_method() == "none" {
+        return workers_common::text_error(404, "no client metadata: this is the loopback client");
+    }
+    let body = if path == "/.well-known/jwks.json" {
+        client.jwks()
+    } else {
+        client.metadata_document("Statusphere", base)
+    };
+    let response = workers_common::json_response(200, &body)?;
+    response
+        .headers()
+        .set("Cache-Control", "public, max-age=300")?;
+    Ok(response)
+}

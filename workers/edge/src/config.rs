@@ -1,0 +1,84 @@
+//! Edge's settings, from wrangler vars and secrets: which OAuth client it is, where identities
+//! are looked up, whether private networks may be fetched. Configuration decides, not code edits
+//! (docs/auth.md lists every var).
+
+use oauth::{Client, HandleResolution, IdentityConfig, Key};
+use worker::{Env, Url};
+
+/// The scope the app asks for: sign-in, and writing its own records only.
+pub const SCOPE: &str = "atproto repo:xyz.statusphere.status";
+
+/// Status writes one account may make per minute.
+pub const WRITES_PER_MINUTE: i64 = 10;
+
+/// How long a browser session lasts.
+pub const SESSION_TTL_MS: i64 = 30 * 24 * 3_600_000;
+
+pub struct Config {
+    /// The OAuth client, or why there is none (a misconfigured deploy still serves its pages).
+    pub client: Result<Client, String>,
+    /// Whether cookies get `Secure` (everywhere but a plain-http local origin).
+    pub secure_cookies: bool,
+    /// Where profile links go (the DID is appended).
+    pub profile_base: String,
+}
+
+fn var(env: &Env, name: &str, default: &str) -> String {
+    env.var(name)
+        .map(|v| v.to_string())
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+impl Config {
+    /// Reads the settings; `url` is the request's (the loopback client's redirect follows the
+    /// port the app is served on).
+    pub fn from_env(env: &Env, url: &Url) -> Config {
+        Config {
+            secure_cookies: url.scheme() == "https",
+            profile_base: var(env, "PROFILE_URL", "https://bsky.app/profile/"),
+            client: client(env, url),
+        }
+    }
+}
+
+fn client(env: &Env, url: &Url) -> Result<Client, String> {
+    let allow_private = var(env, "ALLOW_PRIVATE_NETWORK", "off") == "on";
+    let handles = match var(env, "HANDLE_RESOLVER", "dns").as_str() {
+        "dns" => HandleResolution::Dns {
+            doh_url: var(env, "DOH_URL", "https://cloudflare-dns.com/dns-query"),
+        },
+        service => HandleResolution::Service {
+            url: service.trim_end_matches('/').to_owned(),
+        },
+    };
+    let identity = IdentityConfig {
+        plc_url: var(env, "PLC_URL", "https://plc.directory"),
+        handles,
+        allow_private,
+    };
+    match var(env, "OAUTH_CLIENT", "confidential").as_str() {
+        "loopback" => {
+            // The loopback client's redirect must be on 127.0.0.1 (not localhost).
+            let port = url.port_or_known_default().unwrap_or(80);
+            let redirect = format!("http://127.0.0.1:{port}/oauth/callback");
+            Ok(Client::loopback(&redirect, SCOPE, identity))
+        }
+        "confidential" => {
+            let public_url = var(env, "PUBLIC_URL", "");
+            if !public_url.starts_with("https://") {
+                return Err("PUBLIC_URL must be the app's https URL".into());
+            }
+            let jwk = env
+                .secret("OAUTH_PRIVATE_KEY")
+                .map(|s| s.to_string())
+                .map_err(|_| "the OAUTH_PRIVATE_KEY secret is not set".to_owned())?;
+            let key = Key::from_jwk(&jwk).map_err(|e| e.to_string())?;
+            Client::confidential(&public_url, key, SCOPE, identity).map_err(|e| e.to_string())
+        }
+        other => Err(format!(
+            "OAUTH_CLIENT {other:?} is neither loopback nor confidential"
+        )),
+    }
+}

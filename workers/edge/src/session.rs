@@ -1,0 +1,102 @@
+//! Browser sessions: the browser holds only an opaque random id in an HttpOnly, SameSite=Lax
+//! cookie (`__Host-` prefixed and Secure on https); D1 holds the id's SHA-256 and the account.
+//! Also the cross-site check every state-changing request passes first.
+
+use domain::sql::{self, BrowserSessionRow};
+use sha2::{Digest, Sha256};
+use worker::{D1Database, Request, Result};
+
+/// The signed-in person behind a request.
+pub struct SignedIn {
+    pub did: String,
+    pub handle: Option<String>,
+    pub display_name: Option<String>,
+}
+
+fn cookie_name(secure: bool) -> &'static str {
+    // `__Host-` makes the browser refuse the cookie unless Secure, Path=/ and no Domain.
+    if secure {
+        "__Host-sid"
+    } else {
+        "sid"
+    }
+}
+
+/// The `Set-Cookie` value for a new session id.
+pub fn cookie(id: &str, secure: bool, max_age_s: i64) -> String {
+    let mut cookie = format!(
+        "{}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_s}",
+        cookie_name(secure)
+    );
+    if secure {
+        cookie.push_str("; Secure");
+    }
+    cookie
+}
+
+/// The `Set-Cookie` value that removes the session cookie.
+pub fn clear_cookie(secure: bool) -> String {
+    cookie("", secure, 0)
+}
+
+/// What the table stores for an id.
+pub fn hash(id: &str) -> String {
+    Sha256::digest(id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The session id the request's cookie carries, if any.
+pub fn id_of(req: &Request, secure: bool) -> Option<String> {
+    let header = req.headers().get("Cookie").ok().flatten()?;
+    let name = cookie_name(secure);
+    header.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        // Ids are 43 base64url characters; anything else is not ours.
+        (k == name
+            && v.len() == 43
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| v.to_owned())
+    })
+}
+
+/// The signed-in person, if the cookie names a live session.
+pub async fn current(
+    req: &Request,
+    db: &D1Database,
+    secure: bool,
+    now_ms: i64,
+) -> Result<Option<SignedIn>> {
+    let Some(id) = id_of(req, secure) else {
+        return Ok(None);
+    };
+    let rows: Vec<BrowserSessionRow> =
+        workers_common::d1::rows(db, &sql::get_browser_session(&hash(&id), now_ms)).await?;
+    Ok(rows.into_iter().next().map(|row| SignedIn {
+        did: row.did,
+        handle: row.handle,
+        display_name: row.display_name,
+    }))
+}
+
+/// Whether a state-changing request comes from this site's own pages. Browsers say where a
+/// request comes from (`Sec-Fetch-Site`, and `Origin` on every cross-origin POST); a request
+/// that says another site, or a mismatching or opaque origin, is refused. Requests with neither
+/// header come from outside browsers and carry no ambient cookies to abuse.
+pub fn same_origin(req: &Request) -> Result<bool> {
+    let headers = req.headers();
+    if let Some(site) = headers.get("Sec-Fetch-Site")? {
+        if site != "same-origin" && site != "none" {
+            return Ok(false);
+        }
+    }
+    if let Some(origin) = headers.get("Origin")? {
+        let own = req.url()?.origin().ascii_serialization();
+        if origin != own {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

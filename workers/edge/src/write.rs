@@ -1,0 +1,259 @@
+//! `POST /status`: validates the status against the lexicon, spends one unit of the account's
+//! write budget, writes the record to the person's repo with `com.atproto.repo.createRecord`
+//! (atrium's typed client over DPoP), then upserts the optimistic row into D1 and publishes it.
+//! Nothing is written to D1 unless the PDS accepted the record.
+
+use atrium_api::client::AtpServiceClient;
+use atrium_api::com::atproto::repo::create_record;
+use domain::present::iso8601;
+use domain::sql::{self, StatusViewRow};
+use domain::wire::{Publish, ServerMessage};
+use domain::{internal, Origin, Status};
+use lexicon::{CreatedAt, StatusText, STATUS_NSID};
+use oauth::{PdsClient, Session};
+use worker::{Env, Method, Request, RequestInit, Response, Result};
+
+use crate::auth::{self, Unusable};
+use crate::config::{Config, WRITES_PER_MINUTE};
+use crate::http::WorkerHttp;
+use crate::page::{self, Notice};
+use crate::session::{self, SignedIn};
+
+/// Why a write did not happen, in words for the person, with the status code.
+struct Refusal(u16, String);
+
+pub async fn set_status(
+    mut req: Request,
+    env: &Env,
+    config: &Config,
+    now_ms: i64,
+) -> Result<Response> {
+    let db = env.d1("DB")?;
+    let signed_in = session::current(&req, &db, config.secure_cookies, now_ms).await?;
+    let Some(signed_in) = signed_in else {
+        let notice = Notice::error("Sign in to set your status.");
+        return page::render(env, config, None, Some(notice), "", now_ms, 401).await;
+    };
+    let form = req.form_data().await.ok();
+    let text = form
+        .as_ref()
+        .and_then(|f| f.get_field("status"))
+        .unwrap_or_default();
+    match write(env, config, &signed_in, &text, now_ms).await? {
+        Ok(()) => auth::see_other("/", None),
+        Err(Refusal(status, message)) => {
+            if status == 401 {
+                // The session is over: back to sign-in, with the reason, and no loop.
+                let notice = Notice::error(message);
+                let response =
+                    page::render(env, config, None, Some(notice), "", now_ms, 401).await?;
+                response
+                    .headers()
+                    .set("Set-Cookie", &session::clear_cookie(config.secure_cookies))?;
+                return Ok(response);
+            }
+            page::render(
+                env,
+                config,
+                Some(&signed_in),
+                Some(Notice::error(message)),
+                "",
+                now_ms,
+                status,
+            )
+            .await
+        }
+    }
+}
+
+async fn write(
+    env: &Env,
+    config: &Config,
+    who: &SignedIn,
+    text: &str,
+    now_ms: i64,
+) -> Result<std::result::Result<(), Refusal>> {
+    let Ok(status) = StatusText::new(text) else {
+        return Ok(Err(Refusal(
+            400,
+            "That is not a valid status: pick one emoji.".into(),
+        )));
+    };
+    let db = env.d1("DB")?;
+    let counted: Vec<serde_json::Value> =
+        workers_common::d1::rows(&db, &sql::count_write(&who.did, now_ms)).await?;
+    let count = counted
+        .first()
+        .and_then(|r| r["count"].as_i64())
+        .unwrap_or(0);
+    if count > WRITES_PER_MINUTE {
+        return Ok(Err(Refusal(
+            429,
+            "You are changing your status too quickly. Please wait a minute.".into(),
+        )));
+    }
+    let ended = || Refusal(401, "Your sign-in has ended. Please sign in again.".into());
+    let created_at = match CreatedAt::parse(&iso8601(now_ms)) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(Refusal(500, format!("clock error: {e}")))),
+    };
+    let mut session = match auth::fresh(&db, config, &who.did, now_ms, false).await? {
+        Ok(session) => session,
+        Err(Unusable::Ended) => return Ok(Err(ended())),
+        Err(Unusable::Unavailable(why)) => return Ok(Err(unavailable(&why))),
+    };
+    let mut retried = false;
+    let (output, nonce) = loop {
+        match create(&session, status.as_str(), created_at.as_str(), now_ms).await {
+            Ok(done) => break done,
+            Err(CreateError::Expired) if !retried => {
+                retried = true;
+                session = match auth::fresh(&db, config, &who.did, now_ms, true).await? {
+                    Ok(session) => session,
+                    Err(Unusable::Ended) => return Ok(Err(ended())),
+                    Err(Unusable::Unavailable(why)) => return Ok(Err(unavailable(&why))),
+                };
+            }
+            Err(CreateError::Expired) => return Ok(Err(ended())),
+            Err(CreateError::Refused(why)) => {
+                return Ok(Err(Refusal(
+                    502,
+                    format!("Your server refused the status ({why}). Nothing was changed."),
+                )))
+            }
+            Err(CreateError::Unreachable(why)) => return Ok(Err(unavailable(&why))),
+        }
+    };
+    let rkey = output.uri.rsplit('/').next().unwrap_or("").to_owned();
+    let row = Status {
+        uri: output.uri.clone(),
+        author_did: who.did.clone(),
+        rkey,
+        status: status.as_str().to_owned(),
+        created_at: created_at.as_str().to_owned(),
+        indexed_at: now_ms,
+        rev: output
+            .commit
+            .as_ref()
+            .map(|c| c.rev.to_string())
+            .unwrap_or_default(),
+        cid: Some(output.cid.as_ref().to_string()),
+        origin: Origin::Edge,
+        confirmed: false,
+    };
+    let mut statements = sql::upsert_statuses(std::slice::from_ref(&row));
+    // Read back in the same transaction: what the page and the broker get is what D1 holds.
+    let read_back = statements.len();
+    statements.push(sql::status_by_uri(&row.uri));
+    if let Some(nonce) = nonce.filter(|n| Some(n) != session.pds_nonce.as_ref()) {
+        statements.push(sql::set_pds_nonce(&who.did, &nonce));
+    }
+    let results = workers_common::d1::batch(&db, &statements).await?;
+    let view = results
+        .get(read_back)
+        .and_then(|r| r.results::<StatusViewRow>().ok())
+        .and_then(|rows| rows.into_iter().next());
+    if let Some(view) = view {
+        publish(
+            env,
+            ServerMessage::StatusUpserted {
+                status: view.into_view(),
+            },
+        )
+        .await;
+    }
+    tracing::info!(did = %who.did, uri = %row.uri, "status written");
+    Ok(Ok(()))
+}
+
+fn unavailable(why: &str) -> Refusal {
+    Refusal(
+        502,
+        format!("Your server could not be reached ({why}). Nothing was changed; please try again."),
+    )
+}
+
+enum CreateError {
+    /// The PDS does not take the access token any more.
+    Expired,
+    Refused(String),
+    Unreachable(String),
+}
+
+async fn create(
+    session: &Session,
+    status: &str,
+    created_at: &str,
+    now_ms: i64,
+) -> std::result::Result<(create_record::OutputData, Option<String>), CreateError> {
+    let pds = PdsClient::new(&WorkerHttp, session, now_ms / 1000);
+    let record =
+        serde_json::json!({ "$type": STATUS_NSID, "status": status, "createdAt": created_at });
+    let input = create_record::InputData {
+        collection: STATUS_NSID
+            .parse()
+            .map_err(|e: &str| CreateError::Refused(e.into()))?,
+        record: serde_json::from_value(record).map_err(|e| CreateError::Refused(e.to_string()))?,
+        repo: session
+            .did
+            .parse()
+            .map_err(|e: &str| CreateError::Refused(e.into()))?,
+        rkey: None,
+        swap_commit: None,
+        // The PDS does not know this lexicon; the record was validated here.
+        validate: Some(false),
+    };
+    let nonce_cell = pds.nonce_cell();
+    let client = AtpServiceClient::new(pds);
+    let result = client
+        .service
+        .com
+        .atproto
+        .repo
+        .create_record(input.into())
+        .await;
+    let nonce = nonce_cell.lock().ok().and_then(|n| n.clone());
+    match result {
+        Ok(output) => Ok((output.data, nonce)),
+        Err(atrium_xrpc::Error::XrpcResponse(e)) if e.status == 401 => Err(CreateError::Expired),
+        Err(atrium_xrpc::Error::XrpcResponse(e)) => Err(CreateError::Refused(match e.error {
+            Some(atrium_xrpc::error::XrpcErrorKind::Undefined(body)) => {
+                format!(
+                    "{}: {}",
+                    body.error.unwrap_or_default(),
+                    body.message.unwrap_or_default()
+                )
+            }
+            Some(atrium_xrpc::error::XrpcErrorKind::Custom(custom)) => custom.to_string(),
+            None => format!("HTTP {}", e.status),
+        })),
+        Err(atrium_xrpc::Error::HttpClient(e)) => Err(CreateError::Unreachable(e.to_string())),
+        Err(e) => Err(CreateError::Refused(e.to_string())),
+    }
+}
+
+/// One publish to the broker; a failure is logged (pages catch up on reload), not an error:
+/// the status is already in the repo and in D1.
+async fn publish(env: &Env, message: ServerMessage) {
+    let result = async {
+        let body = serde_json::to_string(&Publish {
+            messages: vec![message],
+            sent_at_ms: Some(worker::Date::now().as_millis() as i64),
+        })?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Post).with_body(Some(body.into()));
+        let url = format!("https://broker{}", internal::BROKER_PUBLISH);
+        let response = env
+            .service("BROKER")?
+            .fetch_request(Request::new_with_init(&url, &init)?)
+            .await?;
+        match response.status_code() {
+            200 => Ok(()),
+            code => Err(worker::Error::RustError(format!("broker answered {code}"))),
+        }
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "publishing a status to the broker failed");
+    }
+}
