@@ -121,8 +121,7 @@ impl Browser {
         let authorize = location(&started)?;
         let redirect =
             pds::authorize(&authorize, &format!("{user}.test"), DEMO_PASSWORD, answer).await?;
-        let callback = redirect.replace("http://127.0.0.1:", "http://127.0.0.1:");
-        self.get(&callback).await
+        self.get(&redirect).await
     }
 }
 
