@@ -160,6 +160,20 @@ fn url_query(pairs: &[(&str, &str)]) -> String {
     query.query().unwrap_or("").to_owned()
 }
 
+/// The statuses in `did`'s repo on the PDS at `pds_url`, newest first (`listRecords`).
+pub async fn repo_statuses(pds_url: &str, did: &str) -> Result<Vec<String>> {
+    let url = format!(
+        "{pds_url}/xrpc/com.atproto.repo.listRecords?repo={did}&collection=xyz.statusphere.status&limit=100"
+    );
+    let body: Value = reqwest::get(url).await?.json().await?;
+    Ok(body["records"]
+        .as_array()
+        .context("no records in the listRecords answer")?
+        .iter()
+        .filter_map(|r| r["value"]["status"].as_str().map(str::to_owned))
+        .collect())
+}
+
 /// The `oauth` crate's transport, natively: reqwest, never following redirects.
 pub struct Reqwest(reqwest::Client);
 

@@ -134,20 +134,6 @@ fn location(response: &reqwest::Response) -> Result<String> {
         .to_owned())
 }
 
-async fn repo_statuses(devnet: &Devnet, did: &str) -> Result<Vec<String>> {
-    let url = format!(
-        "{}/xrpc/com.atproto.repo.listRecords?repo={did}&collection=xyz.statusphere.status&limit=100",
-        devnet.pds_url
-    );
-    let body: serde_json::Value = reqwest::get(url).await?.json().await?;
-    Ok(body["records"]
-        .as_array()
-        .context("records")?
-        .iter()
-        .filter_map(|r| r["value"]["status"].as_str().map(str::to_owned))
-        .collect())
-}
-
 struct Net {
     devnet: Devnet,
     stack: Stack,
@@ -245,7 +231,7 @@ async fn flow(net: &Net) -> Result<()> {
     );
     ensure!(status.handle.as_deref() == Some("alice.test"), "{status:?}");
     // In her repo on the PDS, and in D1 (the page reads D1).
-    ensure!(repo_statuses(&net.devnet, &alice).await? == vec!["🦋".to_owned()]);
+    ensure!(pds::repo_statuses(&net.devnet.pds_url, &alice).await? == vec!["🦋".to_owned()]);
     let page = browser.page().await?;
     ensure!(page.contains("is feeling 🦋 today"), "{page}");
     ensure!(
@@ -272,7 +258,7 @@ async fn flow(net: &Net) -> Result<()> {
     );
     ensure!(invalid.text().await?.contains("not a valid status"));
     ensure!(
-        repo_statuses(&net.devnet, &alice).await?.len() == 1,
+        pds::repo_statuses(&net.devnet.pds_url, &alice).await?.len() == 1,
         "refused writes wrote nothing"
     );
 
@@ -293,7 +279,7 @@ async fn flow(net: &Net) -> Result<()> {
         "the budget did not stop a loop: {last}"
     );
     ensure!(
-        repo_statuses(&net.devnet, &alice).await?.len() == 10,
+        pds::repo_statuses(&net.devnet.pds_url, &alice).await?.len() == 10,
         "10 writes per minute"
     );
 

@@ -114,20 +114,6 @@ async fn write_status(net: &Net, session: &Session, emoji: &str) -> Result<Strin
     Ok(output.data.uri)
 }
 
-async fn list_statuses(net: &Net, did: &str) -> Result<Vec<String>> {
-    let url = format!(
-        "{}/xrpc/com.atproto.repo.listRecords?repo={did}&collection=xyz.statusphere.status",
-        net.devnet.pds_url
-    );
-    let body: serde_json::Value = reqwest::get(url).await?.json().await?;
-    Ok(body["records"]
-        .as_array()
-        .context("records")?
-        .iter()
-        .filter_map(|r| r["value"]["status"].as_str().map(str::to_owned))
-        .collect())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_write_refresh_revoke_against_the_local_pds() -> Result<()> {
     let net = Net::start()?;
@@ -150,7 +136,10 @@ async fn sign_in_write_refresh_revoke_against_the_local_pds() -> Result<()> {
         uri.starts_with(&format!("at://{alice}/xyz.statusphere.status/")),
         "{uri}"
     );
-    assert_eq!(list_statuses(&net, &alice).await?, vec!["🦋".to_owned()]);
+    assert_eq!(
+        pds::repo_statuses(&net.devnet.pds_url, &alice).await?,
+        vec!["🦋".to_owned()]
+    );
 
     // Refresh: new tokens that work; the old refresh token is spent.
     let refreshed = net.oauth().refresh(&session).await?;
