@@ -2,6 +2,7 @@
 //!
 //! Only worker crates depend on this one (it depends on `worker`); pure logic belongs in `domain`.
 
+pub mod broker;
 pub mod d1;
 pub mod log;
 

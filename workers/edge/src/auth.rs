@@ -20,7 +20,7 @@ const LEASE_MS: i64 = 15_000;
 
 /// The flows, or (for a deploy whose client is misconfigured) why sign-in is unavailable.
 fn oauth(config: &Config, now_ms: i64) -> std::result::Result<OAuth<'_, WorkerHttp>, oauth::Error> {
-    match &config.client {
+    match config.client() {
         Ok(client) => Ok(OAuth {
             http: &WorkerHttp,
             client,
@@ -354,7 +354,7 @@ async fn unlock(db: &D1Database, did: &str, owner: &str) -> Result<()> {
 /// `GET /oauth-client-metadata.json` and `GET /.well-known/jwks.json` (the confidential
 /// client's; the loopback client has neither).
 pub fn client_document(config: &Config, path: &str, base: &str) -> Result<Response> {
-    let Ok(client) = &config.client else {
+    let Ok(client) = config.client() else {
         return workers_common::text_error(503, "sign-in is not configured on this server");
     };
     if client.auth_method() == "none" {

@@ -2,6 +2,8 @@
 //! are looked up, whether private networks may be fetched. Configuration decides, not code edits
 //! (docs/auth.md lists every var).
 
+use std::cell::OnceCell;
+
 use oauth::{Client, HandleResolution, IdentityConfig, Key};
 use worker::{Env, Url};
 
@@ -15,8 +17,11 @@ pub const WRITES_PER_MINUTE: i64 = 10;
 pub const SESSION_TTL_MS: i64 = 30 * 24 * 3_600_000;
 
 pub struct Config {
-    /// The OAuth client, or why there is none (a misconfigured deploy still serves its pages).
-    pub client: Result<Client, String>,
+    /// The OAuth client, made on first use: reading the production key costs a scalar
+    /// multiplication, which pages that need no client should not pay.
+    client: OnceCell<Result<Client, String>>,
+    env: Env,
+    url: Url,
     /// Whether cookies get `Secure` (everywhere but a plain-http local origin).
     pub secure_cookies: bool,
     /// Where profile links go (the DID is appended).
@@ -38,8 +43,15 @@ impl Config {
         Config {
             secure_cookies: url.scheme() == "https",
             profile_base: var(env, "PROFILE_URL", "https://bsky.app/profile/"),
-            client: client(env, url),
+            client: OnceCell::new(),
+            env: env.clone(),
+            url: url.clone(),
         }
+    }
+
+    /// The OAuth client, or why there is none (a misconfigured deploy still serves its pages).
+    pub fn client(&self) -> &Result<Client, String> {
+        self.client.get_or_init(|| client(&self.env, &self.url))
     }
 }
 

@@ -87,13 +87,5 @@ async fn internal_json<T: serde::de::DeserializeOwned>(
     binding: &str,
     path: &str,
 ) -> Result<T> {
-    let url = format!("https://{}{}", binding.to_ascii_lowercase(), path);
-    let mut response = env.service(binding)?.fetch(url, None).await?;
-    if response.status_code() != 200 {
-        return Err(Error::RustError(format!(
-            "{binding} answered {}",
-            response.status_code()
-        )));
-    }
-    response.json().await
+    workers_common::broker::internal_json(&env.service(binding)?, binding, path).await
 }

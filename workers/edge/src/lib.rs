@@ -54,7 +54,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
 
 async fn route(req: Request, env: &Env, method: Method, path: &str) -> Result<Response> {
     let now_ms = Date::now().as_millis() as i64;
-    match (method, path) {
+    match (&method, path) {
         (Method::Get, "/ws") => return websocket(req, env).await,
         (Method::Get, "/health") => return health::report(env).await,
         (Method::Get, p) if p.starts_with("/assets/") => return page::asset(p),
@@ -66,7 +66,7 @@ async fn route(req: Request, env: &Env, method: Method, path: &str) -> Result<Re
     }
     let url = req.url()?;
     let config = Config::from_env(env, &url);
-    match (req.method(), path) {
+    match (method, path) {
         (Method::Get, "/") => {
             let db = env.d1("DB")?;
             let viewer = session::current(&req, &db, config.secure_cookies, now_ms).await?;

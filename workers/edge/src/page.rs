@@ -84,15 +84,13 @@ pub async fn render(
 }
 
 async fn broker_head(env: &Env) -> Result<u64> {
-    let url = format!("https://broker{}", internal::BROKER_HEAD);
-    let mut response = env.service("BROKER")?.fetch(url, None).await?;
-    if response.status_code() != 200 {
-        return Err(Error::RustError(format!(
-            "broker head answered {}",
-            response.status_code()
-        )));
-    }
-    Ok(response.json::<internal::BrokerHead>().await?.seq)
+    let head: internal::BrokerHead = workers_common::broker::internal_json(
+        &env.service("BROKER")?,
+        "BROKER",
+        internal::BROKER_HEAD,
+    )
+    .await?;
+    Ok(head.seq)
 }
 
 /// `GET /assets/app.<hash>.{css,js}`: cached for a year (the name changes with the content).

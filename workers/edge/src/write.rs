@@ -7,11 +7,11 @@ use atrium_api::client::AtpServiceClient;
 use atrium_api::com::atproto::repo::create_record;
 use domain::present::iso8601;
 use domain::sql::{self, StatusViewRow};
-use domain::wire::{Publish, ServerMessage};
-use domain::{internal, Origin, Status};
+use domain::wire::ServerMessage;
+use domain::{Origin, Status};
 use lexicon::{CreatedAt, StatusText, STATUS_NSID};
 use oauth::{PdsClient, Session};
-use worker::{Env, Method, Request, RequestInit, Response, Result};
+use worker::{Env, Request, Response, Result};
 
 use crate::auth::{self, Unusable};
 use crate::config::{Config, WRITES_PER_MINUTE};
@@ -92,15 +92,13 @@ async fn write(
             "You are changing your status too quickly. Please wait a minute.".into(),
         )));
     }
-    let ended = || Refusal(401, "Your sign-in has ended. Please sign in again.".into());
     let created_at = match CreatedAt::parse(&iso8601(now_ms)) {
         Ok(c) => c,
         Err(e) => return Ok(Err(Refusal(500, format!("clock error: {e}")))),
     };
     let mut session = match auth::fresh(&db, config, &who.did, now_ms, false).await? {
         Ok(session) => session,
-        Err(Unusable::Ended) => return Ok(Err(ended())),
-        Err(Unusable::Unavailable(why)) => return Ok(Err(unavailable(&why))),
+        Err(unusable) => return Ok(Err(unusable.into())),
     };
     let mut retried = false;
     let (output, nonce) = loop {
@@ -110,11 +108,10 @@ async fn write(
                 retried = true;
                 session = match auth::fresh(&db, config, &who.did, now_ms, true).await? {
                     Ok(session) => session,
-                    Err(Unusable::Ended) => return Ok(Err(ended())),
-                    Err(Unusable::Unavailable(why)) => return Ok(Err(unavailable(&why))),
+                    Err(unusable) => return Ok(Err(unusable.into())),
                 };
             }
-            Err(CreateError::Expired) => return Ok(Err(ended())),
+            Err(CreateError::Expired) => return Ok(Err(Unusable::Ended.into())),
             Err(CreateError::Refused(why)) => {
                 return Ok(Err(Refusal(
                     502,
@@ -164,6 +161,15 @@ async fn write(
     }
     tracing::info!(did = %who.did, uri = %row.uri, "status written");
     Ok(Ok(()))
+}
+
+impl From<Unusable> for Refusal {
+    fn from(unusable: Unusable) -> Refusal {
+        match unusable {
+            Unusable::Ended => Refusal(401, "Your sign-in has ended. Please sign in again.".into()),
+            Unusable::Unavailable(why) => unavailable(&why),
+        }
+    }
 }
 
 fn unavailable(why: &str) -> Refusal {
@@ -236,21 +242,8 @@ async fn create(
 /// the status is already in the repo and in D1.
 async fn publish(env: &Env, message: ServerMessage) {
     let result = async {
-        let body = serde_json::to_string(&Publish {
-            messages: vec![message],
-            sent_at_ms: Some(worker::Date::now().as_millis() as i64),
-        })?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(body.into()));
-        let url = format!("https://broker{}", internal::BROKER_PUBLISH);
-        let response = env
-            .service("BROKER")?
-            .fetch_request(Request::new_with_init(&url, &init)?)
-            .await?;
-        match response.status_code() {
-            200 => Ok(()),
-            code => Err(worker::Error::RustError(format!("broker answered {code}"))),
-        }
+        let broker = env.service("BROKER")?;
+        workers_common::broker::publish(&broker, vec![message]).await
     }
     .await;
     if let Err(error) = result {

@@ -2,8 +2,7 @@
 //! stored only after that committed, and what changed goes to the broker in one publish.
 
 use domain::ingest::Batch;
-use domain::internal::{self, ListenerStatus};
-use domain::wire::Publish;
+use domain::internal::ListenerStatus;
 use worker::*;
 
 use crate::session::now_ms;
@@ -92,26 +91,7 @@ impl Recorder {
         messages: Vec<domain::wire::ServerMessage>,
     ) {
         let count = messages.len() as u64;
-        let publish = Publish {
-            messages,
-            sent_at_ms: Some(now_ms()),
-        };
-        let result = async {
-            let body = serde_json::to_string(&publish)?;
-            let mut init = RequestInit::new();
-            init.with_method(Method::Post).with_body(Some(body.into()));
-            let url = format!("https://broker{}", internal::BROKER_PUBLISH);
-            let response = self
-                .broker
-                .fetch_request(Request::new_with_init(&url, &init)?)
-                .await?;
-            match response.status_code() {
-                200 => Ok(()),
-                code => Err(Error::RustError(format!("broker answered {code}"))),
-            }
-        }
-        .await;
-        match result {
+        match workers_common::broker::publish(&self.broker, messages).await {
             Ok(()) => status.counters.published += count,
             Err(error) => {
                 status.counters.publish_failures += 1;
