@@ -338,6 +338,20 @@ pub fn current_status(did: &str) -> Statement {
     )
 }
 
+/// The current status of whoever holds a live browser session (by the id's hash): the home page
+/// asks for it in the same batch as the session itself, one D1 round trip for both.
+pub fn current_status_of_session(id_hash: &str, now_ms: i64) -> Statement {
+    Statement::new(
+        "SELECT s.uri, s.author_did, a.handle, s.rkey, s.status, s.created_at, s.indexed_at, \
+         s.origin, s.confirmed \
+         FROM current_status AS c JOIN status AS s ON s.uri = c.uri \
+         LEFT JOIN account AS a ON a.did = c.author_did \
+         WHERE c.author_did = (SELECT did FROM browser_session \
+                               WHERE id_hash = ?1 AND expires_at > ?2)",
+        vec![id_hash.into(), now_ms.into()],
+    )
+}
+
 /// How many active accounts currently show each status, most shown first.
 pub fn status_counts() -> Statement {
     Statement::new(

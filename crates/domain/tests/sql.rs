@@ -786,6 +786,48 @@ async fn browser_sessions_expire_and_sign_out() {
 }
 
 #[tokio::test]
+async fn the_page_reads_the_viewer_status_through_the_session() {
+    let pool = database().await;
+    upsert(
+        &pool,
+        &[
+            status(DID_A, 1, "🦋", 1, 10, Origin::Network),
+            status(DID_B, 2, "🚀", 2, 10, Origin::Network),
+        ],
+    )
+    .await;
+    one(
+        &pool,
+        sql::insert_browser_session("h1", DID_A, None, 0, 1000),
+    )
+    .await;
+    let of = |hash: &'static str, now: i64| {
+        let pool = pool.clone();
+        async move {
+            one(&pool, sql::current_status_of_session(hash, now))
+                .await
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<String, _>("author_did"),
+                        r.get::<String, _>("status"),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        of("h1", 500).await,
+        vec![(DID_A.to_owned(), "🦋".to_owned())]
+    );
+    assert!(
+        of("h1", 1000).await.is_empty(),
+        "an expired session shows nothing"
+    );
+    assert!(of("nobody", 500).await.is_empty());
+}
+
+#[tokio::test]
 async fn write_budget_counts_per_account_per_minute() {
     let pool = database().await;
     let count = |rows: Vec<SqliteRow>| rows[0].get::<i64, _>("count");
@@ -838,6 +880,10 @@ async fn hot_queries_use_their_indexes() {
     let cases = [
         (sql::recent_statuses(20), "USING INDEX status_recent"),
         (sql::current_status(DID_A), "USING PRIMARY KEY"),
+        (
+            sql::current_status_of_session("h", 0),
+            "USING INDEX sqlite_autoindex_browser_session_1",
+        ),
         (
             sql::status_by_uri("at://x"),
             "USING INDEX sqlite_autoindex_status_1",

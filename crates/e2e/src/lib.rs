@@ -5,6 +5,7 @@
 pub mod listening;
 pub mod pds;
 pub mod tables;
+pub mod web;
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@ use crate::toolchain::Tools;
 use crate::{deploy, paths, process, sidecar};
 
 /// The benchmarks, by name; `cargo xtask bench` runs all, `cargo xtask bench NAME...` some.
-pub const NAMES: [&str; 3] = ["foundation", "sidecar", "broker"];
+pub const NAMES: [&str; 4] = ["foundation", "sidecar", "broker", "edge"];
 
 pub fn run(tools: &Tools, names: &[String]) -> Result<()> {
     let chosen: Vec<&str> = if names.is_empty() {
@@ -23,7 +23,8 @@ pub fn run(tools: &Tools, names: &[String]) -> Result<()> {
         let section = match name {
             "foundation" => foundation(tools)?,
             "sidecar" => sidecar_throughput()?,
-            "broker" => broker_fanout(tools)?,
+            "broker" => load_client(tools, "broker-bench")?,
+            "edge" => load_client(tools, "edge-bench")?,
             other => anyhow::bail!("unknown benchmark {other:?} (known: {NAMES:?})"),
         };
         write_section(name, &section)?;
@@ -117,9 +118,10 @@ fn sidecar_throughput() -> Result<String> {
     ))
 }
 
-/// Publish-to-delivery at 1,000 and 10,000 pages and memory per socket: `e2e`'s `broker-bench`
-/// (a load client with its own stack), built with the `bench-client` profile.
-fn broker_fanout(tools: &Tools) -> Result<String> {
+/// A benchmark that is a load client with its own stack, one of `e2e`'s binaries built with the
+/// `bench-client` profile: `broker-bench` (publish-to-delivery at 1,000 and 9,500 pages, memory
+/// per socket), `edge-bench` (CPU per request of pages and status writes).
+fn load_client(tools: &Tools, bin: &str) -> Result<String> {
     crate::workers::build_all(tools)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
@@ -131,7 +133,7 @@ fn broker_fanout(tools: &Tools) -> Result<String> {
         "-p",
         "e2e",
         "--bin",
-        "broker-bench",
+        bin,
     ]);
     process::output(&mut cmd)
 }

@@ -204,6 +204,23 @@ impl Group {
         found
     }
 
+    /// CPU time (user + system) each process of the group has used so far, by command name.
+    pub fn cpu_times(&self) -> Vec<(String, Duration)> {
+        let tick = clock_tick();
+        self.members()
+            .into_iter()
+            .filter_map(|(pid, name)| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // After comm's ')': state is field 3, utime and stime fields 14 and 15.
+                let (_, rest) = stat.rsplit_once(')')?;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let ticks =
+                    fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+                Some((name, tick * u32::try_from(ticks).unwrap_or(u32::MAX)))
+            })
+            .collect()
+    }
+
     /// Resident memory of every process in the group, by command name (largest first).
     pub fn rss(&self) -> Vec<(String, u64)> {
         let mut found: Vec<(String, u64)> = self
@@ -318,6 +335,19 @@ impl Drop for Group {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));
     }
+}
+
+/// The length of a `/proc` clock tick (`getconf CLK_TCK`; 10 ms on Linux unless told otherwise).
+fn clock_tick() -> Duration {
+    static TICK: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TICK.get_or_init(|| {
+        let hz = output(Command::new("getconf").arg("CLK_TCK"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|hz| *hz > 0)
+            .unwrap_or(100);
+        Duration::from_nanos(1_000_000_000 / hz)
+    })
 }
 
 #[cfg(test)]

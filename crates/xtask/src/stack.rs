@@ -175,6 +175,18 @@ impl Stack {
         self.group.rss()
     }
 
+    /// CPU time (user + system) the stack's workerd processes have used so far. The workers, their
+    /// D1 databases and Durable Objects all run in workerd; wrangler's proxy is another workerd,
+    /// idle while load goes to [`Stack::direct_port`]. Node (wrangler itself) is not counted.
+    pub fn workerd_cpu(&self) -> Duration {
+        self.group
+            .cpu_times()
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("workerd"))
+            .map(|(_, time)| time)
+            .sum()
+    }
+
     /// The port where workerd itself serves edge, behind `wrangler dev`'s own proxy. The proxy (a
     /// second workerd) holds four descriptors per open WebSocket, so with this machine's 20,000
     /// descriptor limit it fails near 5,000 sockets; load tests that need more connect here, to

@@ -10,7 +10,7 @@ use worker::{D1Database, Delay, Env, Request, Response, Result};
 
 use crate::config::{Config, SESSION_TTL_MS};
 use crate::http::WorkerHttp;
-use crate::page::{self, Notice};
+use crate::page::{self, Notice, Viewer};
 use crate::session;
 
 /// How long a sign-in may stay pending in D1.
@@ -88,7 +88,7 @@ pub async fn login(mut req: Request, env: &Env, config: &Config, now_ms: i64) ->
             page::render(
                 env,
                 config,
-                None,
+                Viewer::Nobody,
                 Some(Notice::error(text)),
                 &input,
                 now_ms,
@@ -114,7 +114,7 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
         page::render(
             env,
             config,
-            None,
+            Viewer::Nobody,
             Some(Notice::error(text)),
             "",
             now_ms,

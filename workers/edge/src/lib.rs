@@ -12,6 +12,7 @@ mod session;
 mod write;
 
 use config::Config;
+use page::Viewer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -68,9 +69,11 @@ async fn route(req: Request, env: &Env, method: Method, path: &str) -> Result<Re
     let config = Config::from_env(env, &url);
     match (method, path) {
         (Method::Get, "/") => {
-            let db = env.d1("DB")?;
-            let viewer = session::current(&req, &db, config.secure_cookies, now_ms).await?;
-            page::render(env, &config, viewer.as_ref(), None, "", now_ms, 200).await
+            let viewer = match session::id_of(&req, config.secure_cookies) {
+                Some(id) => Viewer::Cookie(session::hash(&id)),
+                None => Viewer::Nobody,
+            };
+            page::render(env, &config, viewer, None, "", now_ms, 200).await
         }
         (Method::Post, "/login") => auth::login(req, env, &config, now_ms).await,
         (Method::Get, "/oauth/callback") => auth::callback(req, env, &config, now_ms).await,

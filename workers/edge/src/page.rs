@@ -3,8 +3,8 @@
 
 use domain::internal;
 pub use domain::page::Notice;
-use domain::page::{HomePage, PageData, Viewer};
-use domain::sql::{self, CountRow, StatusViewRow};
+use domain::page::{self as view, HomePage, PageData};
+use domain::sql::{self, BrowserSessionRow, CountRow, StatusViewRow};
 use worker::{Env, Error, Response, Result};
 
 use crate::config::Config;
@@ -19,10 +19,26 @@ const JS: &str = include_str!("../assets/app.js");
 const RECENT: i64 = 30;
 
 /// Renders the page for `viewer` with an optional notice, answering `status`.
+/// Who the page is for.
+pub enum Viewer<'a> {
+    /// Signed out.
+    Nobody,
+    /// Already looked up (a handler that needed the session anyway).
+    Known(&'a SignedIn),
+    /// A session cookie's hash, looked up in the page's own D1 batch (GET /: one round trip).
+    Cookie(String),
+}
+
+impl<'a> From<Option<&'a SignedIn>> for Viewer<'a> {
+    fn from(signed_in: Option<&'a SignedIn>) -> Viewer<'a> {
+        signed_in.map_or(Viewer::Nobody, Viewer::Known)
+    }
+}
+
 pub async fn render(
     env: &Env,
     config: &Config,
-    viewer: Option<&SignedIn>,
+    viewer: Viewer<'_>,
     notice: Option<Notice>,
     handle_input: &str,
     now_ms: i64,
@@ -30,8 +46,13 @@ pub async fn render(
 ) -> Result<Response> {
     let db = env.d1("DB")?;
     let mut statements = vec![sql::recent_statuses(RECENT), sql::status_counts()];
-    if let Some(viewer) = viewer {
-        statements.push(sql::current_status(&viewer.did));
+    match &viewer {
+        Viewer::Nobody => {}
+        Viewer::Known(signed_in) => statements.push(sql::current_status(&signed_in.did)),
+        Viewer::Cookie(id_hash) => {
+            statements.push(sql::current_status_of_session(id_hash, now_ms));
+            statements.push(sql::get_browser_session(id_hash, now_ms));
+        }
     }
     let results = workers_common::d1::batch(&db, &statements).await?;
     let recent: Vec<StatusViewRow> = results[0].results()?;
@@ -44,6 +65,19 @@ pub async fn render(
             .map(|r| r.status),
         None => None,
     };
+    let looked_up: Option<SignedIn> = match results.get(3) {
+        Some(result) => result
+            .results::<BrowserSessionRow>()?
+            .into_iter()
+            .next()
+            .map(SignedIn::from),
+        None => None,
+    };
+    let viewer = match viewer {
+        Viewer::Nobody => None,
+        Viewer::Known(signed_in) => Some(signed_in),
+        Viewer::Cookie(_) => looked_up.as_ref(),
+    };
     let seq = match broker_head(env).await {
         Ok(seq) => Some(seq),
         Err(error) => {
@@ -52,7 +86,7 @@ pub async fn render(
         }
     };
     let page = HomePage::new(PageData {
-        viewer: viewer.map(|v| Viewer {
+        viewer: viewer.map(|v| view::Viewer {
             did: v.did.clone(),
             handle: v.handle.clone(),
             display_name: v.display_name.clone(),

@@ -13,6 +13,16 @@ pub struct SignedIn {
     pub display_name: Option<String>,
 }
 
+impl From<BrowserSessionRow> for SignedIn {
+    fn from(row: BrowserSessionRow) -> SignedIn {
+        SignedIn {
+            did: row.did,
+            handle: row.handle,
+            display_name: row.display_name,
+        }
+    }
+}
+
 fn cookie_name(secure: bool) -> &'static str {
     // `__Host-` makes the browser refuse the cookie unless Secure, Path=/ and no Domain.
     if secure {
@@ -74,11 +84,7 @@ pub async fn current(
     };
     let rows: Vec<BrowserSessionRow> =
         workers_common::d1::rows(db, &sql::get_browser_session(&hash(&id), now_ms)).await?;
-    Ok(rows.into_iter().next().map(|row| SignedIn {
-        did: row.did,
-        handle: row.handle,
-        display_name: row.display_name,
-    }))
+    Ok(rows.into_iter().next().map(SignedIn::from))
 }
 
 /// Whether a state-changing request comes from this site's own pages. Browsers say where a

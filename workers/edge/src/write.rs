@@ -14,9 +14,9 @@ use oauth::{PdsClient, Session};
 use worker::{Env, Request, Response, Result};
 
 use crate::auth::{self, Unusable};
-use crate::config::{Config, WRITES_PER_MINUTE};
+use crate::config::Config;
 use crate::http::WorkerHttp;
-use crate::page::{self, Notice};
+use crate::page::{self, Notice, Viewer};
 use crate::session::{self, SignedIn};
 
 /// Why a write did not happen, in words for the person, with the status code.
@@ -32,7 +32,7 @@ pub async fn set_status(
     let signed_in = session::current(&req, &db, config.secure_cookies, now_ms).await?;
     let Some(signed_in) = signed_in else {
         let notice = Notice::error("Sign in to set your status.");
-        return page::render(env, config, None, Some(notice), "", now_ms, 401).await;
+        return page::render(env, config, Viewer::Nobody, Some(notice), "", now_ms, 401).await;
     };
     let form = req.form_data().await.ok();
     let text = form
@@ -46,7 +46,8 @@ pub async fn set_status(
                 // The session is over: back to sign-in, with the reason, and no loop.
                 let notice = Notice::error(message);
                 let response =
-                    page::render(env, config, None, Some(notice), "", now_ms, 401).await?;
+                    page::render(env, config, Viewer::Nobody, Some(notice), "", now_ms, 401)
+                        .await?;
                 response
                     .headers()
                     .set("Set-Cookie", &session::clear_cookie(config.secure_cookies))?;
@@ -55,7 +56,7 @@ pub async fn set_status(
             page::render(
                 env,
                 config,
-                Some(&signed_in),
+                Viewer::Known(&signed_in),
                 Some(Notice::error(message)),
                 "",
                 now_ms,
@@ -86,7 +87,7 @@ async fn write(
         .first()
         .and_then(|r| r["count"].as_i64())
         .unwrap_or(0);
-    if count > WRITES_PER_MINUTE {
+    if count > config.writes_per_minute {
         return Ok(Err(Refusal(
             429,
             "You are changing your status too quickly. Please wait a minute.".into(),

@@ -1,0 +1,161 @@
+//! A person at the app without a real browser: plain HTTP with the headers a browser sends on the
+//! app's own forms, the session cookie kept by hand, redirects not followed; their PDS's sign-in
+//! and consent driven through its API (`pds::authorize`). Shared by the edge tests and the edge
+//! benchmark; the real-Chromium test is `tests/chromium.rs`.
+
+use anyhow::{ensure, Context, Result};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::StatusCode;
+use xtask::devnet::{Devnet, DevnetConfig, DEMO_PASSWORD};
+use xtask::stack::{Stack, StackConfig};
+use xtask::toolchain::Tools;
+
+use crate::pds::{self, Answer};
+
+/// A browser: no redirects followed, the app's session cookie kept by hand.
+pub struct Browser {
+    http: reqwest::Client,
+    pub base: String,
+    pub cookie: Option<String>,
+}
+
+impl Browser {
+    pub fn new(stack: &Stack) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            base: stack.base_url(),
+            cookie: None,
+        }
+    }
+
+    fn keep_cookie(&mut self, response: &reqwest::Response) -> Option<String> {
+        let set = response
+            .headers()
+            .get(SET_COOKIE)?
+            .to_str()
+            .ok()?
+            .to_owned();
+        let pair = set.split(';').next().unwrap_or("").to_owned();
+        self.cookie = pair
+            .split_once('=')
+            .filter(|(_, v)| !v.is_empty())
+            .map(|_| pair.clone());
+        Some(set)
+    }
+
+    pub async fn get(&mut self, path_or_url: &str) -> Result<reqwest::Response> {
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_owned()
+        } else {
+            format!("{}{path_or_url}", self.base)
+        };
+        let mut request = self.http.get(url).header("sec-fetch-site", "same-origin");
+        if let Some(cookie) = &self.cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        let response = request.send().await?;
+        self.keep_cookie(&response);
+        Ok(response)
+    }
+
+    /// A form POST from the app's own page (or from `origin`, to play another site).
+    pub async fn post(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+        origin: Option<&str>,
+    ) -> Result<reqwest::Response> {
+        let origin = origin.map_or_else(|| self.base.clone(), str::to_owned);
+        let site = if origin == self.base {
+            "same-origin"
+        } else {
+            "cross-site"
+        };
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("origin", origin)
+            .header("sec-fetch-site", site)
+            .form(form);
+        if let Some(cookie) = &self.cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        let response = request.send().await?;
+        self.keep_cookie(&response);
+        Ok(response)
+    }
+
+    pub async fn page(&mut self) -> Result<String> {
+        let response = self.get("/").await?;
+        ensure!(
+            response.status() == 200,
+            "GET / answered {}",
+            response.status()
+        );
+        Ok(response.text().await?)
+    }
+
+    /// POST /login, then the person at their PDS, then the callback: returns the callback's
+    /// response.
+    pub async fn sign_in(
+        &mut self,
+        input: &str,
+        user: &str,
+        answer: Answer,
+    ) -> Result<reqwest::Response> {
+        let started = self.post("/login", &[("handle", input)], None).await?;
+        ensure!(
+            started.status() == StatusCode::SEE_OTHER,
+            "login answered {}: {}",
+            started.status(),
+            started.text().await?
+        );
+        let authorize = location(&started)?;
+        let redirect =
+            pds::authorize(&authorize, &format!("{user}.test"), DEMO_PASSWORD, answer).await?;
+        self.get(&redirect).await
+    }
+}
+
+pub fn location(response: &reqwest::Response) -> Result<String> {
+    Ok(response
+        .headers()
+        .get(LOCATION)
+        .context("no Location")?
+        .to_str()?
+        .to_owned())
+}
+
+/// The local atproto network and a stack signing in against it.
+pub struct Net {
+    pub devnet: Devnet,
+    pub stack: Stack,
+}
+
+pub fn start(name: &str) -> Result<Net> {
+    start_with(name, |config| config)
+}
+
+/// [`start`], with the stack's configuration adjusted first (a var, say).
+pub fn start_with(name: &str, adjust: impl FnOnce(StackConfig) -> StackConfig) -> Result<Net> {
+    let tools = Tools::ensure()?;
+    let devnet = Devnet::start(&tools, &DevnetConfig::for_test(name)?)?;
+    let config =
+        adjust(StackConfig::for_test(name)?.with_local_sign_in(&devnet.plc_url, &devnet.pds_url));
+    let stack = Stack::start(&tools, config)?;
+    Ok(Net { devnet, stack })
+}
+
+pub fn did_of(devnet: &Devnet, name: &str) -> String {
+    let handle = format!("{name}.test");
+    devnet
+        .accounts
+        .iter()
+        .find(|a| a.handle == handle)
+        .expect("seeded")
+        .did
+        .clone()
+}
