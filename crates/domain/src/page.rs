@@ -90,6 +90,7 @@ pub struct HomePage {
     pub seq: String,
     pub css_url: String,
     pub js_url: String,
+    pub icon_url: String,
     /// Where a profile link goes: this, then the DID.
     pub profile_base: String,
 }
@@ -105,6 +106,7 @@ pub struct PageData {
     pub seq: Option<u64>,
     pub css_url: String,
     pub js_url: String,
+    pub icon_url: String,
     pub profile_base: String,
 }
 
@@ -151,6 +153,7 @@ impl HomePage {
             seq: data.seq.map(|s| s.to_string()).unwrap_or_default(),
             css_url: data.css_url,
             js_url: data.js_url,
+            icon_url: data.icon_url,
             profile_base: data.profile_base,
         }
     }
@@ -206,6 +209,7 @@ mod tests {
             seq: Some(42),
             css_url: "/assets/app.1.css".into(),
             js_url: "/assets/app.1.js".into(),
+            icon_url: "/assets/icon.1.svg".into(),
             profile_base: "https://bsky.app/profile/".into(),
         }
     }

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use xtask::devnet::{Devnet, DevnetConfig};
 use xtask::sidecar::{self, Sidecar};
 use xtask::stack::{Stack, StackConfig};
-use xtask::toolchain::{Tools, WASM_TARGET};
+use xtask::toolchain::{self, Tools, WASM_TARGET};
 use xtask::{bench, deploy, paths, process, workers};
 
 const USAGE: &str = "\
@@ -135,6 +135,7 @@ fn dev(args: &[String]) -> Result<()> {
 
 fn test() -> Result<()> {
     let tools = Tools::ensure()?;
+    toolchain::ensure_chromium()?;
     lint()?;
     workers::build_all(&tools)?;
     let totals = process::run_tests(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;

@@ -5,7 +5,9 @@
 //! - `worker-build`, and `wasm-bindgen-cli` at exactly the `wasm-bindgen` version in Cargo.lock
 //!   (cargo install, into the per-machine tool cache, one folder per version);
 //! - Node 22, wrangler and binaryen from `package-lock.json` (npm ci into `node_modules/`);
-//! - the local atproto network's packages from `devnet/package-lock.json` (npm ci with Node 22).
+//! - the local atproto network's packages from `devnet/package-lock.json` (npm ci with Node 22);
+//! - for the browser test only, Debian's Chromium ([`ensure_chromium`]; playwright-core, which
+//!   drives it, comes with the root `package-lock.json`).
 //!
 //! worker-build would otherwise download wasm-bindgen and wasm-opt from outside the registries;
 //! [`Tools::worker_build`] hands it the local binaries instead.
@@ -14,7 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::{paths, process};
 
@@ -187,6 +189,35 @@ fn ensure_wasm_target() -> Result<()> {
             .args(["target", "add", WASM_TARGET])
             .current_dir(paths::root()),
     )
+}
+
+/// Debian's Chromium, which the browser test drives through playwright-core.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Installs Debian's `chromium` package unless it is there (root's `apt-get`; the package lists
+/// are refreshed once if the first attempt fails).
+pub fn ensure_chromium() -> Result<PathBuf> {
+    let path = PathBuf::from(CHROMIUM);
+    if path.exists() {
+        return Ok(path);
+    }
+    eprintln!("installing Debian's chromium for the browser test (once per machine)");
+    let install = || {
+        process::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends", "chromium"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    if install().is_err() {
+        process::run(Command::new("apt-get").args(["update", "-q"]))?;
+        install().context("apt-get install chromium (needs root and Debian's package mirror)")?;
+    }
+    ensure!(
+        path.exists(),
+        "chromium installed but {CHROMIUM} is missing"
+    );
+    Ok(path)
 }
 
 /// `npm ci` for the workspace root's tooling.

@@ -59,6 +59,8 @@ async fn route(req: Request, env: &Env, method: Method, path: &str) -> Result<Re
         (Method::Get, "/ws") => return websocket(req, env).await,
         (Method::Get, "/health") => return health::report(env).await,
         (Method::Get, p) if p.starts_with("/assets/") => return page::asset(p),
+        // Browsers ask for it wherever a page names no icon (error pages, say).
+        (Method::Get, "/favicon.ico") => return page::favicon(),
         (_, p) if p.starts_with(TEST_HOOK_PREFIX) => return test_hook(req, env).await,
         (Method::Post, _) if !session::same_origin(&req)? => {
             return workers_common::text_error(403, "cross-site request refused")

@@ -14,6 +14,7 @@ include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
 const CSS: &str = include_str!("../assets/app.css");
 const JS: &str = include_str!("../assets/app.js");
+const ICON: &str = include_str!("../assets/icon.svg");
 
 /// How many recent statuses the page lists.
 const RECENT: i64 = 30;
@@ -100,6 +101,7 @@ pub async fn render(
         seq,
         css_url: CSS_PATH.to_owned(),
         js_url: JS_PATH.to_owned(),
+        icon_url: ICON_PATH.to_owned(),
         profile_base: config.profile_base.clone(),
     });
     let html = page.html().map_err(Error::RustError)?;
@@ -128,11 +130,23 @@ async fn broker_head(env: &Env) -> Result<u64> {
 }
 
 /// `GET /assets/app.<hash>.{css,js}`: cached for a year (the name changes with the content).
+/// `/favicon.ico`: the icon, for a day (its name cannot carry a hash).
+pub fn favicon() -> Result<Response> {
+    let response = Response::ok(ICON)?;
+    let headers = response.headers();
+    headers.set("Content-Type", "image/svg+xml")?;
+    headers.set("Cache-Control", "public, max-age=86400")?;
+    headers.set("X-Content-Type-Options", "nosniff")?;
+    Ok(response)
+}
+
 pub fn asset(path: &str) -> Result<Response> {
     let (body, kind) = if path == CSS_PATH {
         (CSS, "text/css; charset=utf-8")
     } else if path == JS_PATH {
         (JS, "text/javascript; charset=utf-8")
+    } else if path == ICON_PATH {
+        (ICON, "image/svg+xml")
     } else {
         return workers_common::text_error(404, "no such asset");
     };

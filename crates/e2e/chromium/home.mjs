@@ -1,0 +1,233 @@
+// The home page in a real browser: Debian's Chromium driven by playwright-core, against a
+// `wrangler dev` stack signing in on the local PDS. `tests/chromium.rs` starts the network and the
+// stack, runs this script with the settings below, and checks the repos afterwards.
+//
+// What a person does and sees: sign in through their PDS's own pages; set a status with a click
+// (JavaScript on) and watch it arrive in another open page without a reload; set one with the
+// keyboard alone; set one with JavaScript off (form POST and redirect); read the page on a phone;
+// sign out. Along the way: no script errors or CSP violations, readable contrast in light and
+// dark, a visible focus ring.
+//
+// Settings (environment): BASE_URL (the app, http://127.0.0.1:<port>), PASSWORD (the seeded
+// accounts' password), CHROMIUM (the browser binary), SHOTS (a folder for screenshots).
+
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const { BASE_URL, PASSWORD, CHROMIUM, SHOTS } = process.env;
+for (const [name, value] of Object.entries({ BASE_URL, PASSWORD, CHROMIUM, SHOTS })) {
+  if (!value) throw new Error(`${name} is not set`);
+}
+mkdirSync(SHOTS, { recursive: true });
+const HOME = `${BASE_URL}/`;
+const TIMEOUT = 15_000;
+
+function check(ok, what) {
+  if (!ok) throw new Error(`check failed: ${what}`);
+}
+
+// Console errors and uncaught exceptions on the app's own pages (a CSP violation is one).
+const problems = [];
+function watch(page, who) {
+  page.on("console", (m) => {
+    if (m.type() === "error" && page.url().startsWith(BASE_URL)) {
+      problems.push(`${who}: console error: ${m.text()}`);
+    }
+  });
+  page.on("pageerror", (e) => problems.push(`${who}: uncaught: ${e.message}`));
+}
+
+async function step(name, run) {
+  const started = Date.now();
+  await run();
+  console.log(`ok   ${name} (${Date.now() - started} ms)`);
+}
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  headless: true,
+  // Without the background-networking flags Chromium keeps dialing out of this closed network.
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+  ],
+});
+
+async function newPage(who, options = {}) {
+  const context = await browser.newContext(options);
+  context.setDefaultTimeout(TIMEOUT);
+  const page = await context.newPage();
+  watch(page, who);
+  return { context, page };
+}
+
+// Runs `act` (a form submission) and waits for the page it redirects to: a fresh GET /.
+async function submitted(page, act) {
+  const home = page.waitForResponse((r) => r.url() === HOME && r.request().method() === "GET");
+  await act();
+  await home;
+  await page.waitForLoadState("load");
+}
+
+const grid = (page, emoji) => page.locator(`#grid button[value="${emoji}"]`);
+
+async function signIn(page, user) {
+  await page.goto(HOME);
+  await page.getByLabel("Your handle, DID or server").fill(`${user}.test`);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  // The PDS's own sign-in page, then its consent page.
+  await page.waitForURL((url) => !url.href.startsWith(BASE_URL));
+  const username = page.locator("input[name=username]");
+  if ((await username.inputValue()) === "") await username.fill(`${user}.test`);
+  await page.locator("input[type=password]").fill(PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("button", { name: "Authorize" }).click();
+  await page.waitForURL(HOME);
+  const who = await page.locator(".session strong").textContent();
+  check(who === `${user}.test`, `signed in as ${user}.test, the page says ${who}`);
+}
+
+// WCAG contrast of each element's text against the first opaque background behind it.
+async function lowContrast(page, selectors) {
+  return page.evaluate((selectors) => {
+    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+      const f = (v) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = (el) => {
+      for (; el; el = el.parentElement) {
+        const c = rgb(getComputedStyle(el).backgroundColor);
+        if (c.length === 3 || (c.length === 4 && c[3] === 1)) return c.slice(0, 3);
+      }
+      return [255, 255, 255];
+    };
+    const bad = [];
+    for (const selector of selectors) {
+      for (const el of document.querySelectorAll(selector)) {
+        const fg = lum(rgb(getComputedStyle(el).color).slice(0, 3));
+        const bg = lum(background(el));
+        const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+        if (ratio < 4.5) bad.push(`${selector} ${ratio.toFixed(2)}:1`);
+      }
+    }
+    return bad;
+  }, selectors);
+}
+
+const TEXT = ["h1 a", "h2", "label", ".hint", "button", ".count", ".feed a", ".feed li > span:last-child"];
+
+// Alice signs in and picks a status with a click; an open page of a signed-out visitor shows it
+// at once, in place.
+const alice = await newPage("alice");
+const visitor = await newPage("visitor");
+await step("alice signs in through her PDS's pages", () => signIn(alice.page, "alice"));
+await step("a visitor's page is open and live", async () => {
+  await visitor.page.goto(HOME);
+  check(await grid(visitor.page, "💙").isDisabled(), "a signed-out visitor's grid is disabled");
+  await visitor.page.evaluate(() => {
+    window.stillTheSamePage = true;
+  });
+  // Give the script a moment to connect (the broker replays from `since` regardless).
+  await visitor.page.waitForTimeout(500);
+});
+await step("alice clicks 💙; her page highlights it", async () => {
+  await submitted(alice.page, () => grid(alice.page, "💙").click());
+  check((await grid(alice.page, "💙").getAttribute("aria-pressed")) === "true", "💙 is pressed");
+  const first = alice.page.locator("#feed li").first();
+  check((await first.textContent()).includes("@alice.test"), "her line is first in her feed");
+});
+await step("the visitor sees it arrive without a reload", async () => {
+  await visitor.page.waitForFunction(() =>
+    Array.from(document.querySelectorAll("#feed li")).some(
+      (li) =>
+        li.dataset.status === "💙" &&
+        li.textContent.replace(/\s+/g, " ").includes("@alice.test is feeling 💙 today"),
+    ),
+  );
+  check(await visitor.page.evaluate(() => window.stillTheSamePage === true), "no reload");
+  const count = await visitor.page.locator('#grid .count[data-status="💙"]').textContent();
+  check(count.trim() === "1", `the 💙 count went to 1 in place (shows ${count})`);
+});
+
+// The keyboard alone: Tab reaches the grid with a visible focus ring, Enter sets the status.
+await step("alice sets a status with the keyboard", async () => {
+  const page = alice.page;
+  await page.locator("body").click({ position: { x: 1, y: 1 } });
+  let focused = null;
+  for (let i = 0; i < 10 && !focused; i++) {
+    await page.keyboard.press("Tab");
+    focused = await page.evaluate(() => {
+      const el = document.activeElement;
+      if (!el || !el.matches("#grid .emoji")) return null;
+      const style = getComputedStyle(el);
+      return { value: el.value, outline: style.outlineStyle, width: style.outlineWidth };
+    });
+  }
+  check(focused, "Tab reached an emoji button");
+  check(focused.outline !== "none" && focused.width !== "0px", `focus is visible: ${JSON.stringify(focused)}`);
+  await submitted(page, () => page.keyboard.press("Enter"));
+  check(
+    (await grid(page, focused.value).getAttribute("aria-pressed")) === "true",
+    `${focused.value} is pressed after Enter`,
+  );
+});
+
+await step("text contrast is at least 4.5:1 in light and dark", async () => {
+  const bad = await lowContrast(alice.page, TEXT);
+  check(bad.length === 0, `light: ${bad.join(", ")}`);
+  const dark = await newPage("dark", { colorScheme: "dark" });
+  await dark.page.goto(HOME);
+  const badDark = await lowContrast(dark.page, TEXT);
+  check(badDark.length === 0, `dark: ${badDark.join(", ")}`);
+  await dark.context.close();
+});
+
+// Bob without JavaScript: he signs in (the PDS's pages need script), then uses the app with
+// script off; the form posts and the redirect shows the result.
+await step("bob, JavaScript off, sets a status by form POST and redirect", async () => {
+  const signing = await newPage("bob-signing-in");
+  await signIn(signing.page, "bob");
+  const bob = await newPage("bob", { javaScriptEnabled: false });
+  await bob.context.addCookies(await signing.context.cookies(BASE_URL));
+  await bob.page.goto(HOME);
+  check((await bob.page.locator(".session strong").textContent()) === "bob.test", "signed in");
+  await submitted(bob.page, () => grid(bob.page, "😉").click());
+  check((await grid(bob.page, "😉").getAttribute("aria-pressed")) === "true", "😉 is pressed");
+  const feed = (await bob.page.locator("#feed").textContent()).replace(/\s+/g, " ");
+  check(feed.includes("@bob.test is feeling 😉 today"), `his line is in the feed: ${feed}`);
+  await bob.page.screenshot({ path: join(SHOTS, "no-script.png"), fullPage: true });
+  await signing.context.close();
+  await bob.context.close();
+});
+
+await step("on a phone the page fits the screen", async () => {
+  const phone = await newPage("phone", { viewport: { width: 360, height: 740 }, isMobile: true, hasTouch: true });
+  await phone.page.goto(HOME);
+  const { scroll, inner } = await phone.page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    inner: window.innerWidth,
+  }));
+  check(scroll <= inner, `no sideways scrolling (content ${scroll}px on a ${inner}px screen)`);
+  const box = await grid(phone.page, "💙").boundingBox();
+  check(box && box.width >= 44 && box.height >= 44, `emoji buttons are big enough to tap: ${JSON.stringify(box)}`);
+  await phone.page.screenshot({ path: join(SHOTS, "phone.png"), fullPage: true });
+  await phone.context.close();
+});
+
+await step("alice signs out", async () => {
+  await alice.page.screenshot({ path: join(SHOTS, "signed-in.png"), fullPage: true });
+  await submitted(alice.page, () => alice.page.getByRole("button", { name: "Sign out" }).click());
+  check(await alice.page.getByLabel("Your handle, DID or server").isVisible(), "the sign-in form is back");
+  check(await grid(alice.page, "💙").isDisabled(), "the grid is disabled again");
+});
+
+check(problems.length === 0, `no script errors on the app's pages:\n${problems.join("\n")}`);
+await browser.close();
+console.log("all browser checks passed");

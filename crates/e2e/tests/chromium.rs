@@ -1,0 +1,48 @@
+//! The home page in a real browser (Debian's Chromium through playwright-core): the local PLC +
+//! PDS, a `wrangler dev` stack, and `chromium/home.mjs` playing the people (sign-in on the PDS's
+//! own pages, live updates in place, keyboard, JavaScript off, a phone, contrast, sign-out).
+//! Afterwards the statuses they set are checked in their repos on the PDS.
+
+use std::process::Command;
+
+use anyhow::{ensure, Result};
+use e2e::pds;
+use e2e::web::{did_of, start};
+use xtask::devnet::DEMO_PASSWORD;
+use xtask::toolchain::{self, Tools};
+use xtask::{paths, process};
+
+#[test]
+fn a_person_uses_the_page_in_chromium() -> Result<()> {
+    let chromium = toolchain::ensure_chromium()?;
+    let net = start("chromium")?;
+    let tools = Tools::locate()?;
+    let shots = paths::scratch().join("runs").join("chromium-shots");
+    let mut cmd = Command::new(&tools.node);
+    cmd.current_dir(paths::root())
+        .arg("crates/e2e/chromium/home.mjs")
+        .env("BASE_URL", net.stack.base_url())
+        .env("PASSWORD", DEMO_PASSWORD)
+        .env("CHROMIUM", &chromium)
+        .env("SHOTS", &shots);
+    if let Err(error) = process::run(&mut cmd) {
+        eprintln!("wrangler log:\n{}", net.stack.log_tail(60));
+        return Err(error);
+    }
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let alice = runtime.block_on(pds::repo_statuses(
+        &net.devnet.pds_url,
+        &did_of(&net.devnet, "alice"),
+    ))?;
+    ensure!(
+        alice.len() == 2 && alice.contains(&"💙".to_owned()),
+        "alice's repo holds her two statuses: {alice:?}"
+    );
+    let bob = runtime.block_on(pds::repo_statuses(
+        &net.devnet.pds_url,
+        &did_of(&net.devnet, "bob"),
+    ))?;
+    ensure!(bob == vec!["😉".to_owned()], "bob's repo: {bob:?}");
+    Ok(())
+}
