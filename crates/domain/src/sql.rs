@@ -262,6 +262,30 @@ pub fn learn_handle(did: &str, handle: &str, now_us: i64) -> Statement {
     )
 }
 
+/// How long a handle lookup that found nothing waits before it is tried again.
+pub const HANDLE_RETRY_MS: i64 = 3_600_000;
+
+/// Claims up to `limit` authors whose handle is unknown for a background lookup: the newest
+/// current statuses of active accounts without a handle, not tried in the last
+/// [`HANDLE_RETRY_MS`]. Claiming stamps `handle_checked_at`, so concurrent claims (a cron run and
+/// a page view) never look up the same DID twice. Returns `did`.
+pub fn claim_handle_lookups(now_ms: i64, limit: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO account (did, handle_checked_at) \
+         SELECT c.author_did, ?1 FROM current_status AS c \
+         LEFT JOIN account AS a ON a.did = c.author_did \
+         WHERE a.did IS NULL OR (a.handle IS NULL AND a.active = 1 AND a.handle_checked_at <= ?2) \
+         ORDER BY c.indexed_at DESC LIMIT ?3 \
+         ON CONFLICT (did) DO UPDATE SET handle_checked_at = excluded.handle_checked_at \
+         RETURNING did",
+        vec![
+            now_ms.into(),
+            (now_ms - HANDLE_RETRY_MS).into(),
+            limit.into(),
+        ],
+    )
+}
+
 const ACCOUNT_HEAD: &str = "INSERT INTO account (did, active, status, state_time_us) VALUES";
 const ACCOUNT_TAIL: &str = "ON CONFLICT (did) DO UPDATE SET \
     active = excluded.active, status = excluded.status, state_time_us = excluded.state_time_us \

@@ -786,6 +786,54 @@ async fn browser_sessions_expire_and_sign_out() {
 }
 
 #[tokio::test]
+async fn unknown_handles_are_claimed_once_per_retry_window() {
+    let pool = database().await;
+    // A: no account row; B: a row without a handle; C: a known handle; D: inactive.
+    const DID_D: &str = "did:plc:dddddddddddddddddddddddd";
+    upsert(
+        &pool,
+        &[
+            status(DID_A, 1, "🦋", 1, 30, Origin::Network),
+            status(DID_B, 2, "🚀", 2, 20, Origin::Network),
+            status(DID_C, 3, "🧠", 3, 10, Origin::Network),
+            status(DID_D, 4, "🌈", 4, 40, Origin::Network),
+        ],
+    )
+    .await;
+    one(&pool, sql::learn_handle(DID_C, "carol.test", 1)).await;
+    batch(
+        &pool,
+        &sql::set_account_states(&[account(DID_D, false, Some("deactivated"), 1)]),
+    )
+    .await;
+    let claim = |now: i64, limit: i64| {
+        let pool = pool.clone();
+        async move {
+            one(&pool, sql::claim_handle_lookups(now, limit))
+                .await
+                .iter()
+                .map(|r| r.get::<String, _>("did"))
+                .collect::<Vec<_>>()
+        }
+    };
+    let t = 1_800_000_000_000;
+    // Newest status first, one at a time if asked.
+    assert_eq!(claim(t, 1).await, vec![DID_A.to_owned()]);
+    assert_eq!(claim(t, 10).await, vec![DID_B.to_owned()]);
+    // Claimed: not again within the retry window, whoever asks.
+    assert!(claim(t + 1, 10).await.is_empty());
+    assert!(claim(t + sql::HANDLE_RETRY_MS - 1, 10).await.is_empty());
+    // A lookup that found B's handle takes B out for good; A is retried after the window.
+    one(&pool, sql::learn_handle(DID_B, "bob.test", 2)).await;
+    assert_eq!(
+        claim(t + sql::HANDLE_RETRY_MS, 10).await,
+        vec![DID_A.to_owned()]
+    );
+    // Claiming made no account inactive and hid nothing.
+    assert_eq!(recent(&pool, 10).await.len(), 3);
+}
+
+#[tokio::test]
 async fn the_page_reads_the_viewer_status_through_the_session() {
     let pool = database().await;
     upsert(

@@ -5,18 +5,20 @@
 // What a person does and sees: sign in through their PDS's own pages; set a status with a click
 // (JavaScript on) and watch it arrive in another open page without a reload; set one with the
 // keyboard alone; set one with JavaScript off (form POST and redirect); read the page on a phone;
-// sign out. Along the way: no script errors or CSP violations, readable contrast in light and
-// dark, a visible focus ring.
+// sign out. Records written by other apps reach the page through the firehose, the sidecar and
+// the listener; hostile strings (a display name with markup and script, a status of `<`) show as
+// text. Along the way: no script errors or CSP violations, readable contrast in light and dark,
+// a visible focus ring.
 //
-// Settings (environment): BASE_URL (the app, http://127.0.0.1:<port>), PASSWORD (the seeded
-// accounts' password), CHROMIUM (the browser binary), SHOTS (a folder for screenshots).
+// Settings (environment): BASE_URL (the app, http://127.0.0.1:<port>), PDS_URL, PASSWORD (the
+// seeded accounts' password), CHROMIUM (the browser binary), SHOTS (a folder for screenshots).
 
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
-const { BASE_URL, PASSWORD, CHROMIUM, SHOTS } = process.env;
-for (const [name, value] of Object.entries({ BASE_URL, PASSWORD, CHROMIUM, SHOTS })) {
+const { BASE_URL, PDS_URL, PASSWORD, CHROMIUM, SHOTS } = process.env;
+for (const [name, value] of Object.entries({ BASE_URL, PDS_URL, PASSWORD, CHROMIUM, SHOTS })) {
   if (!value) throw new Error(`${name} is not set`);
 }
 mkdirSync(SHOTS, { recursive: true });
@@ -77,7 +79,7 @@ async function submitted(page, act) {
 
 const grid = (page, emoji) => page.locator(`#grid button[value="${emoji}"]`);
 
-async function signIn(page, user) {
+async function signIn(page, user, name = `${user}.test`) {
   await page.goto(HOME);
   await page.getByLabel("Your handle, DID or server").fill(`${user}.test`);
   await page.getByRole("button", { name: "Sign in" }).click();
@@ -90,8 +92,28 @@ async function signIn(page, user) {
   await page.getByRole("button", { name: "Authorize" }).click();
   await page.waitForURL(HOME);
   const who = await page.locator(".session strong").textContent();
-  check(who === `${user}.test`, `signed in as ${user}.test, the page says ${who}`);
+  check(who === name, `signed in as ${name}, the page says ${who}`);
 }
+
+// Another atproto app writing to someone's repo: the PDS's XRPC with a password session.
+async function xrpc(method, body, token) {
+  const response = await fetch(`${PDS_URL}/xrpc/${method}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${method} answered ${response.status}: ${text}`);
+  return JSON.parse(text);
+}
+async function writeRecord(user, collection, record, rkey) {
+  const session = await xrpc("com.atproto.server.createSession", { identifier: `${user}.test`, password: PASSWORD });
+  const input = { repo: session.did, collection, record: { $type: collection, ...record } };
+  if (rkey) return xrpc("com.atproto.repo.putRecord", { ...input, rkey }, session.accessJwt);
+  return xrpc("com.atproto.repo.createRecord", input, session.accessJwt);
+}
+
+const HOSTILE_NAME = `"><img src=x onerror="pwned=1"><script>pwned=2</script>&amp;`;
 
 // WCAG contrast of each element's text against the first opaque background behind it.
 async function lowContrast(page, selectors) {
@@ -127,7 +149,14 @@ const TEXT = ["h1 a", "h2", "label", ".hint", "button", ".count", ".feed a", ".f
 // at once, in place.
 const alice = await newPage("alice");
 const visitor = await newPage("visitor");
-await step("alice signs in through her PDS's pages", () => signIn(alice.page, "alice"));
+await step("alice's display name is hostile markup", () =>
+  writeRecord("alice", "app.bsky.actor.profile", { displayName: HOSTILE_NAME }, "self"),
+);
+await step("alice signs in through her PDS's pages", () => signIn(alice.page, "alice", HOSTILE_NAME));
+await step("her display name shows as text, and nothing ran", async () => {
+  check((await alice.page.locator(".session img, .session script").count()) === 0, "no elements injected");
+  check(await alice.page.evaluate(() => window.pwned === undefined), "no injected script ran");
+});
 await step("a visitor's page is open and live", async () => {
   await visitor.page.goto(HOME);
   check(await grid(visitor.page, "💙").isDisabled(), "a signed-out visitor's grid is disabled");
@@ -154,6 +183,40 @@ await step("the visitor sees it arrive without a reload", async () => {
   check(await visitor.page.evaluate(() => window.stillTheSamePage === true), "no reload");
   const count = await visitor.page.locator('#grid .count[data-status="💙"]').textContent();
   check(count.trim() === "1", `the 💙 count went to 1 in place (shows ${count})`);
+});
+await step("the network confirms it: the listener saw it on the firehose", async () => {
+  await visitor.page.waitForFunction(() =>
+    Array.from(document.querySelectorAll("#feed li")).some(
+      (li) => li.dataset.status === "💙" && !li.classList.contains("pending"),
+    ),
+  );
+});
+await step("a status of `<` written by another app arrives live, as text", async () => {
+  await writeRecord("bob", "xyz.statusphere.status", { status: "<", createdAt: new Date().toISOString() });
+  // The firehose never named bob's handle (no identity event since the network started), so the
+  // line first shows his DID.
+  await visitor.page.waitForFunction(() =>
+    Array.from(document.querySelectorAll("#feed li")).some(
+      (li) => li.dataset.status === "<" && li.textContent.replace(/\s+/g, " ").includes(" is feeling < today"),
+    ),
+  );
+  check(await visitor.page.evaluate(() => window.stillTheSamePage === true), "no reload");
+});
+await step("bob's handle is looked up after a page shows his DID, and relabels his line live", async () => {
+  // Any page view that showed a DID starts a lookup in the background.
+  await alice.page.reload();
+  await visitor.page.waitForFunction(() =>
+    Array.from(document.querySelectorAll("#feed li")).some(
+      (li) => li.dataset.status === "<" && li.textContent.replace(/\s+/g, " ").includes("@bob.test is feeling < today"),
+    ),
+  );
+  check(await visitor.page.evaluate(() => window.stillTheSamePage === true), "no reload");
+  // Rendered by the server too: the feed and the "also in use" counts.
+  await visitor.page.reload();
+  const other = (await visitor.page.locator(".others .glyph").allTextContents()).join(" ");
+  check(other.includes("<"), `"<" is among the statuses also in use: ${other}`);
+  const first = (await visitor.page.locator("#feed li").first().textContent()).replace(/\s+/g, " ");
+  check(first.includes("@bob.test is feeling < today"), `bob's line leads the feed: ${first}`);
 });
 
 // The keyboard alone: Tab reaches the grid with a visible focus ring, Enter sets the status.

@@ -5,6 +5,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
+use xtask::devnet::DEMO_PASSWORD;
 
 /// The OAuth provider's API prefix on the PDS.
 const API: &str = "/@atproto/oauth-provider/~api";
@@ -172,6 +173,39 @@ pub async fn repo_statuses(pds_url: &str, did: &str) -> Result<Vec<String>> {
         .iter()
         .filter_map(|r| r["value"]["status"].as_str().map(str::to_owned))
         .collect())
+}
+
+/// Writes a record to `user`'s repo as any other atproto app could (a password session on the PDS,
+/// then `createRecord`); returns the record's AT URI.
+pub async fn write_record(
+    pds_url: &str,
+    user: &str,
+    collection: &str,
+    record: Value,
+) -> Result<String> {
+    let http = reqwest::Client::new();
+    let session: Value = http
+        .post(format!("{pds_url}/xrpc/com.atproto.server.createSession"))
+        .json(&json!({ "identifier": user, "password": DEMO_PASSWORD }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let did = session["did"].as_str().context("no did")?;
+    let token = session["accessJwt"].as_str().context("no accessJwt")?;
+    let mut record = record;
+    record["$type"] = collection.into();
+    let created: Value = http
+        .post(format!("{pds_url}/xrpc/com.atproto.repo.createRecord"))
+        .bearer_auth(token)
+        .json(&json!({ "repo": did, "collection": collection, "record": record }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(created["uri"].as_str().context("no uri")?.to_owned())
 }
 
 /// The `oauth` crate's transport, natively: reqwest, never following redirects.

@@ -48,6 +48,23 @@ impl Tables {
         tables
     }
 
+    /// The OAuth session edge keeps for `did` (its `oauth_session.data` JSON), read from the
+    /// stack's local D1.
+    pub async fn oauth_session(persist_dir: &Path, did: &str) -> Result<Option<String>> {
+        let path = d1_file(persist_dir)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(SqliteConnectOptions::new().filename(&path).read_only(true))
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        let data = sqlx::query_scalar("SELECT data FROM oauth_session WHERE did = ?1")
+            .bind(did)
+            .fetch_optional(&pool)
+            .await;
+        pool.close().await;
+        Ok(data?)
+    }
+
     /// `domain::ingest` over `frames` in one batch, in a fresh in-memory database.
     pub async fn oracle(frames: &[String]) -> Result<Tables> {
         let pool = SqlitePoolOptions::new()

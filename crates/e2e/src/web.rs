@@ -7,6 +7,7 @@ use anyhow::{ensure, Context, Result};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use xtask::devnet::{Devnet, DevnetConfig, DEMO_PASSWORD};
+use xtask::sidecar::Sidecar;
 use xtask::stack::{Stack, StackConfig};
 use xtask::toolchain::Tools;
 
@@ -129,10 +130,12 @@ pub fn location(response: &reqwest::Response) -> Result<String> {
         .to_owned())
 }
 
-/// The local atproto network and a stack signing in against it.
+/// The local atproto network and a stack signing in against it; with [`start_live`], also the
+/// sidecar bridging the PDS's firehose to the listener, as `cargo xtask dev` runs it.
 pub struct Net {
-    pub devnet: Devnet,
     pub stack: Stack,
+    pub jetstream: Option<Sidecar>,
+    pub devnet: Devnet,
 }
 
 pub fn start(name: &str) -> Result<Net> {
@@ -146,7 +149,40 @@ pub fn start_with(name: &str, adjust: impl FnOnce(StackConfig) -> StackConfig) -
     let config =
         adjust(StackConfig::for_test(name)?.with_local_sign_in(&devnet.plc_url, &devnet.pds_url));
     let stack = Stack::start(&tools, config)?;
-    Ok(Net { devnet, stack })
+    Ok(Net {
+        stack,
+        jetstream: None,
+        devnet,
+    })
+}
+
+/// The whole local app: the network, the sidecar bridging the PDS's firehose to a local
+/// Jetstream, and a stack whose listener reads it live; records written on the PDS by any client
+/// reach D1 and open pages.
+pub fn start_live(name: &str) -> Result<Net> {
+    let tools = Tools::ensure()?;
+    xtask::sidecar::build()?;
+    let devnet = Devnet::start(&tools, &DevnetConfig::for_test(name)?)?;
+    let dir = crate::listening::run_dir(name)?;
+    let jetstream = Sidecar::start(
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{}", xtask::stack::free_port()?),
+            "--firehose".into(),
+            devnet.pds_ws(),
+        ],
+        &dir.join("sidecar.log"),
+    )?;
+    let config = StackConfig::for_test(name)?
+        .with_var("listener", "JETSTREAM_URLS", &jetstream.url)
+        .with_var("listener", "MODE", "live")
+        .with_local_sign_in(&devnet.plc_url, &devnet.pds_url);
+    let stack = Stack::start(&tools, config)?;
+    Ok(Net {
+        stack,
+        jetstream: Some(jetstream),
+        devnet,
+    })
 }
 
 pub fn did_of(devnet: &Devnet, name: &str) -> String {

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use domain::wire::ServerMessage;
 use e2e::pds::{self, Answer};
-use e2e::web::{did_of, location, start, Browser, Net};
+use e2e::web::{did_of, location, start, start_live, start_with, Browser, Net};
 use e2e::Page;
 use reqwest::header::SET_COOKIE;
 use reqwest::StatusCode;
@@ -283,5 +283,212 @@ async fn failures(net: &Net) -> Result<()> {
     // A cookie nobody issued is simply not a session.
     phone.cookie = Some(format!("sid={}", "A".repeat(43)));
     ensure!(phone.page().await?.contains("action=\"/login\""));
+    Ok(())
+}
+
+/// The whole local app (the PDS's firehose bridged to the listener): a record another app writes
+/// reaches open pages and D1, its author's unknown handle is looked up by the cron, and the
+/// hostile status `<` renders as text; a grant revoked at the PDS ends the session with a clear
+/// message and nothing written; a PDS that is down gets a clear message and nothing in D1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_and_what_breaks() -> Result<()> {
+    let mut net = tokio::task::block_in_place(|| start_live("edge-network"))?;
+    let result = network(&mut net).await;
+    if result.is_err() {
+        eprintln!("wrangler log:\n{}", net.stack.log_tail(80));
+    }
+    result
+}
+
+async fn next_message(
+    socket: &mut Page,
+    want: impl Fn(&ServerMessage) -> bool,
+) -> Result<ServerMessage> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(15), socket.next_frame())
+            .await
+            .context("no such message within 15 s")??;
+        if want(&frame.message) {
+            return Ok(frame.message);
+        }
+    }
+}
+
+async fn network(net: &mut Net) -> Result<()> {
+    let (alice, bob) = (did_of(&net.devnet, "alice"), did_of(&net.devnet, "bob"));
+    let base = net.stack.base_url();
+
+    // Another app writes `<` to bob's repo: it reaches an open page through the firehose, the
+    // sidecar, the listener and the broker, by DID (the firehose never named bob's handle).
+    let mut socket = Page::connect(net.stack.port(), None).await?;
+    let created_at = domain::present::iso8601(e2e::now_ms());
+    pds::write_record(
+        &net.devnet.pds_url,
+        "bob.test",
+        "xyz.statusphere.status",
+        serde_json::json!({ "status": "<", "createdAt": created_at }),
+    )
+    .await?;
+    let arrived = next_message(
+        &mut socket,
+        |m| matches!(m, ServerMessage::StatusUpserted { status } if status.status == "<"),
+    )
+    .await?;
+    let ServerMessage::StatusUpserted { status } = arrived else {
+        unreachable!()
+    };
+    ensure!(
+        status.author_did == bob && status.handle.is_none(),
+        "{status:?}"
+    );
+
+    // The cron looks the handle up (DID document, then back from the handle) and tells pages.
+    let cron = reqwest::get(format!("{base}/__scheduled?cron=*+*+*+*+*")).await?;
+    ensure!(cron.status() == 200, "cron answered {}", cron.status());
+    let relabeled = next_message(&mut socket, |m| {
+        matches!(m, ServerMessage::HandleChanged { .. })
+    })
+    .await?;
+    ensure!(
+        relabeled
+            == ServerMessage::HandleChanged {
+                did: bob.clone(),
+                handle: Some("bob.test".into())
+            },
+        "{relabeled:?}"
+    );
+    let mut visitor = Browser::new(&net.stack);
+    let page = visitor.page().await?;
+    ensure!(page.contains("@bob.test</a>"), "{page}");
+    ensure!(
+        page.contains("is feeling &#60; today"),
+        "the status is escaped: {page}"
+    );
+    ensure!(!page.contains("feeling < today"), "{page}");
+
+    // Alice revokes the app's grant at her PDS (as its account settings would): her next write
+    // finds the token refused, the refresh refused, and the session over.
+    let mut browser = Browser::new(&net.stack);
+    ensure!(
+        browser
+            .sign_in("alice.test", "alice", Answer::Consent)
+            .await?
+            .status()
+            == StatusCode::SEE_OTHER
+    );
+    let stored = e2e::tables::Tables::oauth_session(&net.stack.config().persist_dir, &alice)
+        .await?
+        .context("no OAuth session in D1")?;
+    let session: oauth::Session = serde_json::from_str(&stored)?;
+    let identity = oauth::IdentityConfig {
+        plc_url: net.devnet.plc_url.clone(),
+        handles: oauth::HandleResolution::Service {
+            url: net.devnet.pds_url.clone(),
+        },
+        allow_private: true,
+    };
+    let client = oauth::Client::loopback(
+        &format!("{base}/oauth/callback"),
+        "atproto repo:xyz.statusphere.status",
+        identity,
+    );
+    let http = pds::Reqwest::default();
+    oauth::OAuth {
+        http: &http,
+        client: &client,
+        now_s: e2e::now_ms() / 1000,
+    }
+    .revoke(&session)
+    .await?;
+    let refused = browser.post("/status", &[("status", "🦋")], None).await?;
+    if refused.status() != StatusCode::UNAUTHORIZED {
+        bail!(
+            "after revoke: {}: {}",
+            refused.status(),
+            refused.text().await?
+        );
+    }
+    let cleared = refused
+        .headers()
+        .get(SET_COOKIE)
+        .context("cookie not cleared")?
+        .to_str()?
+        .to_owned();
+    ensure!(cleared.contains("Max-Age=0"), "{cleared}");
+    ensure!(refused.text().await?.contains("sign-in has ended"));
+    ensure!(
+        pds::repo_statuses(&net.devnet.pds_url, &alice)
+            .await?
+            .is_empty(),
+        "nothing written"
+    );
+    ensure!(
+        browser.page().await?.contains("action=\"/login\""),
+        "back at the sign-in form"
+    );
+
+    // Bob's PDS goes down: a clear message, and nothing in D1 (his status is still `<`).
+    let mut bobs = Browser::new(&net.stack);
+    ensure!(
+        bobs.sign_in("bob.test", "bob", Answer::Consent)
+            .await?
+            .status()
+            == StatusCode::SEE_OTHER
+    );
+    net.devnet.stop();
+    let down = bobs.post("/status", &[("status", "🚀")], None).await?;
+    ensure!(
+        down.status() == StatusCode::BAD_GATEWAY,
+        "PDS down: {}",
+        down.status()
+    );
+    let text = down.text().await?;
+    ensure!(
+        text.contains("could not be reached") && text.contains("Nothing was changed"),
+        "{text}"
+    );
+    let page = bobs.page().await?;
+    ensure!(page.contains("Signed in as"), "still signed in: {page}");
+    ensure!(!page.contains("🚀 today"), "nothing in D1: {page}");
+    ensure!(page.contains("is feeling &#60; today"), "{page}");
+    Ok(())
+}
+
+/// A browser session ends when its time is up: the page is back at the sign-in form (no loop) and
+/// writes are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_session_expires() -> Result<()> {
+    let net = tokio::task::block_in_place(|| {
+        start_with("edge-expiry", |config| {
+            config.with_var("edge", "SESSION_TTL_SECONDS", "3")
+        })
+    })?;
+    let mut browser = Browser::new(&net.stack);
+    let signed_in = browser
+        .sign_in("alice.test", "alice", Answer::Consent)
+        .await?;
+    let cookie = signed_in
+        .headers()
+        .get(SET_COOKIE)
+        .context("no cookie")?
+        .to_str()?
+        .to_owned();
+    ensure!(cookie.contains("Max-Age=3"), "{cookie}");
+    ensure!(browser.page().await?.contains("Signed in as"));
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    // The browser would have dropped the cookie; one that is sent anyway is no session.
+    let page = browser.page().await?;
+    ensure!(page.contains("action=\"/login\""), "{page}");
+    let write = browser.post("/status", &[("status", "🦋")], None).await?;
+    ensure!(
+        write.status() == StatusCode::UNAUTHORIZED,
+        "{}",
+        write.status()
+    );
+    ensure!(
+        pds::repo_statuses(&net.devnet.pds_url, &did_of(&net.devnet, "alice"))
+            .await?
+            .is_empty()
+    );
     Ok(())
 }

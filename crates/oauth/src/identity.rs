@@ -388,6 +388,18 @@ pub async fn resolve_did_identity<T: HttpClient>(
     identity_of(config, did.to_owned(), &doc, handle)
 }
 
+/// A DID's handle, verified both ways (the document names it, and it resolves back to the DID);
+/// `None` if the document names none or it does not resolve back. For showing authors, where no
+/// PDS is needed.
+pub async fn resolve_did_handle<T: HttpClient>(
+    http: &T,
+    config: &IdentityConfig,
+    did: &str,
+) -> Result<Option<String>> {
+    let doc = resolve_did(http, config, did).await?;
+    Ok(verified_handle(http, config, &doc).await)
+}
+
 /// The document's handle if it resolves back to the document's DID.
 async fn verified_handle<T: HttpClient>(
     http: &T,

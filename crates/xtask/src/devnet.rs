@@ -67,7 +67,7 @@ struct Ready {
 
 /// A running network; dropping it ends it.
 pub struct Devnet {
-    _group: Group,
+    group: Group,
     pub plc_url: String,
     pub pds_url: String,
     pub pds_port: u16,
@@ -111,13 +111,18 @@ impl Devnet {
         let ready: Ready = serde_json::from_str(&line)
             .with_context(|| format!("unexpected devnet output: {line}"))?;
         Ok(Devnet {
-            _group: group,
+            group,
             plc_url: ready.plc,
             pds_url: ready.pds,
             pds_port: config.pds_port,
             accounts: ready.accounts,
             log_file: config.log_file.clone(),
         })
+    }
+
+    /// Ends the network now (a test of what happens when a PDS is down).
+    pub fn stop(&mut self) {
+        self.group.stop(Duration::from_secs(5));
     }
 
     /// `ws://127.0.0.1:<pds>`: where the firehose is.

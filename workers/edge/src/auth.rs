@@ -8,7 +8,7 @@ use oauth::{Callback, OAuth, Pending, Session};
 use serde::Deserialize;
 use worker::{D1Database, Delay, Env, Request, Response, Result};
 
-use crate::config::{Config, SESSION_TTL_MS};
+use crate::config::Config;
 use crate::http::WorkerHttp;
 use crate::page::{self, Notice, Viewer};
 use crate::session;
@@ -166,7 +166,7 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
             &session.did,
             display_name.as_deref(),
             now_ms,
-            now_ms + SESSION_TTL_MS,
+            now_ms + config.session_ttl_s * 1000,
         ),
     ];
     if let Some(handle) = &session.handle {
@@ -175,7 +175,7 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
     statements.extend(sql::purge_expired(now_ms));
     workers_common::d1::batch(&db, &statements).await?;
     tracing::info!(did = %session.did, "signed in");
-    let cookie = session::cookie(&id, config.secure_cookies, SESSION_TTL_MS / 1000);
+    let cookie = session::cookie(&id, config.secure_cookies, config.session_ttl_s);
     see_other("/", Some(&cookie))
 }
 

@@ -13,8 +13,8 @@ pub const SCOPE: &str = "atproto repo:xyz.statusphere.status";
 /// Status writes one account may make per minute, unless `WRITES_PER_MINUTE` says otherwise.
 const WRITES_PER_MINUTE: i64 = 10;
 
-/// How long a browser session lasts.
-pub const SESSION_TTL_MS: i64 = 30 * 24 * 3_600_000;
+/// How long a browser session lasts, unless `SESSION_TTL_SECONDS` says otherwise.
+const SESSION_TTL_S: i64 = 30 * 24 * 3_600;
 
 pub struct Config {
     /// The OAuth client, made on first use: reading the production key costs a scalar
@@ -28,6 +28,8 @@ pub struct Config {
     pub profile_base: String,
     /// Status writes one account may make per minute (the benchmark raises it).
     pub writes_per_minute: i64,
+    /// How long a browser session lasts, in seconds (a test shortens it).
+    pub session_ttl_s: i64,
 }
 
 fn var(env: &Env, name: &str, default: &str) -> String {
@@ -50,6 +52,11 @@ impl Config {
                 .ok()
                 .filter(|n| *n > 0)
                 .unwrap_or(WRITES_PER_MINUTE),
+            session_ttl_s: var(env, "SESSION_TTL_SECONDS", "")
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .unwrap_or(SESSION_TTL_S),
             client: OnceCell::new(),
             env: env.clone(),
             url: url.clone(),
@@ -62,7 +69,8 @@ impl Config {
     }
 }
 
-fn client(env: &Env, url: &Url) -> Result<Client, String> {
+/// Where identities are looked up (sign-in, and handles of authors the firehose never named).
+pub fn identity(env: &Env) -> IdentityConfig {
     let allow_private = var(env, "ALLOW_PRIVATE_NETWORK", "off") == "on";
     let handles = match var(env, "HANDLE_RESOLVER", "dns").as_str() {
         "dns" => HandleResolution::Dns {
@@ -72,11 +80,15 @@ fn client(env: &Env, url: &Url) -> Result<Client, String> {
             url: service.trim_end_matches('/').to_owned(),
         },
     };
-    let identity = IdentityConfig {
+    IdentityConfig {
         plc_url: var(env, "PLC_URL", "https://plc.directory"),
         handles,
         allow_private,
-    };
+    }
+}
+
+fn client(env: &Env, url: &Url) -> Result<Client, String> {
+    let identity = identity(env);
     match var(env, "OAUTH_CLIENT", "confidential").as_str() {
         "loopback" => {
             // The loopback client's redirect must be on 127.0.0.1 (not localhost).

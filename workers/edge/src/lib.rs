@@ -5,6 +5,7 @@
 
 mod auth;
 mod config;
+mod handles;
 mod health;
 mod http;
 mod page;
@@ -40,7 +41,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     }
     let method = req.method();
     let path = req.path();
-    let response = route(req, &env, method.clone(), &path).await;
+    let response = route(req, &env, &ctx, method.clone(), &path).await;
     match response {
         Ok(response) => {
             tracing::info!(%method, path, status = response.status_code(), "request");
@@ -53,7 +54,13 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     }
 }
 
-async fn route(req: Request, env: &Env, method: Method, path: &str) -> Result<Response> {
+async fn route(
+    req: Request,
+    env: &Env,
+    ctx: &Context,
+    method: Method,
+    path: &str,
+) -> Result<Response> {
     let now_ms = Date::now().as_millis() as i64;
     match (&method, path) {
         (Method::Get, "/ws") => return websocket(req, env).await,
@@ -75,7 +82,18 @@ async fn route(req: Request, env: &Env, method: Method, path: &str) -> Result<Re
                 Some(id) => Viewer::Cookie(session::hash(&id)),
                 None => Viewer::Nobody,
             };
-            page::render(env, &config, viewer, None, "", now_ms, 200).await
+            let page = page::render_page(env, &config, viewer, None, "", now_ms, 200).await?;
+            if page.unknown_handles {
+                // Look a few up after the page is sent; the next page (or the live update) has them.
+                let env = env.clone();
+                ctx.wait_until(async move {
+                    let lookups = handles::look_up(&env, now_ms, handles::PAGE_LOOKUPS);
+                    if let Err(error) = lookups.await {
+                        tracing::warn!(%error, "handle lookups after a page failed");
+                    }
+                });
+            }
+            Ok(page.response)
         }
         (Method::Post, "/login") => auth::login(req, env, &config, now_ms).await,
         (Method::Get, "/oauth/callback") => auth::callback(req, env, &config, now_ms).await,
@@ -89,12 +107,17 @@ async fn route(req: Request, env: &Env, method: Method, path: &str) -> Result<Re
     }
 }
 
-/// The cron trigger makes sure the listener is running; waking it twice is harmless.
+/// The cron trigger makes sure the listener is running (waking it twice is harmless), and looks up
+/// handles the firehose never named.
 #[event(scheduled)]
 async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     match wake_listener(&env).await {
         Ok(status) => tracing::info!(cron = event.cron(), status, "listener woken"),
         Err(error) => tracing::error!(cron = event.cron(), %error, "waking the listener failed"),
+    }
+    let now_ms = Date::now().as_millis() as i64;
+    if let Err(error) = handles::look_up(&env, now_ms, handles::CRON_LOOKUPS).await {
+        tracing::error!(cron = event.cron(), %error, "handle lookups failed");
     }
 }
 

@@ -45,6 +45,25 @@ pub async fn render(
     now_ms: i64,
     status: u16,
 ) -> Result<Response> {
+    let rendered = render_page(env, config, viewer, notice, handle_input, now_ms, status).await?;
+    Ok(rendered.response)
+}
+
+/// A rendered page, and whether it had to show an author's DID for want of a handle.
+pub struct Rendered {
+    pub response: Response,
+    pub unknown_handles: bool,
+}
+
+pub async fn render_page(
+    env: &Env,
+    config: &Config,
+    viewer: Viewer<'_>,
+    notice: Option<Notice>,
+    handle_input: &str,
+    now_ms: i64,
+    status: u16,
+) -> Result<Rendered> {
     let db = env.d1("DB")?;
     let mut statements = vec![sql::recent_statuses(RECENT), sql::status_counts()];
     match &viewer {
@@ -57,6 +76,7 @@ pub async fn render(
     }
     let results = workers_common::d1::batch(&db, &statements).await?;
     let recent: Vec<StatusViewRow> = results[0].results()?;
+    let unknown_handles = recent.iter().any(|row| row.handle.is_none());
     let counts: Vec<CountRow> = results[1].results()?;
     let current = match results.get(2) {
         Some(result) => result
@@ -116,7 +136,10 @@ pub async fn render(
     )?;
     headers.set("X-Content-Type-Options", "nosniff")?;
     headers.set("Referrer-Policy", "same-origin")?;
-    Ok(response)
+    Ok(Rendered {
+        response,
+        unknown_handles,
+    })
 }
 
 async fn broker_head(env: &Env) -> Result<u64> {

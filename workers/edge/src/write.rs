@@ -42,6 +42,7 @@ pub async fn set_status(
     match write(env, config, &signed_in, &text, now_ms).await? {
         Ok(()) => auth::see_other("/", None),
         Err(Refusal(status, message)) => {
+            tracing::warn!(did = %signed_in.did, status, message, "status write refused");
             if status == 401 {
                 // The session is over: back to sign-in, with the reason, and no loop.
                 let notice = Notice::error(message);
@@ -223,6 +224,8 @@ async fn create(
     match result {
         Ok(output) => Ok((output.data, nonce)),
         Err(atrium_xrpc::Error::XrpcResponse(e)) if e.status == 401 => Err(CreateError::Expired),
+        // A 401 whose WWW-Authenticate says the token is bad (expired or revoked at the PDS).
+        Err(atrium_xrpc::Error::Authentication(_)) => Err(CreateError::Expired),
         Err(atrium_xrpc::Error::XrpcResponse(e)) => Err(CreateError::Refused(match e.error {
             Some(atrium_xrpc::error::XrpcErrorKind::Undefined(body)) => {
                 format!(

@@ -1,0 +1,66 @@
+//! Handles of authors the firehose never named. The network sends an identity event only when a
+//! handle changes, so most authors arrive as bare DIDs; the page shows the DID rather than wait.
+//! Here a few such authors are claimed in D1 (`sql::claim_handle_lookups`: newest first, each at
+//! most once an hour), looked up (DID document -> handle -> back to the same DID), recorded, and
+//! published, so open pages relabel the author's lines in place. Runs from the cron trigger and
+//! after a page that showed a DID (in the background: never on the page's own time).
+
+use domain::sql;
+use domain::wire::ServerMessage;
+use serde::Deserialize;
+use worker::{Env, Result};
+
+use crate::http::WorkerHttp;
+
+/// Lookups per cron run: each is two or three fetches, well inside a request's subrequest limit.
+pub const CRON_LOOKUPS: i64 = 10;
+/// Lookups after a page view that showed a DID.
+pub const PAGE_LOOKUPS: i64 = 3;
+
+#[derive(Deserialize)]
+struct Claimed {
+    did: String,
+}
+
+#[derive(Deserialize)]
+struct Learned {
+    did: String,
+    handle: Option<String>,
+}
+
+/// Looks up to `limit` unknown handles; returns how many were learned.
+pub async fn look_up(env: &Env, now_ms: i64, limit: i64) -> Result<usize> {
+    let db = env.d1("DB")?;
+    let claimed: Vec<Claimed> =
+        workers_common::d1::rows(&db, &sql::claim_handle_lookups(now_ms, limit)).await?;
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let identity = crate::config::identity(env);
+    let mut statements = Vec::new();
+    for Claimed { did } in claimed {
+        match oauth::identity::resolve_did_handle(&WorkerHttp, &identity, &did).await {
+            Ok(Some(handle)) => statements.push(sql::learn_handle(&did, &handle, now_ms * 1000)),
+            Ok(None) => tracing::info!(did, "no handle that resolves back to this DID"),
+            Err(error) => tracing::warn!(did, %error, "handle lookup failed; retried in an hour"),
+        }
+    }
+    if statements.is_empty() {
+        return Ok(0);
+    }
+    let mut changes = Vec::new();
+    for result in workers_common::d1::batch(&db, &statements).await? {
+        for row in result.results::<Learned>()? {
+            changes.push(ServerMessage::HandleChanged {
+                did: row.did,
+                handle: row.handle,
+            });
+        }
+    }
+    let learned = changes.len();
+    if learned > 0 {
+        workers_common::broker::publish(&env.service("BROKER")?, changes).await?;
+    }
+    tracing::info!(learned, "handles looked up");
+    Ok(learned)
+}
