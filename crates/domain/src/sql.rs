@@ -265,25 +265,70 @@ pub fn learn_handle(did: &str, handle: &str, now_us: i64) -> Statement {
 /// How long a handle lookup that found nothing waits before it is tried again.
 pub const HANDLE_RETRY_MS: i64 = 3_600_000;
 
-/// Claims up to `limit` authors whose handle is unknown for a background lookup: the newest
-/// current statuses of active accounts without a handle, not tried in the last
-/// [`HANDLE_RETRY_MS`]. Claiming stamps `handle_checked_at`, so concurrent claims (a cron run and
-/// a page view) never look up the same DID twice. Returns `did`.
-pub fn claim_handle_lookups(now_ms: i64, limit: i64) -> Statement {
-    Statement::new(
-        "INSERT INTO account (did, handle_checked_at) \
-         SELECT c.author_did, ?1 FROM current_status AS c \
-         LEFT JOIN account AS a ON a.did = c.author_did \
-         WHERE a.did IS NULL OR (a.handle IS NULL AND a.active = 1 AND a.handle_checked_at <= ?2) \
-         ORDER BY c.indexed_at DESC LIMIT ?3 \
-         ON CONFLICT (did) DO UPDATE SET handle_checked_at = excluded.handle_checked_at \
-         RETURNING did",
-        vec![
-            now_ms.into(),
-            (now_ms - HANDLE_RETRY_MS).into(),
-            limit.into(),
-        ],
+/// How many of the newest statuses the cron's handle lookups consider: what pages show, at a
+/// bounded cost in rows read per run.
+pub const HANDLE_LOOKUP_WINDOW: i64 = 50;
+
+/// Claims up to `limit` authors of the [`HANDLE_LOOKUP_WINDOW`] newest statuses whose handle is
+/// unknown, for a background lookup (the cron). See [`claim_handle_lookups_among`].
+pub fn claim_recent_handle_lookups(now_ms: i64, limit: i64) -> Statement {
+    claim_handle_lookups(
+        "SELECT author_did AS did FROM status WHERE deleted = 0 \
+         ORDER BY indexed_at DESC, uri DESC LIMIT ?4",
+        vec![HANDLE_LOOKUP_WINDOW.into()],
+        now_ms,
+        limit,
     )
+}
+
+/// Claims up to `limit` of `dids` (authors a page just showed by DID) for a background lookup.
+/// An account is claimed if its handle is unknown, it is not known to be inactive, and it was not
+/// claimed in the last [`HANDLE_RETRY_MS`]; claiming stamps `handle_lookup.checked_at`, so
+/// concurrent claims (the cron and page views) never look up the same DID twice. Returns `did`.
+pub fn claim_handle_lookups_among(dids: &[&str], now_ms: i64, limit: i64) -> Statement {
+    let mut values: Vec<Value> = dids.iter().map(|d| (*d).into()).collect();
+    if values.is_empty() {
+        values.push(Value::Null);
+    }
+    // VALUES' rows are numbered after the three fixed parameters (?1..?3).
+    let numbered = (0..values.len())
+        .map(|i| format!("(?{})", i + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    claim_handle_lookups(
+        &format!("SELECT column1 AS did FROM (VALUES {numbered})"),
+        values,
+        now_ms,
+        limit,
+    )
+}
+
+fn claim_handle_lookups(
+    candidates: &str,
+    params: Vec<Value>,
+    now_ms: i64,
+    limit: i64,
+) -> Statement {
+    let mut values = vec![
+        now_ms.into(),
+        (now_ms - HANDLE_RETRY_MS).into(),
+        limit.into(),
+    ];
+    values.extend(params);
+    Statement {
+        sql: Cow::Owned(format!(
+            "INSERT INTO handle_lookup (did, checked_at) \
+             SELECT DISTINCT c.did, ?1 FROM ({candidates}) AS c \
+             LEFT JOIN account AS a ON a.did = c.did \
+             LEFT JOIN handle_lookup AS h ON h.did = c.did \
+             WHERE c.did IS NOT NULL AND a.handle IS NULL AND COALESCE(a.active, 1) = 1 \
+               AND COALESCE(h.checked_at, 0) <= ?2 \
+             LIMIT ?3 \
+             ON CONFLICT (did) DO UPDATE SET checked_at = excluded.checked_at \
+             RETURNING did"
+        )),
+        params: values,
+    }
 }
 
 const ACCOUNT_HEAD: &str = "INSERT INTO account (did, active, status, state_time_us) VALUES";

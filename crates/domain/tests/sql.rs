@@ -797,6 +797,7 @@ async fn unknown_handles_are_claimed_once_per_retry_window() {
             status(DID_B, 2, "🚀", 2, 20, Origin::Network),
             status(DID_C, 3, "🧠", 3, 10, Origin::Network),
             status(DID_D, 4, "🌈", 4, 40, Origin::Network),
+            status(DID_A, 5, "🌈", 5, 50, Origin::Network),
         ],
     )
     .await;
@@ -806,31 +807,82 @@ async fn unknown_handles_are_claimed_once_per_retry_window() {
         &sql::set_account_states(&[account(DID_D, false, Some("deactivated"), 1)]),
     )
     .await;
-    let claim = |now: i64, limit: i64| {
+    batch(
+        &pool,
+        &sql::set_account_states(&[account(DID_B, true, None, 1)]),
+    )
+    .await;
+    let accounts = |pool: SqlitePool| async move {
+        sqlx::query("SELECT did FROM account ORDER BY did")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("did"))
+            .collect::<Vec<_>>()
+    };
+    let accounts_before = accounts(pool.clone()).await;
+    assert_eq!(accounts_before, vec![DID_B, DID_C, DID_D]);
+    let claimed = |statement: Statement| {
         let pool = pool.clone();
         async move {
-            one(&pool, sql::claim_handle_lookups(now, limit))
+            let mut dids: Vec<String> = one(&pool, statement)
                 .await
                 .iter()
                 .map(|r| r.get::<String, _>("did"))
-                .collect::<Vec<_>>()
+                .collect();
+            dids.sort();
+            dids
         }
     };
     let t = 1_800_000_000_000;
-    // Newest status first, one at a time if asked.
-    assert_eq!(claim(t, 1).await, vec![DID_A.to_owned()]);
-    assert_eq!(claim(t, 10).await, vec![DID_B.to_owned()]);
+    let ab = vec![DID_A.to_owned(), DID_B.to_owned()];
+    // The cron's: authors of the newest statuses, each once, at most `limit`.
+    assert_eq!(
+        claimed(sql::claim_recent_handle_lookups(t, 1)).await.len(),
+        1
+    );
+    assert_eq!(
+        claimed(sql::claim_recent_handle_lookups(t, 10)).await.len(),
+        1,
+        "the other one"
+    );
     // Claimed: not again within the retry window, whoever asks.
-    assert!(claim(t + 1, 10).await.is_empty());
-    assert!(claim(t + sql::HANDLE_RETRY_MS - 1, 10).await.is_empty());
-    // A lookup that found B's handle takes B out for good; A is retried after the window.
+    assert!(claimed(sql::claim_recent_handle_lookups(t + 1, 10))
+        .await
+        .is_empty());
+    assert!(
+        claimed(sql::claim_handle_lookups_among(&[DID_A, DID_B], t + 1, 10))
+            .await
+            .is_empty()
+    );
+    // After the window, a page's own DIDs: known and inactive accounts are never claimed.
+    let later = t + sql::HANDLE_RETRY_MS;
+    assert_eq!(
+        claimed(sql::claim_handle_lookups_among(
+            &[DID_A, DID_B, DID_C, DID_D],
+            later,
+            10
+        ))
+        .await,
+        ab
+    );
+    // A lookup that found B's handle takes B out for good; A comes back an hour later.
     one(&pool, sql::learn_handle(DID_B, "bob.test", 2)).await;
     assert_eq!(
-        claim(t + sql::HANDLE_RETRY_MS, 10).await,
+        claimed(sql::claim_recent_handle_lookups(
+            later + sql::HANDLE_RETRY_MS,
+            10
+        ))
+        .await,
         vec![DID_A.to_owned()]
     );
-    // Claiming made no account inactive and hid nothing.
-    assert_eq!(recent(&pool, 10).await.len(), 3);
+    assert!(claimed(sql::claim_handle_lookups_among(&[], later, 10))
+        .await
+        .is_empty());
+    // Claiming wrote nothing to `account` (that is the network's) and hid nothing.
+    assert_eq!(accounts(pool.clone()).await, accounts_before);
+    assert_eq!(recent(&pool, 10).await.len(), 4);
 }
 
 #[tokio::test]

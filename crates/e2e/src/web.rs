@@ -69,6 +69,26 @@ impl Browser {
         form: &[(&str, &str)],
         origin: Option<&str>,
     ) -> Result<reqwest::Response> {
+        self.post_accepting(path, form, origin, "text/html").await
+    }
+
+    /// The same POST as the page's script sends it (`fetch`, asking for JSON).
+    pub async fn post_from_script(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Result<reqwest::Response> {
+        self.post_accepting(path, form, None, "application/json")
+            .await
+    }
+
+    async fn post_accepting(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+        origin: Option<&str>,
+        accept: &str,
+    ) -> Result<reqwest::Response> {
         let origin = origin.map_or_else(|| self.base.clone(), str::to_owned);
         let site = if origin == self.base {
             "same-origin"
@@ -80,6 +100,7 @@ impl Browser {
             .post(format!("{}{path}", self.base))
             .header("origin", origin)
             .header("sec-fetch-site", site)
+            .header("accept", accept)
             .form(form);
         if let Some(cookie) = &self.cookie {
             request = request.header(COOKIE, cookie);

@@ -120,9 +120,31 @@ async fn flow(net: &Net) -> Result<()> {
         "refused writes wrote nothing"
     );
 
+    // The page's script posts with fetch and gets JSON: the status, or why not.
+    let scripted = browser
+        .post_from_script("/status", &[("status", "🚀")])
+        .await?;
+    ensure!(scripted.status() == StatusCode::OK, "{}", scripted.status());
+    let body: serde_json::Value = scripted.json().await?;
+    ensure!(
+        body["status"]["status"] == "🚀" && body["status"]["author_did"] == alice.as_str(),
+        "{body}"
+    );
+    let scripted = browser
+        .post_from_script("/status", &[("status", "two words")])
+        .await?;
+    ensure!(scripted.status() == StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = scripted.json().await?;
+    ensure!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a valid status")),
+        "{body}"
+    );
+
     // Too many writes in a minute: the budget (10) stops the 11th.
     let mut last = StatusCode::OK;
-    for i in 0..10 {
+    for i in 0..9 {
         let emoji = ["🚀", "🧠"][i % 2];
         last = browser
             .post("/status", &[("status", emoji)], None)

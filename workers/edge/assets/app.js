@@ -1,7 +1,8 @@
 // Live updates for the home page (docs/broker.md): one WebSocket to /ws, resumed from the last
 // sequence number seen (`since`), pinged every 30 s, reconnected with backoff, reloaded when the
-// broker says so. Updates are applied in place with textContent only (never as HTML). Without
-// this script the page still works: forms POST and redirect.
+// broker says so. Updates are applied in place with textContent only (never as HTML). Picking a
+// status posts it with fetch (no reload; the new line arrives over the socket, a refusal shows as
+// a message). Without this script the page still works: forms POST and redirect.
 (function () {
   "use strict";
   var app = document.getElementById("app");
@@ -115,4 +116,59 @@
     };
   }
   connect();
+
+  // Picking a status without a reload. Browsers without `event.submitter` post the plain form.
+  var grid = document.getElementById("grid");
+  var posting = false;
+  function say(text) {
+    var p = document.getElementById("live-notice");
+    if (!p) {
+      p = document.createElement("p");
+      p.id = "live-notice";
+      p.className = "notice error";
+      p.setAttribute("role", "alert");
+      app.insertBefore(p, app.firstChild);
+    }
+    p.textContent = text;
+  }
+  function unsay() {
+    var p = document.getElementById("live-notice");
+    if (p) p.remove();
+  }
+  if (grid && viewer && window.fetch && window.URLSearchParams) {
+    grid.addEventListener("submit", function (event) {
+      var button = event.submitter;
+      if (!button || !button.value) return;
+      event.preventDefault();
+      if (posting) return;
+      posting = true;
+      grid.setAttribute("aria-busy", "true");
+      fetch("/status", {
+        method: "POST",
+        headers: { "Accept": "application/json" },
+        body: new URLSearchParams({ status: button.value }),
+        credentials: "same-origin"
+      }).then(function (response) {
+        return response.json().catch(function () { return {}; }).then(function (body) {
+          if (response.ok) {
+            unsay();
+            highlight(button.value);
+            // The new line at once; the same message over the socket then changes nothing.
+            if (body.status && body.status.uri) apply({ type: "status_upserted", status: body.status });
+          } else if (response.status === 401) {
+            // Signed out (elsewhere, or the sign-in ended): say why, and offer sign-in again.
+            say((body.error || "Your sign-in has ended.") + " Reload the page to sign in again.");
+            Array.prototype.forEach.call(grid.querySelectorAll("button"), function (b) { b.disabled = true; });
+          } else {
+            say(body.error || "Something went wrong (" + response.status + "). Please try again.");
+          }
+        });
+      }).catch(function () {
+        say("Statusphere could not be reached. Check your connection and try again.");
+      }).then(function () {
+        posting = false;
+        grid.removeAttribute("aria-busy");
+      });
+    });
+  }
 })();

@@ -1,11 +1,11 @@
 //! Handles of authors the firehose never named. The network sends an identity event only when a
 //! handle changes, so most authors arrive as bare DIDs; the page shows the DID rather than wait.
-//! Here a few such authors are claimed in D1 (`sql::claim_handle_lookups`: newest first, each at
-//! most once an hour), looked up (DID document -> handle -> back to the same DID), recorded, and
-//! published, so open pages relabel the author's lines in place. Runs from the cron trigger and
-//! after a page that showed a DID (in the background: never on the page's own time).
+//! Here a few such authors are claimed in D1 (each at most once an hour: the cron claims among
+//! the newest statuses, a home page among the authors it showed by DID), looked up (DID document
+//! -> handle -> back to the same DID), recorded, and published, so open pages relabel the
+//! author's lines in place. Always in the background: never on a page's own time.
 
-use domain::sql;
+use domain::sql::{self, Statement};
 use domain::wire::ServerMessage;
 use serde::Deserialize;
 use worker::{Env, Result};
@@ -28,11 +28,27 @@ struct Learned {
     handle: Option<String>,
 }
 
-/// Looks up to `limit` unknown handles; returns how many were learned.
-pub async fn look_up(env: &Env, now_ms: i64, limit: i64) -> Result<usize> {
+/// The cron's lookups: unknown handles among the newest statuses.
+pub async fn look_up_recent(env: &Env, now_ms: i64) -> Result<usize> {
+    look_up(
+        env,
+        &sql::claim_recent_handle_lookups(now_ms, CRON_LOOKUPS),
+        now_ms,
+    )
+    .await
+}
+
+/// After a home page: the authors it showed by DID.
+pub async fn look_up_shown(env: &Env, dids: &[String], now_ms: i64) -> Result<usize> {
+    let dids: Vec<&str> = dids.iter().map(String::as_str).collect();
+    let claim = sql::claim_handle_lookups_among(&dids, now_ms, PAGE_LOOKUPS);
+    look_up(env, &claim, now_ms).await
+}
+
+/// Looks up the handles `claim` claims; returns how many were learned.
+async fn look_up(env: &Env, claim: &Statement, now_ms: i64) -> Result<usize> {
     let db = env.d1("DB")?;
-    let claimed: Vec<Claimed> =
-        workers_common::d1::rows(&db, &sql::claim_handle_lookups(now_ms, limit)).await?;
+    let claimed: Vec<Claimed> = workers_common::d1::rows(&db, claim).await?;
     if claimed.is_empty() {
         return Ok(0);
     }

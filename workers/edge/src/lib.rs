@@ -83,11 +83,11 @@ async fn route(
                 None => Viewer::Nobody,
             };
             let page = page::render_page(env, &config, viewer, None, "", now_ms, 200).await?;
-            if page.unknown_handles {
+            if !page.unknown_handles.is_empty() {
                 // Look a few up after the page is sent; the next page (or the live update) has them.
-                let env = env.clone();
+                let (env, dids) = (env.clone(), page.unknown_handles);
                 ctx.wait_until(async move {
-                    let lookups = handles::look_up(&env, now_ms, handles::PAGE_LOOKUPS);
+                    let lookups = handles::look_up_shown(&env, &dids, now_ms);
                     if let Err(error) = lookups.await {
                         tracing::warn!(%error, "handle lookups after a page failed");
                     }
@@ -116,7 +116,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Err(error) => tracing::error!(cron = event.cron(), %error, "waking the listener failed"),
     }
     let now_ms = Date::now().as_millis() as i64;
-    if let Err(error) = handles::look_up(&env, now_ms, handles::CRON_LOOKUPS).await {
+    if let Err(error) = handles::look_up_recent(&env, now_ms).await {
         tracing::error!(cron = event.cron(), %error, "handle lookups failed");
     }
 }

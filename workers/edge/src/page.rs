@@ -19,7 +19,6 @@ const ICON: &str = include_str!("../assets/icon.svg");
 /// How many recent statuses the page lists.
 const RECENT: i64 = 30;
 
-/// Renders the page for `viewer` with an optional notice, answering `status`.
 /// Who the page is for.
 pub enum Viewer<'a> {
     /// Signed out.
@@ -36,6 +35,7 @@ impl<'a> From<Option<&'a SignedIn>> for Viewer<'a> {
     }
 }
 
+/// Renders the page for `viewer` with an optional notice, answering `status`.
 pub async fn render(
     env: &Env,
     config: &Config,
@@ -49,10 +49,10 @@ pub async fn render(
     Ok(rendered.response)
 }
 
-/// A rendered page, and whether it had to show an author's DID for want of a handle.
+/// A rendered page, and the authors it had to show by DID for want of a handle.
 pub struct Rendered {
     pub response: Response,
-    pub unknown_handles: bool,
+    pub unknown_handles: Vec<String>,
 }
 
 pub async fn render_page(
@@ -76,7 +76,13 @@ pub async fn render_page(
     }
     let results = workers_common::d1::batch(&db, &statements).await?;
     let recent: Vec<StatusViewRow> = results[0].results()?;
-    let unknown_handles = recent.iter().any(|row| row.handle.is_none());
+    let mut unknown_handles: Vec<String> = recent
+        .iter()
+        .filter(|row| row.handle.is_none())
+        .map(|row| row.author_did.clone())
+        .collect();
+    unknown_handles.sort();
+    unknown_handles.dedup();
     let counts: Vec<CountRow> = results[1].results()?;
     let current = match results.get(2) {
         Some(result) => result
@@ -152,7 +158,6 @@ async fn broker_head(env: &Env) -> Result<u64> {
     Ok(head.seq)
 }
 
-/// `GET /assets/app.<hash>.{css,js}`: cached for a year (the name changes with the content).
 /// `/favicon.ico`: the icon, for a day (its name cannot carry a hash).
 pub fn favicon() -> Result<Response> {
     let response = Response::ok(ICON)?;
@@ -163,6 +168,7 @@ pub fn favicon() -> Result<Response> {
     Ok(response)
 }
 
+/// `GET /assets/<name>.<hash>.<ext>`: cached for a year (the name changes with the content).
 pub fn asset(path: &str) -> Result<Response> {
     let (body, kind) = if path == CSS_PATH {
         (CSS, "text/css; charset=utf-8")

@@ -8,7 +8,7 @@ use atrium_api::com::atproto::repo::create_record;
 use domain::present::iso8601;
 use domain::sql::{self, StatusViewRow};
 use domain::wire::ServerMessage;
-use domain::{Origin, Status};
+use domain::{Origin, Status, StatusView};
 use lexicon::{CreatedAt, StatusText, STATUS_NSID};
 use oauth::{PdsClient, Session};
 use worker::{Env, Request, Response, Result};
@@ -28,10 +28,19 @@ pub async fn set_status(
     config: &Config,
     now_ms: i64,
 ) -> Result<Response> {
+    // The page's script posts with fetch and asks for JSON; a plain form gets a page or a redirect.
+    let wants_json = req
+        .headers()
+        .get("Accept")?
+        .is_some_and(|accept| accept.contains("application/json"));
     let db = env.d1("DB")?;
     let signed_in = session::current(&req, &db, config.secure_cookies, now_ms).await?;
     let Some(signed_in) = signed_in else {
-        let notice = Notice::error("Sign in to set your status.");
+        let message = "Sign in to set your status.";
+        if wants_json {
+            return json_refusal(401, message);
+        }
+        let notice = Notice::error(message);
         return page::render(env, config, Viewer::Nobody, Some(notice), "", now_ms, 401).await;
     };
     let form = req.form_data().await.ok();
@@ -40,32 +49,44 @@ pub async fn set_status(
         .and_then(|f| f.get_field("status"))
         .unwrap_or_default();
     match write(env, config, &signed_in, &text, now_ms).await? {
-        Ok(()) => auth::see_other("/", None),
+        // The row as D1 holds it (what the broker publishes too): the script shows it at once,
+        // whether or not its socket is connected.
+        Ok(view) if wants_json => Response::from_json(&serde_json::json!({ "status": view })),
+        Ok(_) => auth::see_other("/", None),
         Err(Refusal(status, message)) => {
             tracing::warn!(did = %signed_in.did, status, message, "status write refused");
-            if status == 401 {
+            let response = if wants_json {
+                json_refusal(status, &message)?
+            } else if status == 401 {
                 // The session is over: back to sign-in, with the reason, and no loop.
                 let notice = Notice::error(message);
-                let response =
-                    page::render(env, config, Viewer::Nobody, Some(notice), "", now_ms, 401)
-                        .await?;
+                page::render(env, config, Viewer::Nobody, Some(notice), "", now_ms, 401).await?
+            } else {
+                let notice = Notice::error(message);
+                page::render(
+                    env,
+                    config,
+                    Viewer::Known(&signed_in),
+                    Some(notice),
+                    "",
+                    now_ms,
+                    status,
+                )
+                .await?
+            };
+            if status == 401 {
                 response
                     .headers()
                     .set("Set-Cookie", &session::clear_cookie(config.secure_cookies))?;
-                return Ok(response);
             }
-            page::render(
-                env,
-                config,
-                Viewer::Known(&signed_in),
-                Some(Notice::error(message)),
-                "",
-                now_ms,
-                status,
-            )
-            .await
+            Ok(response)
         }
     }
+}
+
+/// A refusal for the page's script: `{"error": message}` with the status.
+fn json_refusal(status: u16, message: &str) -> Result<Response> {
+    Ok(Response::from_json(&serde_json::json!({ "error": message }))?.with_status(status))
 }
 
 async fn write(
@@ -74,7 +95,7 @@ async fn write(
     who: &SignedIn,
     text: &str,
     now_ms: i64,
-) -> Result<std::result::Result<(), Refusal>> {
+) -> Result<std::result::Result<Option<StatusView>, Refusal>> {
     let Ok(status) = StatusText::new(text) else {
         return Ok(Err(Refusal(
             400,
@@ -151,18 +172,19 @@ async fn write(
     let view = results
         .get(read_back)
         .and_then(|r| r.results::<StatusViewRow>().ok())
-        .and_then(|rows| rows.into_iter().next());
-    if let Some(view) = view {
+        .and_then(|rows| rows.into_iter().next())
+        .map(StatusViewRow::into_view);
+    if let Some(view) = &view {
         publish(
             env,
             ServerMessage::StatusUpserted {
-                status: view.into_view(),
+                status: view.clone(),
             },
         )
         .await;
     }
     tracing::info!(did = %who.did, uri = %row.uri, "status written");
-    Ok(Ok(()))
+    Ok(Ok(view))
 }
 
 impl From<Unusable> for Refusal {
