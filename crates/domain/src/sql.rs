@@ -625,20 +625,42 @@ pub struct BrowserSessionRow {
 /// The length of a write-budget window.
 pub const WRITE_WINDOW_MS: i64 = 60_000;
 
-/// Counts one status write by `did` in the current one-minute window and returns the window's
-/// count so far (this write included); the caller refuses the write above its limit. One
-/// statement, so concurrent writes cannot both see the old count.
+/// Counts one status write by `did` in the current one-minute window, moving the old count to
+/// `prev_count` when a new window starts. Returns `window_start`, `count` (this write included)
+/// and `prev_count`, for [`writes_in_last_minute`]. One statement, so concurrent writes cannot
+/// both see the old count.
 pub fn count_write(did: &str, now_ms: i64) -> Statement {
     let window = now_ms - now_ms.rem_euclid(WRITE_WINDOW_MS);
     Statement::new(
-        "INSERT INTO write_budget (did, window_start, count) VALUES (?1, ?2, 1) \
+        "INSERT INTO write_budget (did, window_start, count, prev_count) VALUES (?1, ?2, 1, 0) \
          ON CONFLICT (did) DO UPDATE SET \
+         prev_count = CASE WHEN write_budget.window_start = excluded.window_start \
+                           THEN write_budget.prev_count \
+                           WHEN write_budget.window_start = excluded.window_start - ?3 \
+                           THEN write_budget.count ELSE 0 END, \
          count = CASE WHEN write_budget.window_start = excluded.window_start \
                       THEN write_budget.count + 1 ELSE 1 END, \
          window_start = excluded.window_start \
-         RETURNING count",
-        vec![did.into(), window.into()],
+         RETURNING window_start, count, prev_count",
+        vec![did.into(), window.into(), WRITE_WINDOW_MS.into()],
     )
+}
+
+/// What [`count_write`] returns.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct WriteCount {
+    pub window_start: i64,
+    pub count: i64,
+    pub prev_count: i64,
+}
+
+/// The writes of the last minute, estimated from two fixed windows (a sliding-window counter):
+/// the previous window's count weighted by the share of it still inside the last minute, plus the
+/// current window's. A loop cannot get two budgets in by straddling a minute boundary.
+pub fn writes_in_last_minute(counted: WriteCount, now_ms: i64) -> f64 {
+    let into_window = (now_ms - counted.window_start).clamp(0, WRITE_WINDOW_MS) as f64;
+    let overlap = 1.0 - into_window / WRITE_WINDOW_MS as f64;
+    counted.prev_count as f64 * overlap + counted.count as f64
 }
 
 /// Housekeeping: expired authorizations and browser sessions.
@@ -652,9 +674,10 @@ pub fn purge_expired(now_ms: i64) -> Vec<Statement> {
             "DELETE FROM browser_session WHERE expires_at <= ?1",
             vec![now_ms.into()],
         ),
+        // A window still counts (as `prev_count`) during the next one.
         Statement::new(
             "DELETE FROM write_budget WHERE window_start < ?1",
-            vec![(now_ms - WRITE_WINDOW_MS).into()],
+            vec![(now_ms - 2 * WRITE_WINDOW_MS).into()],
         ),
     ]
 }

@@ -930,32 +930,51 @@ async fn the_page_reads_the_viewer_status_through_the_session() {
 #[tokio::test]
 async fn write_budget_counts_per_account_per_minute() {
     let pool = database().await;
-    let count = |rows: Vec<SqliteRow>| rows[0].get::<i64, _>("count");
     let t0 = 1_800_000_000_000; // a window start
-    assert_eq!(count(one(&pool, sql::count_write(DID_A, t0)).await), 1);
+    let write = |did: &'static str, at: i64| {
+        let pool = pool.clone();
+        async move {
+            let row = &one(&pool, sql::count_write(did, at)).await[0];
+            let counted = sql::WriteCount {
+                window_start: row.get("window_start"),
+                count: row.get("count"),
+                prev_count: row.get("prev_count"),
+            };
+            (
+                counted.count,
+                counted.prev_count,
+                sql::writes_in_last_minute(counted, at),
+            )
+        }
+    };
+    assert_eq!(write(DID_A, t0).await, (1, 0, 1.0));
+    assert_eq!(write(DID_A, t0 + 59_999).await.0, 2);
+    assert_eq!(write(DID_B, t0 + 1).await, (1, 0, 1.0), "per account");
+    // A new window: the old count still weighs, by how much of it is inside the last minute.
     assert_eq!(
-        count(one(&pool, sql::count_write(DID_A, t0 + 59_999)).await),
-        2
+        write(DID_A, t0 + 60_000).await,
+        (1, 2, 3.0),
+        "all of it, at the boundary"
     );
     assert_eq!(
-        count(one(&pool, sql::count_write(DID_B, t0 + 1)).await),
-        1,
-        "per account"
+        write(DID_A, t0 + 90_000).await,
+        (2, 2, 3.0),
+        "half of it, half-way"
     );
-    assert_eq!(
-        count(one(&pool, sql::count_write(DID_A, t0 + 60_000)).await),
-        1,
-        "a new window"
-    );
-    assert_eq!(
-        count(one(&pool, sql::count_write(DID_A, t0 + 60_001)).await),
-        2
-    );
-    batch(&pool, &sql::purge_expired(t0 + 120_000)).await;
+    // A window after a quiet one starts clean.
+    assert_eq!(write(DID_B, t0 + 180_000).await, (1, 0, 1.0));
+    // Ten writes just before a boundary and ten just after are twenty in the last minute.
+    for i in 0..10 {
+        write(DID_C, t0 + 59_000 + i).await;
+    }
+    let (count, prev, estimate) = write(DID_C, t0 + 60_500).await;
+    assert_eq!((count, prev), (1, 10));
+    assert!(estimate > 10.0, "{estimate}");
+    batch(&pool, &sql::purge_expired(t0 + 240_000)).await;
     assert_eq!(
         count_rows(&pool, "SELECT COUNT(*) FROM write_budget").await,
         1,
-        "B's old window purged"
+        "only B's window (3 min) still counts"
     );
 }
 

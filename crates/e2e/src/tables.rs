@@ -37,12 +37,7 @@ impl Tables {
 
     /// The local D1 database of a stack's state folder (read only).
     pub async fn of_stack(persist_dir: &Path) -> Result<Tables> {
-        let path = d1_file(persist_dir)?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(SqliteConnectOptions::new().filename(&path).read_only(true))
-            .await
-            .with_context(|| format!("opening {}", path.display()))?;
+        let pool = open_d1(persist_dir).await?;
         let tables = Tables::read(&pool).await;
         pool.close().await;
         tables
@@ -51,12 +46,7 @@ impl Tables {
     /// The OAuth session edge keeps for `did` (its `oauth_session.data` JSON), read from the
     /// stack's local D1.
     pub async fn oauth_session(persist_dir: &Path, did: &str) -> Result<Option<String>> {
-        let path = d1_file(persist_dir)?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(SqliteConnectOptions::new().filename(&path).read_only(true))
-            .await
-            .with_context(|| format!("opening {}", path.display()))?;
+        let pool = open_d1(persist_dir).await?;
         let data = sqlx::query_scalar("SELECT data FROM oauth_session WHERE did = ?1")
             .bind(did)
             .fetch_optional(&pool)
@@ -123,6 +113,16 @@ impl Tables {
 }
 
 /// The D1 database file miniflare keeps under `<persist_dir>/v3/d1/`.
+/// The stack's local D1 database, read only.
+async fn open_d1(persist_dir: &Path) -> Result<SqlitePool> {
+    let path = d1_file(persist_dir)?;
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(SqliteConnectOptions::new().filename(&path).read_only(true))
+        .await
+        .with_context(|| format!("opening {}", path.display()))
+}
+
 fn d1_file(persist_dir: &Path) -> Result<PathBuf> {
     let dir = persist_dir.join("v3/d1/miniflare-D1DatabaseObject");
     let files: Vec<PathBuf> = std::fs::read_dir(&dir)

@@ -142,6 +142,16 @@ impl Browser {
     }
 }
 
+/// The response's `Set-Cookie` header.
+pub fn set_cookie(response: &reqwest::Response) -> Result<String> {
+    Ok(response
+        .headers()
+        .get(SET_COOKIE)
+        .context("no Set-Cookie")?
+        .to_str()?
+        .to_owned())
+}
+
 pub fn location(response: &reqwest::Response) -> Result<String> {
     Ok(response
         .headers()

@@ -10,9 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use domain::wire::ServerMessage;
 use e2e::pds::{self, Answer};
-use e2e::web::{did_of, location, start, start_live, start_with, Browser, Net};
+use e2e::web::{did_of, location, set_cookie, start, start_live, start_with, Browser, Net};
 use e2e::Page;
-use reqwest::header::SET_COOKIE;
 use reqwest::StatusCode;
 use xtask::devnet::DEMO_PASSWORD;
 
@@ -47,23 +46,15 @@ async fn flow(net: &Net) -> Result<()> {
         callback.status(),
         callback.text().await?
     );
-    let set_cookie = callback
-        .headers()
-        .get(SET_COOKIE)
-        .context("no cookie")?
-        .to_str()?
-        .to_owned();
+    let issued = set_cookie(&callback)?;
     for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
-        ensure!(
-            set_cookie.contains(flag),
-            "cookie lacks {flag}: {set_cookie}"
-        );
+        ensure!(issued.contains(flag), "cookie lacks {flag}: {issued}");
     }
     ensure!(
-        !set_cookie.contains("Secure"),
-        "plain-http localhost gets no Secure flag: {set_cookie}"
+        !issued.contains("Secure"),
+        "plain-http localhost gets no Secure flag: {issued}"
     );
-    ensure!(set_cookie.starts_with("sid="), "{set_cookie}");
+    ensure!(issued.starts_with("sid="), "{issued}");
     let page = browser.page().await?;
     ensure!(
         page.contains("Signed in as <strong>alice.test</strong>"),
@@ -167,11 +158,7 @@ async fn flow(net: &Net) -> Result<()> {
     let old_cookie = browser.cookie.clone();
     let out = browser.post("/logout", &[], None).await?;
     ensure!(out.status() == StatusCode::SEE_OTHER);
-    let cleared = out
-        .headers()
-        .get(SET_COOKIE)
-        .context("no cookie cleared")?
-        .to_str()?;
+    let cleared = set_cookie(&out)?;
     ensure!(cleared.contains("Max-Age=0"), "{cleared}");
     browser.cookie = old_cookie;
     let page = browser.page().await?;
@@ -430,12 +417,7 @@ async fn network(net: &mut Net) -> Result<()> {
             refused.text().await?
         );
     }
-    let cleared = refused
-        .headers()
-        .get(SET_COOKIE)
-        .context("cookie not cleared")?
-        .to_str()?
-        .to_owned();
+    let cleared = set_cookie(&refused)?;
     ensure!(cleared.contains("Max-Age=0"), "{cleared}");
     ensure!(refused.text().await?.contains("sign-in has ended"));
     ensure!(
@@ -489,12 +471,7 @@ async fn a_browser_session_expires() -> Result<()> {
     let signed_in = browser
         .sign_in("alice.test", "alice", Answer::Consent)
         .await?;
-    let cookie = signed_in
-        .headers()
-        .get(SET_COOKIE)
-        .context("no cookie")?
-        .to_str()?
-        .to_owned();
+    let cookie = set_cookie(&signed_in)?;
     ensure!(cookie.contains("Max-Age=3"), "{cookie}");
     ensure!(browser.page().await?.contains("Signed in as"));
     tokio::time::sleep(Duration::from_millis(3_500)).await;

@@ -219,22 +219,26 @@ pub async fn logout(req: Request, env: &Env, config: &Config, now_ms: i64) -> Re
     see_other("/", Some(&session::clear_cookie(config.secure_cookies)))
 }
 
+/// A row of `sql::get_oauth_session`.
 #[derive(Deserialize)]
-struct SessionRow {
+pub struct SessionRow {
     data: String,
 }
 
 /// The stored OAuth session of `did`.
 pub async fn load(db: &D1Database, did: &str) -> Result<Option<Session>> {
     let rows: Vec<SessionRow> = workers_common::d1::rows(db, &sql::get_oauth_session(did)).await?;
-    let Some(row) = rows.into_iter().next() else {
-        return Ok(None);
-    };
+    Ok(decode(rows, did))
+}
+
+/// The session in the rows of `sql::get_oauth_session(did)`, if any and readable.
+pub fn decode(rows: Vec<SessionRow>, did: &str) -> Option<Session> {
+    let row = rows.into_iter().next()?;
     match serde_json::from_str(&row.data) {
-        Ok(session) => Ok(Some(session)),
+        Ok(session) => Some(session),
         Err(error) => {
             tracing::error!(%error, did, "a stored OAuth session is unreadable");
-            Ok(None)
+            None
         }
     }
 }
@@ -256,7 +260,20 @@ pub async fn fresh(
     now_ms: i64,
     force: bool,
 ) -> Result<std::result::Result<Session, Unusable>> {
-    let Some(session) = load(db, did).await? else {
+    let stored = load(db, did).await?;
+    fresh_from(db, config, did, stored, now_ms, force).await
+}
+
+/// [`fresh`], from a session the caller already read (in a batch of its own).
+pub async fn fresh_from(
+    db: &D1Database,
+    config: &Config,
+    did: &str,
+    stored: Option<Session>,
+    now_ms: i64,
+    force: bool,
+) -> Result<std::result::Result<Session, Unusable>> {
+    let Some(session) = stored else {
         return Ok(Err(Unusable::Ended));
     };
     if !force && !session.expires_within(now_ms / 1000, 30) {

@@ -103,13 +103,22 @@ async fn write(
         )));
     };
     let db = env.d1("DB")?;
-    let counted: Vec<serde_json::Value> =
-        workers_common::d1::rows(&db, &sql::count_write(&who.did, now_ms)).await?;
-    let count = counted
-        .first()
-        .and_then(|r| r["count"].as_i64())
-        .unwrap_or(0);
-    if count > config.writes_per_minute {
+    // One round trip: a unit of the budget, and the tokens.
+    let read = workers_common::d1::batch(
+        &db,
+        &[
+            sql::count_write(&who.did, now_ms),
+            sql::get_oauth_session(&who.did),
+        ],
+    )
+    .await?;
+    let counted = read[0]
+        .results::<sql::WriteCount>()?
+        .into_iter()
+        .next()
+        .ok_or_else(|| worker::Error::RustError("the write budget returned no row".into()))?;
+    let stored = auth::decode(read[1].results()?, &who.did);
+    if sql::writes_in_last_minute(counted, now_ms) > config.writes_per_minute as f64 {
         return Ok(Err(Refusal(
             429,
             "You are changing your status too quickly. Please wait a minute.".into(),
@@ -119,7 +128,7 @@ async fn write(
         Ok(c) => c,
         Err(e) => return Ok(Err(Refusal(500, format!("clock error: {e}")))),
     };
-    let mut session = match auth::fresh(&db, config, &who.did, now_ms, false).await? {
+    let mut session = match auth::fresh_from(&db, config, &who.did, stored, now_ms, false).await? {
         Ok(session) => session,
         Err(unusable) => return Ok(Err(unusable.into())),
     };
