@@ -14,6 +14,7 @@ use xtask::toolchain::Tools;
 use crate::pds::{self, Answer};
 
 /// A browser: no redirects followed, the app's session cookie kept by hand.
+#[derive(Clone)]
 pub struct Browser {
     http: reqwest::Client,
     pub base: String,

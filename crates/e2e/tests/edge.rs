@@ -491,3 +491,78 @@ async fn a_browser_session_expires() -> Result<()> {
     );
     Ok(())
 }
+
+/// Refresh tokens are single use, so refreshes must not race: with every write made to refresh
+/// first (`REFRESH_MARGIN_SECONDS` beyond any token's life), one write gets new tokens, and five
+/// writes at once all succeed. Had two of them refreshed with the same refresh token, the PDS
+/// would have refused the second and ended the session (401); under the D1 lease one refreshes
+/// while the others wait and then use the tokens it stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_take_turns() -> Result<()> {
+    let net = tokio::task::block_in_place(|| {
+        start_with("edge-refresh", |config| {
+            config.with_var("edge", "REFRESH_MARGIN_SECONDS", "1000000000")
+        })
+    })?;
+    let result = take_turns(&net).await;
+    if result.is_err() {
+        eprintln!("wrangler log:\n{}", net.stack.log_tail(80));
+    }
+    result
+}
+
+async fn take_turns(net: &Net) -> Result<()> {
+    let alice = did_of(&net.devnet, "alice");
+    let persist = &net.stack.config().persist_dir;
+    let tokens = || async {
+        let data = e2e::tables::Tables::oauth_session(persist, &alice)
+            .await?
+            .context("no OAuth session in D1")?;
+        let session: oauth::Session = serde_json::from_str(&data)?;
+        Ok::<_, anyhow::Error>((session.access_token, session.refresh_token))
+    };
+    let mut browser = Browser::new(&net.stack);
+    ensure!(
+        browser
+            .sign_in("alice.test", "alice", Answer::Consent)
+            .await?
+            .status()
+            == StatusCode::SEE_OTHER
+    );
+    let signed_in = tokens().await?;
+    let first = browser.post("/status", &[("status", "🦋")], None).await?;
+    ensure!(
+        first.status() == StatusCode::SEE_OTHER,
+        "{}",
+        first.status()
+    );
+    let refreshed = tokens().await?;
+    ensure!(
+        refreshed.0 != signed_in.0 && refreshed.1 != signed_in.1,
+        "the write refreshed the tokens first"
+    );
+
+    let writes = ["🚀", "🧠", "🌈", "💙", "😉"].map(|emoji| {
+        let mut browser = browser.clone();
+        tokio::spawn(async move {
+            let response = browser.post("/status", &[("status", emoji)], None).await?;
+            let status = response.status();
+            let text = response.text().await?;
+            Ok::<_, anyhow::Error>((status, text))
+        })
+    });
+    for write in writes {
+        let (status, text) = write.await??;
+        ensure!(
+            status == StatusCode::SEE_OTHER,
+            "a concurrent write answered {status}: {text}"
+        );
+    }
+    ensure!(
+        pds::repo_statuses(&net.devnet.pds_url, &alice).await?.len() == 6,
+        "every write is in the repo"
+    );
+    let last = tokens().await?;
+    ensure!(last.1 != refreshed.1, "refreshed again since");
+    Ok(())
+}

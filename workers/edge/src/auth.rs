@@ -276,7 +276,7 @@ pub async fn fresh_from(
     let Some(session) = stored else {
         return Ok(Err(Unusable::Ended));
     };
-    if !force && !session.expires_within(now_ms / 1000, 30) {
+    if !force && !session.expires_within(now_ms / 1000, config.refresh_margin_s) {
         return Ok(Ok(session));
     }
     let owner =
@@ -294,7 +294,7 @@ pub async fn fresh_from(
                 Err(_) => return Ok(Err(Unusable::Ended)),
             };
             if current.access_token != session.access_token
-                && !current.expires_within(now_ms / 1000, 30)
+                && !current.expires_within(now_ms / 1000, config.refresh_margin_s)
             {
                 // Refreshed by someone else meanwhile.
                 unlock(db, did, &owner).await?;

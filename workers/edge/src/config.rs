@@ -13,6 +13,10 @@ pub const SCOPE: &str = "atproto repo:xyz.statusphere.status";
 /// Status writes one account may make per minute, unless `WRITES_PER_MINUTE` says otherwise.
 const WRITES_PER_MINUTE: i64 = 10;
 
+/// How long before an access token expires it is refreshed, unless `REFRESH_MARGIN_SECONDS` says
+/// otherwise.
+const REFRESH_MARGIN_S: i64 = 30;
+
 /// How long a browser session lasts, unless `SESSION_TTL_SECONDS` says otherwise.
 const SESSION_TTL_S: i64 = 30 * 24 * 3_600;
 
@@ -30,6 +34,9 @@ pub struct Config {
     pub writes_per_minute: i64,
     /// How long a browser session lasts, in seconds (a test shortens it).
     pub session_ttl_s: i64,
+    /// Access tokens this close to expiry (seconds) are refreshed before use (a test makes every
+    /// write refresh).
+    pub refresh_margin_s: i64,
 }
 
 fn var(env: &Env, name: &str, default: &str) -> String {
@@ -40,6 +47,11 @@ fn var(env: &Env, name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// A var that must be a positive whole number, if set to one.
+fn positive(env: &Env, name: &str) -> Option<i64> {
+    var(env, name, "").parse().ok().filter(|n| *n > 0)
+}
+
 impl Config {
     /// Reads the settings; `url` is the request's (the loopback client's redirect follows the
     /// port the app is served on).
@@ -47,16 +59,9 @@ impl Config {
         Config {
             secure_cookies: url.scheme() == "https",
             profile_base: var(env, "PROFILE_URL", "https://bsky.app/profile/"),
-            writes_per_minute: var(env, "WRITES_PER_MINUTE", "")
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .unwrap_or(WRITES_PER_MINUTE),
-            session_ttl_s: var(env, "SESSION_TTL_SECONDS", "")
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .unwrap_or(SESSION_TTL_S),
+            writes_per_minute: positive(env, "WRITES_PER_MINUTE").unwrap_or(WRITES_PER_MINUTE),
+            session_ttl_s: positive(env, "SESSION_TTL_SECONDS").unwrap_or(SESSION_TTL_S),
+            refresh_margin_s: positive(env, "REFRESH_MARGIN_SECONDS").unwrap_or(REFRESH_MARGIN_S),
             client: OnceCell::new(),
             env: env.clone(),
             url: url.clone(),
