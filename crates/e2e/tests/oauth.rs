@@ -146,6 +146,19 @@ async fn sign_in_write_refresh_revoke_against_the_local_pds() -> Result<()> {
     assert_ne!(refreshed.access_token, session.access_token);
     assert_ne!(refreshed.refresh_token, session.refresh_token);
     write_status(&net, &refreshed, "🚀").await?;
+
+    // An account whose PDS no longer names the session's server (it moved): refused before the
+    // refresh token is spent, and the real session still refreshes afterwards.
+    let mut moved = refreshed.clone();
+    moved.server.issuer = "https://elsewhere.example".into();
+    match net.oauth().refresh(&moved).await {
+        Err(oauth::Error::Denied(why)) => assert!(why.contains("moved"), "{why}"),
+        other => panic!("a moved account refreshed: {other:?}"),
+    }
+    let refreshed = net.oauth().refresh(&refreshed).await?;
+    write_status(&net, &refreshed, "🧠").await?;
+
+    // Replaying a spent refresh token fails (and the PDS then ends the whole grant).
     let replay = net.oauth().refresh(&session).await;
     assert!(replay.is_err(), "a refresh token is single-use");
 

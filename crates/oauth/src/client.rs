@@ -394,11 +394,29 @@ impl<T: HttpClient> OAuth<'_, T> {
     }
 
     /// A new session from the refresh token (which the server then retires: call this under a
-    /// lock, and store the result before anything else).
+    /// lock, and store the result before anything else). First the account's identity is looked
+    /// up again: if its PDS no longer names this authorization server, the session is over
+    /// ([`Error::Denied`]); its PDS and handle are brought up to date.
     pub async fn refresh(&self, session: &Session) -> Result<Session> {
         let Some(refresh_token) = &session.refresh_token else {
             return Err(Error::Denied("the session cannot be refreshed".into()));
         };
+        // The account may have moved since sign-in: its current PDS must still name this server
+        // (checked before the token is spent). A failed lookup is an error to retry later.
+        let identity =
+            identity::resolve_did_identity(self.http, &self.client.identity, &session.did).await?;
+        let authoritative = metadata::authorization_server_of(
+            self.http,
+            &identity.pds,
+            self.client.auth_method(),
+            self.allow_private(),
+        )
+        .await?;
+        if authoritative.issuer != session.server.issuer {
+            return Err(Error::Denied(
+                "The account has moved to another server. Please sign in again.".into(),
+            ));
+        }
         let params = [
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh_token.as_str()),
@@ -420,6 +438,8 @@ impl<T: HttpClient> OAuth<'_, T> {
             ));
         }
         Ok(Session {
+            handle: identity.handle,
+            pds: identity.pds,
             access_token: tokens.access_token,
             refresh_token: tokens.refresh_token,
             expires_at_s: tokens.expires_in.map(|s| self.now_s + s),
