@@ -121,6 +121,22 @@ impl Browser {
         Ok(response.text().await?)
     }
 
+    /// Signs in as the seeded account `user` (`alice` is `alice.test`), consenting at the PDS;
+    /// the callback must send the browser home (303). Returns the callback's response.
+    pub async fn sign_in_as(&mut self, user: &str) -> Result<reqwest::Response> {
+        let response = self
+            .sign_in(&format!("{user}.test"), user, Answer::Consent)
+            .await?;
+        if response.status() != StatusCode::SEE_OTHER {
+            anyhow::bail!(
+                "signing in as {user} answered {}: {}",
+                response.status(),
+                response.text().await?
+            );
+        }
+        Ok(response)
+    }
+
     /// POST /login, then the person at their PDS, then the callback: returns the callback's
     /// response.
     pub async fn sign_in(
@@ -153,6 +169,7 @@ pub fn set_cookie(response: &reqwest::Response) -> Result<String> {
         .to_owned())
 }
 
+/// The response's `Location` header.
 pub fn location(response: &reqwest::Response) -> Result<String> {
     Ok(response
         .headers()
@@ -168,6 +185,16 @@ pub struct Net {
     pub stack: Stack,
     pub jetstream: Option<Sidecar>,
     pub devnet: Devnet,
+}
+
+impl Net {
+    /// `result`, with the end of wrangler's log printed first when it is an error.
+    pub fn with_log<T>(&self, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            eprintln!("wrangler log:\n{}", self.stack.log_tail(80));
+        }
+        result
+    }
 }
 
 pub fn start(name: &str) -> Result<Net> {

@@ -28,10 +28,7 @@ fn a_person_uses_the_page_in_chromium() -> Result<()> {
         .env("PASSWORD", DEMO_PASSWORD)
         .env("CHROMIUM", &chromium)
         .env("SHOTS", &shots);
-    if let Err(error) = process::run(&mut cmd) {
-        eprintln!("wrangler log:\n{}", net.stack.log_tail(60));
-        return Err(error);
-    }
+    net.with_log(process::run(&mut cmd))?;
 
     let runtime = tokio::runtime::Runtime::new()?;
     let alice = runtime.block_on(pds::repo_statuses(

@@ -19,10 +19,7 @@ use xtask::devnet::DEMO_PASSWORD;
 async fn sign_in_set_a_status_see_it_sign_out() -> Result<()> {
     let net = tokio::task::block_in_place(|| start("edge-flow"))?;
     let result = flow(&net).await;
-    if result.is_err() {
-        eprintln!("wrangler log:\n{}", net.stack.log_tail(80));
-    }
-    result
+    net.with_log(result)
 }
 
 async fn flow(net: &Net) -> Result<()> {
@@ -37,15 +34,7 @@ async fn flow(net: &Net) -> Result<()> {
     );
 
     // Sign in as alice: a session cookie with the right flags, and her handle on the page.
-    let callback = browser
-        .sign_in("alice.test", "alice", Answer::Consent)
-        .await?;
-    ensure!(
-        callback.status() == StatusCode::SEE_OTHER,
-        "callback answered {}: {}",
-        callback.status(),
-        callback.text().await?
-    );
+    let callback = browser.sign_in_as("alice").await?;
     let issued = set_cookie(&callback)?;
     for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         ensure!(issued.contains(flag), "cookie lacks {flag}: {issued}");
@@ -180,10 +169,7 @@ async fn flow(net: &Net) -> Result<()> {
 async fn sign_in_failures_say_why() -> Result<()> {
     let net = tokio::task::block_in_place(|| start("edge-failures"))?;
     let result = failures(&net).await;
-    if result.is_err() {
-        eprintln!("wrangler log:\n{}", net.stack.log_tail(80));
-    }
-    result
+    net.with_log(result)
 }
 
 async fn failures(net: &Net) -> Result<()> {
@@ -268,20 +254,8 @@ async fn failures(net: &Net) -> Result<()> {
     // A session that ended elsewhere: bob signs in twice, signs out in one browser; the other is
     // back at the sign-in form with no loop, and its writes are refused.
     let mut phone = Browser::new(&net.stack);
-    ensure!(
-        browser
-            .sign_in("bob.test", "bob", Answer::Consent)
-            .await?
-            .status()
-            == StatusCode::SEE_OTHER
-    );
-    ensure!(
-        phone
-            .sign_in("bob.test", "bob", Answer::Consent)
-            .await?
-            .status()
-            == StatusCode::SEE_OTHER
-    );
+    browser.sign_in_as("bob").await?;
+    phone.sign_in_as("bob").await?;
     ensure!(phone.page().await?.contains("Signed in as"));
     browser.post("/logout", &[], None).await?;
     let page = phone.page().await?;
@@ -303,10 +277,7 @@ async fn failures(net: &Net) -> Result<()> {
 async fn the_network_and_what_breaks() -> Result<()> {
     let mut net = tokio::task::block_in_place(|| start_live("edge-network"))?;
     let result = network(&mut net).await;
-    if result.is_err() {
-        eprintln!("wrangler log:\n{}", net.stack.log_tail(80));
-    }
-    result
+    net.with_log(result)
 }
 
 async fn next_message(
@@ -378,13 +349,7 @@ async fn network(net: &mut Net) -> Result<()> {
     // Alice revokes the app's grant at her PDS (as its account settings would): her next write
     // finds the token refused, the refresh refused, and the session over.
     let mut browser = Browser::new(&net.stack);
-    ensure!(
-        browser
-            .sign_in("alice.test", "alice", Answer::Consent)
-            .await?
-            .status()
-            == StatusCode::SEE_OTHER
-    );
+    browser.sign_in_as("alice").await?;
     let stored = e2e::tables::Tables::oauth_session(&net.stack.config().persist_dir, &alice)
         .await?
         .context("no OAuth session in D1")?;
@@ -433,12 +398,7 @@ async fn network(net: &mut Net) -> Result<()> {
 
     // Bob's PDS goes down: a clear message, and nothing in D1 (his status is still `<`).
     let mut bobs = Browser::new(&net.stack);
-    ensure!(
-        bobs.sign_in("bob.test", "bob", Answer::Consent)
-            .await?
-            .status()
-            == StatusCode::SEE_OTHER
-    );
+    bobs.sign_in_as("bob").await?;
     net.devnet.stop();
     let down = bobs.post("/status", &[("status", "🚀")], None).await?;
     ensure!(
@@ -468,9 +428,7 @@ async fn a_browser_session_expires() -> Result<()> {
         })
     })?;
     let mut browser = Browser::new(&net.stack);
-    let signed_in = browser
-        .sign_in("alice.test", "alice", Answer::Consent)
-        .await?;
+    let signed_in = browser.sign_in_as("alice").await?;
     let cookie = set_cookie(&signed_in)?;
     ensure!(cookie.contains("Max-Age=3"), "{cookie}");
     ensure!(browser.page().await?.contains("Signed in as"));
@@ -505,10 +463,7 @@ async fn refreshes_take_turns() -> Result<()> {
         })
     })?;
     let result = take_turns(&net).await;
-    if result.is_err() {
-        eprintln!("wrangler log:\n{}", net.stack.log_tail(80));
-    }
-    result
+    net.with_log(result)
 }
 
 async fn take_turns(net: &Net) -> Result<()> {
@@ -522,13 +477,7 @@ async fn take_turns(net: &Net) -> Result<()> {
         Ok::<_, anyhow::Error>((session.access_token, session.refresh_token))
     };
     let mut browser = Browser::new(&net.stack);
-    ensure!(
-        browser
-            .sign_in("alice.test", "alice", Answer::Consent)
-            .await?
-            .status()
-            == StatusCode::SEE_OTHER
-    );
+    browser.sign_in_as("alice").await?;
     let signed_in = tokens().await?;
     let first = browser.post("/status", &[("status", "🦋")], None).await?;
     ensure!(

@@ -160,12 +160,7 @@ async fn broker_head(env: &Env) -> Result<u64> {
 
 /// `/favicon.ico`: the icon, for a day (its name cannot carry a hash).
 pub fn favicon() -> Result<Response> {
-    let response = Response::ok(ICON)?;
-    let headers = response.headers();
-    headers.set("Content-Type", "image/svg+xml")?;
-    headers.set("Cache-Control", "public, max-age=86400")?;
-    headers.set("X-Content-Type-Options", "nosniff")?;
-    Ok(response)
+    static_file(ICON, "image/svg+xml", "public, max-age=86400")
 }
 
 /// `GET /assets/<name>.<hash>.<ext>`: cached for a year (the name changes with the content).
@@ -179,10 +174,14 @@ pub fn asset(path: &str) -> Result<Response> {
     } else {
         return workers_common::text_error(404, "no such asset");
     };
+    static_file(body, kind, "public, max-age=31536000, immutable")
+}
+
+fn static_file(body: &str, kind: &str, cache: &str) -> Result<Response> {
     let response = Response::ok(body)?;
     let headers = response.headers();
     headers.set("Content-Type", kind)?;
-    headers.set("Cache-Control", "public, max-age=31536000, immutable")?;
+    headers.set("Cache-Control", cache)?;
     headers.set("X-Content-Type-Options", "nosniff")?;
     Ok(response)
 }

@@ -12,7 +12,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use e2e::pds::Answer;
 use e2e::web::{self, Browser};
 use reqwest::StatusCode;
 use xtask::stack::Stack;
@@ -41,14 +40,7 @@ async fn main() -> Result<()> {
     let stack = &net.stack;
 
     let mut alice = Browser::new(stack);
-    let signed_in = alice
-        .sign_in("alice.test", "alice", Answer::Consent)
-        .await?;
-    ensure!(
-        signed_in.status() == StatusCode::SEE_OTHER,
-        "sign-in answered {}",
-        signed_in.status()
-    );
+    alice.sign_in_as("alice").await?;
     let page = alice.page().await?;
     let css = page
         .split("href=\"")
