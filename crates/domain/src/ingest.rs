@@ -59,7 +59,8 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Parses, validates and plans `frames`, in order.
+    /// Parses, validates and plans `frames`, in order, as of `now_us` (unix µs: events from the
+    /// future are dropped, see [`Event::as_of`]).
     ///
     /// The result does not depend on where a stream is cut into batches: applying the batches one
     /// after the other gives the same tables as applying the events one by one. Within a run of
@@ -67,13 +68,13 @@ impl Batch {
     /// safe because revisions and event times decide, not arrival order; between runs the stream's
     /// order is kept, because whether an account is known (`sql::set_handles`) and whether its
     /// statuses are purged depend on what came before.
-    pub fn plan<'a>(frames: impl IntoIterator<Item = &'a str>) -> Batch {
+    pub fn plan<'a>(frames: impl IntoIterator<Item = &'a str>, now_us: i64) -> Batch {
         let mut batch = Batch::default();
         let mut run = Run::default();
         let mut authors: BTreeSet<String> = BTreeSet::new();
         for frame in frames {
             batch.seen += 1;
-            let event = match Event::parse(frame) {
+            let event = match Event::parse(frame).and_then(|event| event.as_of(now_us)) {
                 Ok(event) => event,
                 Err(error) => {
                     batch.drop(&error);

@@ -26,6 +26,11 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// The longest DID atproto allows.
 const MAX_DID_BYTES: usize = 2048;
 
+/// How far ahead of our clock a remote timestamp (an event's `time_us`, a revision's TID) may be
+/// and still be believed: clocks drift, but a frame from next week is a lie. A later time would
+/// pin the cursor past real events and sort the status above everything else.
+pub const MAX_CLOCK_SKEW_US: i64 = 5 * 60 * 1_000_000;
+
 /// One Jetstream event.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -208,6 +213,20 @@ impl Event {
             cursor: raw.cursor,
             body,
         })
+    }
+
+    /// The event as of our clock (`now_us`, unix µs): refused when its `time_us` is further ahead
+    /// than [`MAX_CLOCK_SKEW_US`]; a time ahead by less is brought back to `now_us`, so that it
+    /// can neither move the cursor past the present nor sort above what arrives next.
+    pub fn as_of(mut self, now_us: i64) -> Result<Event> {
+        if self.time_us > now_us.saturating_add(MAX_CLOCK_SKEW_US) {
+            return Err(Error::Future {
+                field: "time_us",
+                value: self.time_us.to_string(),
+            });
+        }
+        self.time_us = self.time_us.min(now_us);
+        Ok(self)
     }
 
     /// What this event means for the app: `Ok(None)` for events that do not concern it (another

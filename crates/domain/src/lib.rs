@@ -1,5 +1,5 @@
 //! The domain of Statusphere, shared by every worker, the sidecar and the tests: Jetstream events,
-//! the listener's ingest plan, statuses as the app knows them, the broker's wire messages, the SQL
+//! the listener's ingest plan, statuses as the app knows them, the checks on a PDS's answer to a write, the broker's wire messages, the SQL
 //! the workers run, and pure presentation helpers.
 //!
 //! Pure Rust: no `worker`, no tokio. It builds for `wasm32-unknown-unknown` and for native.
@@ -12,6 +12,7 @@ pub mod present;
 pub mod sql;
 pub mod status;
 pub mod wire;
+pub mod write;
 
 pub use lexicon::bounded;
 pub use status::{Origin, Status, StatusView};
@@ -26,6 +27,9 @@ pub enum Error {
     Invalid { field: &'static str, value: String },
     #[error("missing {0}")]
     Missing(&'static str),
+    /// A remote clock further ahead than any drift explains (`jetstream::MAX_CLOCK_SKEW_US`).
+    #[error("{field} is from the future: {value}")]
+    Future { field: &'static str, value: String },
     #[error(transparent)]
     Lexicon(#[from] lexicon::Error),
 }
@@ -37,6 +41,7 @@ impl Error {
             Error::Json(_) => "json",
             Error::Invalid { field, .. } => field,
             Error::Missing(field) => field,
+            Error::Future { .. } => "future",
             Error::Lexicon(_) => "record",
         }
     }

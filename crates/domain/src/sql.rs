@@ -129,7 +129,9 @@ const UPSERT_HEAD: &str = "INSERT INTO status \
 
 /// The idempotency rules, in SQL. A write lands only if it is newer (a greater `rev`), or the same
 /// revision confirmed by the network for the first time; anything else (the same event twice, an
-/// older replay, a create replayed after its delete) changes nothing and returns no row.
+/// older replay, a create replayed after its delete) changes nothing and returns no row. A row
+/// never changes author: a write by another DID to the same URI changes nothing either (the
+/// callers build URIs from the author, and migration 0007 refuses rows whose URI names another).
 const UPSERT_TAIL: &str = "ON CONFLICT (uri) DO UPDATE SET \
     status = excluded.status, \
     created_at = excluded.created_at, \
@@ -139,8 +141,8 @@ const UPSERT_TAIL: &str = "ON CONFLICT (uri) DO UPDATE SET \
     rev = excluded.rev, \
     confirmed = MAX(status.confirmed, excluded.confirmed), \
     deleted = 0 \
-    WHERE excluded.rev > status.rev \
-       OR (excluded.rev = status.rev AND status.deleted = 0 AND excluded.confirmed > status.confirmed) \
+    WHERE excluded.author_did = status.author_did AND (excluded.rev > status.rev \
+       OR (excluded.rev = status.rev AND status.deleted = 0 AND excluded.confirmed > status.confirmed)) \
     RETURNING uri, author_did, rkey, status, created_at, indexed_at, rev, cid, origin, confirmed";
 
 /// Upserts statuses by URI, idempotently, in as few statements as D1's limits allow. Each
@@ -174,7 +176,7 @@ const DELETE_HEAD: &str = "INSERT INTO status \
 /// older create cannot revive it; a delete older than what is stored changes nothing.
 const DELETE_TAIL: &str = "ON CONFLICT (uri) DO UPDATE SET \
     status = '', created_at = '', cid = NULL, rev = excluded.rev, deleted = 1 \
-    WHERE excluded.rev >= status.rev AND status.deleted = 0 \
+    WHERE excluded.author_did = status.author_did AND excluded.rev >= status.rev AND status.deleted = 0 \
     RETURNING uri, author_did";
 
 /// Deletes statuses (as tombstones). Returns `(uri, author_did)` of each tombstone written (a
@@ -490,18 +492,30 @@ pub struct CountRow {
 // OAuth state and sessions
 
 /// Stores an authorization in progress.
-pub fn insert_oauth_state(state: &str, data: &str, expires_at_ms: i64) -> Statement {
+pub fn insert_oauth_state(
+    state: &str,
+    data: &str,
+    browser_hash: &str,
+    expires_at_ms: i64,
+) -> Statement {
     Statement::new(
-        "INSERT INTO oauth_state (state, data, expires_at) VALUES (?1, ?2, ?3)",
-        vec![state.into(), data.into(), expires_at_ms.into()],
+        "INSERT INTO oauth_state (state, data, browser, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        vec![
+            state.into(),
+            data.into(),
+            browser_hash.into(),
+            expires_at_ms.into(),
+        ],
     )
 }
 
-/// Takes an authorization in progress: returns its `data` once, if it has not expired, and
-/// removes it whatever happens (a state is single-use).
+/// Takes an authorization in progress: returns its `data` and the hash of the browser binding
+/// it was started with, once, with whether it is still fresh, and removes it whatever happens
+/// (a state is single-use).
 pub fn take_oauth_state(state: &str, now_ms: i64) -> Statement {
     Statement::new(
-        "DELETE FROM oauth_state WHERE state = ?1 RETURNING data, expires_at > ?2 AS fresh",
+        "DELETE FROM oauth_state WHERE state = ?1 \
+         RETURNING data, browser, expires_at > ?2 AS fresh",
         vec![state.into(), now_ms.into()],
     )
 }

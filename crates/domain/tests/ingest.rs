@@ -13,6 +13,7 @@ mod common;
 use common::{batch, batch_json, database};
 
 const ALICE: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+const BOB: &str = "did:plc:bobbbbbbbbbbbbbbbbbbbbbb";
 
 fn fixture(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -49,7 +50,7 @@ fn hostile_frames() -> Vec<String> {
 
 /// Plans, runs and reads back one batch.
 async fn ingest(pool: &SqlitePool, frames: &[String]) -> (Batch, Vec<ServerMessage>) {
-    let plan = Batch::plan(frames.iter().map(String::as_str));
+    let plan = Batch::plan(frames.iter().map(String::as_str), common::NOW_US);
     let results = batch_json(pool, &plan.statements).await;
     let messages = plan.messages(&results).expect("rows read back");
     (plan, messages)
@@ -276,10 +277,33 @@ fn tid(mut n: u64) -> String {
 
 #[test]
 fn results_that_do_not_match_the_plan_are_an_error() {
-    let plan = Batch::plan([a_status(ALICE, &tid(4), "😎", 5).as_str()]);
+    let plan = Batch::plan([a_status(ALICE, &tid(4), "😎", 5).as_str()], common::NOW_US);
     assert!(plan.messages(&[]).is_err());
     let nonsense = vec![vec![serde_json::json!({"uri": 5})]; plan.statements.len()];
     assert!(plan.messages(&nonsense).is_err());
+}
+
+#[tokio::test]
+async fn a_clock_ahead_is_brought_back_to_now_and_the_future_is_dropped() {
+    let pool = database().await;
+    let minute = 60_000_000;
+    let frames = [
+        a_status(ALICE, &tid(4), "😎", common::NOW_US + minute),
+        a_status(BOB, &tid(5), "🦋", common::NOW_US + 60 * minute),
+    ];
+    let (plan, messages) = ingest(&pool, &frames).await;
+    assert_eq!(
+        plan.cursor_us,
+        Some(common::NOW_US),
+        "the cursor stays at now"
+    );
+    assert_eq!(plan.dropped.len(), 1);
+    assert_eq!(plan.dropped[0].reason, "future");
+    let [ServerMessage::StatusUpserted { status }] = messages.as_slice() else {
+        panic!("one status expected: {messages:?}");
+    };
+    assert_eq!(status.author_did, ALICE);
+    assert_eq!(status.indexed_at, common::NOW_US / 1000, "sorted as of now");
 }
 
 /// A status write with its own revision (`create` or `update`).

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use domain::jetstream::{Change, Event, EventBody};
+use domain::jetstream::{Change, Event, EventBody, MAX_CLOCK_SKEW_US};
 use domain::Origin;
 
 fn data(path: &str) -> PathBuf {
@@ -14,6 +14,9 @@ fn data(path: &str) -> PathBuf {
 }
 
 const ALICE: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+
+/// 2026-12-01T00:00:00Z: "now" for these tests.
+const NOW_US: i64 = 1_796_083_200_000_000;
 
 #[test]
 fn real_frames_mean_what_they_say() {
@@ -145,6 +148,7 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
         ("status-huge-string.json", Drop("record")),
         ("status-two-graphemes.json", Drop("record")),
         ("time-us-as-string.json", Drop("json")),
+        ("time-us-in-the-future.json", Drop("future")),
         ("truncated.json", Drop("json")),
         ("unknown-kind.json", Skip),
         ("unknown-operation.json", Drop("json")),
@@ -161,7 +165,9 @@ fn hostile_frames_are_errors_with_reasons_never_panics() {
         // Read as bytes: a fixture may not even be UTF-8 text.
         let bytes = std::fs::read(&path).unwrap();
         let frame = String::from_utf8_lossy(&bytes);
-        let outcome = Event::parse(&frame).and_then(|event| event.change());
+        let outcome = Event::parse(&frame)
+            .and_then(|event| event.as_of(NOW_US))
+            .and_then(|event| event.change());
         let want = expected
             .get(name.as_str())
             .unwrap_or_else(|| panic!("{name} has no expectation in this test"));
@@ -180,6 +186,21 @@ fn hostile_frames_are_errors_with_reasons_never_panics() {
         seen.push(name);
     }
     assert_eq!(seen.len(), expected.len(), "a fixture is missing: {seen:?}");
+}
+
+#[test]
+fn the_future_is_refused_and_the_near_future_is_now() {
+    let frame = |time_us: i64| {
+        format!(r#"{{"did":"{ALICE}","time_us":{time_us},"kind":"identity","identity":{{}}}}"#)
+    };
+    let at = |time_us: i64| Event::parse(&frame(time_us)).unwrap().as_of(NOW_US);
+    assert_eq!(at(NOW_US - 7).unwrap().time_us, NOW_US - 7);
+    // A clock a little ahead: believed, but never later than now.
+    assert_eq!(at(NOW_US + 1_000_000).unwrap().time_us, NOW_US);
+    assert_eq!(at(NOW_US + MAX_CLOCK_SKEW_US).unwrap().time_us, NOW_US);
+    let error = at(NOW_US + MAX_CLOCK_SKEW_US + 1).unwrap_err();
+    assert_eq!(error.reason(), "future");
+    assert_eq!(at(i64::MAX).unwrap_err().reason(), "future");
 }
 
 #[test]

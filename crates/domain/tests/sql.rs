@@ -248,6 +248,68 @@ async fn a_delete_is_final_for_replays() {
 }
 
 #[tokio::test]
+async fn a_row_never_changes_author() {
+    let pool = database().await;
+    upsert(&pool, &[status(DID_A, 1, "🦋", 2, 2000, Origin::Network)]).await;
+    // Another account's write to A's URI, with a huge revision: nothing changes, nothing returns.
+    let mut forged = status(DID_B, 1, "💀", 999_999, 9000, Origin::Edge);
+    forged.uri = uri(DID_A, 1);
+    assert!(upsert(&pool, std::slice::from_ref(&forged))
+        .await
+        .is_empty());
+    let tombstone = Tombstone {
+        author_did: DID_B.into(),
+        ..tombstone(DID_A, 1, 999_999, 9000)
+    };
+    assert!(batch(&pool, &sql::delete_statuses(&[tombstone]))
+        .await
+        .is_empty());
+    assert_eq!(
+        recent(&pool, 10).await,
+        vec![(DID_A.into(), "🦋".into(), None)]
+    );
+    // A's own later write still lands.
+    assert_eq!(
+        upsert(&pool, &[status(DID_A, 1, "🚀", 3, 3000, Origin::Network)])
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(current(&pool, DID_A).await.as_deref(), Some("🚀"));
+    assert_eq!(current(&pool, DID_B).await, None);
+}
+
+#[tokio::test]
+async fn rows_whose_uri_names_another_author_are_skipped() {
+    let pool = database().await;
+    // A row claiming A's URI for B (or another collection, or another key) is never inserted,
+    // and the rows beside it in the same statement still are.
+    let mut for_b = status(DID_B, 1, "💀", 9, 9000, Origin::Edge);
+    for_b.uri = uri(DID_A, 1);
+    let mut post = status(DID_B, 2, "💀", 9, 9000, Origin::Edge);
+    post.uri = format!("at://{DID_B}/app.bsky.feed.post/{}", tid(2));
+    let mut other_key = status(DID_B, 3, "💀", 9, 9000, Origin::Edge);
+    other_key.rkey = tid(4);
+    let honest = status(DID_C, 1, "🦋", 1, 1000, Origin::Network);
+    let written = upsert(&pool, &[for_b, post, other_key, honest.clone()]).await;
+    assert_eq!(written.len(), 1);
+    assert_eq!(
+        recent(&pool, 10).await,
+        vec![(DID_C.into(), "🦋".into(), None)]
+    );
+    // … so that A's real status, arriving later, is A's.
+    upsert(&pool, &[status(DID_A, 1, "🚀", 2, 2000, Origin::Network)]).await;
+    assert_eq!(current(&pool, DID_A).await.as_deref(), Some("🚀"));
+    assert_eq!(current(&pool, DID_B).await, None);
+    let mut forged_tombstone = tombstone(DID_A, 5, 9, 9000);
+    forged_tombstone.author_did = DID_B.into();
+    assert!(batch(&pool, &sql::delete_statuses(&[forged_tombstone]))
+        .await
+        .is_empty());
+    assert_eq!(count_rows(&pool, "SELECT COUNT(*) FROM status").await, 2);
+}
+
+#[tokio::test]
 async fn a_delete_before_its_create_still_wins() {
     let pool = database().await;
     // The delete of a status never seen (created before our cursor) leaves a tombstone …
@@ -633,14 +695,15 @@ async fn oauth_state_is_single_use_and_expires() {
     let pool = database().await;
     one(
         &pool,
-        sql::insert_oauth_state("s1", r#"{"verifier":"v"}"#, 2000),
+        sql::insert_oauth_state("s1", r#"{"verifier":"v"}"#, "browser-hash", 2000),
     )
     .await;
-    one(&pool, sql::insert_oauth_state("s2", "{}", 2000)).await;
+    one(&pool, sql::insert_oauth_state("s2", "{}", "h", 2000)).await;
     let taken = one(&pool, sql::take_oauth_state("s1", 1000)).await;
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].get::<String, _>("data"), r#"{"verifier":"v"}"#);
     assert_eq!(taken[0].get::<i64, _>("fresh"), 1);
+    assert_eq!(taken[0].get::<String, _>("browser"), "browser-hash");
     assert!(
         one(&pool, sql::take_oauth_state("s1", 1000))
             .await
@@ -657,8 +720,8 @@ async fn oauth_state_is_single_use_and_expires() {
         .await
         .is_empty());
     // A state cannot be stored twice.
-    one(&pool, sql::insert_oauth_state("s3", "{}", 2000)).await;
-    let duplicate = sql::insert_oauth_state("s3", "{}", 2000);
+    one(&pool, sql::insert_oauth_state("s3", "{}", "h", 2000)).await;
+    let duplicate = sql::insert_oauth_state("s3", "{}", "h", 2000);
     assert!(query(&duplicate).execute(&pool).await.is_err());
     batch(&pool, &sql::purge_expired(5000)).await;
     assert_eq!(

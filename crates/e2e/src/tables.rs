@@ -66,7 +66,7 @@ impl Tables {
             .await?
             .run(&pool)
             .await?;
-        let plan = Batch::plan(frames.iter().map(String::as_str));
+        let plan = Batch::plan(frames.iter().map(String::as_str), crate::now_ms() * 1000);
         let mut tx = pool.begin().await?;
         for statement in &plan.statements {
             let mut query = sqlx::query(&statement.sql);

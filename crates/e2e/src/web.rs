@@ -13,12 +13,15 @@ use xtask::toolchain::Tools;
 
 use crate::pds::{self, Answer};
 
-/// A browser: no redirects followed, the app's session cookie kept by hand.
+/// A browser: no redirects followed, the app's cookies kept by hand.
 #[derive(Clone)]
 pub struct Browser {
     http: reqwest::Client,
     pub base: String,
+    /// The session cookie (`sid=…`), if any.
     pub cookie: Option<String>,
+    /// The cookie binding sign-ins to this browser (`signin=…`), if any.
+    pub sign_in_cookie: Option<String>,
 }
 
 impl Browser {
@@ -30,22 +33,35 @@ impl Browser {
                 .expect("client"),
             base: stack.base_url(),
             cookie: None,
+            sign_in_cookie: None,
         }
     }
 
-    fn keep_cookie(&mut self, response: &reqwest::Response) -> Option<String> {
-        let set = response
-            .headers()
-            .get(SET_COOKIE)?
-            .to_str()
-            .ok()?
-            .to_owned();
-        let pair = set.split(';').next().unwrap_or("").to_owned();
-        self.cookie = pair
-            .split_once('=')
-            .filter(|(_, v)| !v.is_empty())
-            .map(|_| pair.clone());
-        Some(set)
+    /// Keeps (or, when cleared, forgets) the cookies a response sets.
+    fn keep_cookie(&mut self, response: &reqwest::Response) {
+        for set in response.headers().get_all(SET_COOKIE) {
+            let Ok(set) = set.to_str() else { continue };
+            let pair = set.split(';').next().unwrap_or("").to_owned();
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
+            let slot = match name.trim_start_matches("__Host-") {
+                "sid" => &mut self.cookie,
+                "signin" => &mut self.sign_in_cookie,
+                _ => continue,
+            };
+            *slot = (!value.is_empty()).then(|| pair.clone());
+        }
+    }
+
+    /// The `Cookie` header this browser sends, if any.
+    fn cookie_header(&self) -> Option<String> {
+        let cookies: Vec<&str> = [&self.cookie, &self.sign_in_cookie]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        (!cookies.is_empty()).then(|| cookies.join("; "))
     }
 
     pub async fn get(&mut self, path_or_url: &str) -> Result<reqwest::Response> {
@@ -55,7 +71,7 @@ impl Browser {
             format!("{}{path_or_url}", self.base)
         };
         let mut request = self.http.get(url).header("sec-fetch-site", "same-origin");
-        if let Some(cookie) = &self.cookie {
+        if let Some(cookie) = self.cookie_header() {
             request = request.header(COOKIE, cookie);
         }
         let response = request.send().await?;
@@ -103,7 +119,7 @@ impl Browser {
             .header("sec-fetch-site", site)
             .header("accept", accept)
             .form(form);
-        if let Some(cookie) = &self.cookie {
+        if let Some(cookie) = self.cookie_header() {
             request = request.header(COOKIE, cookie);
         }
         let response = request.send().await?;
@@ -145,6 +161,18 @@ impl Browser {
         user: &str,
         answer: Answer,
     ) -> Result<reqwest::Response> {
+        let redirect = self.callback_url(input, user, answer).await?;
+        self.get(&redirect).await
+    }
+
+    /// POST /login, then the person at their PDS: returns the callback URL the PDS sends the
+    /// browser to, not yet followed.
+    pub async fn callback_url(
+        &mut self,
+        input: &str,
+        user: &str,
+        answer: Answer,
+    ) -> Result<String> {
         let started = self.post("/login", &[("handle", input)], None).await?;
         ensure!(
             started.status() == StatusCode::SEE_OTHER,
@@ -153,20 +181,25 @@ impl Browser {
             started.text().await?
         );
         let authorize = location(&started)?;
-        let redirect =
-            pds::authorize(&authorize, &format!("{user}.test"), DEMO_PASSWORD, answer).await?;
-        self.get(&redirect).await
+        pds::authorize(&authorize, &format!("{user}.test"), DEMO_PASSWORD, answer).await
     }
 }
 
-/// The response's `Set-Cookie` header.
+/// The response's `Set-Cookie` header for the session cookie (or, if it sets none, its first).
 pub fn set_cookie(response: &reqwest::Response) -> Result<String> {
-    Ok(response
+    let all: Vec<&str> = response
         .headers()
-        .get(SET_COOKIE)
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let session = all
+        .iter()
+        .find(|c| c.starts_with("sid=") || c.starts_with("__Host-sid="));
+    Ok(session
+        .or(all.first())
         .context("no Set-Cookie")?
-        .to_str()?
-        .to_owned())
+        .to_string())
 }
 
 /// The response's `Location` header.

@@ -7,6 +7,9 @@
 
 use std::time::Duration;
 
+#[path = "edge/attacks.rs"]
+mod attacks;
+
 use anyhow::{bail, ensure, Context, Result};
 use domain::wire::ServerMessage;
 use e2e::pds::{self, Answer};

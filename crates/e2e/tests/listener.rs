@@ -72,7 +72,7 @@ async fn replay(name: &str) -> Result<Replay> {
         "the sidecar served {} frames",
         frames.len()
     );
-    let plan = Batch::plan(frames.iter().map(String::as_str));
+    let plan = Batch::plan(frames.iter().map(String::as_str), e2e::now_ms() * 1000);
     let oracle = Tables::oracle(&frames).await?;
     ensure!(
         oracle.status.len() > 100 && oracle.account.len() > 5,
@@ -155,6 +155,23 @@ async fn poll_mode_records_the_replay_exactly() {
                 "{reason} not counted: {status}"
             );
         }
+        // A frame from the future (a hostile fixture dated 2100) neither moved the cursor nor
+        // sorted a status above the present.
+        let now_us = e2e::now_ms() * 1000;
+        ensure!(
+            status["counters"]["dropped"]["future"].as_u64() >= Some(1),
+            "the future frame was not dropped: {status}"
+        );
+        let cursor = status["cursor_us"].as_i64().context("no cursor")?;
+        ensure!(cursor <= now_us, "the cursor is in the future: {cursor}");
+        let tables = Tables::of_stack(&stack.config().persist_dir).await?;
+        ensure!(
+            tables
+                .status
+                .iter()
+                .all(|row| row["indexed_at"].as_i64() <= Some(now_us / 1000)),
+            "a status sorts after now"
+        );
         let batches = counter(&status, "batches");
         ensure!(
             batches as usize >= replay.frames.len() / 200,

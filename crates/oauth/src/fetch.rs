@@ -56,12 +56,19 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<Url> {
     Ok(parsed)
 }
 
+/// The most bytes an answer to this request may have: set by [`send`] as a request extension,
+/// so that a transport can stop reading there (a transport that ignores it still gets the answer
+/// refused after reading). Edge's transport streams and aborts at the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit(pub usize);
+
 /// Sends `request`, mapping transport failures and refusing bodies over `max` bytes.
 pub async fn send<T: HttpClient>(
     http: &T,
-    request: Request<Vec<u8>>,
+    mut request: Request<Vec<u8>>,
     max: usize,
 ) -> Result<Response<Vec<u8>>> {
+    request.extensions_mut().insert(BodyLimit(max));
     let target = format!(
         "{}{}",
         request.uri().host().unwrap_or(""),

@@ -85,6 +85,9 @@ pub struct Hub {
     pub counters: Counters,
 }
 
+/// How far ahead of this machine's clock a recorded `time_us` may place a frame.
+const FUTURE_SLACK_US: i64 = 24 * 3_600 * 1_000_000;
+
 pub fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -123,7 +126,13 @@ impl Hub {
             .map(|inc| {
                 let wanted = match self.time {
                     TimeMode::Now => now,
-                    TimeMode::Keep => inc.recorded_time_us.unwrap_or(last),
+                    // A recorded time from the future (a hostile frame) stays in the frame's
+                    // text but does not place it: Jetstream indexes by its own clock, so one
+                    // forged `time_us` cannot reorder the stream or empty the window.
+                    TimeMode::Keep => inc
+                        .recorded_time_us
+                        .filter(|t| *t <= now.saturating_add(FUTURE_SLACK_US))
+                        .unwrap_or(last),
                 };
                 last = wanted.max(last + 1);
                 Arc::new(inc.place(last, self.time == TimeMode::Now))
@@ -256,6 +265,20 @@ mod tests {
         hub.publish([event(100), event(90), "garbage".to_owned(), event(300)]);
         let times: Vec<i64> = hub.read(0, 10).unwrap().iter().map(|f| f.time_us).collect();
         assert_eq!(times, vec![100, 101, 102, 300]);
+    }
+
+    #[test]
+    fn a_forged_future_time_is_served_but_placed_in_order() {
+        let hub = Hub::new(WindowConfig::default(), TimeMode::Keep);
+        let year_2100 = 4_102_444_800_000_000;
+        hub.publish([event(100), event(year_2100), event(200)]);
+        let frames = hub.read(0, 10).unwrap();
+        let times: Vec<i64> = frames.iter().map(|f| f.time_us).collect();
+        assert_eq!(times, vec![100, 101, 200]);
+        assert!(
+            frames[1].text.contains(&year_2100.to_string()),
+            "served as written"
+        );
     }
 
     #[test]

@@ -15,8 +15,12 @@ use crate::session;
 
 /// How long a sign-in may stay pending in D1.
 const PENDING_TTL_MS: i64 = oauth::client::PENDING_TTL_S * 1000;
-/// How long one refresh may hold the lease.
-const LEASE_MS: i64 = 15_000;
+/// How long one refresh may hold the lease: longer than the worst case of the fetches it makes
+/// (each cut off at its deadline), so that a slow server cannot make two refreshers overlap.
+const LEASE_MS: i64 = 40_000;
+const _: () = assert!(
+    LEASE_MS as u64 > crate::http::REFRESH_FETCHES * crate::http::FETCH_DEADLINE_MS + 5_000
+);
 
 /// The flows, or (for a deploy whose client is misconfigured) why sign-in is unavailable.
 fn oauth(config: &Config, now_ms: i64) -> std::result::Result<OAuth<'_, WorkerHttp>, oauth::Error> {
@@ -33,13 +37,13 @@ fn oauth(config: &Config, now_ms: i64) -> std::result::Result<OAuth<'_, WorkerHt
     }
 }
 
-/// A 303 to `location`, optionally setting a cookie.
-pub fn see_other(location: &str, cookie: Option<&str>) -> Result<Response> {
+/// A 303 to `location`, setting `cookies`.
+pub fn see_other(location: &str, cookies: &[&str]) -> Result<Response> {
     let response = Response::empty()?.with_status(303);
     response.headers().set("Location", location)?;
     response.headers().set("Cache-Control", "no-store")?;
-    if let Some(cookie) = cookie {
-        response.headers().set("Set-Cookie", cookie)?;
+    for cookie in cookies {
+        response.headers().append("Set-Cookie", cookie)?;
     }
     Ok(response)
 }
@@ -67,6 +71,11 @@ fn sign_in_failure(error: &oauth::Error) -> (u16, String) {
 
 /// `POST /login`: starts a sign-in for the handle, DID or server typed in.
 pub async fn login(mut req: Request, env: &Env, config: &Config, now_ms: i64) -> Result<Response> {
+    // This browser's sign-in binding: kept if it has one (sign-ins in two tabs both finish).
+    let binding = match session::sign_in_binding_of(&req, config.secure_cookies) {
+        Some(binding) => binding,
+        None => oauth::random::token().map_err(|e| worker::Error::RustError(e.to_string()))?,
+    };
     let form = req.form_data().await.ok();
     let input = form
         .as_ref()
@@ -77,10 +86,20 @@ pub async fn login(mut req: Request, env: &Env, config: &Config, now_ms: i64) ->
     match async { oauth(config, now_ms)?.authorize(&input).await }.await {
         Ok((url, pending)) => {
             let data = serde_json::to_string(&pending)?;
-            let statement = sql::insert_oauth_state(&pending.state, &data, now_ms + PENDING_TTL_MS);
+            let statement = sql::insert_oauth_state(
+                &pending.state,
+                &data,
+                &session::hash(&binding),
+                now_ms + PENDING_TTL_MS,
+            );
             workers_common::d1::prepare(&db, &statement)?.run().await?;
             tracing::info!(issuer = %pending.server.issuer, "sign-in started");
-            see_other(&url, None)
+            let cookie = session::sign_in_cookie(
+                &binding,
+                config.secure_cookies,
+                oauth::client::PENDING_TTL_S,
+            );
+            see_other(&url, &[&cookie])
         }
         Err(error) => {
             tracing::warn!(%error, "sign-in could not start");
@@ -103,6 +122,8 @@ pub async fn login(mut req: Request, env: &Env, config: &Config, now_ms: i64) ->
 struct Taken {
     data: String,
     fresh: i64,
+    /// The SHA-256 of the sign-in binding of the browser that started it.
+    browser: String,
 }
 
 /// `GET /oauth/callback`: finishes a sign-in.
@@ -129,6 +150,19 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
         )
         .await;
     };
+    let another_browser = || {
+        fail(
+            400,
+            "This sign-in was started in another browser (or this browser's cookies were \
+             cleared), so it cannot finish here. Please sign in again."
+                .into(),
+        )
+    };
+    // Only the browser that started a sign-in may finish it (login CSRF).
+    let Some(binding) = session::sign_in_binding_of(&req, config.secure_cookies) else {
+        tracing::warn!("a sign-in callback without this browser's binding");
+        return another_browser().await;
+    };
     let taken: Vec<Taken> =
         workers_common::d1::rows(&db, &sql::take_oauth_state(state, now_ms)).await?;
     let Some(taken) = taken.into_iter().next().filter(|t| t.fresh == 1) else {
@@ -138,6 +172,10 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
         )
         .await;
     };
+    if taken.browser != session::hash(&binding) {
+        tracing::warn!("a sign-in callback from another browser than the one that started it");
+        return another_browser().await;
+    }
     let pending: Pending = match serde_json::from_str(&taken.data) {
         Ok(pending) => pending,
         Err(error) => {
@@ -172,11 +210,11 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
     if let Some(handle) = &session.handle {
         statements.push(sql::learn_handle(&session.did, handle, now_ms * 1000));
     }
-    statements.extend(sql::purge_expired(now_ms));
     workers_common::d1::batch(&db, &statements).await?;
     tracing::info!(did = %session.did, "signed in");
     let cookie = session::cookie(&id, config.secure_cookies, config.session_ttl_s);
-    see_other("/", Some(&cookie))
+    let done = session::clear_sign_in_cookie(config.secure_cookies);
+    see_other("/", &[&cookie, &done])
 }
 
 /// The display name from the person's `app.bsky.actor.profile/self` record, if they have one
@@ -187,7 +225,10 @@ async fn display_name(session: &Session) -> Option<String> {
         "{}/xrpc/com.atproto.repo.getRecord?repo={}&collection=app.bsky.actor.profile&rkey=self",
         session.pds, session.did
     );
-    let request = http::Request::get(url).body(Vec::new()).ok()?;
+    let mut request = http::Request::get(url).body(Vec::new()).ok()?;
+    request
+        .extensions_mut()
+        .insert(oauth::fetch::BodyLimit(oauth::fetch::MAX_BODY));
     let response = WorkerHttp.send_http(request).await.ok()?;
     if response.status() != 200 {
         return None;
@@ -216,7 +257,7 @@ pub async fn logout(req: Request, env: &Env, config: &Config, now_ms: i64) -> Re
         workers_common::d1::batch(&db, &statements).await?;
         tracing::info!(did = %signed_in.did, "signed out");
     }
-    see_other("/", Some(&session::clear_cookie(config.secure_cookies)))
+    see_other("/", &[&session::clear_cookie(config.secure_cookies)])
 }
 
 /// A row of `sql::get_oauth_session`.

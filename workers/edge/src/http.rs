@@ -1,15 +1,31 @@
 //! The Workers fetch API as an [`atrium_xrpc::HttpClient`]: the transport under the `oauth`
-//! crate and atrium's typed XRPC calls. Redirects are not followed (a redirect could lead a
-//! checked URL somewhere unchecked), and bodies are bounded.
+//! crate and atrium's typed XRPC calls. Every answer comes from a server someone else runs, so:
+//! redirects are not followed (a redirect could lead a checked URL somewhere unchecked), bodies
+//! are read as a stream and cut off at a byte cap (whether or not a length was declared: a chunked
+//! answer can be endless), and the whole exchange has a deadline, after which it is aborted.
 
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use oauth::fetch::BodyLimit;
 use worker::js_sys::Uint8Array;
 use worker::send::SendFuture;
-use worker::{Fetch, Headers, Method, Request, RequestInit, RequestRedirect};
+use worker::{
+    AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// The most any answer may weigh: far above what PDSes and authorization servers send.
+/// The most any answer may weigh unless the request asks for less ([`BodyLimit`]): far above what
+/// PDSes and authorization servers send.
 const MAX_BODY: usize = 1024 * 1024;
+
+/// How long one outbound exchange (connect, answer, whole body) may take. A refresh makes at
+/// most [`REFRESH_FETCHES`] of them, which the refresh lease must outlast (`auth::LEASE_MS`).
+pub const FETCH_DEADLINE_MS: u64 = 5_000;
+
+/// The fetches one refresh makes at most: the DID document, the PDS's protected-resource
+/// metadata, the authorization server's metadata, the token request and its nonce retry.
+pub const REFRESH_FETCHES: u64 = 5;
 
 pub struct WorkerHttp;
 
@@ -20,12 +36,38 @@ impl atrium_xrpc::HttpClient for WorkerHttp {
     ) -> Result<http::Response<Vec<u8>>, BoxError> {
         // JS futures are not Send; a Worker is single-threaded, which SendFuture asserts, so
         // that this also compiles natively (where atrium's traits ask for Send).
-        SendFuture::new(fetch(request)).await
+        SendFuture::new(fetch_with_deadline(request)).await
     }
 }
 
-async fn fetch(request: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>>, BoxError> {
+async fn fetch_with_deadline(
+    request: http::Request<Vec<u8>>,
+) -> Result<http::Response<Vec<u8>>, BoxError> {
+    let host = request.uri().host().unwrap_or("").to_owned();
+    let controller = AbortController::default();
+    let exchange = Box::pin(fetch(request, &controller));
+    let deadline = Delay::from(std::time::Duration::from_millis(FETCH_DEADLINE_MS));
+    let outcome = match select(exchange, deadline).await {
+        Either::Left((result, _)) => result,
+        Either::Right(_) => {
+            Err(format!("{host} did not answer within {FETCH_DEADLINE_MS} ms").into())
+        }
+    };
+    // Whatever is left of the exchange (a server still sending past the cap, or not at all) is
+    // cancelled; after a complete answer this does nothing.
+    controller.abort();
+    outcome
+}
+
+async fn fetch(
+    request: http::Request<Vec<u8>>,
+    controller: &AbortController,
+) -> Result<http::Response<Vec<u8>>, BoxError> {
     let (parts, body) = request.into_parts();
+    let limit = parts
+        .extensions
+        .get::<BodyLimit>()
+        .map_or(MAX_BODY, |limit| limit.0.min(MAX_BODY));
     let headers = Headers::new();
     for (name, value) in &parts.headers {
         headers
@@ -42,21 +84,29 @@ async fn fetch(request: http::Request<Vec<u8>>) -> Result<http::Response<Vec<u8>
     let request =
         Request::new_with_init(&parts.uri.to_string(), &init).map_err(|e| e.to_string())?;
     let mut response = Fetch::Request(request)
-        .send()
+        .send_with_signal(&controller.signal())
         .await
         .map_err(|e| e.to_string())?;
+    let too_large = || format!("answer larger than {limit} bytes");
     let declared = response
         .headers()
         .get("content-length")
         .ok()
         .flatten()
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY) {
-        return Err(format!("answer larger than {MAX_BODY} bytes").into());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large().into());
     }
-    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-    if bytes.len() > MAX_BODY {
-        return Err(format!("answer larger than {MAX_BODY} bytes").into());
+    let mut bytes = Vec::new();
+    // A 204 or a redirect may have no body stream at all.
+    if let Ok(mut stream) = response.stream() {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(too_large().into());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
     }
     let mut builder = http::Response::builder().status(response.status_code());
     for (name, value) in response.headers().entries() {

@@ -107,8 +107,8 @@ async fn route(
     }
 }
 
-/// The cron trigger makes sure the listener is running (waking it twice is harmless), and looks up
-/// handles the firehose never named.
+/// The cron trigger makes sure the listener is running (waking it twice is harmless), looks up
+/// handles the firehose never named, and purges expired rows.
 #[event(scheduled)]
 async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     match wake_listener(&env).await {
@@ -119,6 +119,17 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     if let Err(error) = handles::look_up_recent(&env, now_ms).await {
         tracing::error!(cron = event.cron(), %error, "handle lookups failed");
     }
+    // Abandoned sign-ins, expired browser sessions and spent budget windows: whatever strangers
+    // leave behind goes within a minute, not only when somebody finishes a sign-in.
+    if let Err(error) = purge(&env, now_ms).await {
+        tracing::error!(cron = event.cron(), %error, "purging expired rows failed");
+    }
+}
+
+async fn purge(env: &Env, now_ms: i64) -> Result<()> {
+    let db = env.d1("DB")?;
+    workers_common::d1::batch(&db, &domain::sql::purge_expired(now_ms)).await?;
+    Ok(())
 }
 
 async fn wake_listener(env: &Env) -> Result<u16> {

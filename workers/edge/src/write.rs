@@ -8,7 +8,7 @@ use atrium_api::com::atproto::repo::create_record;
 use domain::present::iso8601;
 use domain::sql::{self, StatusViewRow};
 use domain::wire::ServerMessage;
-use domain::{Origin, Status, StatusView};
+use domain::StatusView;
 use lexicon::{CreatedAt, StatusText, STATUS_NSID};
 use oauth::{PdsClient, Session};
 use worker::{Env, Request, Response, Result};
@@ -52,7 +52,7 @@ pub async fn set_status(
         // The row as D1 holds it (what the broker publishes too): the script shows it at once,
         // whether or not its socket is connected.
         Ok(view) if wants_json => Response::from_json(&serde_json::json!({ "status": view })),
-        Ok(_) => auth::see_other("/", None),
+        Ok(_) => auth::see_other("/", &[]),
         Err(Refusal(status, message)) => {
             tracing::warn!(did = %signed_in.did, status, message, "status write refused");
             let response = if wants_json {
@@ -153,22 +153,33 @@ async fn write(
             Err(CreateError::Unreachable(why)) => return Ok(Err(unavailable(&why))),
         }
     };
-    let rkey = output.uri.rsplit('/').next().unwrap_or("").to_owned();
-    let row = Status {
-        uri: output.uri.clone(),
-        author_did: who.did.clone(),
-        rkey,
-        status: status.as_str().to_owned(),
-        created_at: created_at.as_str().to_owned(),
-        indexed_at: now_ms,
-        rev: output
-            .commit
-            .as_ref()
-            .map(|c| c.rev.to_string())
-            .unwrap_or_default(),
-        cid: Some(output.cid.as_ref().to_string()),
-        origin: Origin::Edge,
-        confirmed: false,
+    // The PDS is the account's own choice of server: its answer must name this account's new
+    // record before it touches D1 (domain::write).
+    let cid = output.cid.as_ref().to_string();
+    let rev = output.commit.as_ref().map(|c| c.rev.to_string());
+    let answer = domain::write::CreateAnswer {
+        uri: &output.uri,
+        cid: &cid,
+        rev: rev.as_deref(),
+    };
+    let row = match domain::write::optimistic_row(
+        &who.did,
+        status.as_str(),
+        created_at.as_str(),
+        answer,
+        now_ms,
+    ) {
+        Ok(row) => row,
+        Err(error) => {
+            tracing::warn!(did = %who.did, %error, "a PDS's createRecord answer was refused");
+            return Ok(Err(Refusal(
+                502,
+                format!(
+                    "Your server's answer did not check out ({error}), so this app recorded \
+                     nothing. Your server may be misbehaving."
+                ),
+            )));
+        }
     };
     let mut statements = sql::upsert_statuses(std::slice::from_ref(&row));
     // Read back in the same transaction: what the page and the broker get is what D1 holds.

@@ -34,7 +34,7 @@ impl Recorder {
         if frames.is_empty() {
             return Ok(None);
         }
-        let batch = Batch::plan(frames.iter().map(String::as_str));
+        let batch = Batch::plan(frames.iter().map(String::as_str), now_ms() * 1000);
         let counters = &mut status.counters;
         counters.seen += batch.seen;
         counters.changes += batch.changes;

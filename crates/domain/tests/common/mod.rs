@@ -9,6 +9,9 @@ use domain::sql::{self, Statement, Value};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 
+/// 2026-12-01T00:00:00Z: "now" for the ingest tests (every fixture is older).
+pub const NOW_US: i64 = 1_796_083_200_000_000;
+
 pub async fn database() -> SqlitePool {
     let pool = SqlitePoolOptions::new()
         .max_connections(1)

@@ -1,0 +1,338 @@
+//! Attacks on edge from the open network, each run against the real stack: a hostile PDS and
+//! authorization server (`e2e::hostile`, a `did:web` account anyone could run) that lies in its
+//! answers, and a stranger who hands a victim the callback URL of their own sign-in. docs/security.md
+//! lists what each proves.
+
+use anyhow::{ensure, Context, Result};
+use std::time::{Duration, Instant};
+
+use e2e::hostile::{tid, Hostile, Misbehaviour};
+use e2e::pds::Answer;
+use e2e::tables::Tables;
+use e2e::web::{did_of, location, start, Browser, Net};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_network_is_hostile() -> Result<()> {
+    let net = tokio::task::block_in_place(|| start("edge-attacks"))?;
+    let result = async {
+        lying_pds(&net).await.context("a lying PDS")?;
+        login_csrf(&net).await.context("login CSRF")?;
+        servers_that_never_finish(&net)
+            .await
+            .context("servers that never finish")
+    }
+    .await;
+    net.with_log(result)
+}
+
+/// How the hostile server changes an honest createRecord answer.
+type Lie = Box<dyn Fn(&mut Value) + Send + Sync>;
+
+/// The statuses D1 holds for `did`: `(uri, status)`, tombstones included.
+async fn rows_of(net: &Net, did: &str) -> Result<Vec<(String, String)>> {
+    let tables = Tables::of_stack(&net.stack.config().persist_dir).await?;
+    Ok(tables
+        .status
+        .iter()
+        .filter(|row| row["author_did"] == did)
+        .map(|row| {
+            (
+                row["uri"].as_str().unwrap_or_default().to_owned(),
+                row["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect())
+}
+
+/// Signs `browser` in at the hostile server by its DID (its authorization endpoint consents at
+/// once); returns the callback's response.
+async fn sign_in_at(browser: &mut Browser, hostile: &Hostile) -> Result<reqwest::Response> {
+    let started = browser
+        .post("/login", &[("handle", &hostile.did)], None)
+        .await?;
+    ensure!(
+        started.status() == StatusCode::SEE_OTHER,
+        "login at the hostile server answered {}: {}",
+        started.status(),
+        started.text().await?
+    );
+    let authorize = location(&started)?;
+    ensure!(authorize.starts_with(&hostile.url), "{authorize}");
+    let consented = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?
+        .get(&authorize)
+        .send()
+        .await?;
+    ensure!(consented.status() == StatusCode::SEE_OTHER);
+    browser.get(&location(&consented)?).await
+}
+
+/// A self-hosted PDS answers `createRecord` with someone else's record (and other lies): the
+/// write is refused with a message, nothing reaches D1, and the victim's row is untouched and
+/// still takes their own later writes.
+async fn lying_pds(net: &Net) -> Result<()> {
+    let alice = did_of(&net.devnet, "alice");
+    // The attacker's DID document claims alice's handle too.
+    let hostile = Hostile::start("alice.test").await?;
+    let mut victim = Browser::new(&net.stack);
+    victim.sign_in_as("alice").await?;
+    let written = victim.post("/status", &[("status", "🦋")], None).await?;
+    ensure!(written.status() == StatusCode::SEE_OTHER);
+    let victims = rows_of(net, &alice).await?;
+    ensure!(victims.len() == 1, "{victims:?}");
+    let victim_uri = victims[0].0.clone();
+
+    let mut attacker = Browser::new(&net.stack);
+    let signed_in = sign_in_at(&mut attacker, &hostile).await?;
+    ensure!(
+        signed_in.status() == StatusCode::SEE_OTHER,
+        "signing in at the hostile server answered {}: {}",
+        signed_in.status(),
+        signed_in.text().await?
+    );
+    let page = attacker.page().await?;
+    ensure!(
+        page.contains("Signed in as") && !page.contains("Signed in as <strong>alice.test"),
+        "a handle that does not resolve back to the DID is not shown: {page}"
+    );
+
+    // The server is a working PDS: an honest answer is recorded (so the refusals below are the
+    // checks at work, not a broken server).
+    let honest = attacker.post("/status", &[("status", "🙂")], None).await?;
+    ensure!(
+        honest.status() == StatusCode::SEE_OTHER,
+        "an honest write answered {}: {}",
+        honest.status(),
+        honest.text().await?
+    );
+    ensure!(rows_of(net, &hostile.did).await?.len() == 1);
+
+    let far_future_rev = tid((e2e::now_ms() + 86_400_000) * 1000, 1);
+    let lies: Vec<(&str, Lie)> = vec![
+        ("the victim's uri with a huge rev", {
+            let uri = victim_uri.clone();
+            Box::new(move |answer: &mut Value| {
+                answer["uri"] = json!(uri);
+                answer["commit"]["rev"] = json!("jzzzzzzzzzzzz");
+            })
+        }),
+        ("the victim's uri", {
+            let uri = victim_uri.clone();
+            Box::new(move |answer: &mut Value| answer["uri"] = json!(uri))
+        }),
+        (
+            "another collection",
+            Box::new(|answer: &mut Value| {
+                let uri = answer["uri"].as_str().unwrap_or_default();
+                answer["uri"] = json!(uri.replace("xyz.statusphere.status", "app.bsky.feed.post"));
+            }),
+        ),
+        (
+            "a record key that is not a TID",
+            Box::new(|answer: &mut Value| {
+                let uri = answer["uri"].as_str().unwrap_or_default();
+                let (head, _) = uri.rsplit_once('/').unwrap_or_default();
+                answer["uri"] = json!(format!("{head}/self"));
+            }),
+        ),
+        (
+            "a CID that does not parse",
+            Box::new(|answer: &mut Value| answer["cid"] = json!("bafy-not-a-cid")),
+        ),
+        (
+            "a rev that is not a TID",
+            Box::new(|answer: &mut Value| answer["commit"]["rev"] = json!("not-a-tid")),
+        ),
+        ("a rev from tomorrow", {
+            let rev = far_future_rev.clone();
+            Box::new(move |answer: &mut Value| answer["commit"]["rev"] = json!(rev))
+        }),
+        (
+            "no commit",
+            Box::new(|answer: &mut Value| {
+                answer.as_object_mut().map(|a| a.remove("commit"));
+            }),
+        ),
+    ];
+    for (lie, edit) in lies {
+        hostile.answer_creates_with(edit);
+        let refused = attacker
+            .post_from_script("/status", &[("status", "💀")])
+            .await?;
+        let status = refused.status();
+        let body: Value = refused.json().await.unwrap_or(Value::Null);
+        ensure!(
+            status == StatusCode::BAD_GATEWAY,
+            "{lie}: answered {status}: {body}"
+        );
+        let message = body["error"].as_str().unwrap_or_default();
+        ensure!(
+            message.contains("Your server") && message.to_lowercase().contains("nothing"),
+            "{lie}: {message}"
+        );
+        ensure!(
+            rows_of(net, &hostile.did).await?.len() == 1,
+            "{lie}: a row was written"
+        );
+        ensure!(
+            rows_of(net, &alice).await? == vec![(victim_uri.clone(), "🦋".to_owned())],
+            "{lie}: the victim's row changed"
+        );
+    }
+    hostile.answer_creates_honestly();
+    ensure!(
+        hostile.records().len() >= 9,
+        "every lie followed a real write"
+    );
+
+    // The victim's own next write still lands (no forged revision holds it back), and the page
+    // shows the victim's status as theirs.
+    let again = victim.post("/status", &[("status", "🚀")], None).await?;
+    ensure!(again.status() == StatusCode::SEE_OTHER);
+    ensure!(rows_of(net, &alice).await?.len() == 2);
+    let page = victim.page().await?;
+    ensure!(
+        page.contains("is feeling 🚀 today") && !page.contains("feeling 💀"),
+        "{page}"
+    );
+    Ok(())
+}
+
+/// A stranger starts a sign-in as themselves and hands the victim the callback URL: the victim's
+/// browser is not signed in as the stranger (RFC 9700 §4.7.1), while the stranger's own browser
+/// still finishes, and the victim's own sign-in is unaffected.
+async fn login_csrf(net: &Net) -> Result<()> {
+    let mut stranger = Browser::new(&net.stack);
+    let callback = stranger
+        .callback_url("bob.test", "bob", Answer::Consent)
+        .await?;
+    ensure!(stranger.sign_in_cookie.is_some(), "no sign-in binding set");
+
+    // A victim with no sign-in of their own.
+    let mut victim = Browser::new(&net.stack);
+    let followed = victim.get(&callback).await?;
+    ensure!(
+        followed.status() == StatusCode::BAD_REQUEST,
+        "the stranger's callback in the victim's browser answered {}",
+        followed.status()
+    );
+    ensure!(followed.text().await?.contains("another browser"));
+    ensure!(victim.cookie.is_none(), "the victim got a session");
+    ensure!(victim.page().await?.contains("action=\"/login\""));
+
+    // A victim in the middle of a sign-in of their own (a binding cookie of their own).
+    let mut busy = Browser::new(&net.stack);
+    let own_callback = busy
+        .callback_url("alice.test", "alice", Answer::Consent)
+        .await?;
+    let followed = busy.get(&callback).await?;
+    ensure!(
+        followed.status() == StatusCode::BAD_REQUEST && busy.cookie.is_none(),
+        "a victim with a binding of their own answered {}",
+        followed.status()
+    );
+    // The stranger's sign-in was spent by that try; the busy victim's own still finishes.
+    let finished = busy.get(&own_callback).await?;
+    ensure!(
+        finished.status() == StatusCode::SEE_OTHER && busy.cookie.is_some(),
+        "the victim's own sign-in answered {}",
+        finished.status()
+    );
+    ensure!(
+        busy.sign_in_cookie.is_none(),
+        "the binding is cleared once used"
+    );
+    ensure!(busy
+        .page()
+        .await?
+        .contains("Signed in as <strong>alice.test</strong>"));
+
+    // A fresh sign-in by the stranger finishes in the stranger's own browser.
+    let own = stranger.sign_in("bob.test", "bob", Answer::Consent).await?;
+    ensure!(
+        own.status() == StatusCode::SEE_OTHER && stranger.cookie.is_some(),
+        "the stranger's own callback answered {}",
+        own.status()
+    );
+    Ok(())
+}
+
+/// Longer than edge may take for anything: its fetches stop at their 5 s deadline.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A hostile server answers without end, by the byte, at a huge declared length, not at all, or
+/// with a redirect: each sign-in or write ends with a clear error well within the deadline, nothing
+/// is written, and edge goes on serving.
+async fn servers_that_never_finish(net: &Net) -> Result<()> {
+    let hostile = Hostile::start("mallory.test").await?;
+    let mut browser = Browser::new(&net.stack);
+    let did_document = "/.well-known/did.json";
+    for how in [
+        Misbehaviour::Endless,
+        Misbehaviour::HugeLength,
+        Misbehaviour::Trickle,
+        Misbehaviour::Silent,
+        Misbehaviour::Redirect(format!("{}/.well-known/did.json", net.devnet.pds_url)),
+    ] {
+        hostile.misbehave(did_document, Some(how.clone()));
+        let started = Instant::now();
+        let answer = tokio::time::timeout(
+            PATIENCE,
+            browser.post("/login", &[("handle", &hostile.did)], None),
+        )
+        .await
+        .with_context(|| format!("{how:?}: edge still waits after {PATIENCE:?}"))??;
+        let (status, body) = (answer.status(), answer.text().await?);
+        ensure!(
+            status == StatusCode::BAD_REQUEST && body.contains("could not be found"),
+            "{how:?}: sign-in answered {status}: {body:.300}"
+        );
+        eprintln!(
+            "{how:?} at the DID document: {status} after {:?}",
+            started.elapsed()
+        );
+    }
+    hostile.misbehave(did_document, None);
+
+    let signed_in = sign_in_at(&mut browser, &hostile).await?;
+    ensure!(signed_in.status() == StatusCode::SEE_OTHER);
+    let create = "/xrpc/com.atproto.repo.createRecord";
+    for how in [
+        Misbehaviour::Endless,
+        Misbehaviour::Trickle,
+        Misbehaviour::Silent,
+    ] {
+        hostile.misbehave(create, Some(how.clone()));
+        let started = Instant::now();
+        let answer = tokio::time::timeout(
+            PATIENCE,
+            browser.post_from_script("/status", &[("status", "🐌")]),
+        )
+        .await
+        .with_context(|| format!("{how:?}: edge still waits after {PATIENCE:?}"))??;
+        let status = answer.status();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        ensure!(
+            status == StatusCode::BAD_GATEWAY
+                && body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("could not be reached")),
+            "{how:?}: the write answered {status}: {body}"
+        );
+        eprintln!(
+            "{how:?} at createRecord: {status} after {:?}",
+            started.elapsed()
+        );
+    }
+    hostile.misbehave(create, None);
+    ensure!(
+        rows_of(net, &hostile.did).await?.is_empty(),
+        "nothing is written when the PDS never finished answering"
+    );
+    let page = browser.get("/").await?;
+    ensure!(page.status() == StatusCode::OK, "edge still serves");
+    Ok(())
+}
