@@ -258,6 +258,42 @@ mod tests {
     }
 
     #[test]
+    fn strings_from_the_network_are_isolated() {
+        // A right-to-left override alone is one grapheme, so a valid status; so is a letter
+        // under fifteen combining marks. Each must sit alone in an isolated element (every
+        // `<bdi>` of the template has the `net` class: isolated and clipped by app.css).
+        let override_ = "\u{202E}";
+        let tower = format!("e{}", "\u{301}".repeat(15));
+        let mut data = data();
+        data.viewer = Some(Viewer {
+            did: "did:plc:a".into(),
+            handle: Some("alice.test".into()),
+            display_name: Some(override_.into()),
+            current: None,
+        });
+        data.counts.push(CountRow {
+            status: override_.into(),
+            count: 1,
+        });
+        data.recent
+            .push(status("did:plc:e", None, override_, NOW, true));
+        data.recent
+            .push(status("did:plc:f", None, &tower, NOW - 1, true));
+        let html = HomePage::new(data).html().unwrap();
+        for hostile in [override_, tower.as_str()] {
+            let everywhere = html.matches(hostile).count();
+            let isolated = html.matches(&format!("\">{hostile}</bdi>")).count();
+            let in_attributes = html.matches(&format!("=\"{hostile}")).count();
+            assert!(isolated >= 2, "{hostile:?} isolated {isolated} times");
+            assert_eq!(
+                everywhere,
+                isolated + in_attributes,
+                "{hostile:?} outside an isolated element: {html}"
+            );
+        }
+    }
+
+    #[test]
     fn hostile_strings_render_inert() {
         let evil = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>";
         let mut data = data();

@@ -298,6 +298,56 @@ await step("on a phone the page fits the screen", async () => {
   await phone.context.close();
 });
 
+// Statuses that are valid but try to spoof the page: a lone right-to-left override (one
+// grapheme) would reverse the words after it, a letter under fifteen combining marks would paint
+// over the lines above and below. Each network string sits in an isolated, clipping box.
+await step("a bidi override or a tower of combining marks stays in its own box", async () => {
+  const override = "\u202E";
+  const tower = "e" + "\u0301".repeat(15);
+  for (const status of [override, tower]) {
+    await writeRecord("bob", "xyz.statusphere.status", { status, createdAt: new Date().toISOString() });
+  }
+  const layout = (statuses) =>
+    visitor.page.evaluate(([override, tower]) => {
+      const lines = Array.from(document.querySelectorAll("#feed li"));
+      const reversing = lines.find((li) => li.dataset.status === override);
+      const stacked = lines.find((li) => li.dataset.status === tower);
+      // In the override's line, "today" still reads left to right: its t left of its y.
+      const text = Array.from(reversing.querySelectorAll("span"))
+        .flatMap((span) => Array.from(span.childNodes))
+        .find((node) => node.nodeType === Node.TEXT_NODE && node.textContent.includes("today"));
+      const at = text.textContent.indexOf("today");
+      const left = (i) => {
+        const range = document.createRange();
+        range.setStart(text, i);
+        range.setEnd(text, i + 1);
+        return range.getBoundingClientRect().left;
+      };
+      const boxes = Array.from(stacked.querySelectorAll("bdi")).map((b) => getComputedStyle(b));
+      return {
+        readsForward: left(at) < left(at + 4),
+        isolatedBoxes: boxes.length,
+        clipped: boxes.every((b) => b.unicodeBidi === "isolate" && b.overflowY === "clip"),
+        lineHeight: stacked.getBoundingClientRect().height,
+        normalHeight: lines.find((li) => li.dataset.status === "<").getBoundingClientRect().height,
+      };
+    }, statuses);
+  const arrived = (statuses) =>
+    visitor.page.waitForFunction(
+      (statuses) => statuses.every((s) => Array.from(document.querySelectorAll("#feed li")).some((li) => li.dataset.status === s)),
+      statuses,
+    );
+  for (const when of ["live", "rendered by the server"]) {
+    if (when !== "live") await visitor.page.reload();
+    await arrived([override, tower]);
+    const seen = await layout([override, tower]);
+    check(seen.readsForward, `${when}: the words after an override still read left to right`);
+    check(seen.isolatedBoxes >= 2 && seen.clipped, `${when}: the marks are isolated and clipped: ${JSON.stringify(seen)}`);
+    check(Math.abs(seen.lineHeight - seen.normalHeight) <= 2, `${when}: the stacked line is as tall as any: ${JSON.stringify(seen)}`);
+  }
+  await visitor.page.screenshot({ path: join(SHOTS, "spoofing.png"), fullPage: true });
+});
+
 await step("signed out in another tab, her page says so when she picks a status", async () => {
   await alice.page.screenshot({ path: join(SHOTS, "signed-in.png"), fullPage: true });
   const other = await newPage("alice-other-tab");

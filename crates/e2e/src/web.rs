@@ -202,6 +202,22 @@ pub fn set_cookie(response: &reqwest::Response) -> Result<String> {
         .to_string())
 }
 
+/// What a page says, without its markup (tags dropped, white space folded; entities kept, so an
+/// escaped `<` still reads `&#60;`).
+pub fn page_text(html: &str) -> String {
+    let mut text = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            _ if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// The response's `Location` header.
 pub fn location(response: &reqwest::Response) -> Result<String> {
     Ok(response

@@ -2,8 +2,8 @@
 //! app as `cargo xtask dev` runs it: the local PLC + PDS, the sidecar bridging the PDS's firehose,
 //! a `wrangler dev` stack whose listener reads it live, and `chromium/home.mjs` playing the people
 //! (sign-in on the PDS's own pages, live updates in place, records from other apps, hostile
-//! strings, keyboard, JavaScript off, a phone, contrast, sign-out). Afterwards the statuses they
-//! set are checked in their repos on the PDS.
+//! strings, statuses that try to spoof the layout, keyboard, JavaScript off, a phone, contrast,
+//! sign-out). Afterwards the statuses they set are checked in their repos on the PDS.
 
 use std::process::Command;
 
@@ -44,7 +44,10 @@ fn a_person_uses_the_page_in_chromium() -> Result<()> {
         &did_of(&net.devnet, "bob"),
     ))?;
     ensure!(
-        bob.len() == 2 && bob.contains(&"😉".to_owned()) && bob.contains(&"<".to_owned()),
+        bob.len() == 4
+            && bob.contains(&"😉".to_owned())
+            && bob.contains(&"<".to_owned())
+            && bob.contains(&"\u{202E}".to_owned()),
         "bob's repo: {bob:?}"
     );
     Ok(())

@@ -43,17 +43,24 @@
     li.dataset.did = s.author_did;
     li.dataset.status = s.status;
     if (!s.confirmed) li.className = "pending";
-    var glyph = document.createElement("span");
-    glyph.className = "glyph";
+    // Every string from the network sits in its own isolated box (bdi + .net): a bidi control
+    // cannot reorder its neighbours, stacked marks cannot paint over them.
+    var glyph = document.createElement("bdi");
+    glyph.className = "glyph net";
     glyph.setAttribute("aria-hidden", "true");
     glyph.textContent = s.status;
     var text = document.createElement("span");
     var a = document.createElement("a");
-    a.className = "author";
+    a.className = "author net";
     a.href = profile + s.author_did;
     a.textContent = "@" + (s.handle || s.author_did);
+    var said = document.createElement("bdi");
+    said.className = "said net";
+    said.textContent = s.status;
     text.appendChild(a);
-    text.appendChild(document.createTextNode(" is feeling " + s.status + " today"));
+    text.appendChild(document.createTextNode(" is feeling "));
+    text.appendChild(said);
+    text.appendChild(document.createTextNode(" today"));
     li.appendChild(glyph);
     li.appendChild(text);
     return li;
