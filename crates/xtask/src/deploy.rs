@@ -38,7 +38,7 @@ pub fn dry_run(tools: &Tools, outdir: &Path, build: bool) -> Result<Vec<Bundle>>
             outdir.display()
         );
     }
-    refuse_test_hooks()?;
+    preflight()?;
     if build {
         workers::build_all(tools)?;
     }
@@ -67,7 +67,7 @@ pub fn dry_run(tools: &Tools, outdir: &Path, build: bool) -> Result<Vec<Bundle>>
 /// Deploys for real: migrations, then broker, listener, edge. Needs `wrangler login` (or
 /// `CLOUDFLARE_API_TOKEN`) and the one-time set-up in docs/operations.md.
 pub fn deploy(tools: &Tools) -> Result<Vec<Bundle>> {
-    refuse_test_hooks()?;
+    preflight()?;
     let edge_config = std::fs::read_to_string(paths::wrangler_config("edge"))?;
     if edge_config.contains(PLACEHOLDER_D1_ID) {
         bail!(
@@ -106,34 +106,114 @@ pub fn deploy(tools: &Tools) -> Result<Vec<Bundle>> {
 /// no config that can be deployed may carry it, in any environment.
 pub const TEST_HOOKS_VAR: &str = "TEST_HOOKS";
 
-/// Fails if any wrangler config sets [`TEST_HOOKS_VAR`].
-pub fn refuse_test_hooks() -> Result<()> {
+/// Vars whose only safe production value is known: anything else is a local network's setting
+/// (plain http and loopback fetches, the loopback OAuth client, handles resolved by one server).
+const PRODUCTION_VALUES: [(&str, &str); 3] = [
+    ("ALLOW_PRIVATE_NETWORK", "off"),
+    ("OAUTH_CLIENT", "confidential"),
+    ("HANDLE_RESOLVER", "dns"),
+];
+
+/// The workers that must have no public URL: only service bindings reach them.
+const PRIVATE_WORKERS: [&str; 2] = ["listener", "broker"];
+
+/// Fails, naming every problem and its fix, if any committed wrangler config carries a setting
+/// that must never be deployed ([`deploy_problems`]).
+pub fn preflight() -> Result<()> {
+    let mut problems = Vec::new();
     for worker in WORKERS {
         let path = paths::wrangler_config(worker);
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        if sets_test_hooks(&text).with_context(|| format!("parsing {}", path.display()))? {
-            bail!(
-                "{} sets {TEST_HOOKS_VAR}: test hooks must never be deployed",
-                path.display()
-            );
-        }
+        let found = deploy_problems(worker, &text)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        problems.extend(
+            found
+                .into_iter()
+                .map(|p| format!("{}: {p}", path.display())),
+        );
+    }
+    if !problems.is_empty() {
+        bail!(
+            "refusing to deploy; fix these first:\n  {}",
+            problems.join("\n  ")
+        );
     }
     Ok(())
 }
 
-/// Whether a wrangler config names [`TEST_HOOKS_VAR`] anywhere (`[vars]`, `[env.*.vars]`, ...).
-pub fn sets_test_hooks(config: &str) -> Result<bool> {
-    fn mentions(value: &toml::Value) -> bool {
-        match value {
-            toml::Value::Table(table) => table
-                .iter()
-                .any(|(key, value)| key == TEST_HOOKS_VAR || mentions(value)),
-            toml::Value::Array(items) => items.iter().any(mentions),
-            _ => false,
+/// What in `config` (the wrangler config of `worker`) must not reach Cloudflare: test hooks
+/// anywhere; in any `vars` table (top level or `[env.*]`), a dev-only value of
+/// [`PRODUCTION_VALUES`] or a plain-text `http://` / `ws://` URL; a preview URL (it would serve
+/// production data and bindings at a second address); a public URL for a private worker.
+pub fn deploy_problems(worker: &str, config: &str) -> Result<Vec<String>> {
+    let config: toml::Table = config.parse()?;
+    let mut problems = Vec::new();
+    if mentions_test_hooks(&toml::Value::Table(config.clone())) {
+        problems.push(format!(
+            "sets {TEST_HOOKS_VAR}: test hooks are for local test stacks only; remove it"
+        ));
+    }
+    let mut scopes = vec![("top level".to_owned(), &config)];
+    if let Some(envs) = config.get("env").and_then(toml::Value::as_table) {
+        for (name, env) in envs {
+            if let Some(env) = env.as_table() {
+                scopes.push((format!("[env.{name}]"), env));
+            }
         }
     }
-    Ok(mentions(&toml::Value::Table(config.parse()?)))
+    for (scope, table) in &scopes {
+        if let Some(vars) = table.get("vars").and_then(toml::Value::as_table) {
+            for (name, value) in vars {
+                let Some(value) = value.as_str() else {
+                    continue;
+                };
+                if let Some((_, safe)) = PRODUCTION_VALUES.iter().find(|(var, _)| var == name) {
+                    if value != *safe {
+                        problems.push(format!(
+                            "{scope}: {name} = {value:?} is a local network's setting; \
+                             production needs {safe:?}"
+                        ));
+                    }
+                }
+                for url in value.split(',').map(str::trim) {
+                    if url.starts_with("http://") || url.starts_with("ws://") {
+                        problems.push(format!(
+                            "{scope}: {name} has the plain-text URL {url}; use https:// or wss://"
+                        ));
+                    }
+                }
+            }
+        }
+        if table.get("preview_urls").and_then(toml::Value::as_bool) != Some(false)
+            && (scope == "top level" || table.contains_key("preview_urls"))
+        {
+            problems.push(format!(
+                "{scope}: set preview_urls = false (a preview would serve production data \
+                 and bindings at another address)"
+            ));
+        }
+        if PRIVATE_WORKERS.contains(&worker)
+            && table.get("workers_dev").and_then(toml::Value::as_bool) != Some(false)
+            && (scope == "top level" || table.contains_key("workers_dev"))
+        {
+            problems.push(format!(
+                "{scope}: set workers_dev = false ({worker} has no public route: only service \
+                 bindings reach it)"
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+fn mentions_test_hooks(value: &toml::Value) -> bool {
+    match value {
+        toml::Value::Table(table) => table
+            .iter()
+            .any(|(key, value)| key == TEST_HOOKS_VAR || mentions_test_hooks(value)),
+        toml::Value::Array(items) => items.iter().any(mentions_test_hooks),
+        _ => false,
+    }
 }
 
 /// Sizes of the files in a bundle folder, raw and gzipped (level 9, as an upload would compress).
@@ -221,12 +301,98 @@ fn kib(bytes: u64) -> String {
 mod tests {
     use super::*;
 
+    fn committed(worker: &str) -> String {
+        std::fs::read_to_string(paths::wrangler_config(worker)).unwrap()
+    }
+
     #[test]
-    fn test_hooks_are_found_wherever_they_are_set() {
-        assert!(!sets_test_hooks("name = \"x\"\n[vars]\nLOG_CAPACITY = \"5\"").unwrap());
-        assert!(sets_test_hooks("[vars]\nTEST_HOOKS = \"on\"").unwrap());
-        assert!(sets_test_hooks("[env.staging.vars]\nTEST_HOOKS = \"on\"").unwrap());
-        assert!(sets_test_hooks("not = [toml").is_err());
-        refuse_test_hooks().expect("the committed configs carry no test hooks");
+    fn the_committed_configs_are_deployable() {
+        for worker in WORKERS {
+            let problems = deploy_problems(worker, &committed(worker)).unwrap();
+            assert!(problems.is_empty(), "{worker}: {problems:?}");
+        }
+        preflight().expect("the committed configs pass");
+    }
+
+    #[test]
+    fn every_dev_only_setting_is_refused() {
+        let edge = committed("edge");
+        let refused = |worker: &str, config: &str, says: &str| {
+            let problems = deploy_problems(worker, config).unwrap();
+            assert!(
+                problems.iter().any(|p| p.contains(says)),
+                "{says:?} not in {problems:?} for:\n{config}"
+            );
+        };
+        let with = |from: &str, to: &str| {
+            assert!(edge.contains(from), "{from}");
+            edge.replacen(from, to, 1)
+        };
+        refused(
+            "edge",
+            &format!("{edge}\nTEST_HOOKS = \"on\""),
+            "TEST_HOOKS",
+        );
+        refused(
+            "edge",
+            &format!("{edge}\n[env.staging.vars]\nTEST_HOOKS = \"on\""),
+            "TEST_HOOKS",
+        );
+        refused(
+            "edge",
+            &with(
+                "ALLOW_PRIVATE_NETWORK = \"off\"",
+                "ALLOW_PRIVATE_NETWORK = \"on\"",
+            ),
+            "ALLOW_PRIVATE_NETWORK",
+        );
+        refused(
+            "edge",
+            &with(
+                "OAUTH_CLIENT = \"confidential\"",
+                "OAUTH_CLIENT = \"loopback\"",
+            ),
+            "OAUTH_CLIENT",
+        );
+        refused(
+            "edge",
+            &with(
+                "HANDLE_RESOLVER = \"dns\"",
+                "HANDLE_RESOLVER = \"http://127.0.0.1:2583\"",
+            ),
+            "HANDLE_RESOLVER",
+        );
+        refused(
+            "edge",
+            &with("https://plc.directory", "http://plc.directory"),
+            "plain-text URL http://plc.directory",
+        );
+        refused(
+            "edge",
+            &format!("{edge}\n[env.staging]\npreview_urls = true\n"),
+            "[env.staging]: set preview_urls = false",
+        );
+        refused("edge", &with("preview_urls = false", ""), "preview_urls");
+        refused(
+            "edge",
+            &format!("{edge}\n[env.local.vars]\nALLOW_PRIVATE_NETWORK = \"on\"\n"),
+            "[env.local]: ALLOW_PRIVATE_NETWORK",
+        );
+        let listener = committed("listener");
+        refused(
+            "listener",
+            &listener.replacen(
+                "[vars]",
+                "[vars]\nJETSTREAM_URLS = \"wss://jetstream1.us-east.bsky.network/subscribe,ws://127.0.0.1:6008/subscribe\"",
+                1,
+            ),
+            "ws://127.0.0.1:6008/subscribe",
+        );
+        refused(
+            "listener",
+            &listener.replacen("workers_dev = false", "workers_dev = true", 1),
+            "workers_dev = false",
+        );
+        assert!(deploy_problems("edge", "not = [toml").is_err());
     }
 }
