@@ -32,6 +32,8 @@ pub enum Part {
     Accounts,
     /// `sql::purge_statuses`: returns nothing.
     Purge,
+    /// `sql::requeue_handle_lookups`: returns nothing.
+    Lookups,
     /// `sql::upsert_statuses`: returns the statuses written.
     Upserts,
     /// `sql::delete_statuses`: returns `(uri, author_did)` of tombstones written.
@@ -116,6 +118,11 @@ impl Batch {
         self.add(Part::Upserts, sql::upsert_statuses(&run.upserts));
         self.add(Part::Deletes, sql::delete_statuses(&run.deletes));
         self.add(Part::Handles, sql::set_handles(&run.handles));
+        let changed: BTreeSet<&str> = run.handles.iter().map(|h| h.did.as_str()).collect();
+        self.add(
+            Part::Lookups,
+            sql::requeue_handle_lookups(&changed.into_iter().collect::<Vec<_>>()),
+        );
         self.add(Part::Accounts, sql::set_account_states(&run.accounts));
         let purged: BTreeSet<&str> = run
             .accounts
@@ -202,7 +209,7 @@ impl Batch {
                             author_did: row.author_did,
                         }
                     }
-                    Part::Purge | Part::Authors => continue,
+                    Part::Purge | Part::Lookups | Part::Authors => continue,
                 };
                 messages.push(message);
             }

@@ -76,7 +76,9 @@ pub enum Operation {
 
 #[derive(Debug, Clone)]
 pub struct Identity {
-    /// The account's handle; `None` when absent or not a valid handle.
+    /// The handle the event claims; `None` when absent or not a valid handle. A claim only:
+    /// whoever runs the account's PDS (or a Jetstream) can write any handle here, so it is never
+    /// shown (see [`Event::change`]).
     pub handle: Option<String>,
 }
 
@@ -265,9 +267,13 @@ impl Event {
                 }
             }
             EventBody::Commit(_) | EventBody::Unknown { .. } => Ok(None),
-            EventBody::Identity(identity) => Ok(Some(Change::Handle(HandleUpdate {
+            // An identity event says the account's identity changed, not what it is: the stored
+            // handle is dropped (the page shows the DID) and the account is queued for the
+            // background lookup, which believes a handle only once it resolves to the DID and the
+            // DID document names it back. The handle the event claims is never recorded.
+            EventBody::Identity(_) => Ok(Some(Change::Handle(HandleUpdate {
                 did: self.did.clone(),
-                handle: identity.handle.clone(),
+                handle: None,
                 time_us: self.time_us,
             }))),
             EventBody::Account(account) => Ok(Some(Change::Account(AccountUpdate {
@@ -314,7 +320,7 @@ pub enum Change {
     Upsert(Status),
     /// A status was deleted.
     Delete(Tombstone),
-    /// An account's handle is now this (or none).
+    /// An account's handle is now this (or none: unknown until verified).
     Handle(HandleUpdate),
     /// An account became active or inactive.
     Account(AccountUpdate),

@@ -264,6 +264,20 @@ pub fn learn_handle(did: &str, handle: &str, now_us: i64) -> Statement {
     )
 }
 
+/// Makes `dids` due for a handle lookup at once (their identity changed: the stored handle was
+/// dropped, and the next claim verifies a new one). Deleting rows that do not exist writes nothing.
+pub fn requeue_handle_lookups(dids: &[&str]) -> Vec<Statement> {
+    dids.chunks(D1_MAX_PARAMS)
+        .map(|chunk| {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            Statement {
+                sql: Cow::Owned(format!("DELETE FROM handle_lookup WHERE did IN ({marks})")),
+                params: chunk.iter().map(|did| (*did).into()).collect(),
+            }
+        })
+        .collect()
+}
+
 /// How long a handle lookup that found nothing waits before it is tried again.
 pub const HANDLE_RETRY_MS: i64 = 3_600_000;
 

@@ -202,12 +202,9 @@ async fn an_optimistic_row_is_confirmed_and_forwarded_as_one_status() {
 async fn handles_ride_along_and_inactive_authors_are_not_pushed() {
     let pool = database().await;
     let bob = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb";
-    let identity = serde_json::json!({"did": bob, "time_us": 10, "kind": "identity",
-        "identity": {"did": bob, "handle": "bob.test", "seq": 1, "time": "2026-11-24T00:00:00Z"}})
-    .to_string();
-    // The identity event comes after the status that makes bob known (before it, bob was a
-    // stranger: see any_batching_gives_the_same_tables).
-    let (_, messages) = ingest(&pool, &[a_status(bob, &tid(2), "😎", 5), identity]).await;
+    // A verified handle (from sign-in or a background lookup) rides along with bob's statuses.
+    batch(&pool, &[sql::learn_handle(bob, "bob.test", 1)]).await;
+    let (_, messages) = ingest(&pool, &[a_status(bob, &tid(2), "😎", 5)]).await;
     let upserted: Vec<_> = messages
         .iter()
         .filter_map(|m| match m {
@@ -217,6 +214,40 @@ async fn handles_ride_along_and_inactive_authors_are_not_pushed() {
         .collect();
     assert_eq!(upserted.len(), 1);
     assert_eq!(upserted[0].handle.as_deref(), Some("bob.test"));
+
+    // An identity event claiming another handle is only a hint: the stored handle goes (pages show
+    // the DID), bob is due for a verified lookup at once, and the claim is never recorded.
+    sqlx::query("INSERT INTO handle_lookup (did, checked_at) VALUES (?1, 99)")
+        .bind(bob)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let identity = serde_json::json!({"did": bob, "time_us": 10, "kind": "identity",
+        "identity": {"did": bob, "handle": "jay.bsky.team", "seq": 1, "time": "2026-11-24T00:00:00Z"}})
+    .to_string();
+    let (_, messages) = ingest(&pool, &[identity]).await;
+    assert_eq!(
+        messages,
+        vec![ServerMessage::HandleChanged {
+            did: bob.into(),
+            handle: None
+        }]
+    );
+    let handle: Option<String> = sqlx::query_scalar("SELECT handle FROM account WHERE did = ?1")
+        .bind(bob)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(handle, None);
+    let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM handle_lookup WHERE did = ?1")
+        .bind(bob)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        queued, 0,
+        "bob's last lookup is forgotten: he is claimable now"
+    );
 
     let deactivate = serde_json::json!({"did": bob, "time_us": 30, "kind": "account",
         "account": {"active": false, "did": bob, "seq": 2, "status": "deactivated",

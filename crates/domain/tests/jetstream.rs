@@ -61,11 +61,18 @@ fn real_frames_mean_what_they_say() {
     assert_eq!(deleted.uri, created.uri);
     assert_eq!(deleted.rev, "3lbkn5xkq2k2c");
 
+    // An identity event drops the stored handle (it is looked up and verified later); the
+    // handle it claims is parsed, lowercased, and never recorded.
     let Change::Handle(handle) = &changes[3] else {
         panic!("{:?}", changes[3])
     };
+    assert_eq!(handle.handle, None, "a claimed handle is never recorded");
+    let claim = Event::parse(text.lines().nth(3).unwrap()).unwrap();
+    let EventBody::Identity(identity) = &claim.body else {
+        panic!("{claim:?}")
+    };
     assert_eq!(
-        handle.handle.as_deref(),
+        identity.handle.as_deref(),
         Some("alice.example.com"),
         "lowercased"
     );

@@ -264,6 +264,30 @@ pub fn start_with(name: &str, adjust: impl FnOnce(StackConfig) -> StackConfig) -
     })
 }
 
+/// The local network, and a stack whose listener polls a sidecar replaying `frames`: written once
+/// the network's accounts exist, so that the frames can name them (a hostile Jetstream's claims
+/// about real accounts, say).
+pub fn start_with_replay(name: &str, frames: impl FnOnce(&Devnet) -> Vec<String>) -> Result<Net> {
+    let tools = Tools::ensure()?;
+    xtask::sidecar::build()?;
+    let devnet = Devnet::start(&tools, &DevnetConfig::for_test(name)?)?;
+    let dir = crate::listening::run_dir(name)?;
+    let file = dir.join("replay.jsonl");
+    std::fs::write(&file, frames(&devnet).join("\n") + "\n")?;
+    let jetstream = crate::listening::start_sidecar(&dir, &file, name, &[])?;
+    let config = StackConfig::for_test(name)?
+        .with_var("listener", "JETSTREAM_URLS", &jetstream.url)
+        .with_var("listener", "MODE", "poll")
+        .with_var("listener", "START_FROM_US", "0")
+        .with_local_sign_in(&devnet.plc_url, &devnet.pds_url);
+    let stack = Stack::start(&tools, config)?;
+    Ok(Net {
+        stack,
+        jetstream: Some(jetstream),
+        devnet,
+    })
+}
+
 /// The whole local app: the network, the sidecar bridging the PDS's firehose to a local
 /// Jetstream, and a stack whose listener reads it live; records written on the PDS by any client
 /// reach D1 and open pages.

@@ -9,14 +9,30 @@ use std::time::{Duration, Instant};
 use e2e::hostile::{tid, Hostile, Misbehaviour};
 use e2e::pds::Answer;
 use e2e::tables::Tables;
-use e2e::web::{did_of, location, page_text, start, Browser, Net};
+use e2e::web::{did_of, location, page_text, start_with_replay, Browser, Net};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+/// The handle a hostile identity event claims for bob.
+const CLAIMED: &str = "jay.bsky.team";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_open_network_is_hostile() -> Result<()> {
-    let net = tokio::task::block_in_place(|| start("edge-attacks"))?;
+    // The listener reads a replay in which bob (a real account of the local network) writes a
+    // status, and then an identity event claims a handle for him that is not his.
+    let claimed_at_us = std::cell::Cell::new(0);
+    let net = tokio::task::block_in_place(|| {
+        start_with_replay("edge-attacks", |devnet| {
+            let bob = did_of(devnet, "bob");
+            let now_us = e2e::now_ms() * 1000;
+            claimed_at_us.set(now_us - 9_000_000);
+            bob_and_a_false_claim(&bob, now_us - 10_000_000, now_us - 9_000_000)
+        })
+    })?;
     let result = async {
+        identity_claims(&net, claimed_at_us.get())
+            .await
+            .context("a handle claimed by an identity event")?;
         lying_pds(&net).await.context("a lying PDS")?;
         login_csrf(&net).await.context("login CSRF")?;
         servers_that_never_finish(&net)
@@ -25,6 +41,60 @@ async fn the_open_network_is_hostile() -> Result<()> {
     }
     .await;
     net.with_log(result)
+}
+
+/// Jetstream frames: bob creates a status at `status_us`, then an identity event at `claim_us`
+/// claims [`CLAIMED`] as his handle.
+fn bob_and_a_false_claim(bob: &str, status_us: i64, claim_us: i64) -> Vec<String> {
+    let rkey = tid(status_us, 3);
+    let record = json!({"$type": "xyz.statusphere.status", "status": "🎭",
+                        "createdAt": "2026-12-01T00:00:00.000Z"});
+    vec![
+        json!({"did": bob, "time_us": status_us, "kind": "commit",
+               "commit": {"rev": rkey, "operation": "create", "collection": "xyz.statusphere.status",
+                          "rkey": rkey, "record": record, "cid": e2e::hostile::cid_of(&record)}})
+        .to_string(),
+        json!({"did": bob, "time_us": claim_us, "kind": "identity",
+               "identity": {"did": bob, "handle": CLAIMED, "seq": 7, "time": "2026-12-01T00:00:00.000Z"}})
+        .to_string(),
+    ]
+}
+
+/// An identity event's handle is a claim: the page shows bob's DID until the background lookup
+/// has verified his real handle both ways, and never the claimed one.
+async fn identity_claims(net: &Net, claimed_at_us: i64) -> Result<()> {
+    let mut browser = Browser::new(&net.stack);
+    // The first request wakes the listener, which reads the replay.
+    browser.page().await?;
+    e2e::listening::wait_for_cursor(&net.stack, claimed_at_us, Duration::from_secs(60)).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Each page that shows a DID starts a verified lookup of it in the background.
+        let text = page_text(&browser.page().await?);
+        ensure!(
+            !text.contains(CLAIMED),
+            "the claimed handle is shown: {text}"
+        );
+        if text.contains("@bob.test is feeling 🎭 today") {
+            break;
+        }
+        ensure!(
+            text.contains("is feeling 🎭 today"),
+            "bob's status is missing: {text}"
+        );
+        ensure!(
+            Instant::now() < deadline,
+            "bob's verified handle never came: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let tables = Tables::of_stack(&net.stack.config().persist_dir).await?;
+    ensure!(
+        tables.account.iter().all(|a| a["handle"] != CLAIMED),
+        "the claim reached D1: {:?}",
+        tables.account
+    );
+    Ok(())
 }
 
 /// How the hostile server changes an honest createRecord answer.
