@@ -41,6 +41,8 @@ pub enum Misbehaviour {
     Silent,
     /// A 302 to this URL.
     Redirect(String),
+    /// An OAuth-style error answer with this status (429 with `Retry-After`).
+    Status(u16),
 }
 
 type Edit = Box<dyn Fn(&mut Value) + Send + Sync>;
@@ -64,6 +66,8 @@ struct State {
     /// Records written, `(collection, rkey, record)`.
     records: Vec<(String, String, Value)>,
     nonce: String,
+    /// The `expires_in` of the access tokens it issues.
+    token_lifetime_s: i64,
 }
 
 /// A running hostile server; dropping it stops it.
@@ -90,6 +94,7 @@ impl Hostile {
         let state = Arc::new(Mutex::new(State {
             claimed_handle: handle.to_owned(),
             nonce: token(),
+            token_lifetime_s: 3600,
             ..State::default()
         }));
         let server = Server {
@@ -131,6 +136,16 @@ impl Hostile {
             Some(how) => state.misbehaving.insert(path.to_owned(), how),
             None => state.misbehaving.remove(path),
         };
+    }
+
+    /// Access tokens issued from now on say they expire after `seconds`.
+    pub fn set_token_lifetime(&self, seconds: i64) {
+        self.lock().token_lifetime_s = seconds;
+    }
+
+    /// Forgets every refresh token it issued (as a server does when a grant is revoked).
+    pub fn forget_refresh_tokens(&self) {
+        self.lock().refresh.clear();
     }
 
     /// The records written to this server's repository: `(collection, rkey, record)`.
@@ -411,7 +426,7 @@ impl Server {
             json!({
                 "access_token": access,
                 "token_type": "DPoP",
-                "expires_in": 3600,
+                "expires_in": state.token_lifetime_s,
                 "refresh_token": refresh,
                 "scope": "atproto repo:xyz.statusphere.status",
                 "sub": self.did,
@@ -496,6 +511,19 @@ async fn misbehave(mut stream: TcpStream, how: Misbehaviour) -> Result<()> {
             // Hold the connection open, answering nothing, until the client gives up.
             let mut sink = [0u8; 1024];
             while stream.read(&mut sink).await? > 0 {}
+            Ok(())
+        }
+        Misbehaviour::Status(status) => {
+            let body =
+                json!({ "error": "temporarily_unavailable", "error_description": "try later" })
+                    .to_string();
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nretry-after: 30\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body.as_bytes()).await?;
             Ok(())
         }
         Misbehaviour::Redirect(to) => {

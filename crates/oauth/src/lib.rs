@@ -58,6 +58,22 @@ pub enum Error {
     Key(String),
 }
 
+impl Error {
+    /// Whether this refresh failure means the grant is gone (sign in again), as opposed to a
+    /// failure to try again later. Only an explicit refusal ends it: `invalid_grant` (the refresh
+    /// token is expired, revoked or spent) or a [`Error::Denied`] (the account moved). A 429, a
+    /// 5xx, any other error code, an unreadable answer or no answer at all leave the session as it
+    /// was: ending every session of an account because its server was busy would be the server's
+    /// hiccup made permanent.
+    pub fn ends_grant(&self) -> bool {
+        match self {
+            Error::Denied(_) => true,
+            Error::Server { error, .. } => error == "invalid_grant",
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Shortens remote text before it goes into an error message or a log line.
@@ -71,4 +87,33 @@ pub(crate) fn bounded(text: &str) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn only_a_refusal_ends_a_grant() {
+        let server = |status: u16, error: &str| Error::Server {
+            endpoint: "token refresh",
+            status,
+            error: error.into(),
+            description: String::new(),
+        };
+        assert!(server(400, "invalid_grant").ends_grant());
+        assert!(Error::Denied("moved".into()).ends_grant());
+        for transient in [
+            server(429, "rate_limited"),
+            server(503, "temporarily_unavailable"),
+            server(500, "server_error"),
+            server(400, "invalid_request"),
+            server(401, "invalid_client"),
+            server(400, "use_dpop_nonce"),
+            Error::Transport("timed out".into()),
+            Error::Protocol("unreadable".into()),
+        ] {
+            assert!(!transient.ends_grant(), "{transient}");
+        }
+    }
 }

@@ -15,6 +15,8 @@ use crate::session;
 
 /// How long a sign-in may stay pending in D1.
 const PENDING_TTL_MS: i64 = oauth::client::PENDING_TTL_S * 1000;
+/// How many times refreshed tokens are offered to D1 before the refresh counts as failed.
+const STORE_TRIES: u32 = 3;
 /// How long one refresh may hold the lease: longer than the worst case of the fetches it makes
 /// (each cut off at its deadline), so that a slow server cannot make two refreshers overlap.
 const LEASE_MS: i64 = 40_000;
@@ -365,27 +367,39 @@ async fn refresh_held(
     match async { oauth(config, now_ms)?.refresh(&session).await }.await {
         Ok(refreshed) => {
             let data = serde_json::to_string(&refreshed)?;
-            let stored: Vec<serde_json::Value> = workers_common::d1::rows(
-                db,
-                &sql::store_refreshed_session(&session.did, owner, &data, now_ms),
-            )
-            .await?;
-            if stored.is_empty() {
-                // The lease ran out under us; the new tokens were not kept, so do not use them.
-                return Ok(Err(Unusable::Unavailable(
-                    "the refresh took too long".into(),
-                )));
+            let statement = sql::store_refreshed_session(&session.did, owner, &data, now_ms);
+            // The old refresh token is spent now: losing the new one would end the session, so a
+            // failing D1 is tried again before giving up.
+            let mut stored = None;
+            for attempt in 1..=STORE_TRIES {
+                match workers_common::d1::rows::<serde_json::Value>(db, &statement).await {
+                    Ok(rows) => {
+                        stored = Some(rows);
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, attempt, did = %session.did, "storing refreshed tokens failed");
+                        Delay::from(std::time::Duration::from_millis(200)).await;
+                    }
+                }
             }
-            tracing::info!(did = %session.did, "session refreshed");
-            Ok(Ok(refreshed))
+            match stored {
+                None => Ok(Err(Unusable::Unavailable(
+                    "the new tokens could not be saved".into(),
+                ))),
+                // The lease ran out under us; the new tokens were not kept, so do not use them.
+                Some(rows) if rows.is_empty() => Ok(Err(Unusable::Unavailable(
+                    "the refresh took too long".into(),
+                ))),
+                Some(_) => {
+                    tracing::info!(did = %session.did, "session refreshed");
+                    Ok(Ok(refreshed))
+                }
+            }
         }
-        Err(
-            error @ oauth::Error::Server {
-                status: 400..=499, ..
-            },
-        )
-        | Err(error @ oauth::Error::Denied(_)) => {
-            // The grant is gone (revoked, expired, or the refresh token spent): sign in again.
+        Err(error) if error.ends_grant() => {
+            // The grant is gone (revoked, expired, the refresh token spent, or the account
+            // moved): sign in again.
             tracing::warn!(%error, did = %session.did, "refresh refused; the session ends");
             let statements = [
                 sql::delete_oauth_session(&session.did),
@@ -395,7 +409,8 @@ async fn refresh_held(
             Ok(Err(Unusable::Ended))
         }
         Err(error) => {
-            tracing::warn!(%error, did = %session.did, "refresh failed");
+            // Busy, failing, slow or confused: the session stays as it was, to be tried again.
+            tracing::warn!(%error, did = %session.did, "refresh failed; the session is kept");
             unlock(db, &session.did, owner).await?;
             Ok(Err(Unusable::Unavailable(error.to_string())))
         }

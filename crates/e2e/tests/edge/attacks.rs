@@ -37,7 +37,8 @@ async fn the_open_network_is_hostile() -> Result<()> {
         login_csrf(&net).await.context("login CSRF")?;
         servers_that_never_finish(&net)
             .await
-            .context("servers that never finish")
+            .context("servers that never finish")?;
+        refresh_failures(&net).await.context("refresh failures")
     }
     .await;
     net.with_log(result)
@@ -402,5 +403,69 @@ async fn servers_that_never_finish(net: &Net) -> Result<()> {
     );
     let page = browser.get("/").await?;
     ensure!(page.status() == StatusCode::OK, "edge still serves");
+    Ok(())
+}
+
+/// The token endpoint is busy (429), failing (503) or silent when a write needs a refresh: the
+/// write is refused with "try again", the session survives (its refresh token was not spent),
+/// and the next write refreshes and lands. Only `invalid_grant` ends the session.
+async fn refresh_failures(net: &Net) -> Result<()> {
+    let hostile = Hostile::start("carol.test").await?;
+    // Tokens that expire at once: every write refreshes first.
+    hostile.set_token_lifetime(1);
+    let mut browser = Browser::new(&net.stack);
+    ensure!(sign_in_at(&mut browser, &hostile).await?.status() == StatusCode::SEE_OTHER);
+    let write = |browser: &mut Browser| {
+        let mut browser = browser.clone();
+        async move {
+            let answer = tokio::time::timeout(
+                PATIENCE,
+                browser.post_from_script("/status", &[("status", "🔁")]),
+            )
+            .await
+            .context("the write never finished")??;
+            let status = answer.status();
+            let body: Value = answer.json().await.unwrap_or(Value::Null);
+            anyhow::Ok((status, body))
+        }
+    };
+    let (status, body) = write(&mut browser).await?;
+    ensure!(
+        status == StatusCode::OK,
+        "the first write answered {status}: {body}"
+    );
+    let token = "/oauth/token";
+    for how in [
+        Misbehaviour::Status(429),
+        Misbehaviour::Status(503),
+        Misbehaviour::Silent,
+    ] {
+        hostile.misbehave(token, Some(how.clone()));
+        let (status, body) = write(&mut browser).await?;
+        ensure!(
+            status == StatusCode::BAD_GATEWAY
+                && body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("try again")),
+            "{how:?}: the write answered {status}: {body}"
+        );
+        ensure!(
+            page_text(&browser.page().await?).contains("Signed in as"),
+            "{how:?}: the session ended"
+        );
+    }
+    hostile.misbehave(token, None);
+    let (status, body) = write(&mut browser).await?;
+    ensure!(
+        status == StatusCode::OK,
+        "after the server recovered the write answered {status}: {body}"
+    );
+    // A refusal of the grant itself ends the session.
+    hostile.forget_refresh_tokens();
+    let (status, body) = write(&mut browser).await?;
+    ensure!(
+        status == StatusCode::UNAUTHORIZED,
+        "a refused grant answered {status}: {body}"
+    );
     Ok(())
 }
