@@ -127,15 +127,15 @@
   // Picking a status without a reload. Browsers without `event.submitter` post the plain form.
   var grid = document.getElementById("grid");
   var posting = false;
-  function say(text) {
+  function say(text, calm) {
     var p = document.getElementById("live-notice");
     if (!p) {
       p = document.createElement("p");
       p.id = "live-notice";
-      p.className = "notice error";
-      p.setAttribute("role", "alert");
       app.insertBefore(p, app.firstChild);
     }
+    p.className = calm ? "notice" : "notice error";
+    p.setAttribute("role", calm ? "status" : "alert");
     p.textContent = text;
   }
   function unsay() {
@@ -162,6 +162,8 @@
             highlight(button.value);
             // The new line at once; the same message over the socket then changes nothing.
             if (body.status && body.status.uri) apply({ type: "status_upserted", status: body.status });
+            // Written to the repo but not recorded yet: the socket brings it when it is.
+            if (body.notice) say(body.notice, true);
           } else if (response.status === 401) {
             // Signed out (elsewhere, or the sign-in ended): say why, and offer sign-in again.
             say((body.error || "Your sign-in has ended.") + " Reload the page to sign in again.");

@@ -19,6 +19,10 @@ use crate::http::WorkerHttp;
 use crate::page::{self, Notice, Viewer};
 use crate::session::{self, SignedIn};
 
+/// What a person is told when their PDS took the status but D1 could not record it.
+const WRITTEN_NOT_RECORDED: &str =
+    "Your status was written to your repository; this page will catch up in a moment.";
+
 /// Why a write did not happen, in words for the person, with the status code.
 struct Refusal(u16, String);
 
@@ -51,8 +55,21 @@ pub async fn set_status(
     match write(env, config, &signed_in, &text, now_ms).await? {
         // The row as D1 holds it (what the broker publishes too): the script shows it at once,
         // whether or not its socket is connected.
-        Ok(view) if wants_json => Response::from_json(&serde_json::json!({ "status": view })),
-        Ok(_) => auth::see_other("/", &[]),
+        Ok(Some(view)) if wants_json => Response::from_json(&serde_json::json!({ "status": view })),
+        Ok(Some(_)) => auth::see_other("/", &[]),
+        // Written to the repo, but not recorded here (D1 failed): say so, rather than "failed".
+        Ok(None) if wants_json => Ok(Response::from_json(
+            &serde_json::json!({ "status": null, "notice": WRITTEN_NOT_RECORDED }),
+        )?
+        .with_status(202)),
+        Ok(None) => {
+            let notice = Notice::info(WRITTEN_NOT_RECORDED);
+            let known = Viewer::Known(&signed_in);
+            match page::render(env, config, known, Some(notice), "", now_ms, 202).await {
+                Ok(page) => Ok(page),
+                Err(_) => Ok(Response::ok(WRITTEN_NOT_RECORDED)?.with_status(202)),
+            }
+        }
         Err(Refusal(status, message)) => {
             tracing::warn!(did = %signed_in.did, status, message, "status write refused");
             let response = if wants_json {
@@ -188,7 +205,15 @@ async fn write(
     if let Some(nonce) = nonce.filter(|n| Some(n) != session.pds_nonce.as_ref()) {
         statements.push(sql::set_pds_nonce(&who.did, &nonce));
     }
-    let results = workers_common::d1::batch(&db, &statements).await?;
+    let results = match workers_common::d1::batch(&db, &statements).await {
+        Ok(results) => results,
+        Err(error) => {
+            // The record is in the person's repo: saying "failed" would invite a duplicate. The
+            // listener records it when the network echoes it.
+            tracing::error!(%error, did = %who.did, uri = %row.uri, "status written, but D1 failed");
+            return Ok(Ok(None));
+        }
+    };
     let view = results
         .get(read_back)
         .and_then(|r| r.results::<StatusViewRow>().ok())
