@@ -539,14 +539,14 @@ pub fn put_oauth_session(did: &str, data: &str, now_ms: i64) -> Statement {
     Statement::new(
         "INSERT INTO oauth_session (did, data, updated_at) VALUES (?1, ?2, ?3) \
          ON CONFLICT (did) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at, \
-         lock_owner = NULL, lock_until = NULL",
+         lock_owner = NULL, lock_until = NULL, pds_nonce = NULL",
         vec![did.into(), data.into(), now_ms.into()],
     )
 }
 
 pub fn get_oauth_session(did: &str) -> Statement {
     Statement::new(
-        "SELECT data, updated_at FROM oauth_session WHERE did = ?1",
+        "SELECT data, pds_nonce, updated_at FROM oauth_session WHERE did = ?1",
         vec![did.into()],
     )
 }
@@ -555,11 +555,11 @@ pub fn delete_oauth_session(did: &str) -> Statement {
     Statement::new("DELETE FROM oauth_session WHERE did = ?1", vec![did.into()])
 }
 
-/// Remembers the PDS's latest DPoP nonce in a session without touching its tokens or its lease
-/// (so it cannot undo a refresh that ran meanwhile).
+/// Remembers the PDS's latest DPoP nonce beside a session (the session itself is sealed), without
+/// touching its tokens or its lease (so it cannot undo a refresh that ran meanwhile).
 pub fn set_pds_nonce(did: &str, nonce: &str) -> Statement {
     Statement::new(
-        "UPDATE oauth_session SET data = json_set(data, '$.pds_nonce', ?2) WHERE did = ?1",
+        "UPDATE oauth_session SET pds_nonce = ?2 WHERE did = ?1",
         vec![did.into(), nonce.into()],
     )
 }
@@ -569,7 +569,7 @@ pub fn set_pds_nonce(did: &str, nonce: &str) -> Statement {
 pub fn lock_oauth_session(did: &str, owner: &str, now_ms: i64, until_ms: i64) -> Statement {
     Statement::new(
         "UPDATE oauth_session SET lock_owner = ?2, lock_until = ?4 \
-         WHERE did = ?1 AND (lock_until IS NULL OR lock_until <= ?3) RETURNING data",
+         WHERE did = ?1 AND (lock_until IS NULL OR lock_until <= ?3) RETURNING data, pds_nonce",
         vec![did.into(), owner.into(), now_ms.into(), until_ms.into()],
     )
 }

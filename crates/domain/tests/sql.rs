@@ -790,14 +790,23 @@ async fn oauth_sessions_refresh_under_a_lease() {
             .len(),
         1
     );
-    one(
-        &pool,
-        sql::put_oauth_session(DID_A, r#"{"a":1,"pds_nonce":null}"#, 1),
-    )
-    .await;
+    // The nonce lives beside the (sealed) data and never touches it; a new session forgets it.
+    one(&pool, sql::put_oauth_session(DID_A, "v1.k.sealed", 1)).await;
     one(&pool, sql::set_pds_nonce(DID_A, "n2")).await;
-    let data = one(&pool, sql::get_oauth_session(DID_A)).await[0].get::<String, _>("data");
-    assert_eq!(data, r#"{"a":1,"pds_nonce":"n2"}"#);
+    let row = &one(&pool, sql::get_oauth_session(DID_A)).await[0];
+    assert_eq!(row.get::<String, _>("data"), "v1.k.sealed");
+    assert_eq!(
+        row.get::<Option<String>, _>("pds_nonce").as_deref(),
+        Some("n2")
+    );
+    let locked = one(&pool, sql::lock_oauth_session(DID_A, "w6", 90_000, 99_000)).await;
+    assert_eq!(
+        locked[0].get::<Option<String>, _>("pds_nonce").as_deref(),
+        Some("n2")
+    );
+    one(&pool, sql::put_oauth_session(DID_A, "v1.k.again", 2)).await;
+    let row = &one(&pool, sql::get_oauth_session(DID_A)).await[0];
+    assert_eq!(row.get::<Option<String>, _>("pds_nonce"), None);
     one(&pool, sql::delete_oauth_session(DID_A)).await;
     assert!(one(&pool, sql::get_oauth_session(DID_A)).await.is_empty());
 }

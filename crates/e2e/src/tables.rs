@@ -11,6 +11,7 @@ use domain::sql::Value;
 use futures_util::StreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{Column, Row, TypeInfo, ValueRef};
+use xtask::stack::Stack;
 
 /// The tables the listener writes, each dumped in key order, as JSON rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,13 +44,32 @@ impl Tables {
         tables
     }
 
-    /// The OAuth session edge keeps for `did` (its `oauth_session.data` JSON), read from the
-    /// stack's local D1.
-    pub async fn oauth_session(persist_dir: &Path, did: &str) -> Result<Option<String>> {
-        let pool = open_d1(persist_dir).await?;
-        let data = sqlx::query_scalar("SELECT data FROM oauth_session WHERE did = ?1")
-            .bind(did)
-            .fetch_optional(&pool)
+    /// The OAuth session edge keeps for `did`, read from the stack's local D1 as stored (sealed)
+    /// and opened with the stack's session keys, as the operator could: `(sealed, json)`.
+    pub async fn oauth_session(stack: &Stack, did: &str) -> Result<Option<(String, String)>> {
+        let pool = open_d1(&stack.config().persist_dir).await?;
+        let data: std::result::Result<Option<String>, _> =
+            sqlx::query_scalar("SELECT data FROM oauth_session WHERE did = ?1")
+                .bind(did)
+                .fetch_optional(&pool)
+                .await;
+        pool.close().await;
+        let Some(sealed) = data? else {
+            return Ok(None);
+        };
+        let keys = stack
+            .config()
+            .var("edge", "SESSION_KEYS")
+            .context("the stack has no session keys")?;
+        let json = oauth::sealed::Keyring::parse(keys)?.open(&sealed, did)?;
+        Ok(Some((sealed, String::from_utf8(json)?)))
+    }
+
+    /// The `data` of every sign-in in progress (`oauth_state`), as stored.
+    pub async fn oauth_states(stack: &Stack) -> Result<Vec<String>> {
+        let pool = open_d1(&stack.config().persist_dir).await?;
+        let data = sqlx::query_scalar("SELECT data FROM oauth_state")
+            .fetch_all(&pool)
             .await;
         pool.close().await;
         Ok(data?)

@@ -355,10 +355,22 @@ async fn network(net: &mut Net) -> Result<()> {
     // finds the token refused, the refresh refused, and the session over.
     let mut browser = Browser::new(&net.stack);
     browser.sign_in_as("alice").await?;
-    let stored = e2e::tables::Tables::oauth_session(&net.stack.config().persist_dir, &alice)
+    let (sealed, stored) = e2e::tables::Tables::oauth_session(&net.stack, &alice)
         .await?
         .context("no OAuth session in D1")?;
+    // Sealed at rest: nothing in D1 reads as a token or a key.
+    for secret in ["access_token", "refresh_token", "\"d\"", "eyJ"] {
+        ensure!(
+            !sealed.contains(secret),
+            "{secret} readable in D1: {sealed:.80}"
+        );
+    }
+    ensure!(sealed.starts_with("v1.local."), "{sealed:.80}");
     let session: oauth::Session = serde_json::from_str(&stored)?;
+    ensure!(
+        !sealed.contains(&session.access_token) && !sealed.contains(&session.dpop_key.to_jwk()),
+        "tokens readable in D1"
+    );
     let identity = oauth::IdentityConfig {
         plc_url: net.devnet.plc_url.clone(),
         handles: oauth::HandleResolution::Service {
@@ -476,9 +488,8 @@ async fn refreshes_take_turns() -> Result<()> {
 
 async fn take_turns(net: &Net) -> Result<()> {
     let alice = did_of(&net.devnet, "alice");
-    let persist = &net.stack.config().persist_dir;
     let tokens = || async {
-        let data = e2e::tables::Tables::oauth_session(persist, &alice)
+        let (_, data) = e2e::tables::Tables::oauth_session(&net.stack, &alice)
             .await?
             .context("no OAuth session in D1")?;
         let session: oauth::Session = serde_json::from_str(&data)?;

@@ -6,7 +6,8 @@
 //! Runtime-neutral: every request goes through an [`atrium_xrpc::HttpClient`] the caller supplies
 //! (the Workers fetch API in edge, reqwest in native tests), and every function that needs the time
 //! is given it. Nothing here stores anything: flows hand back serialisable values ([`Pending`],
-//! [`Session`]) for the caller to keep. Why our own crate and not atrium-oauth: docs/auth.md.
+//! [`Session`]) for the caller to keep, and [`sealed`] seals them for storage. Why our own crate
+//! and not atrium-oauth: docs/auth.md.
 
 pub mod client;
 pub mod dpop;
@@ -17,6 +18,7 @@ pub mod metadata;
 pub mod pds;
 pub mod pkce;
 pub mod random;
+pub mod sealed;
 
 pub use client::{Callback, Client, ClientAuth, OAuth, Pending, Session};
 pub use identity::{HandleResolution, Identity, IdentityConfig};

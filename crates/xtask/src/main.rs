@@ -22,6 +22,7 @@ usage: cargo xtask <command>
   deploy-all [--dry-run]  migrations + broker, listener, edge to Cloudflare; --dry-run bundles offline
   tail WORKER             wrangler tail for one worker (edge, listener, broker)
   oauth-key               print a new private P-256 JWK for the OAUTH_PRIVATE_KEY secret
+  session-key             print a new entry for the SESSION_KEYS secret (sessions sealed at rest)
   bench [NAME...]         benchmarks (foundation, sidecar; default all) into docs/benchmarks.md
 ";
 
@@ -48,6 +49,7 @@ fn run(args: &[String]) -> Result<()> {
         "deploy-all" => deploy_all(rest),
         "tail" => tail(rest),
         "oauth-key" => oauth_key(),
+        "session-key" => session_key(),
         "bench" => bench::run(&Tools::ensure()?, rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
@@ -113,7 +115,8 @@ fn dev(args: &[String]) -> Result<()> {
     // Live mode locally: a status written on the PDS shows up within a second.
     .with_var("listener", "JETSTREAM_URLS", &jetstream.url)
     .with_var("listener", "MODE", "live")
-    .with_local_sign_in(&devnet.plc_url, &devnet.pds_url);
+    .with_local_sign_in(&devnet.plc_url, &devnet.pds_url)
+    .with_session_keys()?;
     let mut stack = Stack::start(&tools, config)?;
     eprintln!(
         "\nlocal atproto network: PLC {}, PDS {}",
@@ -208,6 +211,16 @@ fn oauth_key() -> Result<()> {
     let key = oauth::Key::generate()?.with_kid(&kid);
     println!("{}", key.to_jwk());
     eprintln!("store it: cargo xtask oauth-key | npx wrangler secret put OAUTH_PRIVATE_KEY -c wrangler/edge.toml");
+    Ok(())
+}
+
+/// A fresh entry for the `SESSION_KEYS` key ring (sessions sealed at rest), named by the date it
+/// was made: put it first in the secret, keeping the old entries after it until their sessions
+/// are gone (docs/operations.md).
+fn session_key() -> Result<()> {
+    let entry = oauth::sealed::Keyring::generate_entry(&format!("k{}", unix_seconds()))?;
+    println!("{entry}");
+    eprintln!("store it: cargo xtask session-key | npx wrangler secret put SESSION_KEYS -c wrangler/edge.toml");
     Ok(())
 }
 

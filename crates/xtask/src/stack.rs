@@ -62,7 +62,7 @@ impl StackConfig {
             std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(StackConfig {
+        StackConfig {
             port,
             persist_dir: dir.join("state"),
             log_file: Some(dir.join("wrangler.log")),
@@ -73,7 +73,23 @@ impl StackConfig {
         .with_var("edge", "TEST_HOOKS", "on")
         // Never the public network: a test that wants a Jetstream starts a sidecar and says so.
         .with_var("listener", "JETSTREAM_URLS", NO_JETSTREAM)
-        .with_local_sign_in(NO_PLC, NO_PLC))
+        .with_local_sign_in(NO_PLC, NO_PLC)
+        .with_session_keys()
+    }
+
+    /// A fresh key ring for edge's `SESSION_KEYS` (the OAuth sessions of a local stack are sealed
+    /// like production's, under a key made for this stack).
+    pub fn with_session_keys(self) -> Result<StackConfig> {
+        let keys = oauth::sealed::Keyring::generate_entry("local")?;
+        Ok(self.with_var("edge", "SESSION_KEYS", &keys))
+    }
+
+    /// The value of a var set for `worker`, if any.
+    pub fn var(&self, worker: &str, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|v| v.worker == worker && v.name == name)
+            .map(|v| v.value.as_str())
     }
 
     /// Edge signs in as the loopback client against a local network: identities from the PLC

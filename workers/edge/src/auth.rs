@@ -87,7 +87,10 @@ pub async fn login(mut req: Request, env: &Env, config: &Config, now_ms: i64) ->
     let db = env.d1("DB")?;
     match async { oauth(config, now_ms)?.authorize(&input).await }.await {
         Ok((url, pending)) => {
-            let data = serde_json::to_string(&pending)?;
+            let data = match seal(config, &serde_json::to_string(&pending)?, &pending.state) {
+                Ok(data) => data,
+                Err(error) => return sign_in_unavailable(env, config, &input, now_ms, error).await,
+            };
             let statement = sql::insert_oauth_state(
                 &pending.state,
                 &data,
@@ -178,7 +181,10 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
         tracing::warn!("a sign-in callback from another browser than the one that started it");
         return another_browser().await;
     }
-    let pending: Pending = match serde_json::from_str(&taken.data) {
+    let opened = open(config, &taken.data, state);
+    let pending: Pending = match opened.and_then(|json| {
+        serde_json::from_slice(&json).map_err(|e| oauth::Error::Key(e.to_string()))
+    }) {
         Ok(pending) => pending,
         Err(error) => {
             tracing::error!(%error, "a stored sign-in is unreadable");
@@ -199,8 +205,12 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
     };
     let display_name = display_name(&session).await;
     let id = oauth::random::token().map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let sealed = match seal(config, &serde_json::to_string(&session)?, &session.did) {
+        Ok(sealed) => sealed,
+        Err(error) => return sign_in_unavailable(env, config, "", now_ms, error).await,
+    };
     let mut statements = vec![
-        sql::put_oauth_session(&session.did, &serde_json::to_string(&session)?, now_ms),
+        sql::put_oauth_session(&session.did, &sealed, now_ms),
         sql::insert_browser_session(
             &session::hash(&id),
             &session.did,
@@ -247,7 +257,7 @@ async fn display_name(session: &Session) -> Option<String> {
 pub async fn logout(req: Request, env: &Env, config: &Config, now_ms: i64) -> Result<Response> {
     let db = env.d1("DB")?;
     if let Some(signed_in) = session::current(&req, &db, config.secure_cookies, now_ms).await? {
-        if let Some(session) = load(&db, &signed_in.did).await? {
+        if let Some(session) = load(&db, config, &signed_in.did).await? {
             if let Err(error) = async { oauth(config, now_ms)?.revoke(&session).await }.await {
                 tracing::warn!(%error, "revocation failed; the session is forgotten anyway");
             }
@@ -262,23 +272,66 @@ pub async fn logout(req: Request, env: &Env, config: &Config, now_ms: i64) -> Re
     see_other("/", &[&session::clear_cookie(config.secure_cookies)])
 }
 
-/// A row of `sql::get_oauth_session`.
+/// Seals `json` (a session, a sign-in in progress) for the row `row` with the session keys.
+fn seal(config: &Config, json: &str, row: &str) -> std::result::Result<String, oauth::Error> {
+    let keys = config.session_keys().as_ref().map_err(|why| {
+        tracing::error!(%why, "session keys are misconfigured");
+        oauth::Error::Key(why.clone())
+    })?;
+    keys.seal(json.as_bytes(), row)
+}
+
+/// Opens what [`seal`] sealed for the row `row`.
+fn open(config: &Config, sealed: &str, row: &str) -> std::result::Result<Vec<u8>, oauth::Error> {
+    let keys = config
+        .session_keys()
+        .as_ref()
+        .map_err(|why| oauth::Error::Key(why.clone()))?;
+    keys.open(sealed, row)
+}
+
+/// The sign-in page, saying sign-in is unavailable (this server's keys are misconfigured).
+async fn sign_in_unavailable(
+    env: &Env,
+    config: &Config,
+    input: &str,
+    now_ms: i64,
+    error: oauth::Error,
+) -> Result<Response> {
+    let (status, text) = sign_in_failure(&error);
+    let notice = Some(Notice::error(text));
+    page::render(env, config, Viewer::Nobody, notice, input, now_ms, status).await
+}
+
+/// A row of `sql::get_oauth_session` and `sql::lock_oauth_session`.
 #[derive(Deserialize)]
 pub struct SessionRow {
+    /// The session, sealed ([`seal`]).
     data: String,
+    /// The PDS's latest DPoP nonce, kept beside it (`sql::set_pds_nonce`).
+    #[serde(default)]
+    pds_nonce: Option<String>,
 }
 
 /// The stored OAuth session of `did`.
-pub async fn load(db: &D1Database, did: &str) -> Result<Option<Session>> {
+pub async fn load(db: &D1Database, config: &Config, did: &str) -> Result<Option<Session>> {
     let rows: Vec<SessionRow> = workers_common::d1::rows(db, &sql::get_oauth_session(did)).await?;
-    Ok(decode(rows, did))
+    Ok(decode(rows, config, did))
 }
 
 /// The session in the rows of `sql::get_oauth_session(did)`, if any and readable.
-pub fn decode(rows: Vec<SessionRow>, did: &str) -> Option<Session> {
+pub fn decode(rows: Vec<SessionRow>, config: &Config, did: &str) -> Option<Session> {
     let row = rows.into_iter().next()?;
-    match serde_json::from_str(&row.data) {
-        Ok(session) => Some(session),
+    let opened = open(config, &row.data, did).and_then(|json| {
+        serde_json::from_slice::<Session>(&json).map_err(|e| oauth::Error::Key(e.to_string()))
+    });
+    match opened {
+        Ok(mut session) => {
+            if row.pds_nonce.is_some() {
+                session.pds_nonce = row.pds_nonce;
+            }
+            Some(session)
+        }
         Err(error) => {
             tracing::error!(%error, did, "a stored OAuth session is unreadable");
             None
@@ -303,7 +356,7 @@ pub async fn fresh(
     now_ms: i64,
     force: bool,
 ) -> Result<std::result::Result<Session, Unusable>> {
-    let stored = load(db, did).await?;
+    let stored = load(db, config, did).await?;
     fresh_from(db, config, did, stored, now_ms, force).await
 }
 
@@ -331,10 +384,9 @@ pub async fn fresh_from(
             &sql::lock_oauth_session(did, &owner, now_ms, now_ms + LEASE_MS),
         )
         .await?;
-        if let Some(row) = locked.into_iter().next() {
-            let current: Session = match serde_json::from_str(&row.data) {
-                Ok(s) => s,
-                Err(_) => return Ok(Err(Unusable::Ended)),
+        if !locked.is_empty() {
+            let Some(current) = decode(locked, config, did) else {
+                return Ok(Err(Unusable::Ended));
             };
             if current.access_token != session.access_token
                 && !current.expires_within(now_ms / 1000, config.refresh_margin_s)
@@ -346,7 +398,7 @@ pub async fn fresh_from(
             return refresh_held(db, config, current, &owner, now_ms).await;
         }
         Delay::from(std::time::Duration::from_millis(300)).await;
-        if let Some(latest) = load(db, did).await? {
+        if let Some(latest) = load(db, config, did).await? {
             if latest.access_token != session.access_token {
                 return Ok(Ok(latest));
             }
@@ -366,7 +418,10 @@ async fn refresh_held(
 ) -> Result<std::result::Result<Session, Unusable>> {
     match async { oauth(config, now_ms)?.refresh(&session).await }.await {
         Ok(refreshed) => {
-            let data = serde_json::to_string(&refreshed)?;
+            let data = match seal(config, &serde_json::to_string(&refreshed)?, &session.did) {
+                Ok(data) => data,
+                Err(error) => return Ok(Err(Unusable::Unavailable(error.to_string()))),
+            };
             let statement = sql::store_refreshed_session(&session.did, owner, &data, now_ms);
             // The old refresh token is spent now: losing the new one would end the session, so a
             // failing D1 is tried again before giving up.

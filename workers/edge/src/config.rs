@@ -4,6 +4,7 @@
 
 use std::cell::OnceCell;
 
+use oauth::sealed::Keyring;
 use oauth::{Client, HandleResolution, IdentityConfig, Key};
 use worker::{Env, Url};
 
@@ -24,6 +25,8 @@ pub struct Config {
     /// The OAuth client, made on first use: reading the production key costs a scalar
     /// multiplication, which pages that need no client should not pay.
     client: OnceCell<Result<Client, String>>,
+    /// The keys OAuth sessions are sealed with at rest, read on first use.
+    session_keys: OnceCell<Result<Keyring, String>>,
     env: Env,
     url: Url,
     /// Whether cookies get `Secure` (everywhere but a plain-http local origin).
@@ -63,6 +66,7 @@ impl Config {
             session_ttl_s: positive(env, "SESSION_TTL_SECONDS").unwrap_or(SESSION_TTL_S),
             refresh_margin_s: positive(env, "REFRESH_MARGIN_SECONDS").unwrap_or(REFRESH_MARGIN_S),
             client: OnceCell::new(),
+            session_keys: OnceCell::new(),
             env: env.clone(),
             url: url.clone(),
         }
@@ -71,6 +75,19 @@ impl Config {
     /// The OAuth client, or why there is none (a misconfigured deploy still serves its pages).
     pub fn client(&self) -> &Result<Client, String> {
         self.client.get_or_init(|| client(&self.env, &self.url))
+    }
+
+    /// The key ring from the `SESSION_KEYS` secret (`kid:key,…`, current first; `cargo xtask
+    /// session-key` makes an entry), or why there is none.
+    pub fn session_keys(&self) -> &Result<Keyring, String> {
+        self.session_keys.get_or_init(|| {
+            let spec = self
+                .env
+                .secret("SESSION_KEYS")
+                .map(|s| s.to_string())
+                .map_err(|_| "the SESSION_KEYS secret is not set".to_owned())?;
+            Keyring::parse(&spec).map_err(|e| e.to_string())
+        })
     }
 }
 

@@ -134,7 +134,7 @@ async fn write(
         .into_iter()
         .next()
         .ok_or_else(|| worker::Error::RustError("the write budget returned no row".into()))?;
-    let stored = auth::decode(read[1].results()?, &who.did);
+    let stored = auth::decode(read[1].results()?, config, &who.did);
     if sql::writes_in_last_minute(counted, now_ms) > config.writes_per_minute as f64 {
         return Ok(Err(Refusal(
             429,

@@ -282,6 +282,15 @@ async fn login_csrf(net: &Net) -> Result<()> {
         .callback_url("bob.test", "bob", Answer::Consent)
         .await?;
     ensure!(stranger.sign_in_cookie.is_some(), "no sign-in binding set");
+    // What a sign-in in progress keeps (PKCE verifier, DPoP private key) is sealed at rest.
+    let pending = Tables::oauth_states(&net.stack).await?;
+    ensure!(!pending.is_empty(), "no sign-in in progress in D1");
+    for data in &pending {
+        ensure!(
+            data.starts_with("v1.local.") && !data.contains("verifier") && !data.contains("dpop"),
+            "a sign-in in progress is readable in D1: {data:.80}"
+        );
+    }
 
     // A victim with no sign-in of their own.
     let mut victim = Browser::new(&net.stack);
