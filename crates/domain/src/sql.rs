@@ -438,11 +438,23 @@ pub fn current_status_of_session(id_hash: &str, now_ms: i64) -> Statement {
 }
 
 /// How many active accounts currently show each status, most shown first.
-pub fn status_counts() -> Statement {
-    Statement::new(
-        "SELECT status, count FROM status_count WHERE count > 0 ORDER BY count DESC, status",
-        Vec::new(),
-    )
+pub fn status_counts(picker: &[&str], others: i64) -> Statement {
+    // A bounded read whatever strangers post: every status of the picker (its counts must be
+    // exact), and the `others` most used besides.
+    let marks: Vec<String> = (1..=picker.len()).map(|i| format!("?{i}")).collect();
+    let limit = picker.len() + 1;
+    let mut params: Vec<Value> = picker.iter().map(|s| (*s).into()).collect();
+    params.push(others.into());
+    Statement {
+        sql: Cow::Owned(format!(
+            "SELECT status, count FROM status_count WHERE count > 0 AND status IN ({}) \
+             UNION SELECT status, count FROM (SELECT status, count FROM status_count \
+             WHERE count > 0 ORDER BY count DESC, status LIMIT ?{limit}) \
+             ORDER BY count DESC, status",
+            marks.join(", ")
+        )),
+        params,
+    }
 }
 
 /// One status by URI, with its handle (whether visible or not; `deleted` tells).
@@ -721,3 +733,6 @@ pub const HEALTH_PROBE_WRITE: &str =
 
 /// Health probe, step 2 (same batch, so it reads step 1's write): read the token back.
 pub const HEALTH_PROBE_READ: &str = "SELECT token, at_ms FROM health_probe WHERE id = 1";
+
+/// The public `/health`'s question to D1: does it answer? (Reads no table.)
+pub const HEALTH_PING: &str = "SELECT 1 AS ok";

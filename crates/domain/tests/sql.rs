@@ -95,7 +95,7 @@ async fn recent(pool: &SqlitePool, limit: i64) -> Vec<(String, String, Option<St
 }
 
 async fn counts(pool: &SqlitePool) -> Vec<(String, i64)> {
-    one(pool, sql::status_counts())
+    one(pool, sql::status_counts(&[], 1000))
         .await
         .iter()
         .map(|r| (r.get("status"), r.get("count")))
@@ -245,6 +245,32 @@ async fn a_delete_is_final_for_replays() {
     let newer = status(DID_A, 1, "🚀", 3, 3000, Origin::Network);
     assert_eq!(upsert(&pool, &[newer]).await.len(), 1);
     assert_eq!(current(&pool, DID_A).await.as_deref(), Some("🚀"));
+}
+
+#[tokio::test]
+async fn counts_are_a_bounded_read_exact_for_the_picker() {
+    let pool = database().await;
+    // Forty accounts, each showing a status of its own, and one showing a picker emoji.
+    let mut statuses: Vec<Status> = (0..40u32)
+        .map(|n| {
+            let did = format!("did:plc:{n:0>24}");
+            let text = char::from_u32(0x2460 + n).unwrap().to_string(); // ①, ②, …
+            status(&did, 1, &text, 1, 1000 + i64::from(n), Origin::Network)
+        })
+        .collect();
+    statuses.push(status(DID_A, 1, "🦋", 1, 5000, Origin::Network));
+    upsert(&pool, &statuses).await;
+    let rows = one(&pool, sql::status_counts(&["🦋", "🚀"], 5)).await;
+    let got: Vec<String> = rows.iter().map(|r| r.get("status")).collect();
+    assert_eq!(
+        got.len(),
+        6,
+        "the picker's one status and five others: {got:?}"
+    );
+    assert!(
+        got.contains(&"🦋".to_owned()),
+        "a picker status is never cut: {got:?}"
+    );
 }
 
 #[tokio::test]
@@ -1122,7 +1148,7 @@ async fn hot_queries_use_their_indexes() {
         );
     }
     // The counts read only the small derived table, never the statuses.
-    let counts_plan = plan(&pool, &sql::status_counts()).await;
+    let counts_plan = plan(&pool, &sql::status_counts(domain::present::EMOJI, 20)).await;
     assert!(counts_plan.contains("status_count"), "{counts_plan}");
     assert!(!counts_plan.contains("status_recent"), "{counts_plan}");
     // The triggers' "newest status of one author" lookup uses the author index.

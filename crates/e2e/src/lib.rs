@@ -229,6 +229,22 @@ pub fn assert_checks<'a>(checks: impl IntoIterator<Item = (&'a str, Result<()>)>
     );
 }
 
+/// Edge's detailed `/health` report (the operator's, with the stack's health token).
+pub async fn health(stack: &Stack) -> Result<serde_json::Value> {
+    let token = stack
+        .health_token()
+        .context("the stack has no health token")?;
+    let response = reqwest::Client::new()
+        .get(format!("{}/health", stack.base_url()))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await?;
+    ensure!(status == 200, "/health answered {status}: {body}");
+    Ok(body)
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -69,13 +69,9 @@ pub async fn start(config: StackConfig) -> Result<Stack> {
     Ok(stack)
 }
 
-/// The listener's state, from edge's `/health`.
+/// The listener's state, from edge's detailed `/health`.
 pub async fn status(stack: &Stack) -> Result<Value> {
-    let health: Value = reqwest::get(format!("{}/health", stack.base_url()))
-        .await?
-        .json()
-        .await?;
-    Ok(health["listener"].clone())
+    Ok(crate::health(stack).await?["listener"].clone())
 }
 
 /// Waits until the listener's stored cursor reaches `target_us`.

@@ -15,11 +15,13 @@ use xtask::toolchain::Tools;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skeleton_end_to_end() {
     let tools = Tools::locate().expect("toolchain");
-    // The shipped configuration: no test hooks (and no network: a Jetstream nobody serves).
+    // The shipped configuration: no test hooks (and no network: a Jetstream nobody serves), with
+    // the health token an operator sets as a secret.
     let mut config = StackConfig::for_test("skeleton").expect("test config");
     config.vars.retain(|v| v.worker != "edge");
+    let config = config.with_health_token().expect("a health token");
     let stack = tokio::task::block_in_place(|| Stack::start(&tools, config)).expect("stack starts");
-    let checks: [(&str, Result<()>); 6] = [
+    let checks: [(&str, Result<()>); 7] = [
         ("home page", home_page(&stack).await),
         (
             "first request wakes the listener",
@@ -27,6 +29,7 @@ async fn skeleton_end_to_end() {
         ),
         ("websocket hand-off", websocket_hand_off(&stack).await),
         ("d1 write and read", d1_write_and_read(&stack, &tools).await),
+        ("public health", public_health(&stack, &tools).await),
         ("listener alarm", listener_alarm(&stack).await),
         (
             "internal workers unreachable",
@@ -72,11 +75,55 @@ async fn home_page(stack: &Stack) -> Result<()> {
 }
 
 async fn health(stack: &Stack) -> Result<Value> {
-    let response = reqwest::get(format!("{}/health", stack.base_url())).await?;
-    let status = response.status();
-    let body: Value = response.json().await?;
-    ensure!(status == 200, "/health answered {status}: {body}");
-    Ok(body)
+    e2e::health(stack).await
+}
+
+/// The public `/health` says only whether edge and D1 answer: it writes nothing and calls no
+/// Durable Object (a stranger polling it spends next to nothing); the detailed report needs the
+/// operator's token.
+async fn public_health(stack: &Stack, tools: &Tools) -> Result<()> {
+    let url = format!("{}/health", stack.base_url());
+    let http = reqwest::Client::new();
+    // The detailed report writes its probe row; the public calls after it leave it as it is.
+    let detailed = health(stack).await?;
+    ensure!(
+        !detailed["listener"].is_null() && !detailed["broker"].is_null(),
+        "{detailed}"
+    );
+    for _ in 0..5 {
+        let public: Value = http.get(&url).send().await?.json().await?;
+        ensure!(public == serde_json::json!({ "ok": true }), "{public}");
+    }
+    let stored = stored_probe_token(stack, tools).await?;
+    ensure!(
+        detailed["d1"]["token"] == stored.as_str(),
+        "a public /health wrote D1: {stored} after {detailed}"
+    );
+    let wrong = http.get(&url).bearer_auth("not-the-token").send().await?;
+    ensure!(
+        wrong.status() == 401,
+        "a wrong token answered {}",
+        wrong.status()
+    );
+    Ok(())
+}
+
+/// The token of the health probe row, read with wrangler's own D1 client from the same local
+/// database.
+async fn stored_probe_token(stack: &Stack, tools: &Tools) -> Result<String> {
+    let config = stack.config();
+    let mut cmd = tools.wrangler();
+    cmd.args(["d1", "execute", "statusphere", "--local", "--json", "-c"])
+        .arg(xtask::paths::wrangler_config("edge"))
+        .arg("--persist-to")
+        .arg(&config.persist_dir)
+        .args(["--command", "SELECT token FROM health_probe WHERE id = 1"]);
+    let out = tokio::task::block_in_place(|| xtask::process::output(&mut cmd))?;
+    let rows: Value = serde_json::from_str(&out).with_context(|| format!("d1 execute: {out}"))?;
+    Ok(rows[0]["results"][0]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
 }
 
 /// A page's socket reaches the broker through edge and the service binding; /health counts it, and
@@ -103,7 +150,8 @@ async fn websocket_hand_off(stack: &Stack) -> Result<()> {
     }
 }
 
-/// /health writes a fresh token into D1 and reads it back; the local database holds the last one.
+/// The detailed /health writes a fresh token into D1 and reads it back; the local database holds
+/// the last one.
 async fn d1_write_and_read(stack: &Stack, tools: &Tools) -> Result<()> {
     let first = health(stack).await?;
     let second = health(stack).await?;
@@ -113,17 +161,7 @@ async fn d1_write_and_read(stack: &Stack, tools: &Tools) -> Result<()> {
     };
     ensure!(t1 != t2, "two probes wrote the same token");
 
-    // Read the row with wrangler's own D1 client, from the same local database.
-    let config = stack.config();
-    let mut cmd = tools.wrangler();
-    cmd.args(["d1", "execute", "statusphere", "--local", "--json", "-c"])
-        .arg(xtask::paths::wrangler_config("edge"))
-        .arg("--persist-to")
-        .arg(&config.persist_dir)
-        .args(["--command", "SELECT token FROM health_probe WHERE id = 1"]);
-    let out = tokio::task::block_in_place(|| xtask::process::output(&mut cmd))?;
-    let rows: Value = serde_json::from_str(&out).with_context(|| format!("d1 execute: {out}"))?;
-    let stored = rows[0]["results"][0]["token"].as_str().unwrap_or_default();
+    let stored = stored_probe_token(stack, tools).await?;
     ensure!(stored == t2, "D1 holds {stored:?}, /health wrote {t2:?}");
     Ok(())
 }

@@ -116,7 +116,12 @@ fn dev(args: &[String]) -> Result<()> {
     .with_var("listener", "JETSTREAM_URLS", &jetstream.url)
     .with_var("listener", "MODE", "live")
     .with_local_sign_in(&devnet.plc_url, &devnet.pds_url)
-    .with_session_keys()?;
+    .with_session_keys()?
+    .with_health_token()?;
+    let health_token = config
+        .var("edge", "HEALTH_TOKEN")
+        .unwrap_or_default()
+        .to_owned();
     let mut stack = Stack::start(&tools, config)?;
     eprintln!(
         "\nlocal atproto network: PLC {}, PDS {}",
@@ -129,6 +134,10 @@ fn dev(args: &[String]) -> Result<()> {
         );
     }
     eprintln!("local Jetstream (firehose bridge): {}", jetstream.url);
+    eprintln!(
+        "detailed health: curl -H 'Authorization: Bearer {health_token}' {}/health",
+        stack.base_url()
+    );
     eprintln!(
         "\nStatusphere is running at {}/ (Ctrl-C to stop)\n",
         stack.base_url()

@@ -74,7 +74,14 @@ impl StackConfig {
         // Never the public network: a test that wants a Jetstream starts a sidecar and says so.
         .with_var("listener", "JETSTREAM_URLS", NO_JETSTREAM)
         .with_local_sign_in(NO_PLC, NO_PLC)
-        .with_session_keys()
+        .with_session_keys()?
+        .with_health_token()
+    }
+
+    /// A fresh `HEALTH_TOKEN` for edge: the bearer token of the detailed `/health` report.
+    pub fn with_health_token(self) -> Result<StackConfig> {
+        let token = oauth::random::token()?;
+        Ok(self.with_var("edge", "HEALTH_TOKEN", &token))
     }
 
     /// A fresh key ring for edge's `SESSION_KEYS` (the OAuth sessions of a local stack are sealed
@@ -219,6 +226,11 @@ impl Stack {
             }
         }
         bail!("no port of workerd's own serves edge's /health")
+    }
+
+    /// The bearer token of edge's detailed `/health` report, if this stack has one.
+    pub fn health_token(&self) -> Option<&str> {
+        self.config.var("edge", "HEALTH_TOKEN")
     }
 
     /// Blocks until wrangler exits (`dev` waits here until Ctrl-C).

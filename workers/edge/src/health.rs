@@ -1,5 +1,8 @@
-//! `/health`: whether D1 answers (a write read back in one transaction), and what the listener and
-//! the broker report about themselves through their service bindings.
+//! `/health`. The public answer is liveness only: whether D1 answers a read (no write, no Durable
+//! Object call, so a stranger polling it spends next to nothing and learns nothing internal). With
+//! `Authorization: Bearer <HEALTH_TOKEN>` (a `wrangler secret`) it is the operator's report: a D1
+//! write read back in one transaction, and what the listener and the broker say about themselves
+//! through their service bindings.
 
 use domain::internal::{self, BrokerStats, ListenerStatus};
 use domain::sql;
@@ -43,7 +46,59 @@ struct D1Probe {
     at_ms: i64,
 }
 
-pub async fn report(env: &Env) -> Result<Response> {
+/// The public answer.
+#[derive(Serialize)]
+struct Liveness {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// `GET /health`: liveness for anyone, the detailed report for the holder of the health token.
+pub async fn answer(req: &Request, env: &Env) -> Result<Response> {
+    let Some(bearer) = req.headers().get("Authorization")? else {
+        let ok = ping_d1(env).await;
+        let liveness = match ok {
+            Ok(()) => Liveness {
+                ok: true,
+                error: None,
+            },
+            Err(error) => {
+                tracing::error!(%error, "health: D1 does not answer");
+                Liveness {
+                    ok: false,
+                    error: Some("the database does not answer".into()),
+                }
+            }
+        };
+        let status = if liveness.ok { 200 } else { 503 };
+        return workers_common::json_response(status, &liveness);
+    };
+    let Ok(token) = env.secret("HEALTH_TOKEN").map(|t| t.to_string()) else {
+        return workers_common::text_error(404, "the detailed health report is not configured");
+    };
+    let given = bearer.strip_prefix("Bearer ").unwrap_or_default();
+    if token.is_empty() || !same(given.as_bytes(), token.as_bytes()) {
+        return workers_common::text_error(401, "wrong health token");
+    }
+    report(env).await
+}
+
+/// Whether D1 answers a read.
+async fn ping_d1(env: &Env) -> Result<()> {
+    env.d1("DB")?
+        .prepare(sql::HEALTH_PING)
+        .first::<serde_json::Value>(None)
+        .await?;
+    Ok(())
+}
+
+/// Compares without stopping at the first difference (the token is a secret).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn report(env: &Env) -> Result<Response> {
     let d1 = Part::from_result(probe_d1(env).await);
     let listener =
         Part::from_result(internal_json(env, "LISTENER", internal::LISTENER_STATUS).await);

@@ -64,7 +64,7 @@ async fn route(
     let now_ms = Date::now().as_millis() as i64;
     match (&method, path) {
         (Method::Get, "/ws") => return websocket(req, env).await,
-        (Method::Get, "/health") => return health::report(env).await,
+        (Method::Get, "/health") => return health::answer(&req, env).await,
         (Method::Get, p) if p.starts_with("/assets/") => return page::asset(p),
         // Browsers ask for it wherever a page names no icon (error pages, say).
         (Method::Get, "/favicon.ico") => return page::favicon(),

@@ -18,6 +18,8 @@ const ICON: &str = include_str!("../assets/icon.svg");
 
 /// How many recent statuses the page lists.
 const RECENT: i64 = 30;
+/// How many statuses outside the picker "Also in use" shows (the most used).
+const OTHER_COUNTS: i64 = 20;
 
 /// Who the page is for.
 pub enum Viewer<'a> {
@@ -65,7 +67,10 @@ pub async fn render_page(
     status: u16,
 ) -> Result<Rendered> {
     let db = env.d1("DB")?;
-    let mut statements = vec![sql::recent_statuses(RECENT), sql::status_counts()];
+    let mut statements = vec![
+        sql::recent_statuses(RECENT),
+        sql::status_counts(domain::present::EMOJI, OTHER_COUNTS),
+    ];
     match &viewer {
         Viewer::Nobody => {}
         Viewer::Known(signed_in) => statements.push(sql::current_status(&signed_in.did)),
