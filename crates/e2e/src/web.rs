@@ -275,12 +275,25 @@ pub fn start_with_replay(name: &str, frames: impl FnOnce(&Devnet) -> Vec<String>
     let file = dir.join("replay.jsonl");
     std::fs::write(&file, frames(&devnet).join("\n") + "\n")?;
     let jetstream = crate::listening::start_sidecar(&dir, &file, name, &[])?;
+    reading(name, &tools, devnet, jetstream, "poll", |config| {
+        config.with_var("listener", "START_FROM_US", "0")
+    })
+}
+
+/// A stack signing in against `devnet`, whose listener reads `jetstream` in `mode`.
+fn reading(
+    name: &str,
+    tools: &Tools,
+    devnet: Devnet,
+    jetstream: Sidecar,
+    mode: &str,
+    adjust: impl FnOnce(StackConfig) -> StackConfig,
+) -> Result<Net> {
     let config = StackConfig::for_test(name)?
         .with_var("listener", "JETSTREAM_URLS", &jetstream.url)
-        .with_var("listener", "MODE", "poll")
-        .with_var("listener", "START_FROM_US", "0")
+        .with_var("listener", "MODE", mode)
         .with_local_sign_in(&devnet.plc_url, &devnet.pds_url);
-    let stack = Stack::start(&tools, config)?;
+    let stack = Stack::start(tools, adjust(config))?;
     Ok(Net {
         stack,
         jetstream: Some(jetstream),
@@ -305,16 +318,7 @@ pub fn start_live(name: &str) -> Result<Net> {
         ],
         &dir.join("sidecar.log"),
     )?;
-    let config = StackConfig::for_test(name)?
-        .with_var("listener", "JETSTREAM_URLS", &jetstream.url)
-        .with_var("listener", "MODE", "live")
-        .with_local_sign_in(&devnet.plc_url, &devnet.pds_url);
-    let stack = Stack::start(&tools, config)?;
-    Ok(Net {
-        stack,
-        jetstream: Some(jetstream),
-        devnet,
-    })
+    reading(name, &tools, devnet, jetstream, "live", |config| config)
 }
 
 pub fn did_of(devnet: &Devnet, name: &str) -> String {
