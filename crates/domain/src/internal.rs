@@ -12,6 +12,9 @@ pub const BROKER_PUBLISH: &str = "/publish";
 pub const BROKER_STATS: &str = "/stats";
 /// Broker: the last sequence number given out; a page rendered after asking passes it as `since`.
 pub const BROKER_HEAD: &str = "/head";
+/// Broker: on a forwarded upgrade, the page's network (`crate::limit::network_of`), which its
+/// connection cap counts by. Edge always sets it (replacing whatever the browser sent).
+pub const NETWORK_HEADER: &str = "x-statusphere-network";
 
 /// Listener: make sure the listener is running (idempotent).
 pub const LISTENER_WAKE: &str = "/wake";
@@ -85,6 +88,10 @@ pub struct BrokerCounters {
     pub closed_by_page: u64,
     /// Socket errors the runtime reported.
     pub socket_errors: u64,
+    /// Sockets refused (closed at once) because their network held its cap.
+    pub refused_network_full: u64,
+    /// Sockets refused because the broker held its total cap.
+    pub refused_full: u64,
 }
 
 /// Publish-to-fan-out times (ms) over the last publishes that said when they were sent.

@@ -32,6 +32,9 @@ pub mod close {
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A message over [`super::MAX_CLIENT_MESSAGE_BYTES`].
     pub const TOO_BIG: u16 = 1009;
+    /// The broker will not keep this socket now (`crate::limit::Admission`): too many from the
+    /// page's network, or the broker is full. The page waits before it tries again.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// One message to pages, with its place in the sequence.

@@ -33,23 +33,52 @@ pub struct Page {
 impl Page {
     /// Opens `/ws` on the stack at `port`, with `?since=` when given and the stack's own Origin.
     pub async fn connect(port: u16, since: Option<u64>) -> Result<Page> {
+        match Page::open(port, since, None).await? {
+            Opened::Page(page) => Ok(*page),
+            Opened::Refused { status, body, .. } => bail!("upgrade answered {status}: {body}"),
+        }
+    }
+
+    /// Opens `/ws` as [`Page::connect`] does, from the client address `ip` when given (the
+    /// `CF-Connecting-IP` Cloudflare would set; the local runtime keeps one a client sends), and
+    /// says what an upgrade that was refused answered.
+    pub async fn open(port: u16, since: Option<u64>, ip: Option<&str>) -> Result<Opened> {
         let mut url = format!("ws://127.0.0.1:{port}/ws");
         if let Some(since) = since {
             url = format!("{url}?since={since}");
         }
         let mut request = url.into_client_request()?;
-        request
-            .headers_mut()
-            .insert("Origin", format!("http://127.0.0.1:{port}").parse()?);
-        let (socket, response) = tokio_tungstenite::connect_async(request)
-            .await
-            .context("opening /ws")?;
-        ensure!(
-            response.status() == 101,
-            "upgrade answered {}",
-            response.status()
-        );
-        Ok(Page { socket })
+        let headers = request.headers_mut();
+        headers.insert("Origin", format!("http://127.0.0.1:{port}").parse()?);
+        if let Some(ip) = ip {
+            headers.insert("CF-Connecting-IP", ip.parse()?);
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, response)) => {
+                ensure!(
+                    response.status() == 101,
+                    "upgrade answered {}",
+                    response.status()
+                );
+                Ok(Opened::Page(Box::new(Page { socket })))
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let header = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                Ok(Opened::Refused {
+                    status: response.status().as_u16(),
+                    retry_after: header("Retry-After"),
+                    body: String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                        .into_owned(),
+                })
+            }
+            Err(error) => Err(error).context("opening /ws"),
+        }
     }
 
     /// The next text frame (pings and pongs at the WebSocket level are skipped).
@@ -117,6 +146,17 @@ impl Page {
         while let Ok(Some(Ok(_))) = tokio::time::timeout(FRAME_TIMEOUT, self.socket.next()).await {}
         Ok(())
     }
+}
+
+/// What an attempt to open `/ws` got.
+pub enum Opened {
+    Page(Box<Page>),
+    /// The upgrade was answered with an HTTP status instead.
+    Refused {
+        status: u16,
+        retry_after: Option<String>,
+        body: String,
+    },
 }
 
 /// The broker's internal routes, through edge's `/__test/broker/…` hook.

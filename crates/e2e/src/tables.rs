@@ -75,6 +75,21 @@ impl Tables {
         Ok(data?)
     }
 
+    /// Runs `sql` on the stack's local D1 database while the stack runs (SQLite takes writes from
+    /// two processes): how a test makes D1 itself fail, with a trigger that raises an error.
+    pub async fn execute(stack: &Stack, sql: &str) -> Result<()> {
+        let path = d1_file(&stack.config().persist_dir)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(SqliteConnectOptions::new().filename(&path))
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        let done = sqlx::raw_sql(sql).execute(&pool).await;
+        pool.close().await;
+        done.with_context(|| format!("running {sql}"))?;
+        Ok(())
+    }
+
     /// `domain::ingest` over `frames` in one batch, in a fresh in-memory database.
     pub async fn oracle(frames: &[String]) -> Result<Tables> {
         let pool = SqlitePoolOptions::new()

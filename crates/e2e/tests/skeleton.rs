@@ -16,12 +16,21 @@ use xtask::toolchain::Tools;
 async fn skeleton_end_to_end() {
     let tools = Tools::locate().expect("toolchain");
     // The shipped configuration: no test hooks (and no network: a Jetstream nobody serves), with
-    // the health token an operator sets as a secret.
-    let mut config = StackConfig::for_test("skeleton").expect("test config");
+    // the health token an operator sets as a secret, and the committed rate limits; only the
+    // broker's socket caps are lowered, so that a check can reach them.
+    let mut config = StackConfig::for_test("skeleton")
+        .expect("test config")
+        .with_committed_limits()
+        .with_var(
+            "broker",
+            "MAX_SOCKETS_PER_NETWORK",
+            &CAP_PER_NETWORK.to_string(),
+        )
+        .with_var("broker", "MAX_SOCKETS", &CAP_TOTAL.to_string());
     config.vars.retain(|v| v.worker != "edge");
     let config = config.with_health_token().expect("a health token");
     let stack = tokio::task::block_in_place(|| Stack::start(&tools, config)).expect("stack starts");
-    let checks: [(&str, Result<()>); 7] = [
+    let checks: [(&str, Result<()>); 10] = [
         ("home page", home_page(&stack).await),
         (
             "first request wakes the listener",
@@ -35,9 +44,16 @@ async fn skeleton_end_to_end() {
             "internal workers unreachable",
             internal_unreachable(&stack).await,
         ),
+        ("sign-ins rate-limited", sign_ins_limited(&stack).await),
+        ("writes rate-limited", writes_limited(&stack).await),
+        ("sockets capped and limited", sockets_capped(&stack).await),
     ];
     e2e::assert_checks(checks, &stack);
 }
+
+/// The broker's socket caps in this file's stack (the committed ones are far larger).
+const CAP_PER_NETWORK: usize = 3;
+const CAP_TOTAL: usize = 5;
 
 async fn home_page(stack: &Stack) -> Result<()> {
     let response = reqwest::get(format!("{}/", stack.base_url())).await?;
@@ -285,6 +301,194 @@ async fn internal_unreachable(stack: &Stack) -> Result<()> {
         for key in ["route", "routes"] {
             ensure!(!config.contains_key(key), "{worker}: has a public {key}");
         }
+    }
+    Ok(())
+}
+
+/// Sends requests from one network until one is refused with a 429, and returns that refusal.
+/// The first `limit` must not be refused, and one of the next `limit + 1` must be: the binding's
+/// windows are aligned to the clock, so `limit` requests can straddle two windows, but `2 * limit
+/// + 1` sent within a minute cannot all fit.
+async fn until_refused<F, Fut>(limit: u32, mut send: F) -> Result<reqwest::Response>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    for n in 1..=2 * limit + 1 {
+        let response = send().await?;
+        if response.status() == 429 {
+            ensure!(
+                n > limit,
+                "refused at request {n}, within the limit of {limit}"
+            );
+            let retry_after = response.headers().get("Retry-After").cloned();
+            ensure!(
+                retry_after.as_ref().and_then(|v| v.to_str().ok()) == Some("60"),
+                "Retry-After {retry_after:?}"
+            );
+            return Ok(response);
+        }
+    }
+    bail!("{} requests in a minute, none refused", 2 * limit + 1)
+}
+
+/// `POST /login` is limited per network (an IPv4 address, an IPv6 /64), before it stores anything
+/// or asks any server; other networks are not affected.
+async fn sign_ins_limited(stack: &Stack) -> Result<()> {
+    let limit = xtask::stack::committed_rate_limit("SIGN_IN_LIMIT")?;
+    let http = reqwest::Client::new();
+    let base = stack.base_url();
+    let login = |ip: &'static str| {
+        http.post(format!("{base}/login"))
+            .header("Origin", &base)
+            .header("CF-Connecting-IP", ip)
+            .form(&[("handle", "nobody.test")])
+            .send()
+    };
+    let refused = until_refused(limit, || login("203.0.113.1")).await?;
+    let text = refused.text().await?;
+    ensure!(
+        text.contains("Too many sign-ins from your network"),
+        "{text}"
+    );
+    let other = login("203.0.113.2").await?.status();
+    ensure!(other != 429, "another network was refused too");
+
+    until_refused(limit, || login("2001:db8:5:6::1")).await?;
+    let same_64 = login("2001:db8:5:6:ffff::2").await?.status();
+    ensure!(
+        same_64 == 429,
+        "an address in the same /64 answered {same_64}"
+    );
+    let next_64 = login("2001:db8:5:7::1").await?.status();
+    ensure!(next_64 != 429, "the next /64 was refused too");
+    Ok(())
+}
+
+/// `POST /status` is limited per network before the session is even looked up; the page's script
+/// gets the refusal as JSON.
+async fn writes_limited(stack: &Stack) -> Result<()> {
+    let limit = xtask::stack::committed_rate_limit("WRITE_LIMIT")?;
+    let http = reqwest::Client::new();
+    let base = stack.base_url();
+    let mut signed_out = 0;
+    let refused = until_refused(limit, || {
+        signed_out += 1;
+        http.post(format!("{base}/status"))
+            .header("Origin", &base)
+            .header("Accept", "application/json")
+            .header("CF-Connecting-IP", "203.0.113.3")
+            .form(&[("status", "🙂")])
+            .send()
+    })
+    .await?;
+    let body: Value = refused.json().await?;
+    let error = body["error"].as_str().unwrap_or_default();
+    ensure!(error.contains("Too many status changes"), "{body}");
+    ensure!(signed_out > limit, "refused after {signed_out}");
+    Ok(())
+}
+
+/// The broker keeps at most [`CAP_PER_NETWORK`] sockets per network and [`CAP_TOTAL`] in all,
+/// closing one more at once with 1013 and a reason; edge limits upgrades per network (each one
+/// counts, kept or not) with a 429. A closed socket frees its place.
+async fn sockets_capped(stack: &Stack) -> Result<()> {
+    use e2e::Opened;
+    let port = stack.port();
+    let limit = xtask::stack::committed_rate_limit("SOCKET_LIMIT")?;
+    ensure!(
+        limit as usize > CAP_PER_NETWORK + 1,
+        "the socket rate limit ({limit}) is below what this check needs"
+    );
+    let open = |ip: &'static str| Page::open(port, None, Some(ip));
+    let page = |opened: Opened| match opened {
+        Opened::Page(page) => Ok(*page),
+        Opened::Refused { status, body, .. } => bail!("upgrade answered {status}: {body}"),
+    };
+    // One network: its first sockets are kept, the rest closed at once, then upgrades refused.
+    let mut kept = Vec::new();
+    for _ in 0..CAP_PER_NETWORK {
+        kept.push(page(open("203.0.113.4").await?)?);
+    }
+    for page in &mut kept {
+        page.silent_for(Duration::from_millis(200)).await?;
+    }
+    let mut attempts = CAP_PER_NETWORK as u32;
+    let refusal = loop {
+        attempts += 1;
+        ensure!(
+            attempts <= 2 * limit + 1,
+            "no upgrade refused by the {attempts}th"
+        );
+        match open("203.0.113.4").await? {
+            Opened::Page(mut extra) => {
+                let (code, reason) = extra.closed().await?;
+                ensure!(
+                    (code, reason.as_str())
+                        == (1013, "too many live connections from your network"),
+                    "an extra socket was closed with {code} {reason:?}"
+                );
+            }
+            Opened::Refused {
+                status,
+                retry_after,
+                body,
+            } => break (status, retry_after, body, attempts),
+        }
+    };
+    let (status, retry_after, body, at) = refusal;
+    ensure!(
+        status == 429 && retry_after.as_deref() == Some("60"),
+        "upgrade refused with {status}, Retry-After {retry_after:?}"
+    );
+    ensure!(
+        at > limit,
+        "upgrades refused at the {at}th, within the limit of {limit}"
+    );
+    // (tungstenite does not read a refused upgrade's body; browsers do not show it either.)
+    ensure!(
+        body.is_empty() || body.contains("Too many live connections opened"),
+        "{body}"
+    );
+
+    // Other networks fill the broker; one more is refused as full, and gets in once a place frees.
+    let mut others = Vec::new();
+    for ip in ["203.0.113.5", "203.0.113.6"]
+        .iter()
+        .take(CAP_TOTAL - CAP_PER_NETWORK)
+    {
+        others.push(page(open(ip).await?)?);
+    }
+    let (code, reason) = page(open("203.0.113.7").await?)?.closed().await?;
+    ensure!(
+        (code, reason.as_str()) == (1013, "the live feed is full"),
+        "a socket over the total cap was closed with {code} {reason:?}"
+    );
+    others.pop().context("no other socket")?.close().await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut admitted = loop {
+        let mut candidate = page(open("203.0.113.7").await?)?;
+        match tokio::time::timeout(Duration::from_millis(300), candidate.closed()).await {
+            // Not closed: kept.
+            Err(_) => break candidate,
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(closed) => bail!("no place freed after a close: {closed:?}"),
+        }
+    };
+    admitted.send_text(domain::wire::PING).await?;
+    ensure!(admitted.next_text().await? == domain::wire::PONG, "no pong");
+
+    let counters = health(stack).await?["broker"]["counters"].clone();
+    let network_full = counters["refused_network_full"].as_u64().unwrap_or(0);
+    ensure!(
+        network_full >= u64::from(limit) - CAP_PER_NETWORK as u64,
+        "refused_network_full {network_full} in {counters}"
+    );
+    ensure!(counters["refused_full"].as_u64() >= Some(1), "{counters}");
+    for page in kept.into_iter().chain(others).chain([admitted]) {
+        page.close().await?;
     }
     Ok(())
 }

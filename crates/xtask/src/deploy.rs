@@ -203,7 +203,58 @@ pub fn deploy_problems(worker: &str, config: &str) -> Result<Vec<String>> {
             ));
         }
     }
+    if worker == "edge" {
+        problems.extend(rate_limit_problems(&config));
+    }
     Ok(problems)
+}
+
+/// Each of edge's rate limits (`domain::limit::Guarded`) must be declared as a `[[ratelimits]]`
+/// binding with a positive limit and the period its refusals announce; without one, the route is
+/// not limited at all.
+fn rate_limit_problems(config: &toml::Table) -> Vec<String> {
+    use domain::limit::{Guarded, PERIOD_S};
+    let declared = config
+        .get("ratelimits")
+        .and_then(toml::Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut problems = Vec::new();
+    for guarded in Guarded::ALL {
+        let name = guarded.binding();
+        let binding = declared
+            .iter()
+            .find(|b| b.get("name").and_then(toml::Value::as_str) == Some(name));
+        let Some(binding) = binding else {
+            problems.push(format!(
+                "no [[ratelimits]] binding {name}: add it (name, namespace_id, \
+                 simple = {{ limit, period = {PERIOD_S} }})"
+            ));
+            continue;
+        };
+        let simple = binding.get("simple");
+        let limit = simple
+            .and_then(|s| s.get("limit"))
+            .and_then(toml::Value::as_integer);
+        let period = simple
+            .and_then(|s| s.get("period"))
+            .and_then(toml::Value::as_integer);
+        if limit.is_none_or(|l| l <= 0) {
+            problems.push(format!(
+                "[[ratelimits]] {name}: set simple.limit to a positive number"
+            ));
+        }
+        if period != Some(i64::from(PERIOD_S)) {
+            problems.push(format!(
+                "[[ratelimits]] {name}: simple.period must be {PERIOD_S} (refusals say to wait \
+                 that long)"
+            ));
+        }
+        if binding.get("namespace_id").is_none() {
+            problems.push(format!("[[ratelimits]] {name}: set a namespace_id"));
+        }
+    }
+    problems
 }
 
 fn mentions_test_hooks(value: &toml::Value) -> bool {
@@ -392,6 +443,19 @@ mod tests {
             "listener",
             &listener.replacen("workers_dev = false", "workers_dev = true", 1),
             "workers_dev = false",
+        );
+        refused(
+            "edge",
+            &with("name = \"WRITE_LIMIT\"", "name = \"WRITES\""),
+            "no [[ratelimits]] binding WRITE_LIMIT",
+        );
+        refused(
+            "edge",
+            &with(
+                "simple = { limit = 10, period = 60 }",
+                "simple = { limit = 10, period = 10 }",
+            ),
+            "SIGN_IN_LIMIT: simple.period must be 60",
         );
         assert!(deploy_problems("edge", "not = [toml").is_err());
     }

@@ -111,6 +111,8 @@ fn dev(args: &[String]) -> Result<()> {
         test_scheduled: true,
         foreground: true,
         vars: Vec::new(),
+        // The committed limits: a person trying the app locally meets what production would do.
+        rate_limit: None,
     }
     // Live mode locally: a status written on the PDS shows up within a second.
     .with_var("listener", "JETSTREAM_URLS", &jetstream.url)

@@ -42,6 +42,34 @@ pub struct StackConfig {
     /// timeouts this way; deploys never do. (`wrangler dev --var` reaches only the first config, so
     /// the others get a patched copy of their config instead.)
     pub vars: Vec<WorkerVar>,
+    /// Every per-network rate limit of edge (`[[ratelimits]]`) set to this many requests a
+    /// window, in a patched copy of its config; `None` keeps the committed limits.
+    pub rate_limit: Option<u32>,
+}
+
+/// A rate limit (requests per network a minute) and broker cap no test reaches: what test stacks
+/// run with unless a test asks for the committed ones ([`StackConfig::with_committed_limits`]).
+/// Tests open hundreds of sockets and sign in many times from one address, and the binding's
+/// windows are aligned to the clock, so a test near a limit would pass or fail by the minute.
+pub const UNREACHED_LIMIT: u32 = 1_000_000;
+const UNREACHED_SOCKET_CAP: &str = "32768";
+
+/// The limit (requests a window per network) of one of edge's committed `[[ratelimits]]`.
+pub fn committed_rate_limit(binding: &str) -> Result<u32> {
+    let path = paths::wrangler_config("edge");
+    let table: toml::Table = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .parse()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let limit = table
+        .get("ratelimits")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|b| b.get("name").and_then(toml::Value::as_str) == Some(binding))
+        .and_then(|b| b.get("simple")?.get("limit")?.as_integer())
+        .with_context(|| format!("{}: no rate limit {binding}", path.display()))?;
+    Ok(u32::try_from(limit)?)
 }
 
 /// One var override for one worker of the stack.
@@ -69,13 +97,29 @@ impl StackConfig {
             test_scheduled: true,
             foreground: false,
             vars: Vec::new(),
+            rate_limit: None,
         }
         .with_var("edge", "TEST_HOOKS", "on")
+        .with_unreached_limits()
         // Never the public network: a test that wants a Jetstream starts a sidecar and says so.
         .with_var("listener", "JETSTREAM_URLS", NO_JETSTREAM)
         .with_local_sign_in(NO_PLC, NO_PLC)
         .with_session_keys()?
         .with_health_token()
+    }
+
+    /// Rate limits and a per-network socket cap that no test reaches (see [`UNREACHED_LIMIT`]).
+    pub fn with_unreached_limits(mut self) -> StackConfig {
+        self.rate_limit = Some(UNREACHED_LIMIT);
+        self.with_var("broker", "MAX_SOCKETS_PER_NETWORK", UNREACHED_SOCKET_CAP)
+    }
+
+    /// The rate limits and socket caps of the committed configs, as a deploy has them.
+    pub fn with_committed_limits(mut self) -> StackConfig {
+        self.rate_limit = None;
+        self.vars
+            .retain(|v| !(v.worker == "broker" && v.name.starts_with("MAX_SOCKETS")));
+        self
     }
 
     /// A fresh `HEALTH_TOKEN` for edge: the bearer token of the detailed `/health` report.
@@ -139,11 +183,17 @@ impl Stack {
             // The first config is the public one: edge.
             let overrides: Vec<&WorkerVar> =
                 config.vars.iter().filter(|v| v.worker == worker).collect();
-            if worker == PUBLIC_FIRST[0] || overrides.is_empty() {
+            let is_public = worker == PUBLIC_FIRST[0];
+            // Edge's vars go on the command line; its rate limits can only be patched.
+            let (overrides, rate_limit) = match is_public {
+                true => (Vec::new(), config.rate_limit),
+                false => (overrides, None),
+            };
+            if overrides.is_empty() && rate_limit.is_none() {
                 cmd.arg("-c").arg(paths::wrangler_config(worker));
             } else {
                 let patched = config.persist_dir.with_file_name(format!("{worker}.toml"));
-                write_patched_config(worker, &overrides, &patched)?;
+                write_patched_config(worker, &overrides, rate_limit, &patched)?;
                 cmd.arg("-c").arg(patched);
             }
         }
@@ -269,9 +319,14 @@ impl Stack {
 /// The workers of the stack, the public one first (wrangler serves the first config's worker).
 const PUBLIC_FIRST: [&str; 3] = ["edge", "listener", "broker"];
 
-/// Writes a copy of `worker`'s wrangler config with `overrides` in its `[vars]` and its relative
-/// paths made absolute (the copy lives elsewhere).
-fn write_patched_config(worker: &str, overrides: &[&WorkerVar], to: &Path) -> Result<()> {
+/// Writes a copy of `worker`'s wrangler config with `overrides` in its `[vars]`, every rate limit
+/// set to `rate_limit` if given, and its relative paths made absolute (the copy lives elsewhere).
+fn write_patched_config(
+    worker: &str,
+    overrides: &[&WorkerVar],
+    rate_limit: Option<u32>,
+    to: &Path,
+) -> Result<()> {
     let source = paths::wrangler_config(worker);
     let dir = source.parent().context("config without a folder")?;
     let mut table: toml::Table = std::fs::read_to_string(&source)
@@ -285,6 +340,15 @@ fn write_patched_config(worker: &str, overrides: &[&WorkerVar], to: &Path) -> Re
         for database in databases.iter_mut() {
             if let Some(toml::Value::String(migrations)) = database.get_mut("migrations_dir") {
                 *migrations = dir.join(&*migrations).display().to_string();
+            }
+        }
+    }
+    if let (Some(limit), Some(toml::Value::Array(limits))) =
+        (rate_limit, table.get_mut("ratelimits"))
+    {
+        for binding in limits.iter_mut() {
+            if let Some(toml::Value::Table(simple)) = binding.get_mut("simple") {
+                simple.insert("limit".into(), toml::Value::Integer(i64::from(limit)));
             }
         }
     }

@@ -11,6 +11,7 @@ mod feed;
 use std::cell::{Cell, RefCell, RefMut};
 
 use domain::internal::{self, BrokerHead, BrokerStats, PublishAck};
+use domain::limit::{Admission, SocketCaps};
 use domain::wire::{self, Publish, Resume, ServerFrame, ServerMessage, Verdict};
 use serde::{Deserialize, Serialize};
 use worker::wasm_bindgen::JsCast;
@@ -50,13 +51,25 @@ struct Config {
     log_capacity: u64,
     /// A socket that has not pinged for this long is closed (`IDLE_TIMEOUT_SECONDS`).
     idle_timeout_ms: i64,
+    /// Open sockets kept per network and in all (`MAX_SOCKETS_PER_NETWORK`, `MAX_SOCKETS`).
+    caps: SocketCaps,
 }
 
 impl Config {
     fn from_env(env: &Env) -> Config {
+        let default = SocketCaps::DEFAULT;
         Config {
             log_capacity: var(env, "LOG_CAPACITY", 1_000, 1..=100_000),
             idle_timeout_ms: var(env, "IDLE_TIMEOUT_SECONDS", 90, 1..=86_400) as i64 * 1_000,
+            caps: SocketCaps {
+                per_network: var(
+                    env,
+                    "MAX_SOCKETS_PER_NETWORK",
+                    default.per_network as u64,
+                    1..=32_768,
+                ) as usize,
+                total: var(env, "MAX_SOCKETS", default.total as u64, 1..=32_768) as usize,
+            },
         }
     }
 
@@ -293,11 +306,32 @@ impl Broker {
             Ok(since) => since,
             Err(message) => return workers_common::text_error(400, &message),
         };
+        let network = network_of(req)?;
         let now = now_ms();
         let mut feed = self.feed()?;
+        let admission = self
+            .config
+            .caps
+            .admit(self.count_sockets(Some(&network)), self.count_sockets(None));
+        if let Some(reason) = admission.close_reason() {
+            // Accepted outside the hibernation API only to be closed with a reason the page can
+            // read: it never counts against anyone's cap.
+            let pair = WebSocketPair::new()?;
+            pair.server.accept()?;
+            pair.server
+                .close(Some(wire::close::TRY_AGAIN_LATER), Some(reason))?;
+            feed.count(|c| match admission {
+                Admission::NetworkFull => c.refused_network_full += 1,
+                _ => c.refused_full += 1,
+            });
+            tracing::warn!(network, reason, "refused a socket");
+            feed.save_soon(now)?;
+            return Response::from_websocket(pair.client);
+        }
         let resume = wire::resume(since, feed.bounds()?);
         let pair = WebSocketPair::new()?;
-        self.state.accept_web_socket(&pair.server);
+        self.state
+            .accept_websocket_with_tags(&pair.server, &[network.as_str()]);
         pair.server.serialize_attachment(&Attachment {
             connected_ms: now,
             pinged_ms: None,
@@ -418,6 +452,27 @@ impl Broker {
         })
     }
 
+    /// How many sockets the runtime holds for this object (open or closing), all of them or those
+    /// tagged with one network. The hibernation API's `getWebSockets` is called directly so that
+    /// only the array's length crosses into wasm, not a handle per socket.
+    fn count_sockets(&self, tag: Option<&str>) -> usize {
+        let state: &worker::wasm_bindgen::JsValue = self.state.as_raw().as_ref();
+        let Some(method) = js_sys::Reflect::get(state, &"getWebSockets".into())
+            .ok()
+            .and_then(|m| m.dyn_into::<js_sys::Function>().ok())
+        else {
+            return self.state.get_websockets().len();
+        };
+        let sockets = match tag {
+            Some(tag) => method.call1(state, &tag.into()),
+            None => method.call0(state),
+        };
+        sockets
+            .ok()
+            .and_then(|array| array.dyn_into::<js_sys::Array>().ok())
+            .map_or(0, |array| array.length() as usize)
+    }
+
     /// When the runtime last answered a ping on this socket by itself (the hibernation API's
     /// `getWebSocketAutoResponseTimestamp`, which workers-rs does not wrap).
     fn auto_response_ms(&self, ws: &WebSocket) -> Option<i64> {
@@ -467,6 +522,21 @@ fn send_all(sockets: &[WebSocket], frames: &[(u64, String)]) -> (u64, u64) {
         }
     }
     (sent, failed)
+}
+
+/// The network the page's upgrade came from, as edge named it: the tag its socket is counted by.
+/// A missing or malformed header (edge always sets one) counts as the unknown network.
+fn network_of(req: &Request) -> Result<String> {
+    let named = req.headers().get(internal::NETWORK_HEADER)?;
+    Ok(named
+        .filter(|n| {
+            // A tag is at most 256 bytes; a network key is an address or a /64.
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b".:/".contains(&b))
+        })
+        .unwrap_or_else(|| domain::limit::UNKNOWN_NETWORK.to_owned()))
 }
 
 /// The sockets that are open. A socket the broker closed stays in the runtime's list until the page

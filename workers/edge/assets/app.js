@@ -12,6 +12,7 @@
   var profile = app.dataset.profile || "";
   var feed = document.getElementById("feed");
   var delay = 1000;
+  var paused = false;
   var MAX_LINES = 50;
 
   // Each account's current status, as far as the page knows: the newest line per author.
@@ -105,6 +106,7 @@
     var pinger = null;
     ws.onopen = function () {
       delay = 1000;
+      if (paused) { unsay(); paused = false; }
       pinger = setInterval(function () { ws.send('{"type":"ping"}'); }, 30000);
     };
     ws.onmessage = function (event) {
@@ -118,8 +120,15 @@
     ws.onclose = function (event) {
       clearInterval(pinger);
       if (event.reason === "reload") return;
+      if (event.code === 1013) {
+        // The broker will not keep this socket now (too many from this network, or full): say
+        // so, and wait a minute rather than knock again at once.
+        say("Live updates are paused (" + event.reason + "); they resume within a minute, or reload the page.", true);
+        paused = true;
+        delay = 60000;
+      }
       setTimeout(connect, delay + Math.random() * delay / 2);
-      delay = Math.min(delay * 2, 30000);
+      delay = Math.min(delay * 2, event.code === 1013 ? 120000 : 30000);
     };
   }
   connect();

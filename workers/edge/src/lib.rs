@@ -8,6 +8,7 @@ mod config;
 mod handles;
 mod health;
 mod http;
+mod limits;
 mod page;
 mod session;
 mod write;
@@ -18,6 +19,7 @@ use page::Viewer;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use domain::internal;
+use domain::limit::Guarded;
 use worker::*;
 
 /// Whether this isolate has woken the listener yet.
@@ -73,6 +75,22 @@ async fn route(
             return workers_common::text_error(403, "cross-site request refused")
         }
         _ => {}
+    }
+    // Sign-ins and writes are rate-limited per network before anything else is spent on them.
+    let guarded = match (&method, path) {
+        (Method::Post, "/login") => Some(Guarded::SignIn),
+        (Method::Post, "/status") => Some(Guarded::Write),
+        _ => None,
+    };
+    if let Some(guarded) = guarded {
+        let wants_json = req
+            .headers()
+            .get("Accept")?
+            .is_some_and(|accept| accept.contains("application/json"));
+        let network = limits::network_of(&req)?;
+        if let Some(refused) = limits::refusal(env, guarded, &network, wants_json).await? {
+            return Ok(refused);
+        }
     }
     let url = req.url()?;
     let config = Config::from_env(env, &url);
@@ -138,7 +156,8 @@ async fn wake_listener(env: &Env) -> Result<u16> {
     Ok(response.status_code())
 }
 
-/// Hands a browser's WebSocket upgrade to the broker, refusing cross-site pages.
+/// Hands a browser's WebSocket upgrade to the broker, refusing cross-site pages and networks that
+/// open too many, and naming the page's network for the broker's connection cap.
 async fn websocket(req: Request, env: &Env) -> Result<Response> {
     let upgrade = req.headers().get("Upgrade")?;
     if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
@@ -151,7 +170,21 @@ async fn websocket(req: Request, env: &Env) -> Result<Response> {
             return workers_common::text_error(403, "cross-origin WebSocket refused");
         }
     }
-    env.service("BROKER")?.fetch_request(req).await
+    let network = limits::network_of(&req)?;
+    if let Some(refused) = limits::refusal(env, Guarded::Connect, &network, false).await? {
+        return Ok(refused);
+    }
+    // A request's own headers are immutable: the upgrade goes on with a copy, in which whatever
+    // the browser sent under this name is replaced.
+    let headers = req.headers().clone();
+    headers.set(internal::NETWORK_HEADER, &network)?;
+    let forwarded = Request::new_with_init(
+        req.url()?.as_str(),
+        RequestInit::new()
+            .with_method(Method::Get)
+            .with_headers(headers),
+    )?;
+    env.service("BROKER")?.fetch_request(forwarded).await
 }
 
 /// Routes under this prefix exist only when the `TEST_HOOKS` var is `"on"`, which only the test and

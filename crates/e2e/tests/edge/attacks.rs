@@ -38,7 +38,10 @@ async fn the_open_network_is_hostile() -> Result<()> {
         servers_that_never_finish(&net)
             .await
             .context("servers that never finish")?;
-        refresh_failures(&net).await.context("refresh failures")
+        refresh_failures(&net).await.context("refresh failures")?;
+        d1_fails_after_the_pds_wrote(&net)
+            .await
+            .context("D1 failing after the PDS wrote")
     }
     .await;
     net.with_log(result)
@@ -475,6 +478,63 @@ async fn refresh_failures(net: &Net) -> Result<()> {
     ensure!(
         status == StatusCode::UNAUTHORIZED,
         "a refused grant answered {status}: {body}"
+    );
+    Ok(())
+}
+
+/// D1 refuses the row after the person's PDS accepted the record: the write is reported as
+/// written (202, "this page will catch up"), not as failed, so nobody is invited to write a
+/// duplicate; nothing half-done is in D1; once D1 works again the next write lands whole.
+async fn d1_fails_after_the_pds_wrote(net: &Net) -> Result<()> {
+    let hostile = Hostile::start("dave.test").await?;
+    let mut browser = Browser::new(&net.stack);
+    ensure!(sign_in_at(&mut browser, &hostile).await?.status() == StatusCode::SEE_OTHER);
+    let did = hostile.did.clone();
+    // A real D1 failure: the local database refuses every new status row.
+    Tables::execute(
+        &net.stack,
+        "CREATE TRIGGER test_refuse_status BEFORE INSERT ON status \
+         BEGIN SELECT RAISE(ABORT, 'injected by the test'); END",
+    )
+    .await?;
+    let answer = browser
+        .post_from_script("/status", &[("status", "🧯")])
+        .await;
+    let dropped = Tables::execute(&net.stack, "DROP TRIGGER test_refuse_status").await;
+    let answer = answer?;
+    dropped?;
+    let status = answer.status();
+    let body: Value = answer.json().await?;
+    ensure!(
+        status == StatusCode::ACCEPTED
+            && body["status"].is_null()
+            && body["notice"]
+                .as_str()
+                .is_some_and(|n| n.contains("written to your repository")),
+        "the write answered {status}: {body}"
+    );
+    let written = hostile.records();
+    ensure!(
+        written.len() == 1 && written[0].2["status"] == "🧯",
+        "the PDS holds {written:?}"
+    );
+    ensure!(
+        rows_of(net, &did).await?.is_empty(),
+        "D1 holds a row for dave"
+    );
+    // D1 is back: the next write is recorded, the first one is not invented.
+    let answer = browser
+        .post_from_script("/status", &[("status", "🚒")])
+        .await?;
+    ensure!(
+        answer.status() == StatusCode::OK,
+        "then {}",
+        answer.status()
+    );
+    let rows = rows_of(net, &did).await?;
+    ensure!(
+        rows.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>() == ["🚒"],
+        "D1 holds {rows:?}"
     );
     Ok(())
 }
