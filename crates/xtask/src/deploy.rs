@@ -214,18 +214,10 @@ pub fn deploy_problems(worker: &str, config: &str) -> Result<Vec<String>> {
 /// not limited at all.
 fn rate_limit_problems(config: &toml::Table) -> Vec<String> {
     use domain::limit::{Guarded, PERIOD_S};
-    let declared = config
-        .get("ratelimits")
-        .and_then(toml::Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
     let mut problems = Vec::new();
     for guarded in Guarded::ALL {
         let name = guarded.binding();
-        let binding = declared
-            .iter()
-            .find(|b| b.get("name").and_then(toml::Value::as_str) == Some(name));
-        let Some(binding) = binding else {
+        let Some(binding) = rate_limit_binding(config, name) else {
             problems.push(format!(
                 "no [[ratelimits]] binding {name}: add it (name, namespace_id, \
                  simple = {{ limit, period = {PERIOD_S} }})"
@@ -255,6 +247,15 @@ fn rate_limit_problems(config: &toml::Table) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The `[[ratelimits]]` binding called `name` in a wrangler config.
+pub fn rate_limit_binding<'a>(config: &'a toml::Table, name: &str) -> Option<&'a toml::Value> {
+    config
+        .get("ratelimits")?
+        .as_array()?
+        .iter()
+        .find(|b| b.get("name").and_then(toml::Value::as_str) == Some(name))
 }
 
 fn mentions_test_hooks(value: &toml::Value) -> bool {

@@ -61,12 +61,7 @@ pub fn committed_rate_limit(binding: &str) -> Result<u32> {
         .with_context(|| format!("reading {}", path.display()))?
         .parse()
         .with_context(|| format!("parsing {}", path.display()))?;
-    let limit = table
-        .get("ratelimits")
-        .and_then(toml::Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|b| b.get("name").and_then(toml::Value::as_str) == Some(binding))
+    let limit = crate::deploy::rate_limit_binding(&table, binding)
         .and_then(|b| b.get("simple")?.get("limit")?.as_integer())
         .with_context(|| format!("{}: no rate limit {binding}", path.display()))?;
     Ok(u32::try_from(limit)?)

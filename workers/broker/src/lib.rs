@@ -461,7 +461,10 @@ impl Broker {
             .ok()
             .and_then(|m| m.dyn_into::<js_sys::Function>().ok())
         else {
-            return self.state.get_websockets().len();
+            return match tag {
+                Some(tag) => self.state.get_websockets_with_tag(tag).len(),
+                None => self.state.get_websockets().len(),
+            };
         };
         let sockets = match tag {
             Some(tag) => method.call1(state, &tag.into()),

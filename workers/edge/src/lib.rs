@@ -83,11 +83,8 @@ async fn route(
         _ => None,
     };
     if let Some(guarded) = guarded {
-        let wants_json = req
-            .headers()
-            .get("Accept")?
-            .is_some_and(|accept| accept.contains("application/json"));
         let network = limits::network_of(&req)?;
+        let wants_json = write::wants_json(&req)?;
         if let Some(refused) = limits::refusal(env, guarded, &network, wants_json).await? {
             return Ok(refused);
         }

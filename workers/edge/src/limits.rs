@@ -42,11 +42,10 @@ pub async fn refusal(
 /// as text. Nothing else is read to make it.
 fn refused(message: &str, wants_json: bool) -> Result<Response> {
     let response = if wants_json {
-        Response::from_json(&serde_json::json!({ "error": message }))?
+        workers_common::json_response(429, &serde_json::json!({ "error": message }))?
     } else {
-        Response::ok(message)?
+        workers_common::text_error(429, message)?
     };
-    let response = response.with_status(429);
     response
         .headers()
         .set("Retry-After", &limit::PERIOD_S.to_string())?;

@@ -32,11 +32,7 @@ pub async fn set_status(
     config: &Config,
     now_ms: i64,
 ) -> Result<Response> {
-    // The page's script posts with fetch and asks for JSON; a plain form gets a page or a redirect.
-    let wants_json = req
-        .headers()
-        .get("Accept")?
-        .is_some_and(|accept| accept.contains("application/json"));
+    let wants_json = wants_json(&req)?;
     let db = env.d1("DB")?;
     let signed_in = session::current(&req, &db, config.secure_cookies, now_ms).await?;
     let Some(signed_in) = signed_in else {
@@ -99,6 +95,15 @@ pub async fn set_status(
             Ok(response)
         }
     }
+}
+
+/// Whether the request asks for JSON: the page's script posts with fetch and does; a plain form
+/// gets a page or a redirect.
+pub fn wants_json(req: &Request) -> Result<bool> {
+    Ok(req
+        .headers()
+        .get("Accept")?
+        .is_some_and(|accept| accept.contains("application/json")))
 }
 
 /// A refusal for the page's script: `{"error": message}` with the status.
