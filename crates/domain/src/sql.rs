@@ -605,6 +605,23 @@ pub fn unlock_oauth_session(did: &str, owner: &str) -> Statement {
     )
 }
 
+/// Ends a session whose refresh was refused, with every browser signed in to it, only if `owner`
+/// still holds its lease: a sign-in that replaced the session meanwhile (which clears the lease)
+/// is kept, and so are the browsers it signed in. Run as one batch, in this order.
+pub fn end_refused_session(did: &str, owner: &str) -> [Statement; 2] {
+    [
+        Statement::new(
+            "DELETE FROM browser_session WHERE did = ?1 AND EXISTS \
+             (SELECT 1 FROM oauth_session WHERE did = ?1 AND lock_owner = ?2)",
+            vec![did.into(), owner.into()],
+        ),
+        Statement::new(
+            "DELETE FROM oauth_session WHERE did = ?1 AND lock_owner = ?2",
+            vec![did.into(), owner.into()],
+        ),
+    ]
+}
+
 // ---------------------------------------------------------------------------------------------
 // Browser sessions
 

@@ -68,6 +68,8 @@ struct State {
     nonce: String,
     /// The `expires_in` of the access tokens it issues.
     token_lifetime_s: i64,
+    /// Refresh tokens spent for new tokens.
+    refreshes: u32,
 }
 
 /// A running hostile server; dropping it stops it.
@@ -146,6 +148,11 @@ impl Hostile {
     /// Forgets every refresh token it issued (as a server does when a grant is revoked).
     pub fn forget_refresh_tokens(&self) {
         self.lock().refresh.clear();
+    }
+
+    /// How many refresh tokens were spent for new tokens.
+    pub fn refreshes(&self) -> u32 {
+        self.lock().refreshes
     }
 
     /// The records written to this server's repository: `(collection, rkey, record)`.
@@ -415,6 +422,7 @@ impl Server {
                 if bound.as_deref() != Some(thumbprint.as_str()) {
                     return Answer::error(400, "invalid_grant", "unknown refresh token");
                 }
+                state.refreshes += 1;
             }
             _ => return Answer::error(400, "unsupported_grant_type", "unsupported grant"),
         }

@@ -82,6 +82,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     config.write_timeout = args.write_timeout;
     config.ping_interval = args.ping_interval;
     config.faults = args.faults;
+    // Install the signal handlers before announcing the address: a supervisor may send SIGTERM
+    // the moment it reads that line, and an uninstalled handler would let the signal kill us.
+    let shutdown = shutdown_signal()?;
     let server = server::start(config, hub.clone()).await?;
     println!("listening on {}", server.url());
     let _ = std::io::stdout().flush();
@@ -102,22 +105,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
             tokio::spawn(firehose::run(hub.clone(), config));
         }
     }
-    shutdown_signal().await;
+    shutdown.await;
     drop(server);
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
+/// Registers for SIGTERM and SIGINT at once (not on first poll), and returns a future that ends
+/// when either arrives.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let installing = |source| Error::io("installing the signal handlers", source);
+    let mut terminate = signal(SignalKind::terminate()).map_err(installing)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(installing)?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }

@@ -3,25 +3,25 @@
 //! `/logout` (revoke, forget), the confidential client's metadata and JWKS, and a fresh
 //! session for writes (refreshed under a D1 lease: refresh tokens are single-use).
 
+use account::{Lease, Sessions};
 use domain::sql;
 use oauth::{Callback, OAuth, Pending, Session};
 use serde::Deserialize;
-use worker::{D1Database, Delay, Env, Request, Response, Result};
+use worker::{Env, Request, Response, Result};
 
 use crate::config::Config;
 use crate::http::WorkerHttp;
 use crate::page::{self, Notice, Viewer};
+use crate::ports::{WorkerClock, D1};
 use crate::session;
 
 /// How long a sign-in may stay pending in D1.
 const PENDING_TTL_MS: i64 = oauth::client::PENDING_TTL_S * 1000;
-/// How many times refreshed tokens are offered to D1 before the refresh counts as failed.
-const STORE_TRIES: u32 = 3;
-/// How long one refresh may hold the lease: longer than the worst case of the fetches it makes
-/// (each cut off at its deadline), so that a slow server cannot make two refreshers overlap.
-const LEASE_MS: i64 = 40_000;
+// One refresh may hold the lease longer than the worst case of the fetches it makes (each cut
+// off at its deadline), so that a slow server cannot make two refreshers overlap.
 const _: () = assert!(
-    LEASE_MS as u64 > crate::http::REFRESH_FETCHES * crate::http::FETCH_DEADLINE_MS + 5_000
+    Lease::DEFAULT.hold_ms as u64
+        > crate::http::REFRESH_FETCHES * crate::http::FETCH_DEADLINE_MS + 5_000
 );
 
 /// The flows, or (for a deploy whose client is misconfigured) why sign-in is unavailable.
@@ -257,7 +257,13 @@ async fn display_name(session: &Session) -> Option<String> {
 pub async fn logout(req: Request, env: &Env, config: &Config, now_ms: i64) -> Result<Response> {
     let db = env.d1("DB")?;
     if let Some(signed_in) = session::current(&req, &db, config.secure_cookies, now_ms).await? {
-        if let Some(session) = load(&db, config, &signed_in.did).await? {
+        let d1 = D1(&db);
+        // Misconfigured keys or a failing D1 only mean no revocation: signing out still happens.
+        let stored = match sessions(&d1, config) {
+            Ok(sessions) => sessions.load(&signed_in.did).await.unwrap_or_default(),
+            Err(_) => None,
+        };
+        if let Some(session) = stored {
             if let Err(error) = async { oauth(config, now_ms)?.revoke(&session).await }.await {
                 tracing::warn!(%error, "revocation failed; the session is forgotten anyway");
             }
@@ -303,180 +309,25 @@ async fn sign_in_unavailable(
     page::render(env, config, Viewer::Nobody, notice, input, now_ms, status).await
 }
 
-/// A row of `sql::get_oauth_session` and `sql::lock_oauth_session`.
-#[derive(Deserialize)]
-pub struct SessionRow {
-    /// The session, sealed ([`seal`]).
-    data: String,
-    /// The PDS's latest DPoP nonce, kept beside it (`sql::set_pds_nonce`).
-    #[serde(default)]
-    pds_nonce: Option<String>,
-}
-
-/// The stored OAuth session of `did`.
-pub async fn load(db: &D1Database, config: &Config, did: &str) -> Result<Option<Session>> {
-    let rows: Vec<SessionRow> = workers_common::d1::rows(db, &sql::get_oauth_session(did)).await?;
-    Ok(decode(rows, config, did))
-}
-
-/// The session in the rows of `sql::get_oauth_session(did)`, if any and readable.
-pub fn decode(rows: Vec<SessionRow>, config: &Config, did: &str) -> Option<Session> {
-    let row = rows.into_iter().next()?;
-    let opened = open(config, &row.data, did).and_then(|json| {
-        serde_json::from_slice::<Session>(&json).map_err(|e| oauth::Error::Key(e.to_string()))
-    });
-    match opened {
-        Ok(mut session) => {
-            if row.pds_nonce.is_some() {
-                session.pds_nonce = row.pds_nonce;
-            }
-            Some(session)
-        }
-        Err(error) => {
-            tracing::error!(%error, did, "a stored OAuth session is unreadable");
-            None
-        }
-    }
-}
-
-/// Why no usable session could be had.
-pub enum Unusable {
-    /// Signed out, revoked, or the refresh was refused: sign in again.
-    Ended,
-    /// The person's server could not be reached or failed: try again later.
-    Unavailable(String),
-}
-
-/// A session for `did` whose access token is good for a while, refreshing it first if needed
-/// (or if `force`: the PDS said the token is no longer valid).
-pub async fn fresh(
-    db: &D1Database,
-    config: &Config,
-    did: &str,
-    now_ms: i64,
-    force: bool,
-) -> Result<std::result::Result<Session, Unusable>> {
-    let stored = load(db, config, did).await?;
-    fresh_from(db, config, did, stored, now_ms, force).await
-}
-
-/// [`fresh`], from a session the caller already read (in a batch of its own).
-pub async fn fresh_from(
-    db: &D1Database,
-    config: &Config,
-    did: &str,
-    stored: Option<Session>,
-    now_ms: i64,
-    force: bool,
-) -> Result<std::result::Result<Session, Unusable>> {
-    let Some(session) = stored else {
-        return Ok(Err(Unusable::Ended));
+/// The signed-in accounts' sessions, on D1, the Workers clock and fetch; or why there are none to
+/// be had (this deploy's client or session keys are misconfigured).
+pub fn sessions<'a>(
+    db: &'a D1<'a>,
+    config: &'a Config,
+) -> account::Result<Sessions<'a, D1<'a>, WorkerClock, WorkerHttp>> {
+    let misconfigured = |why: &String| {
+        tracing::error!(%why, "sessions are misconfigured");
+        account::Error::Unavailable("sign-in is not available on this server right now".into())
     };
-    if !force && !session.expires_within(now_ms / 1000, config.refresh_margin_s) {
-        return Ok(Ok(session));
-    }
-    let owner =
-        oauth::random::short_token().map_err(|e| worker::Error::RustError(e.to_string()))?;
-    // Someone else may be refreshing: wait for their lease (a few tries), then use their result.
-    for _ in 0..10 {
-        let locked: Vec<SessionRow> = workers_common::d1::rows(
-            db,
-            &sql::lock_oauth_session(did, &owner, now_ms, now_ms + LEASE_MS),
-        )
-        .await?;
-        if !locked.is_empty() {
-            let Some(current) = decode(locked, config, did) else {
-                return Ok(Err(Unusable::Ended));
-            };
-            if current.access_token != session.access_token
-                && !current.expires_within(now_ms / 1000, config.refresh_margin_s)
-            {
-                // Refreshed by someone else meanwhile.
-                unlock(db, did, &owner).await?;
-                return Ok(Ok(current));
-            }
-            return refresh_held(db, config, current, &owner, now_ms).await;
-        }
-        Delay::from(std::time::Duration::from_millis(300)).await;
-        if let Some(latest) = load(db, config, did).await? {
-            if latest.access_token != session.access_token {
-                return Ok(Ok(latest));
-            }
-        }
-    }
-    Ok(Err(Unusable::Unavailable(
-        "the session is being refreshed elsewhere".into(),
-    )))
-}
-
-async fn refresh_held(
-    db: &D1Database,
-    config: &Config,
-    session: Session,
-    owner: &str,
-    now_ms: i64,
-) -> Result<std::result::Result<Session, Unusable>> {
-    match async { oauth(config, now_ms)?.refresh(&session).await }.await {
-        Ok(refreshed) => {
-            let data = match seal(config, &serde_json::to_string(&refreshed)?, &session.did) {
-                Ok(data) => data,
-                Err(error) => return Ok(Err(Unusable::Unavailable(error.to_string()))),
-            };
-            let statement = sql::store_refreshed_session(&session.did, owner, &data, now_ms);
-            // The old refresh token is spent now: losing the new one would end the session, so a
-            // failing D1 is tried again before giving up.
-            let mut stored = None;
-            for attempt in 1..=STORE_TRIES {
-                match workers_common::d1::rows::<serde_json::Value>(db, &statement).await {
-                    Ok(rows) => {
-                        stored = Some(rows);
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, attempt, did = %session.did, "storing refreshed tokens failed");
-                        Delay::from(std::time::Duration::from_millis(200)).await;
-                    }
-                }
-            }
-            match stored {
-                None => Ok(Err(Unusable::Unavailable(
-                    "the new tokens could not be saved".into(),
-                ))),
-                // The lease ran out under us; the new tokens were not kept, so do not use them.
-                Some(rows) if rows.is_empty() => Ok(Err(Unusable::Unavailable(
-                    "the refresh took too long".into(),
-                ))),
-                Some(_) => {
-                    tracing::info!(did = %session.did, "session refreshed");
-                    Ok(Ok(refreshed))
-                }
-            }
-        }
-        Err(error) if error.ends_grant() => {
-            // The grant is gone (revoked, expired, the refresh token spent, or the account
-            // moved): sign in again.
-            tracing::warn!(%error, did = %session.did, "refresh refused; the session ends");
-            let statements = [
-                sql::delete_oauth_session(&session.did),
-                sql::delete_browser_sessions_of(&session.did),
-            ];
-            workers_common::d1::batch(db, &statements).await?;
-            Ok(Err(Unusable::Ended))
-        }
-        Err(error) => {
-            // Busy, failing, slow or confused: the session stays as it was, to be tried again.
-            tracing::warn!(%error, did = %session.did, "refresh failed; the session is kept");
-            unlock(db, &session.did, owner).await?;
-            Ok(Err(Unusable::Unavailable(error.to_string())))
-        }
-    }
-}
-
-async fn unlock(db: &D1Database, did: &str, owner: &str) -> Result<()> {
-    workers_common::d1::prepare(db, &sql::unlock_oauth_session(did, owner))?
-        .run()
-        .await?;
-    Ok(())
+    Ok(Sessions {
+        db,
+        clock: &WorkerClock,
+        http: &WorkerHttp,
+        client: config.client().as_ref().map_err(misconfigured)?,
+        keys: config.session_keys().as_ref().map_err(misconfigured)?,
+        margin_s: config.refresh_margin_s,
+        lease: Lease::DEFAULT,
+    })
 }
 
 /// `GET /oauth-client-metadata.json` and `GET /.well-known/jwks.json` (the confidential

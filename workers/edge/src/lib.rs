@@ -10,6 +10,7 @@ mod health;
 mod http;
 mod limits;
 mod page;
+mod ports;
 mod session;
 mod write;
 

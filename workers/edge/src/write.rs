@@ -13,10 +13,11 @@ use lexicon::{CreatedAt, StatusText, STATUS_NSID};
 use oauth::{PdsClient, Session};
 use worker::{Env, Request, Response, Result};
 
-use crate::auth::{self, Unusable};
+use crate::auth;
 use crate::config::Config;
 use crate::http::WorkerHttp;
 use crate::page::{self, Notice, Viewer};
+use crate::ports::D1;
 use crate::session::{self, SignedIn};
 
 /// What a person is told when their PDS took the status but D1 could not record it.
@@ -139,7 +140,12 @@ async fn write(
         .into_iter()
         .next()
         .ok_or_else(|| worker::Error::RustError("the write budget returned no row".into()))?;
-    let stored = auth::decode(read[1].results()?, config, &who.did);
+    let d1 = D1(&db);
+    let sessions = match auth::sessions(&d1, config) {
+        Ok(sessions) => sessions,
+        Err(error) => return Ok(Err(error.into())),
+    };
+    let stored = sessions.decode(&who.did, read[1].results()?);
     if sql::writes_in_last_minute(counted, now_ms) > config.writes_per_minute as f64 {
         return Ok(Err(Refusal(
             429,
@@ -150,9 +156,9 @@ async fn write(
         Ok(c) => c,
         Err(e) => return Ok(Err(Refusal(500, format!("clock error: {e}")))),
     };
-    let mut session = match auth::fresh_from(&db, config, &who.did, stored, now_ms, false).await? {
+    let mut session = match sessions.fresh_from(&who.did, stored, false).await {
         Ok(session) => session,
-        Err(unusable) => return Ok(Err(unusable.into())),
+        Err(error) => return Ok(Err(error.into())),
     };
     let mut retried = false;
     let (output, nonce) = loop {
@@ -160,12 +166,12 @@ async fn write(
             Ok(done) => break done,
             Err(CreateError::Expired) if !retried => {
                 retried = true;
-                session = match auth::fresh(&db, config, &who.did, now_ms, true).await? {
+                session = match sessions.fresh(&who.did, true).await {
                     Ok(session) => session,
-                    Err(unusable) => return Ok(Err(unusable.into())),
+                    Err(error) => return Ok(Err(error.into())),
                 };
             }
-            Err(CreateError::Expired) => return Ok(Err(Unusable::Ended.into())),
+            Err(CreateError::Expired) => return Ok(Err(account::Error::Ended.into())),
             Err(CreateError::Refused(why)) => {
                 return Ok(Err(Refusal(
                     502,
@@ -237,11 +243,22 @@ async fn write(
     Ok(Ok(view))
 }
 
-impl From<Unusable> for Refusal {
-    fn from(unusable: Unusable) -> Refusal {
-        match unusable {
-            Unusable::Ended => Refusal(401, "Your sign-in has ended. Please sign in again.".into()),
-            Unusable::Unavailable(why) => unavailable(&why),
+impl From<account::Error> for Refusal {
+    fn from(error: account::Error) -> Refusal {
+        match error {
+            account::Error::Ended => {
+                Refusal(401, "Your sign-in has ended. Please sign in again.".into())
+            }
+            account::Error::Unavailable(why) => unavailable(&why),
+            account::Error::Store(why) => {
+                tracing::error!(%why, "D1 failed while preparing a write");
+                Refusal(
+                    503,
+                    "This app could not reach its database. Nothing was changed; please try \
+                     again."
+                        .into(),
+                )
+            }
         }
     }
 }

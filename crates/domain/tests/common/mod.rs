@@ -1,5 +1,6 @@
 //! What the native SQL tests share: an in-memory SQLite with the real `migrations/` applied, and
-//! statements run the way D1 runs them (one batch = one transaction).
+//! statements run the way D1 runs them (one batch = one transaction). `crates/account/tests` uses
+//! it too (by path: it is test code, not a crate).
 
 #![allow(dead_code)] // each test file uses its own share of these
 
@@ -83,7 +84,7 @@ pub async fn batch_json(
         .collect()
 }
 
-fn row_json(row: &SqliteRow) -> serde_json::Value {
+pub fn row_json(row: &SqliteRow) -> serde_json::Value {
     let mut object = serde_json::Map::new();
     for (i, column) in row.columns().iter().enumerate() {
         let raw = row.try_get_raw(i).unwrap();

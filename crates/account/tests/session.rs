@@ -1,0 +1,532 @@
+//! The session lease and refresh (`account::session`) natively, in seconds: SQLite through sqlx
+//! with the real `migrations/` in place of D1, reqwest for HTTP, and for the account's server the
+//! hostile PDS of the attack tests (`e2e::hostile`), which speaks real OAuth (DPoP-bound,
+//! single-use refresh tokens) and misbehaves when told to.
+//!
+//! What end-to-end tests cannot reach cheaply: two refreshers racing, a lease running out
+//! mid-refresh, a refresh refused, a busy server, D1 failing after a successful refresh (once, and
+//! every time), and a sign-in that replaces the session while its refresh is refused.
+
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use account::{Clock, Database, Error, Lease, Sessions};
+use domain::sql::{self, Statement};
+use e2e::hostile::{Hostile, Misbehaviour};
+use e2e::pds::Reqwest;
+use oauth::sealed::Keyring;
+use oauth::{Callback, Client, HandleResolution, IdentityConfig, OAuth, Session};
+use serde_json::Value;
+use sqlx::sqlite::SqlitePool;
+
+/// The native SQL tests' SQLite, migrations applied, statements bound as D1 binds them.
+#[path = "../../domain/tests/common/mod.rs"]
+mod common;
+
+const SCOPE: &str = "atproto repo:xyz.statusphere.status";
+/// Never called: the test reads the redirect the server would send the browser to.
+const REDIRECT: &str = "http://127.0.0.1:9/oauth/callback";
+/// Refresh a token this close to its expiry.
+const MARGIN_S: i64 = 300;
+/// The production lease, with waits short enough for a test.
+const LEASE: Lease = Lease {
+    hold_ms: Lease::DEFAULT.hold_ms,
+    tries: 20,
+    wait_ms: 50,
+    store_tries: 3,
+    store_wait_ms: 10,
+};
+
+// ---------------------------------------------------------------------------------------------
+// The ports, natively
+
+/// SQLite in place of D1; `fail_stores` makes the next stores of refreshed tokens fail.
+#[derive(Clone)]
+struct Sqlite {
+    pool: SqlitePool,
+    fail_stores: Arc<AtomicU32>,
+}
+
+impl Sqlite {
+    async fn new() -> Sqlite {
+        Sqlite {
+            pool: common::database().await,
+            fail_stores: Arc::default(),
+        }
+    }
+
+    /// Whether `statement` stores refreshed tokens (the statement `account` runs for it).
+    fn is_store(statement: &Statement) -> bool {
+        statement.sql == sql::store_refreshed_session("", "", "", 0).sql
+    }
+
+    async fn run(&self, statement: &Statement) -> Result<Vec<Value>, String> {
+        if Self::is_store(statement)
+            && self
+                .fail_stores
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err("D1_ERROR: the database is overloaded (injected)".into());
+        }
+        let rows = common::query(statement)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(rows.iter().map(common::row_json).collect())
+    }
+
+    async fn query(&self, sql: &str, did: &str) -> Vec<Value> {
+        let statement = Statement {
+            sql: sql.to_owned().into(),
+            params: vec![did.into()],
+        };
+        self.run(&statement).await.unwrap()
+    }
+}
+
+impl Database for Sqlite {
+    async fn rows(&self, statement: &Statement) -> account::Result<Vec<Value>> {
+        self.run(statement).await.map_err(Error::Store)
+    }
+
+    async fn batch(&self, statements: &[Statement]) -> account::Result<()> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| Error::Store(e.to_string()))?;
+        for statement in statements {
+            common::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| Error::Store(e.to_string()))?;
+        }
+        tx.commit().await.map_err(|e| Error::Store(e.to_string()))
+    }
+}
+
+/// The system clock, which a test can move forward; waits are real.
+#[derive(Clone, Default)]
+struct TestClock {
+    ahead_ms: Arc<AtomicI64>,
+}
+
+impl TestClock {
+    fn advance(&self, ms: i64) {
+        self.ahead_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        e2e::now_ms() + self.ahead_ms.load(Ordering::SeqCst)
+    }
+
+    async fn sleep(&self, ms: u64) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+}
+
+/// What happens in the database while the account's server is working on a refresh, as if
+/// another request ran then.
+#[derive(Clone)]
+enum Meanwhile {
+    /// The clock passes the lease and another refresher takes it.
+    LeaseTaken,
+    /// The person signs in again (a new session, the lease cleared).
+    SignedInAgain(String),
+}
+
+/// reqwest, doing [`Meanwhile`] (once) before it sends a token request.
+struct Http {
+    reqwest: Reqwest,
+    db: Sqlite,
+    clock: TestClock,
+    did: String,
+    meanwhile: Mutex<Option<Meanwhile>>,
+}
+
+impl atrium_xrpc::HttpClient for Http {
+    async fn send_http(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, Box<dyn std::error::Error + Send + Sync + 'static>> {
+        let meanwhile = if request.uri().path() == "/oauth/token" {
+            self.meanwhile.lock().unwrap().take()
+        } else {
+            None
+        };
+        match meanwhile {
+            Some(Meanwhile::LeaseTaken) => {
+                self.clock.advance(LEASE.hold_ms + 1_000);
+                let now = self.clock.now_ms();
+                let taken = self
+                    .db
+                    .run(&sql::lock_oauth_session(
+                        &self.did,
+                        "another-refresher",
+                        now,
+                        now + LEASE.hold_ms,
+                    ))
+                    .await?;
+                assert_eq!(
+                    taken.len(),
+                    1,
+                    "the lease had run out, so it could be taken"
+                );
+            }
+            Some(Meanwhile::SignedInAgain(data)) => {
+                self.db
+                    .run(&sql::put_oauth_session(
+                        &self.did,
+                        &data,
+                        self.clock.now_ms(),
+                    ))
+                    .await?;
+            }
+            None => {}
+        }
+        self.reqwest.send_http(request).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The account
+
+struct Account {
+    server: Hostile,
+    db: Sqlite,
+    clock: TestClock,
+    http: Http,
+    client: Client,
+    keys: Keyring,
+}
+
+impl Account {
+    /// An account on its own (hostile, for now honest) server, signed in, with one browser.
+    async fn signed_in() -> Account {
+        let server = Hostile::start("alice.test").await.unwrap();
+        let db = Sqlite::new().await;
+        let clock = TestClock::default();
+        let identity = IdentityConfig {
+            plc_url: "http://127.0.0.1:9".into(),
+            handles: HandleResolution::Service {
+                url: server.url.clone(),
+            },
+            allow_private: true,
+        };
+        let account = Account {
+            http: Http {
+                reqwest: Reqwest::default(),
+                db: db.clone(),
+                clock: clock.clone(),
+                did: server.did.clone(),
+                meanwhile: Mutex::new(None),
+            },
+            client: Client::loopback(REDIRECT, SCOPE, identity),
+            keys: Keyring::parse(&Keyring::generate_entry("k1").unwrap()).unwrap(),
+            server,
+            db,
+            clock,
+        };
+        let session = account.sign_in().await;
+        account.store(&session).await;
+        let now = account.clock.now_ms();
+        account
+            .db
+            .batch(&[sql::insert_browser_session(
+                "browser-1",
+                &account.server.did,
+                None,
+                now,
+                now + 86_400_000,
+            )])
+            .await
+            .unwrap();
+        account
+    }
+
+    fn did(&self) -> &str {
+        &self.server.did
+    }
+
+    /// A sign-in at the server, as the callback would finish it.
+    async fn sign_in(&self) -> Session {
+        let oauth = OAuth {
+            http: &self.http.reqwest,
+            client: &self.client,
+            now_s: self.clock.now_ms() / 1000,
+        };
+        let (url, pending) = oauth.authorize(self.did()).await.unwrap();
+        let consented = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(url)
+            .send()
+            .await
+            .unwrap();
+        let location = consented.headers()["location"].to_str().unwrap();
+        let query = location.strip_prefix(&format!("{REDIRECT}?")).unwrap();
+        oauth
+            .callback(&Callback::from_query(query), pending)
+            .await
+            .unwrap()
+    }
+
+    fn sealed(&self, session: &Session) -> String {
+        let json = serde_json::to_string(session).unwrap();
+        self.keys.seal(json.as_bytes(), &session.did).unwrap()
+    }
+
+    async fn store(&self, session: &Session) {
+        let data = self.sealed(session);
+        let statement = sql::put_oauth_session(&session.did, &data, self.clock.now_ms());
+        self.db.batch(&[statement]).await.unwrap();
+    }
+
+    fn sessions(&self) -> Sessions<'_, Sqlite, TestClock, Http> {
+        Sessions {
+            db: &self.db,
+            clock: &self.clock,
+            http: &self.http,
+            client: &self.client,
+            keys: &self.keys,
+            margin_s: MARGIN_S,
+            lease: LEASE,
+        }
+    }
+
+    async fn stored(&self) -> Option<Session> {
+        self.sessions().load(self.did()).await.unwrap()
+    }
+
+    async fn lock_owner(&self) -> Option<String> {
+        let rows = self
+            .db
+            .query(
+                "SELECT lock_owner FROM oauth_session WHERE did = ?1",
+                self.did(),
+            )
+            .await;
+        rows.first()
+            .and_then(|row| row["lock_owner"].as_str().map(str::to_owned))
+    }
+
+    async fn browsers(&self) -> usize {
+        self.db
+            .query(
+                "SELECT id_hash FROM browser_session WHERE did = ?1",
+                self.did(),
+            )
+            .await
+            .len()
+    }
+}
+
+fn token_of(result: &account::Result<Session>) -> &str {
+    &result.as_ref().expect("a session").access_token
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+
+#[tokio::test]
+async fn a_session_with_time_left_is_used_as_it_is_and_an_expiring_one_is_refreshed() {
+    let account = Account::signed_in().await;
+    let before = account.stored().await.unwrap();
+    let fresh = account.sessions().fresh(account.did(), false).await;
+    assert_eq!(
+        token_of(&fresh),
+        before.access_token,
+        "an hour left: no refresh"
+    );
+    assert_eq!(account.server.refreshes(), 0);
+
+    // Inside the margin: refreshed, and what is stored is the new session, sealed.
+    account.clock.advance((3600 - MARGIN_S + 1) * 1000);
+    let fresh = account.sessions().fresh(account.did(), false).await;
+    let token = token_of(&fresh).to_owned();
+    assert_ne!(token, before.access_token);
+    assert_eq!(account.server.refreshes(), 1);
+    assert_eq!(account.stored().await.unwrap().access_token, token);
+    let raw = account
+        .db
+        .query(
+            "SELECT data FROM oauth_session WHERE did = ?1",
+            account.did(),
+        )
+        .await;
+    assert!(!raw[0]["data"].as_str().unwrap().contains(&token), "sealed");
+    assert_eq!(account.lock_owner().await, None, "the lease is released");
+}
+
+#[tokio::test]
+async fn two_refreshers_racing_spend_the_refresh_token_once_and_share_the_result() {
+    let account = Account::signed_in().await;
+    let sessions = account.sessions();
+    let (first, second) = tokio::join!(
+        sessions.fresh(account.did(), true),
+        sessions.fresh(account.did(), true)
+    );
+    assert_eq!(token_of(&first), token_of(&second));
+    assert_eq!(account.server.refreshes(), 1, "one refresh for both");
+    assert_eq!(
+        account.stored().await.unwrap().access_token,
+        token_of(&first)
+    );
+    // And the refreshed session refreshes again (its new refresh token was kept).
+    let again = sessions.fresh(account.did(), true).await;
+    assert_ne!(token_of(&again), token_of(&first));
+    assert_eq!(account.server.refreshes(), 2);
+}
+
+#[tokio::test]
+async fn a_refused_refresh_ends_the_session_and_signs_its_browsers_out() {
+    let account = Account::signed_in().await;
+    account.server.forget_refresh_tokens();
+    let sessions = account.sessions();
+    // The one that holds the lease is refused; the one waiting for it learns the session ended.
+    let (first, second) = tokio::join!(
+        sessions.fresh(account.did(), true),
+        sessions.fresh(account.did(), true)
+    );
+    assert_eq!(first.unwrap_err(), Error::Ended);
+    assert_eq!(second.unwrap_err(), Error::Ended);
+    assert!(account.stored().await.is_none());
+    assert_eq!(account.browsers().await, 0);
+    assert_eq!(
+        sessions.fresh(account.did(), false).await.unwrap_err(),
+        Error::Ended
+    );
+}
+
+#[tokio::test]
+async fn a_sign_in_during_a_refused_refresh_is_kept_with_its_browser() {
+    let account = Account::signed_in().await;
+    let again = account.sign_in().await;
+    *account.http.meanwhile.lock().unwrap() =
+        Some(Meanwhile::SignedInAgain(account.sealed(&again)));
+    account.server.forget_refresh_tokens();
+    let refreshed = account.sessions().fresh(account.did(), true).await;
+    assert_eq!(
+        refreshed.unwrap_err(),
+        Error::Ended,
+        "this refresh's grant is gone"
+    );
+    let stored = account.stored().await.expect("the new sign-in is kept");
+    assert_eq!(stored.access_token, again.access_token);
+    assert_eq!(account.browsers().await, 1, "and nobody is signed out");
+}
+
+#[tokio::test]
+async fn a_busy_or_failing_server_keeps_the_session_for_later() {
+    let account = Account::signed_in().await;
+    let before = account.stored().await.unwrap();
+    for how in [Misbehaviour::Status(429), Misbehaviour::Status(503)] {
+        account.server.misbehave("/oauth/token", Some(how));
+        let refused = account.sessions().fresh(account.did(), true).await;
+        assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
+        assert_eq!(
+            account.stored().await.unwrap().access_token,
+            before.access_token
+        );
+        assert_eq!(account.lock_owner().await, None, "the lease is released");
+        assert_eq!(account.browsers().await, 1);
+    }
+    account.server.misbehave("/oauth/token", None);
+    let fresh = account.sessions().fresh(account.did(), true).await;
+    assert_ne!(token_of(&fresh), before.access_token);
+}
+
+#[tokio::test]
+async fn a_refresh_that_outlives_its_lease_drops_its_tokens() {
+    let account = Account::signed_in().await;
+    let before = account.stored().await.unwrap();
+    *account.http.meanwhile.lock().unwrap() = Some(Meanwhile::LeaseTaken);
+    let late = account.sessions().fresh(account.did(), true).await;
+    assert_eq!(
+        late.unwrap_err(),
+        Error::Unavailable("the refresh took too long".into())
+    );
+    // Not stored over the lease's new holder, and not handed out.
+    assert_eq!(
+        account.stored().await.unwrap().access_token,
+        before.access_token
+    );
+    assert_eq!(
+        account.lock_owner().await.as_deref(),
+        Some("another-refresher")
+    );
+    // While that holder's lease lasts, others wait for it, then say so.
+    let waiting = account.sessions().fresh(account.did(), true).await;
+    assert_eq!(
+        waiting.unwrap_err(),
+        Error::Unavailable("the session is being refreshed elsewhere".into())
+    );
+    assert_eq!(account.server.refreshes(), 1);
+}
+
+#[tokio::test]
+async fn d1_failing_after_a_refresh_is_tried_again() {
+    let account = Account::signed_in().await;
+    account
+        .db
+        .fail_stores
+        .store(LEASE.store_tries - 1, Ordering::SeqCst);
+    let fresh = account.sessions().fresh(account.did(), true).await;
+    assert_eq!(
+        account.stored().await.unwrap().access_token,
+        token_of(&fresh)
+    );
+    assert_eq!(account.db.fail_stores.load(Ordering::SeqCst), 0);
+    assert_eq!(account.lock_owner().await, None);
+}
+
+#[tokio::test]
+async fn d1_failing_every_try_after_a_refresh_loses_the_tokens_and_the_session_ends_cleanly() {
+    let account = Account::signed_in().await;
+    account
+        .db
+        .fail_stores
+        .store(LEASE.store_tries, Ordering::SeqCst);
+    let lost = account.sessions().fresh(account.did(), true).await;
+    assert_eq!(
+        lost.unwrap_err(),
+        Error::Unavailable("the new tokens could not be saved".into())
+    );
+    assert_eq!(
+        account.db.fail_stores.load(Ordering::SeqCst),
+        0,
+        "every try was made"
+    );
+    // The spent refresh token is all that is stored. Until the lease runs out nobody spends it
+    // again; after, the next refresh is refused and the session ends, browsers signed out: the
+    // person signs in again, and nothing half-done is left.
+    let waiting = account.sessions().fresh(account.did(), true).await;
+    assert!(matches!(waiting, Err(Error::Unavailable(_))), "{waiting:?}");
+    account.clock.advance(LEASE.hold_ms + 1_000);
+    let ended = account.sessions().fresh(account.did(), true).await;
+    assert_eq!(ended.unwrap_err(), Error::Ended);
+    assert!(account.stored().await.is_none());
+    assert_eq!(account.browsers().await, 0);
+}
+
+#[tokio::test]
+async fn a_session_sealed_under_a_retired_key_counts_as_signed_out() {
+    let account = Account::signed_in().await;
+    let other = Keyring::parse(&Keyring::generate_entry("k2").unwrap()).unwrap();
+    let sessions = Sessions {
+        keys: &other,
+        ..account.sessions()
+    };
+    assert_eq!(
+        sessions.load(account.did()).await.unwrap().map(|s| s.did),
+        None
+    );
+    assert_eq!(
+        sessions.fresh(account.did(), false).await.unwrap_err(),
+        Error::Ended
+    );
+}
