@@ -1,6 +1,6 @@
 //! What the app does on behalf of a signed-in account, independent of any runtime: keep its OAuth
 //! session usable ([`session`]: stored sealed, refreshed under a lease because refresh tokens are
-//! single-use).
+//! single-use) and write its status ([`write`]: budget, repository, check, record).
 //!
 //! The worker supplies what differs between runtimes through the small traits of [`port`] (the
 //! database and the clock) and an [`atrium_xrpc::HttpClient`]: D1, `Date.now` and `fetch` in edge;
@@ -9,9 +9,11 @@
 
 pub mod port;
 pub mod session;
+pub mod write;
 
 pub use port::{Clock, Database};
 pub use session::{Lease, Sessions};
+pub use write::{Refused, Written};
 
 /// Why an account's session cannot be had. One type for the whole crate: the variants say what the
 /// person should do next.

@@ -14,8 +14,8 @@ use crate::Result;
 pub trait Database {
     /// Runs one statement and returns its rows as JSON objects (column name to value).
     async fn rows(&self, statement: &Statement) -> Result<Vec<Value>>;
-    /// Runs statements as one transaction (a D1 batch).
-    async fn batch(&self, statements: &[Statement]) -> Result<()>;
+    /// Runs statements as one transaction (a D1 batch) and returns each one's rows.
+    async fn batch(&self, statements: &[Statement]) -> Result<Vec<Vec<Value>>>;
 }
 
 /// The time, and a way to wait.

@@ -239,5 +239,6 @@ impl<D: Database, C: Clock, H: HttpClient> Sessions<'_, D, C, H> {
         self.db
             .batch(&[sql::unlock_oauth_session(did, owner)])
             .await
+            .map(drop)
     }
 }

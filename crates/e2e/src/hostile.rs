@@ -150,6 +150,11 @@ impl Hostile {
         self.lock().refresh.clear();
     }
 
+    /// Forgets every access token it issued (as a server does when they expire early).
+    pub fn forget_access_tokens(&self) {
+        self.lock().access.clear();
+    }
+
     /// How many refresh tokens were spent for new tokens.
     pub fn refreshes(&self) -> u32 {
         self.lock().refreshes

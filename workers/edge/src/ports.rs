@@ -15,11 +15,15 @@ impl account::Database for D1<'_> {
             .map_err(|e| account::Error::Store(e.to_string()))
     }
 
-    async fn batch(&self, statements: &[Statement]) -> account::Result<()> {
-        workers_common::d1::batch(self.0, statements)
+    async fn batch(&self, statements: &[Statement]) -> account::Result<Vec<Vec<Value>>> {
+        let store = |e: worker::Error| account::Error::Store(e.to_string());
+        let results = workers_common::d1::batch(self.0, statements)
             .await
-            .map(drop)
-            .map_err(|e| account::Error::Store(e.to_string()))
+            .map_err(store)?;
+        results
+            .iter()
+            .map(|result| result.results::<Value>().map_err(store))
+            .collect()
     }
 }
 

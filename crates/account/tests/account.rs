@@ -1,19 +1,23 @@
-//! The session lease and refresh (`account::session`) natively, in seconds: SQLite through sqlx
+//! The session lease and refresh (`account::session`) and the status write (`account::write`)
+//! natively, in seconds: SQLite through sqlx
 //! with the real `migrations/` in place of D1, reqwest for HTTP, and for the account's server the
 //! hostile PDS of the attack tests (`e2e::hostile`), which speaks real OAuth (DPoP-bound,
 //! single-use refresh tokens) and misbehaves when told to.
 //!
 //! What end-to-end tests cannot reach cheaply: two refreshers racing, a lease running out
 //! mid-refresh, a refresh refused, a busy server, D1 failing after a successful refresh (once, and
-//! every time), and a sign-in that replaces the session while its refresh is refused.
+//! every time), and a sign-in that replaces the session while its refresh is refused; a write's
+//! budget, a token the PDS stopped taking, a refusing PDS, an answer naming another record, and
+//! D1 failing after the PDS wrote.
 
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use account::{Clock, Database, Error, Lease, Sessions};
+use account::{Clock, Database, Error, Lease, Refused, Sessions, Written};
 use domain::sql::{self, Statement};
 use e2e::hostile::{Hostile, Misbehaviour};
 use e2e::pds::Reqwest;
+use lexicon::StatusText;
 use oauth::sealed::Keyring;
 use oauth::{Callback, Client, HandleResolution, IdentityConfig, OAuth, Session};
 use serde_json::Value;
@@ -90,19 +94,19 @@ impl Database for Sqlite {
         self.run(statement).await.map_err(Error::Store)
     }
 
-    async fn batch(&self, statements: &[Statement]) -> account::Result<()> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| Error::Store(e.to_string()))?;
+    async fn batch(&self, statements: &[Statement]) -> account::Result<Vec<Vec<Value>>> {
+        let store = |e: sqlx::Error| Error::Store(e.to_string());
+        let mut tx = self.pool.begin().await.map_err(store)?;
+        let mut results = Vec::new();
         for statement in statements {
-            common::query(statement)
-                .execute(&mut *tx)
+            let rows = common::query(statement)
+                .fetch_all(&mut *tx)
                 .await
-                .map_err(|e| Error::Store(e.to_string()))?;
+                .map_err(store)?;
+            results.push(rows.iter().map(common::row_json).collect());
         }
-        tx.commit().await.map_err(|e| Error::Store(e.to_string()))
+        tx.commit().await.map_err(store)?;
+        Ok(results)
     }
 }
 
@@ -529,4 +533,161 @@ async fn a_session_sealed_under_a_retired_key_counts_as_signed_out() {
         sessions.fresh(account.did(), false).await.unwrap_err(),
         Error::Ended
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes
+
+const PER_MINUTE: i64 = 10;
+
+fn emoji(text: &str) -> StatusText {
+    StatusText::new(text).unwrap()
+}
+
+impl Account {
+    async fn write(&self, text: &str) -> Result<Written, Refused> {
+        self.sessions()
+            .write_status(self.did(), &emoji(text), PER_MINUTE)
+            .await
+    }
+
+    async fn rows(&self) -> Vec<Value> {
+        self.db
+            .query(
+                "SELECT uri, status, origin FROM status WHERE author_did = ?1",
+                self.did(),
+            )
+            .await
+    }
+}
+
+#[tokio::test]
+async fn a_write_reaches_the_repository_then_the_database_as_the_page_shows_it() {
+    let account = Account::signed_in().await;
+    let Ok(Written::Recorded(view)) = account.write("🦀").await else {
+        panic!("not recorded");
+    };
+    assert_eq!(view.status, "🦀");
+    assert_eq!(view.author_did, account.did());
+    let records = account.server.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].2["status"], "🦀");
+    let rows = account.rows().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["uri"], view.uri.as_str());
+    assert_eq!(rows[0]["origin"], "edge");
+    let nonce = account
+        .db
+        .query(
+            "SELECT pds_nonce FROM oauth_session WHERE did = ?1",
+            account.did(),
+        )
+        .await;
+    assert!(nonce[0]["pds_nonce"].is_string(), "the PDS's nonce is kept");
+}
+
+#[tokio::test]
+async fn the_write_over_budget_is_refused_before_the_server_is_asked() {
+    let account = Account::signed_in().await;
+    for _ in 0..PER_MINUTE {
+        assert!(matches!(
+            account.write("🦀").await,
+            Ok(Written::Recorded(_))
+        ));
+    }
+    let refused = account.write("🦀").await.unwrap_err();
+    assert_eq!(refused, Refused::TooFast);
+    assert_eq!(refused.status(), 429);
+    assert_eq!(account.server.records().len(), PER_MINUTE as usize);
+    // A minute and a half later the window has slid past most of them.
+    account.clock.advance(90_000);
+    assert!(matches!(
+        account.write("🦀").await,
+        Ok(Written::Recorded(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_token_the_server_stopped_taking_is_refreshed_once_then_the_sign_in_ends() {
+    let account = Account::signed_in().await;
+    account.server.forget_access_tokens();
+    assert!(matches!(
+        account.write("🦀").await,
+        Ok(Written::Recorded(_))
+    ));
+    assert_eq!(account.server.refreshes(), 1);
+    // A server that refuses even the refreshed token: one refresh, then sign in again.
+    account.server.misbehave(
+        "/xrpc/com.atproto.repo.createRecord",
+        Some(Misbehaviour::Status(401)),
+    );
+    let refused = account.write("🐢").await.unwrap_err();
+    assert_eq!(refused, Refused::Session(Error::Ended));
+    assert_eq!(refused.status(), 401);
+    assert_eq!(account.server.refreshes(), 2);
+    assert_eq!(account.rows().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_refusing_server_changes_nothing_and_says_why() {
+    let account = Account::signed_in().await;
+    account.server.misbehave(
+        "/xrpc/com.atproto.repo.createRecord",
+        Some(Misbehaviour::Status(400)),
+    );
+    let refused = account.write("🦀").await.unwrap_err();
+    assert!(matches!(&refused, Refused::Rejected(why) if why.contains("temporarily_unavailable")));
+    assert_eq!(refused.status(), 502);
+    assert!(refused.message().contains("Nothing was changed"));
+    assert!(account.rows().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_answer_naming_another_record_is_not_recorded() {
+    let account = Account::signed_in().await;
+    account.server.answer_creates_with(|answer| {
+        answer["uri"] = "at://did:plc:someoneelse/xyz.statusphere.status/3lbbbbbbbbbbb".into();
+    });
+    let refused = account.write("🦀").await.unwrap_err();
+    assert!(
+        matches!(&refused, Refused::Unverified(why) if why.contains("uri")),
+        "{refused:?}"
+    );
+    assert_eq!(refused.status(), 502);
+    assert!(account.rows().await.is_empty());
+    let theirs = account
+        .db
+        .query(
+            "SELECT uri FROM status WHERE author_did = ?1",
+            "did:plc:someoneelse",
+        )
+        .await;
+    assert!(theirs.is_empty(), "nobody else's row was written");
+}
+
+#[tokio::test]
+async fn d1_failing_after_the_server_wrote_says_written_not_recorded() {
+    let account = Account::signed_in().await;
+    sqlx::query(
+        "CREATE TRIGGER test_refuse_status BEFORE INSERT ON status \
+         BEGIN SELECT RAISE(ABORT, 'injected by the test'); END",
+    )
+    .execute(&account.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(account.write("🦀").await, Ok(Written::NotRecorded));
+    assert_eq!(
+        account.server.records().len(),
+        1,
+        "the record is in the repository"
+    );
+    assert!(account.rows().await.is_empty());
+    sqlx::query("DROP TRIGGER test_refuse_status")
+        .execute(&account.db.pool)
+        .await
+        .unwrap();
+    assert!(matches!(
+        account.write("🐢").await,
+        Ok(Written::Recorded(_))
+    ));
 }

@@ -1,0 +1,265 @@
+//! A status write for a signed-in account ([`Sessions::write_status`]): one unit of its write
+//! budget and its session in one read, the session made fresh, the record created in the
+//! person's repository (`com.atproto.repo.createRecord` through atrium over DPoP; a token the PDS
+//! no longer takes is refreshed once), the answer checked (`domain::write`), and only then the
+//! optimistic row recorded and read back in one transaction.
+//!
+//! Every way it can end is a [`Written`] or a [`Refused`] with its HTTP status and the sentence
+//! the person reads, so the worker only renders.
+
+use atrium_api::client::AtpServiceClient;
+use atrium_api::com::atproto::repo::create_record;
+use atrium_xrpc::HttpClient;
+use domain::present::iso8601;
+use domain::sql::{self, StatusViewRow};
+use domain::StatusView;
+use lexicon::{CreatedAt, StatusText, STATUS_NSID};
+use oauth::{PdsClient, Session};
+
+use crate::port::{Clock, Database};
+use crate::session::Sessions;
+use crate::Error;
+
+/// What a person is told when their PDS took the status but D1 could not record it.
+pub const WRITTEN_NOT_RECORDED: &str =
+    "Your status was written to your repository; this page will catch up in a moment.";
+
+/// A write that reached the person's repository.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    /// Recorded here too: the row as the database holds it (what the page shows and the broker
+    /// publishes).
+    Recorded(StatusView),
+    /// In the repository, but the database failed: the listener records it when the network
+    /// echoes it. Saying "failed" would invite a duplicate.
+    NotRecorded,
+}
+
+/// A write that did not happen: nothing was changed anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// What was sent is not a status the lexicon allows.
+    NotAStatus,
+    /// The account spent its write budget.
+    TooFast,
+    /// No usable session: ended (sign in again), or its refresh could not finish.
+    Session(Error),
+    /// The person's server refused the record.
+    Rejected(String),
+    /// The person's server could not be reached.
+    Unreachable(String),
+    /// The server's answer did not name this account's new record.
+    Unverified(String),
+    /// The database failed before the person's server was asked.
+    Store(String),
+}
+
+impl Refused {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refused::NotAStatus => 400,
+            Refused::TooFast => 429,
+            Refused::Session(Error::Ended) => 401,
+            Refused::Session(Error::Unavailable(_))
+            | Refused::Rejected(_)
+            | Refused::Unreachable(_)
+            | Refused::Unverified(_) => 502,
+            Refused::Session(Error::Store(_)) | Refused::Store(_) => 503,
+        }
+    }
+
+    /// What the person reads.
+    pub fn message(&self) -> String {
+        match self {
+            Refused::NotAStatus => "That is not a valid status: pick one emoji.".into(),
+            Refused::TooFast => {
+                "You are changing your status too quickly. Please wait a minute.".into()
+            }
+            Refused::Session(Error::Ended) => {
+                "Your sign-in has ended. Please sign in again.".into()
+            }
+            Refused::Session(Error::Unavailable(why)) | Refused::Unreachable(why) => format!(
+                "Your server could not be reached ({why}). Nothing was changed; please try again."
+            ),
+            Refused::Rejected(why) => {
+                format!("Your server refused the status ({why}). Nothing was changed.")
+            }
+            Refused::Unverified(why) => format!(
+                "Your server's answer did not check out ({why}), so this app recorded nothing. \
+                 Your server may be misbehaving."
+            ),
+            Refused::Session(Error::Store(_)) | Refused::Store(_) => {
+                "This app could not reach its database. Nothing was changed; please try again."
+                    .into()
+            }
+        }
+    }
+}
+
+impl From<Error> for Refused {
+    fn from(error: Error) -> Refused {
+        match error {
+            Error::Store(why) => Refused::Store(why),
+            other => Refused::Session(other),
+        }
+    }
+}
+
+/// How a `createRecord` failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateError {
+    /// The PDS does not take the access token any more.
+    Expired,
+    Rejected(String),
+    Unreachable(String),
+}
+
+/// What atrium's error means for the write.
+pub fn classify(error: atrium_xrpc::Error<create_record::Error>) -> CreateError {
+    use atrium_xrpc::error::XrpcErrorKind;
+    match error {
+        atrium_xrpc::Error::XrpcResponse(e) if e.status == 401 => CreateError::Expired,
+        // A 401 whose WWW-Authenticate says the token is bad (expired or revoked at the PDS).
+        atrium_xrpc::Error::Authentication(_) => CreateError::Expired,
+        atrium_xrpc::Error::XrpcResponse(e) => CreateError::Rejected(match e.error {
+            Some(XrpcErrorKind::Undefined(body)) => format!(
+                "{}: {}",
+                body.error.unwrap_or_default(),
+                body.message.unwrap_or_default()
+            ),
+            Some(XrpcErrorKind::Custom(custom)) => custom.to_string(),
+            None => format!("HTTP {}", e.status),
+        }),
+        atrium_xrpc::Error::HttpClient(e) => CreateError::Unreachable(e.to_string()),
+        other => CreateError::Rejected(other.to_string()),
+    }
+}
+
+impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
+    /// Writes `status` as `did`'s, if its budget (`per_minute` writes in any minute) allows.
+    pub async fn write_status(
+        &self,
+        did: &str,
+        status: &StatusText,
+        per_minute: i64,
+    ) -> Result<Written, Refused> {
+        let now_ms = self.clock.now_ms();
+        // One round trip: a unit of the budget, and the tokens.
+        let read = self
+            .db
+            .batch(&[sql::count_write(did, now_ms), sql::get_oauth_session(did)])
+            .await?;
+        let [counted, stored]: [Vec<serde_json::Value>; 2] = read
+            .try_into()
+            .map_err(|_| Refused::Store("a batch of two gave another count of results".into()))?;
+        let counted = counted
+            .into_iter()
+            .next()
+            .and_then(|row| serde_json::from_value::<sql::WriteCount>(row).ok())
+            .ok_or_else(|| Refused::Store("the write budget returned no row".into()))?;
+        let stored = self.decode(did, stored);
+        if sql::writes_in_last_minute(counted, now_ms) > per_minute as f64 {
+            return Err(Refused::TooFast);
+        }
+        let created_at = CreatedAt::parse(&iso8601(now_ms))
+            .map_err(|e| Refused::Rejected(format!("clock error: {e}")))?;
+        let mut session = self.fresh_from(did, stored, false).await?;
+        let mut retried = false;
+        let (output, nonce) = loop {
+            match self.create(&session, status, &created_at).await {
+                Ok(done) => break done,
+                Err(CreateError::Expired) if !retried => {
+                    retried = true;
+                    session = self.fresh(did, true).await?;
+                }
+                Err(CreateError::Expired) => return Err(Refused::Session(Error::Ended)),
+                Err(CreateError::Rejected(why)) => return Err(Refused::Rejected(why)),
+                Err(CreateError::Unreachable(why)) => return Err(Refused::Unreachable(why)),
+            }
+        };
+        // The PDS is the account's own choice of server: its answer must name this account's new
+        // record before it touches the database (domain::write).
+        let cid = output.cid.as_ref().to_string();
+        let rev = output.commit.as_ref().map(|c| c.rev.to_string());
+        let answer = domain::write::CreateAnswer {
+            uri: &output.uri,
+            cid: &cid,
+            rev: rev.as_deref(),
+        };
+        let row = domain::write::optimistic_row(
+            did,
+            status.as_str(),
+            created_at.as_str(),
+            answer,
+            self.clock.now_ms(),
+        )
+        .map_err(|error| {
+            tracing::warn!(did, %error, "a PDS's createRecord answer was refused");
+            Refused::Unverified(error.to_string())
+        })?;
+        let mut statements = sql::upsert_statuses(std::slice::from_ref(&row));
+        // Read back in the same transaction: what the page and the broker get is what D1 holds.
+        let read_back = statements.len();
+        statements.push(sql::status_by_uri(&row.uri));
+        if let Some(nonce) = nonce.filter(|n| Some(n) != session.pds_nonce.as_ref()) {
+            statements.push(sql::set_pds_nonce(did, &nonce));
+        }
+        let results = match self.db.batch(&statements).await {
+            Ok(results) => results,
+            Err(error) => {
+                tracing::error!(%error, did, uri = %row.uri, "status written, but D1 failed");
+                return Ok(Written::NotRecorded);
+            }
+        };
+        let view = results
+            .into_iter()
+            .nth(read_back)
+            .and_then(|rows| rows.into_iter().next())
+            .and_then(|row| serde_json::from_value::<StatusViewRow>(row).ok())
+            .map(StatusViewRow::into_view);
+        tracing::info!(did, uri = %row.uri, "status written");
+        Ok(view.map_or(Written::NotRecorded, Written::Recorded))
+    }
+
+    /// `createRecord` on the session's PDS; the record and the PDS's latest DPoP nonce.
+    async fn create(
+        &self,
+        session: &Session,
+        status: &StatusText,
+        created_at: &CreatedAt,
+    ) -> Result<(create_record::OutputData, Option<String>), CreateError> {
+        let pds = PdsClient::new(self.http, session, self.clock.now_ms() / 1000);
+        let record = serde_json::json!({
+            "$type": STATUS_NSID,
+            "status": status.as_str(),
+            "createdAt": created_at.as_str(),
+        });
+        let input = create_record::InputData {
+            collection: STATUS_NSID
+                .parse()
+                .map_err(|e: &str| CreateError::Rejected(e.into()))?,
+            record: serde_json::from_value(record)
+                .map_err(|e| CreateError::Rejected(e.to_string()))?,
+            repo: session
+                .did
+                .parse()
+                .map_err(|e: &str| CreateError::Rejected(e.into()))?,
+            rkey: None,
+            swap_commit: None,
+            // The PDS does not know this lexicon; the record was validated here.
+            validate: Some(false),
+        };
+        let nonce_cell = pds.nonce_cell();
+        let client = AtpServiceClient::new(pds);
+        let result = client
+            .service
+            .com
+            .atproto
+            .repo
+            .create_record(input.into())
+            .await;
+        let nonce = nonce_cell.lock().ok().and_then(|n| n.clone());
+        result.map(|output| (output.data, nonce)).map_err(classify)
+    }
+}
