@@ -1,9 +1,10 @@
 //! The domain of Statusphere, shared by every worker, the sidecar and the tests: Jetstream events,
-//! the listener's ingest plan, statuses as the app knows them, the checks on a PDS's answer to a write, the broker's wire messages, the per-client limits, the SQL
+//! the listener's batching and ingest plan, statuses as the app knows them, the checks on a PDS's answer to a write, the broker's wire messages, the per-client limits, the SQL
 //! the workers run, and pure presentation helpers.
 //!
 //! Pure Rust: no `worker`, no tokio. It builds for `wasm32-unknown-unknown` and for native.
 
+pub mod batch;
 pub mod ingest;
 pub mod internal;
 pub mod jetstream;

@@ -1,6 +1,7 @@
 //! The listener's settings, from its wrangler vars (docs/listener.md lists them). An unusable value
 //! is logged and the default used.
 
+use domain::batch::Rules;
 use worker::Env;
 
 /// The public Jetstream instances, used when `JETSTREAM_URLS` is not set.
@@ -14,18 +15,10 @@ const PUBLIC_JETSTREAMS: &[&str] = &[
 /// The longest wait between two attempts after failures (the backoff's ceiling).
 const MAX_BACKOFF_MS: i64 = 300_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Woken every `poll_interval_ms`: connect, read until caught up, record, disconnect.
-    Poll,
-    /// Connected all the time (one connection lasts at most `session_ms`, then the next one
-    /// follows at once); the alarm is its watchdog.
-    Live,
-}
+pub use domain::batch::Mode;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub mode: Mode,
     /// Jetstream `/subscribe` endpoints, tried in order, failing over on error.
     pub urls: Vec<String>,
     pub poll_interval_ms: i64,
@@ -35,20 +28,8 @@ pub struct Config {
     pub rewind_us: i64,
     /// Where the very first connection starts when there is no cursor: `None` = now.
     pub start_from_us: Option<i64>,
-    /// Frames per D1 batch, at most.
-    pub batch_max_events: usize,
-    /// A frame waits at most this long before its batch is written (it is written sooner when
-    /// the stream pauses for a moment).
-    pub flush_ms: i64,
-    /// Batches per connection, at most (each is a D1 call and a broker call: the free plan
-    /// allows 50 subrequests per invocation). Reading goes on in the next invocation.
-    pub max_batches: u32,
-    /// One connection lasts at most this long (bounds one invocation's time and CPU).
-    pub session_ms: i64,
-    /// Poll: no frame for this long means the stream has caught up.
-    pub quiet_ms: i64,
-    /// Live: no frame for this long means the connection is dead (reconnect, next URL).
-    pub silent_ms: i64,
+    /// The mode, and what shapes one connection: batches, budget, length, silences.
+    pub rules: Rules,
 }
 
 impl Config {
@@ -72,26 +53,29 @@ impl Config {
             }
         };
         Config {
-            mode,
             urls,
             poll_interval_ms: number(env, "POLL_INTERVAL_SECONDS", 60, 1..=3_600) * 1_000,
             retry_ms: number(env, "RETRY_SECONDS", 5, 1..=3_600) * 1_000,
             rewind_us: number(env, "REWIND_SECONDS", 5, 0..=3_600) * 1_000_000,
             start_from_us: text(env, "START_FROM_US").and_then(|t| t.parse().ok()),
-            batch_max_events: number(env, "BATCH_MAX_EVENTS", 500, 1..=5_000) as usize,
-            flush_ms: number(env, "FLUSH_MS", 1_000, 10..=60_000),
-            max_batches: number(env, "MAX_BATCHES", 20, 1..=1_000) as u32,
-            session_ms: number(env, "SESSION_SECONDS", 300, 5..=840) * 1_000,
-            quiet_ms: number(env, "QUIET_MS", 2_000, 100..=60_000),
-            silent_ms: number(env, "SILENT_SECONDS", 20, 1..=3_600) * 1_000,
+            rules: Rules {
+                mode,
+                batch_max_events: number(env, "BATCH_MAX_EVENTS", 500, 1..=5_000) as usize,
+                flush_ms: number(env, "FLUSH_MS", 1_000, 10..=60_000),
+                max_batches: number(env, "MAX_BATCHES", 20, 1..=1_000) as u32,
+                session_ms: number(env, "SESSION_SECONDS", 300, 5..=840) * 1_000,
+                quiet_ms: number(env, "QUIET_MS", 2_000, 100..=60_000),
+                silent_ms: number(env, "SILENT_SECONDS", 20, 1..=3_600) * 1_000,
+            },
         }
     }
 
+    pub fn mode(&self) -> Mode {
+        self.rules.mode
+    }
+
     pub fn mode_name(&self) -> &'static str {
-        match self.mode {
-            Mode::Poll => "poll",
-            Mode::Live => "live",
-        }
+        self.rules.mode.name()
     }
 
     /// The URL for the `index`-th attempt (round robin over the list).
@@ -108,7 +92,7 @@ impl Config {
 
     /// The watchdog: if an invocation dies without setting the next alarm, this one fires.
     pub fn watchdog_ms(&self) -> i64 {
-        self.session_ms + 60_000
+        self.rules.session_ms + 60_000
     }
 }
 
@@ -135,18 +119,20 @@ mod tests {
 
     fn config(urls: usize) -> Config {
         Config {
-            mode: Mode::Live,
             urls: (0..urls).map(|i| format!("ws://127.0.0.1:{i}/")).collect(),
             poll_interval_ms: 60_000,
             retry_ms: 5_000,
             rewind_us: 5_000_000,
             start_from_us: None,
-            batch_max_events: 500,
-            flush_ms: 1_000,
-            max_batches: 20,
-            session_ms: 300_000,
-            quiet_ms: 2_000,
-            silent_ms: 60_000,
+            rules: Rules {
+                mode: Mode::Live,
+                batch_max_events: 500,
+                flush_ms: 1_000,
+                max_batches: 20,
+                session_ms: 300_000,
+                quiet_ms: 2_000,
+                silent_ms: 60_000,
+            },
         }
     }
 

@@ -139,7 +139,7 @@ impl DurableObject for Listener {
                 status.last_error = None;
                 tracing::info!(end = end.label(), cursor_us = ?status.cursor_us, lag_ms = ?status.lag_ms, "connection done");
                 status.last_end = Some(end.label());
-                if end.continues(self.config.mode) {
+                if end.continues(self.config.mode()) {
                     CONTINUE_MS
                 } else {
                     self.config.poll_interval_ms

@@ -1,0 +1,335 @@
+//! How the listener reads one Jetstream connection, as a pure state machine ([`Batcher`]): frames
+//! and the passing of time go in; out come batches to record and, at the end, why the connection
+//! stops ([`End`]). The listener (`workers/listener/src/session.rs`) only waits for the socket,
+//! records what it is handed and reconnects; every rule about when to write and when to stop is
+//! here, tested natively for each stop reason.
+//!
+//! A batch is written when the stream pauses for a moment ([`LULL_MS`]: a lone status is not held
+//! back), when it is full, or when its first frame has waited `flush_ms`. A connection stops when
+//! a poll has caught up with the moment it woke, after `max_batches` (the free plan's
+//! subrequests), after `session_ms`, or after a silence (`quiet_ms` in a poll: caught up;
+//! `silent_ms` live: the connection is dead).
+
+/// Frames are written once the stream pauses this long (or the batch is full, or `flush_ms`).
+pub const LULL_MS: i64 = 25;
+/// With nothing buffered, time is looked at least this often, so that a stop condition does not
+/// go unnoticed while no frame comes.
+pub const TICK_MS: i64 = 250;
+
+/// How the listener runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Woken every `poll_interval_ms`: connect, read until caught up, record, disconnect.
+    Poll,
+    /// Connected all the time (one connection lasts at most `session_ms`, then the next one
+    /// follows at once); the alarm is its watchdog.
+    Live,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Poll => "poll",
+            Mode::Live => "live",
+        }
+    }
+}
+
+/// How a connection ended. The first four are normal; the others fail over to the next URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Poll: a batch reached the moment the listener woke.
+    CaughtUp,
+    /// Poll: no frame for `quiet_ms`.
+    Quiet,
+    /// `max_batches` written: go on in the next invocation, at once.
+    Budget,
+    /// `session_ms` elapsed: go on in the next invocation, at once.
+    SessionOver,
+    /// Live: no frame for `silent_ms`.
+    Silent,
+    /// The server closed the connection (or it dropped).
+    Closed(u16),
+}
+
+impl End {
+    pub fn is_failure(&self) -> bool {
+        matches!(self, End::Silent | End::Closed(_))
+    }
+
+    /// Whether reading should go on at once (there is more to read, or the mode is live).
+    pub fn continues(&self, mode: Mode) -> bool {
+        matches!(self, End::Budget | End::SessionOver) || mode == Mode::Live
+    }
+
+    pub fn label(&self) -> String {
+        match self {
+            End::CaughtUp => "caught up".into(),
+            End::Quiet => "quiet".into(),
+            End::Budget => "budget".into(),
+            End::SessionOver => "session over".into(),
+            End::Silent => "silent".into(),
+            End::Closed(code) => format!("closed {code}"),
+        }
+    }
+}
+
+/// The listener's settings that shape one connection (docs/listener.md has their defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub mode: Mode,
+    /// Frames per batch, at most.
+    pub batch_max_events: usize,
+    /// A frame waits at most this long before its batch is written.
+    pub flush_ms: i64,
+    /// Batches per connection, at most.
+    pub max_batches: u32,
+    /// One connection lasts at most this long.
+    pub session_ms: i64,
+    /// Poll: no frame for this long means the stream has caught up.
+    pub quiet_ms: i64,
+    /// Live: no frame for this long means the connection is dead.
+    pub silent_ms: i64,
+}
+
+/// What came from the socket, or that nothing did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A text frame (a Jetstream event, not yet read).
+    Text(String),
+    /// A frame that is not text (counted and dropped by the caller; it still shows the
+    /// connection is alive).
+    Binary,
+    /// The wait of [`Batcher::wait_ms`] ran out with nothing.
+    Nothing,
+}
+
+/// One connection's reading state.
+#[derive(Debug, Clone)]
+pub struct Batcher {
+    rules: Rules,
+    started_ms: i64,
+    /// Poll: a batch whose cursor reaches this has caught up.
+    woke_us: i64,
+    buffer: Vec<String>,
+    first_buffered_ms: i64,
+    last_frame_ms: i64,
+    batches: u32,
+}
+
+impl Batcher {
+    /// A connection that starts at `now_ms`.
+    pub fn new(rules: Rules, now_ms: i64) -> Batcher {
+        Batcher {
+            rules,
+            started_ms: now_ms,
+            woke_us: now_ms * 1_000,
+            buffer: Vec::new(),
+            first_buffered_ms: 0,
+            last_frame_ms: now_ms,
+            batches: 0,
+        }
+    }
+
+    /// How long to wait for the next frame before telling the batcher that none came.
+    pub fn wait_ms(&self) -> i64 {
+        if self.buffer.is_empty() {
+            TICK_MS.min(self.rules.flush_ms)
+        } else {
+            LULL_MS.min(self.rules.flush_ms)
+        }
+    }
+
+    /// Takes in what happened at `now_ms`; returns the frames to record now, if a batch is due.
+    pub fn on(&mut self, now_ms: i64, event: Event) -> Option<Vec<String>> {
+        let lulled = event == Event::Nothing;
+        match event {
+            Event::Text(text) => {
+                self.last_frame_ms = now_ms;
+                if self.buffer.is_empty() {
+                    self.first_buffered_ms = now_ms;
+                }
+                self.buffer.push(text);
+            }
+            Event::Binary => self.last_frame_ms = now_ms,
+            Event::Nothing => {}
+        }
+        let due = !self.buffer.is_empty()
+            && (lulled
+                || self.buffer.len() >= self.rules.batch_max_events
+                || now_ms - self.first_buffered_ms >= self.rules.flush_ms);
+        due.then(|| std::mem::take(&mut self.buffer))
+    }
+
+    /// A batch was recorded, its cursor reaching `covered_us` (if it had events): whether that
+    /// ends the connection.
+    pub fn recorded(&mut self, covered_us: Option<i64>) -> Option<End> {
+        self.batches += 1;
+        if self.rules.mode == Mode::Poll && covered_us.is_some_and(|c| c >= self.woke_us) {
+            return Some(End::CaughtUp);
+        }
+        (self.batches >= self.rules.max_batches).then_some(End::Budget)
+    }
+
+    /// Whether the connection ends at `now_ms` for its age or its silence.
+    pub fn stop(&self, now_ms: i64) -> Option<End> {
+        if now_ms - self.started_ms >= self.rules.session_ms {
+            return Some(End::SessionOver);
+        }
+        let silence = now_ms - self.last_frame_ms;
+        match self.rules.mode {
+            Mode::Poll if silence >= self.rules.quiet_ms => Some(End::Quiet),
+            Mode::Live if silence >= self.rules.silent_ms => Some(End::Silent),
+            _ => None,
+        }
+    }
+
+    /// What was read and not yet handed out: recorded at the end, however the connection ended.
+    pub fn take_rest(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.buffer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: Rules = Rules {
+        mode: Mode::Poll,
+        batch_max_events: 3,
+        flush_ms: 100,
+        max_batches: 2,
+        session_ms: 10_000,
+        quiet_ms: 2_000,
+        silent_ms: 5_000,
+    };
+
+    fn text(n: u32) -> Event {
+        Event::Text(format!("frame {n}"))
+    }
+
+    #[test]
+    fn a_lone_frame_is_written_at_the_first_lull_not_held_for_flush_ms() {
+        let mut batcher = Batcher::new(RULES, 0);
+        assert_eq!(
+            batcher.wait_ms(),
+            100,
+            "nothing buffered: a tick (capped by flush_ms)"
+        );
+        assert_eq!(batcher.on(10, text(1)), None);
+        assert_eq!(batcher.wait_ms(), LULL_MS, "something buffered: a lull");
+        assert_eq!(batcher.on(35, Event::Nothing), Some(vec!["frame 1".into()]));
+        assert_eq!(batcher.on(300, Event::Nothing), None, "nothing to write");
+        let long = Rules {
+            flush_ms: 1_000,
+            ..RULES
+        };
+        assert_eq!(Batcher::new(long, 0).wait_ms(), TICK_MS);
+    }
+
+    #[test]
+    fn a_full_batch_is_written_at_once() {
+        let mut batcher = Batcher::new(RULES, 0);
+        assert_eq!(batcher.on(1, text(1)), None);
+        assert_eq!(batcher.on(2, text(2)), None);
+        let batch = batcher.on(3, text(3)).unwrap();
+        assert_eq!(batch, ["frame 1", "frame 2", "frame 3"]);
+        assert_eq!(batcher.on(4, text(4)), None, "the next batch starts empty");
+    }
+
+    #[test]
+    fn a_stream_without_pauses_is_written_every_flush_ms() {
+        let rules = Rules {
+            batch_max_events: 1_000,
+            ..RULES
+        };
+        let mut batcher = Batcher::new(rules, 0);
+        let mut written = Vec::new();
+        for t in (10..=250).step_by(10) {
+            if let Some(batch) = batcher.on(t, text(t as u32)) {
+                written.push((t, batch.len()));
+            }
+        }
+        // First frame at 10 -> due at 110 (11 frames); next first at 120 -> due at 220.
+        assert_eq!(written, [(110, 11), (220, 11)]);
+    }
+
+    #[test]
+    fn a_poll_stops_when_a_batch_reaches_the_moment_it_woke() {
+        let mut batcher = Batcher::new(RULES, 1_000);
+        assert_eq!(batcher.recorded(Some(999_999)), None, "still behind");
+        let mut batcher = Batcher::new(RULES, 1_000);
+        assert_eq!(batcher.recorded(Some(1_000_000)), Some(End::CaughtUp));
+        let live = Rules {
+            mode: Mode::Live,
+            ..RULES
+        };
+        let mut batcher = Batcher::new(live, 1_000);
+        assert_eq!(
+            batcher.recorded(Some(2_000_000)),
+            None,
+            "live never catches up"
+        );
+    }
+
+    #[test]
+    fn max_batches_ends_the_connection_with_budget() {
+        let mut batcher = Batcher::new(RULES, 0);
+        assert_eq!(batcher.recorded(None), None);
+        assert_eq!(batcher.recorded(None), Some(End::Budget));
+    }
+
+    #[test]
+    fn session_ms_ends_any_connection_even_one_that_is_busy() {
+        let mut batcher = Batcher::new(RULES, 0);
+        batcher.on(9_999, text(1));
+        assert_eq!(batcher.stop(9_999), None);
+        assert_eq!(batcher.stop(10_000), Some(End::SessionOver));
+        assert_eq!(
+            batcher.take_rest(),
+            ["frame 1"],
+            "what was read is still recorded"
+        );
+        assert!(batcher.take_rest().is_empty());
+    }
+
+    #[test]
+    fn silence_means_caught_up_in_a_poll_and_dead_when_live() {
+        let mut poll = Batcher::new(RULES, 0);
+        assert_eq!(poll.stop(1_999), None);
+        poll.on(1_500, Event::Binary);
+        assert_eq!(
+            poll.stop(3_000),
+            None,
+            "a binary frame shows the stream is alive"
+        );
+        assert_eq!(poll.stop(3_500), Some(End::Quiet));
+
+        let live = Rules {
+            mode: Mode::Live,
+            ..RULES
+        };
+        let mut live = Batcher::new(live, 0);
+        assert_eq!(live.stop(4_999), None, "quiet_ms does not apply live");
+        live.on(4_000, text(1));
+        assert_eq!(live.stop(8_999), None);
+        assert_eq!(live.stop(9_000), Some(End::Silent));
+    }
+
+    #[test]
+    fn ends_say_whether_they_fail_over_and_whether_reading_goes_on() {
+        for end in [End::CaughtUp, End::Quiet, End::Budget, End::SessionOver] {
+            assert!(!end.is_failure(), "{end:?}");
+        }
+        for end in [End::Silent, End::Closed(1006)] {
+            assert!(end.is_failure(), "{end:?}");
+        }
+        assert!(End::Budget.continues(Mode::Poll));
+        assert!(End::SessionOver.continues(Mode::Poll));
+        assert!(!End::CaughtUp.continues(Mode::Poll));
+        assert!(!End::Quiet.continues(Mode::Poll));
+        assert!(End::Quiet.continues(Mode::Live));
+        assert_eq!(End::Closed(1011).label(), "closed 1011");
+        assert_eq!(Mode::Live.name(), "live");
+    }
+}
