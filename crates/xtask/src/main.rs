@@ -148,17 +148,50 @@ fn dev(args: &[String]) -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    let tools = Tools::ensure()?;
-    toolchain::ensure_chromium()?;
-    lint()?;
-    workers::build_all(&tools)?;
-    let totals = process::run_tests(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    let mut clock = Phases::default();
+    let tools = clock.time("tools", Tools::ensure)?;
+    clock.time("chromium", toolchain::ensure_chromium)?;
+    lint_timed(&mut clock)?;
+    clock.time("worker builds (release wasm32)", || {
+        workers::build_all(&tools)
+    })?;
+    clock.time("test build (native)", || {
+        process::run(cargo().args(["test", "--workspace", "--no-run"]))
+    })?;
+    let totals = clock.time("tests", || {
+        process::run_tests(cargo().args(["test", "--workspace", "--no-fail-fast"]))
+    })?;
+    eprint!("{}", clock.report());
+    eprint!("{}", totals.report());
     // One closing line for the whole run (cargo's own last line is often an empty doc-test run).
     println!("{} passed, {} failed", totals.passed, totals.failed);
     if totals.failed > 0 || totals.passed == 0 {
         bail!("tests failed");
     }
     Ok(())
+}
+
+/// How long each phase of `cargo xtask test` took, for the summary it ends with.
+#[derive(Default)]
+struct Phases(Vec<(&'static str, std::time::Duration)>);
+
+impl Phases {
+    fn time<T>(&mut self, name: &'static str, phase: impl FnOnce() -> Result<T>) -> Result<T> {
+        let started = std::time::Instant::now();
+        let result = phase();
+        self.0.push((name, started.elapsed()));
+        result
+    }
+
+    fn report(&self) -> String {
+        let total: std::time::Duration = self.0.iter().map(|(_, d)| *d).sum();
+        let mut out = String::from("\nphases:\n");
+        for (name, took) in &self.0 {
+            out += &format!("  {:>7.1} s  {name}\n", took.as_secs_f64());
+        }
+        out += &format!("  {:>7.1} s  in all\n", total.as_secs_f64());
+        out
+    }
 }
 
 fn build(args: &[String]) -> Result<()> {
@@ -171,37 +204,49 @@ fn build(args: &[String]) -> Result<()> {
 }
 
 fn lint() -> Result<()> {
-    process::run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    process::run(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    lint_timed(&mut Phases::default())
+}
+
+fn lint_timed(clock: &mut Phases) -> Result<()> {
+    clock.time("fmt", || {
+        process::run(cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
+    clock.time("clippy (native)", || {
+        process::run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
     // The workers run as wasm: lint them as wasm too.
-    process::run(cargo().args([
-        "clippy",
-        "--target",
-        WASM_TARGET,
-        "-p",
-        "edge",
-        "-p",
-        "listener",
-        "-p",
-        "broker",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
+    clock.time("clippy (wasm32 workers)", || {
+        process::run(cargo().args([
+            "clippy",
+            "--target",
+            WASM_TARGET,
+            "-p",
+            "edge",
+            "-p",
+            "listener",
+            "-p",
+            "broker",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
     // The shared crates must build for wasm32 on their own, without features the workspace's
-    // other members would switch on for them.
-    // (A check is enough: the release builds compile them for real.)
-    for krate in ["lexicon", "domain", "oauth", "account"] {
-        process::run(cargo().args(["check", "--target", WASM_TARGET, "-p", krate]))?;
-    }
-    Ok(())
+    // other members would switch on for them. (A check is enough: the release builds compile
+    // them for real.)
+    clock.time("check (wasm32 shared crates, each alone)", || {
+        for krate in ["lexicon", "domain", "oauth", "account"] {
+            process::run(cargo().args(["check", "--target", WASM_TARGET, "-p", krate]))?;
+        }
+        Ok(())
+    })
 }
 
 fn deploy_all(args: &[String]) -> Result<()> {

@@ -34,19 +34,40 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Test counts summed over every `test result:` line a `cargo test` printed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Test counts summed over every `test result:` line a `cargo test` printed, and how long each
+/// test binary ran.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct TestTotals {
     pub passed: u64,
     pub failed: u64,
+    /// Each binary that ran (`unittests src/lib.rs (target/debug/deps/domain-…)`, shortened to
+    /// `domain: src/lib.rs`) and its seconds, as cargo reported them.
+    pub binaries: Vec<(String, f64)>,
+    running: Option<String>,
 }
 
 impl TestTotals {
-    /// Adds the counts of one `test result: ok. 3 passed; 0 failed; ...` line; ignores others.
+    /// Takes in one line of `cargo test` output: a `Running …` line names the binary, and a
+    /// `test result: ok. 3 passed; 0 failed; …; finished in 1.2s` line adds its counts and time.
     pub fn add_line(&mut self, line: &str) {
-        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+        let line = line.trim();
+        if let Some(binary) = line
+            .strip_prefix("Running ")
+            .or_else(|| line.strip_prefix("Doc-tests "))
+        {
+            self.running = Some(short_binary(binary));
+            return;
+        }
+        let Some(rest) = line.strip_prefix("test result: ") else {
             return;
         };
+        if let Some(seconds) = rest
+            .rsplit_once("finished in ")
+            .and_then(|(_, s)| s.trim_end_matches('s').parse::<f64>().ok())
+        {
+            let name = self.running.take().unwrap_or_else(|| "?".into());
+            self.binaries.push((name, seconds));
+        }
         for part in rest.split(';') {
             let mut words = part.split_whitespace().rev();
             let (Some(kind), Some(count)) = (words.next(), words.next()) else {
@@ -66,6 +87,41 @@ impl TestTotals {
 
 /// Runs a `cargo test` command, passing its output through, and sums its results. A non-zero exit
 /// is reported through the totals' failures (or as an error if nothing ran).
+/// `unittests src/lib.rs (target/debug/deps/domain-3f…)` -> `domain: src/lib.rs`;
+/// `tests/edge.rs (target/debug/deps/edge-9a…)` -> `edge: tests/edge.rs`; a doc-test's crate
+/// name stays as it is.
+fn short_binary(binary: &str) -> String {
+    let binary = binary.trim_start_matches("unittests ");
+    match binary.split_once(" (") {
+        Some((source, artifact)) => {
+            let file = artifact
+                .trim_end_matches(')')
+                .rsplit('/')
+                .next()
+                .unwrap_or("");
+            let krate = file.rsplit_once('-').map_or(file, |(name, _)| name);
+            format!("{krate}: {source}")
+        }
+        None => format!("{binary}: doc-tests"),
+    }
+}
+
+impl TestTotals {
+    /// The binaries that took a second or more, slowest first, and the sum of all.
+    pub fn report(&self) -> String {
+        let mut slow: Vec<&(String, f64)> =
+            self.binaries.iter().filter(|(_, s)| *s >= 1.0).collect();
+        slow.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut out = String::from("\ntest binaries (a second or more):\n");
+        for (name, seconds) in slow {
+            out += &format!("  {seconds:>7.1} s  {name}\n");
+        }
+        let all: f64 = self.binaries.iter().map(|(_, s)| s).sum();
+        out += &format!("  {all:>7.1} s  in all, {} binaries\n", self.binaries.len());
+        out
+    }
+}
+
 pub fn run_tests(cmd: &mut Command) -> Result<TestTotals> {
     use std::io::{BufRead, BufReader};
     let shown = describe(cmd);
@@ -355,20 +411,33 @@ mod tests {
     use super::TestTotals;
 
     #[test]
-    fn sums_cargo_test_lines() {
+    fn sums_cargo_test_lines_and_times_each_binary() {
         let mut totals = TestTotals::default();
+        totals.add_line("     Running unittests src/lib.rs (target/debug/deps/domain-3f2a9c)");
         totals.add_line("test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s");
-        totals.add_line(
-            "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
-        );
+        totals.add_line("     Running tests/edge.rs (target/debug/deps/edge-9a0b)");
         totals.add_line("running 3 tests");
         totals.add_line("test foo ... ok");
-        assert_eq!(
-            totals,
-            TestTotals {
-                passed: 5,
-                failed: 1
-            }
+        totals.add_line(
+            "test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 75.54s",
         );
+        totals.add_line("   Doc-tests lexicon");
+        totals
+            .add_line("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+        assert_eq!((totals.passed, totals.failed), (5, 1));
+        assert_eq!(
+            totals.binaries,
+            [
+                ("domain: src/lib.rs".to_owned(), 0.01),
+                ("edge: tests/edge.rs".to_owned(), 75.54)
+            ]
+        );
+        let report = totals.report();
+        assert!(report.contains("75.5 s  edge: tests/edge.rs"), "{report}");
+        assert!(
+            !report.contains("domain"),
+            "under a second: left out\n{report}"
+        );
+        assert!(report.contains("75.6 s  in all, 2 binaries"), "{report}");
     }
 }
