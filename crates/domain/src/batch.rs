@@ -16,6 +16,22 @@ pub const LULL_MS: i64 = 25;
 /// go unnoticed while no frame comes.
 pub const TICK_MS: i64 = 250;
 
+/// The longest wait between two attempts after failures (the backoff's ceiling).
+pub const MAX_BACKOFF_MS: i64 = 300_000;
+
+/// How long the listener waits after `failures` failed connections in a row, given `urls`
+/// endpoints to fail over between: the next URL is tried after `retry_ms`; each full round of
+/// the URLs that failed doubles it, up to five minutes.
+pub fn backoff_ms(retry_ms: i64, urls: usize, failures: u32) -> i64 {
+    let rounds = failures.saturating_sub(1) as usize / urls.max(1);
+    (retry_ms << rounds.min(16)).min(MAX_BACKOFF_MS)
+}
+
+/// Which of `urls` endpoints the `attempt`-th connection uses: round robin.
+pub fn url_index(attempt: usize, urls: usize) -> usize {
+    attempt % urls.max(1)
+}
+
 /// How the listener runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -314,6 +330,26 @@ mod tests {
         live.on(4_000, text(1));
         assert_eq!(live.stop(8_999), None);
         assert_eq!(live.stop(9_000), Some(End::Silent));
+    }
+
+    #[test]
+    fn backoff_tries_every_url_before_doubling() {
+        let waits: Vec<i64> = (1..=9).map(|f| backoff_ms(5_000, 4, f)).collect();
+        assert_eq!(
+            waits,
+            [5_000, 5_000, 5_000, 5_000, 10_000, 10_000, 10_000, 10_000, 20_000]
+        );
+        assert_eq!(backoff_ms(5_000, 1, 1), 5_000);
+        assert_eq!(backoff_ms(5_000, 1, 2), 10_000);
+        assert_eq!(backoff_ms(5_000, 1, 7), MAX_BACKOFF_MS, "capped");
+        assert_eq!(
+            backoff_ms(5_000, 1, u32::MAX),
+            MAX_BACKOFF_MS,
+            "no overflow"
+        );
+        assert_eq!(backoff_ms(5_000, 0, 3), 20_000, "no URLs is one");
+        assert_eq!(url_index(5, 4), 1, "round robin");
+        assert_eq!(url_index(3, 0), 0);
     }
 
     #[test]

@@ -9,8 +9,7 @@ use domain::wire::ServerMessage;
 use domain::{Origin, Status};
 use sqlx::sqlite::SqlitePool;
 
-mod common;
-use common::{batch, batch_json, database};
+use crate::common::{self, batch, batch_json, database};
 
 const ALICE: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
 const BOB: &str = "did:plc:bobbbbbbbbbbbbbbbbbbbbbb";

@@ -9,8 +9,7 @@ use domain::{Origin, Status};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
 
-mod common;
-use common::{batch, database, query};
+use crate::common::{batch, database, query};
 
 async fn one(pool: &SqlitePool, statement: Statement) -> Vec<SqliteRow> {
     batch(pool, &[statement]).await

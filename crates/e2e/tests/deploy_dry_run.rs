@@ -1,5 +1,6 @@
 //! `deploy-all --dry-run`: wrangler bundles all three workers offline, and each bundle is within the
-//! size budget (DESIGN.md: under 1 MiB gzipped; the free plan allows 3 MiB).
+//! guard of 1 MiB gzipped each (the free plan allows 3 MiB; the targets of docs/design.md are
+//! tighter, and docs/benchmarks.md reads the sizes against them).
 
 use xtask::deploy;
 use xtask::toolchain::Tools;

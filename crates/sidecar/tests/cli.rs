@@ -1,13 +1,11 @@
 //! The `statusphere-sidecar` binary itself: serve a replay at each pace, generate, record, and
 //! refuse bad command lines with a clear message.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_statusphere-sidecar");
 

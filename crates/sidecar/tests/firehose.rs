@@ -2,11 +2,9 @@
 //! deleted on the PDS, a handle change and an account deactivation all come out of the sidecar
 //! as Jetstream events, filtered, timed, and replayable from a cursor.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use sidecar::frame::TimeMode;
 use sidecar::source::firehose::{self, FirehoseConfig};

@@ -6,12 +6,10 @@
 //! its `Delete` variant with the record dropped); the last test pins that down so that nobody
 //! mistakes it for a sidecar bug.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use chrono::{DateTime, Utc};
-use common::*;
 use jetstream_oxide::events::commit::CommitEvent;
 use jetstream_oxide::events::JetstreamEvent;
 use jetstream_oxide::exports::{Did, Nsid};

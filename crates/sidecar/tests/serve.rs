@@ -1,10 +1,8 @@
 //! Jetstream `/subscribe` semantics, each one against a running sidecar server.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use sidecar::fault::Faults;
 use sidecar::frame::TimeMode;

@@ -4,6 +4,7 @@
 //! the binary half (`main.rs`) is the command line.
 
 pub mod bench;
+pub mod citations;
 pub mod deploy;
 pub mod devnet;
 pub mod paths;

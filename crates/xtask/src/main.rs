@@ -17,7 +17,8 @@ usage: cargo xtask <command>
   test                    every check and test: lint, worker builds, unit, integration, end to end
   bootstrap               install the toolchain (skipped in seconds when present)
   build [WORKER...]       build workers to wasm (default: all three)
-  lint                    rustfmt --check, clippy -D warnings (native and wasm32), wasm32 builds
+  lint                    rustfmt --check, clippy -D warnings (native and wasm32), wasm32 checks
+  docs-check              every path, Rust item and link the docs cite exists
   fmt                     rustfmt the workspace
   deploy-all [--dry-run]  migrations + broker, listener, edge to Cloudflare; --dry-run bundles offline
   tail WORKER             wrangler tail for one worker (edge, listener, broker)
@@ -45,6 +46,7 @@ fn run(args: &[String]) -> Result<()> {
         "bootstrap" => Tools::ensure().map(|_| ()),
         "build" => build(rest),
         "lint" => lint(),
+        "docs-check" => docs_check(),
         "fmt" => process::run(cargo().args(["fmt", "--all"])),
         "deploy-all" => deploy_all(rest),
         "tail" => tail(rest),
@@ -156,10 +158,10 @@ fn test() -> Result<()> {
         workers::build_all(&tools)
     })?;
     clock.time("test build (native)", || {
-        process::run(cargo().args(["test", "--workspace", "--no-run"]))
+        process::run(native_tests().arg("--no-run"))
     })?;
     let totals = clock.time("tests", || {
-        process::run_tests(cargo().args(["test", "--workspace", "--no-fail-fast"]))
+        process::run_tests(native_tests().arg("--no-fail-fast"))
     })?;
     eprint!("{}", clock.report());
     eprint!("{}", totals.report());
@@ -203,6 +205,31 @@ fn build(args: &[String]) -> Result<()> {
         .try_for_each(|name| workers::build(&tools, workers::check_name(name)?))
 }
 
+/// `cargo test` for every member that runs natively.
+fn native_tests() -> std::process::Command {
+    let mut test = cargo();
+    test.args(["test", "--workspace"]);
+    for worker in WASM_ONLY {
+        test.args(["--exclude", worker]);
+    }
+    test
+}
+
+/// The workspace members that only ever run as wasm in a worker.
+const WASM_ONLY: [&str; 4] = ["edge", "listener", "broker", "workers-common"];
+
+fn docs_check() -> Result<()> {
+    let problems = xtask::citations::problems(&xtask::paths::root())?;
+    if problems.is_empty() {
+        eprintln!("every citation in README.md and docs/ names something that exists");
+        return Ok(());
+    }
+    bail!(
+        "the docs cite what does not exist:\n  {}",
+        problems.join("\n  ")
+    )
+}
+
 fn lint() -> Result<()> {
     lint_timed(&mut Phases::default())
 }
@@ -211,41 +238,34 @@ fn lint_timed(clock: &mut Phases) -> Result<()> {
     clock.time("fmt", || {
         process::run(cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
+    // The workers run only as wasm (their logic is tested in the shared crates): lint them as
+    // wasm, and everything else natively, so that nothing is compiled for a target it never runs on.
     clock.time("clippy (native)", || {
-        process::run(cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))
-    })?;
-    // The workers run as wasm: lint them as wasm too.
-    clock.time("clippy (wasm32 workers)", || {
-        process::run(cargo().args([
-            "clippy",
-            "--target",
-            WASM_TARGET,
-            "-p",
-            "edge",
-            "-p",
-            "listener",
-            "-p",
-            "broker",
-            "--",
-            "-D",
-            "warnings",
-        ]))
-    })?;
-    // The shared crates must build for wasm32 on their own, without features the workspace's
-    // other members would switch on for them. (A check is enough: the release builds compile
-    // them for real.)
-    clock.time("check (wasm32 shared crates, each alone)", || {
-        for krate in ["lexicon", "domain", "oauth", "account"] {
-            process::run(cargo().args(["check", "--target", WASM_TARGET, "-p", krate]))?;
+        let mut clippy = cargo();
+        clippy.args(["clippy", "--workspace", "--all-targets"]);
+        for worker in WASM_ONLY {
+            clippy.args(["--exclude", worker]);
         }
-        Ok(())
+        process::run(clippy.args(["--", "-D", "warnings"]))
+    })?;
+    clock.time("clippy (wasm32 workers)", || {
+        let mut clippy = cargo();
+        clippy.args(["clippy", "--target", WASM_TARGET]);
+        for worker in WASM_ONLY {
+            clippy.args(["-p", worker]);
+        }
+        process::run(clippy.args(["--", "-D", "warnings"]))
+    })?;
+    // The shared crates must build for wasm32 without the features the workers switch on for
+    // them: one check of just those crates (features unify only among the packages named). A
+    // check is enough: the release builds compile them for real.
+    clock.time("check (wasm32 shared crates, without the workers)", || {
+        let mut check = cargo();
+        check.args(["check", "--target", WASM_TARGET]);
+        for krate in ["lexicon", "domain", "oauth", "account"] {
+            check.args(["-p", krate]);
+        }
+        process::run(&mut check)
     })
 }
 

@@ -126,17 +126,21 @@ pub fn run_tests(cmd: &mut Command) -> Result<TestTotals> {
     use std::io::{BufRead, BufReader};
     let shown = describe(cmd);
     eprintln!("+ {shown}");
+    // One pipe for both streams, so that cargo's `Running …` lines (on stderr) stay in order with
+    // the test binaries' results (on stdout).
+    let (reader, writer) = std::io::pipe().context("a pipe for cargo test")?;
     let mut child = cmd
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer.try_clone().context("a pipe for cargo test")?)
+        .stderr(writer)
         .spawn()
         .with_context(|| format!("could not start `{shown}`"))?;
+    // The command still holds the pipe's write ends: drop them so the reader sees the end.
+    drop(std::mem::replace(cmd, Command::new("true")));
     let mut totals = TestTotals::default();
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let line = line?;
-            println!("{line}");
-            totals.add_line(&line);
-        }
+    for line in BufReader::new(reader).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add_line(&line);
     }
     let status = child.wait()?;
     if !status.success() && totals.failed == 0 {

@@ -4,8 +4,9 @@
 //! - the `wasm32-unknown-unknown` target (rustup);
 //! - `worker-build`, and `wasm-bindgen-cli` at exactly the `wasm-bindgen` version in Cargo.lock
 //!   (cargo install, into the per-machine tool cache, one folder per version);
-//! - Node 22, wrangler and binaryen from `package-lock.json` (npm ci into `node_modules/`);
-//! - the local atproto network's packages from `devnet/package-lock.json` (npm ci with Node 22);
+//! - Node 22, wrangler and binaryen from `package-lock.json`, and the local atproto network's
+//!   packages from `devnet/package-lock.json` (with Node 22): each `npm ci`'d once per machine and
+//!   lockfile into the tool cache and hard-linked into the clone's `node_modules/` ([`npm_ci`]);
 //! - for the browser test only, Debian's Chromium ([`ensure_chromium`]; playwright-core, which
 //!   drives it, comes with the root `package-lock.json`).
 //!
@@ -225,25 +226,78 @@ fn ensure_npm() -> Result<()> {
     npm_ci(&paths::root(), &mut Command::new("npm"))
 }
 
-/// Runs `npm` (as prepared in `cmd`) `ci` in `dir` unless its `node_modules/` was installed from
-/// the current lockfile.
+/// Gives `dir` the `node_modules/` its `package-lock.json` describes, unless it has it already.
+///
+/// Installed once per machine and lockfile: `npm` (as prepared in `cmd`) runs `ci` in a folder of
+/// the tool cache named after the hash of `package.json` and `package-lock.json`, and each clone
+/// gets a hard-linked copy of the result (seconds, where `npm ci` takes a minute or more). Hard
+/// links share file contents, not folders: what a tool writes into its own `node_modules/`
+/// (`.cache/`, say) stays in that clone.
 pub fn npm_ci(dir: &Path, cmd: &mut Command) -> Result<()> {
-    let lock_path = dir.join("package-lock.json");
-    let lock = fs::read(&lock_path).with_context(|| format!("reading {}", lock_path.display()))?;
+    let read = |name: &str| {
+        let path = dir.join(name);
+        fs::read(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let (manifest, lock) = (read("package.json")?, read("package-lock.json")?);
     let stamp = dir.join("node_modules").join(NPM_STAMP);
     if fs::read(&stamp).is_ok_and(|installed| installed == lock) {
         return Ok(());
     }
-    eprintln!(
-        "npm ci in {} (only when its lockfile changed)",
-        dir.display()
-    );
-    process::run(
-        cmd.args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(dir),
-    )?;
-    fs::write(&stamp, &lock).with_context(|| format!("writing {}", stamp.display()))?;
+    let cached = npm_cache(&manifest, &lock);
+    if !cached.join("node_modules").join(NPM_STAMP).exists() {
+        eprintln!(
+            "npm ci for {} into the tool cache {} (once per machine and lockfile)",
+            dir.display(),
+            cached.display()
+        );
+        let partial = cached.with_extension(format!("partial-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&partial);
+        fs::create_dir_all(&partial)?;
+        fs::write(partial.join("package.json"), &manifest)?;
+        fs::write(partial.join("package-lock.json"), &lock)?;
+        process::run(
+            cmd.args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&partial),
+        )?;
+        let stamp = partial.join("node_modules").join(NPM_STAMP);
+        fs::write(&stamp, &lock).with_context(|| format!("writing {}", stamp.display()))?;
+        // Another run may have finished the same install meanwhile: either copy will do.
+        if fs::rename(&partial, &cached).is_err() {
+            let _ = fs::remove_dir_all(&partial);
+        }
+    }
+    let target = dir.join("node_modules");
+    if target.exists() {
+        fs::remove_dir_all(&target)
+            .with_context(|| format!("removing the stale {}", target.display()))?;
+    }
+    // Hard links where the cache and the clone share a file system, a plain copy otherwise.
+    let source = cached.join("node_modules");
+    let linked = Command::new("cp")
+        .arg("-al")
+        .arg(&source)
+        .arg(&target)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !linked {
+        let _ = fs::remove_dir_all(&target);
+        process::run(Command::new("cp").arg("-a").arg(&source).arg(&target))?;
+    }
     Ok(())
+}
+
+/// The tool-cache folder for the npm install of this `package.json` and `package-lock.json`.
+fn npm_cache(manifest: &[u8], lock: &[u8]) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(manifest);
+    hash.update([0]);
+    hash.update(lock);
+    let hex: String = hash.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    paths::tools_dir().join("npm").join(hex)
 }
 
 /// Installs `krate` at `version` so that its binary lands at `binary` (`<root>/bin/<name>`).

@@ -12,9 +12,6 @@ const PUBLIC_JETSTREAMS: &[&str] = &[
     "wss://jetstream2.us-west.bsky.network/subscribe",
 ];
 
-/// The longest wait between two attempts after failures (the backoff's ceiling).
-const MAX_BACKOFF_MS: i64 = 300_000;
-
 pub use domain::batch::Mode;
 
 #[derive(Debug, Clone)]
@@ -80,14 +77,12 @@ impl Config {
 
     /// The URL for the `index`-th attempt (round robin over the list).
     pub fn url(&self, index: usize) -> &str {
-        &self.urls[index % self.urls.len()]
+        &self.urls[domain::batch::url_index(index, self.urls.len())]
     }
 
-    /// How long to wait after `failures` failed connections in a row: the next URL is tried at
-    /// `retry_ms`; each full round of the URLs that failed doubles it, up to five minutes.
+    /// How long to wait after `failures` failed connections in a row (`domain::batch::backoff_ms`).
     pub fn backoff_ms(&self, failures: u32) -> i64 {
-        let rounds = failures.saturating_sub(1) as usize / self.urls.len();
-        (self.retry_ms << rounds.min(16)).min(MAX_BACKOFF_MS)
+        domain::batch::backoff_ms(self.retry_ms, self.urls.len(), failures)
     }
 
     /// The watchdog: if an invocation dies without setting the next alarm, this one fires.
@@ -110,45 +105,5 @@ fn number(env: &Env, name: &str, default: i64, range: std::ops::RangeInclusive<i
             tracing::error!(name, value = %domain::bounded(&value), ?range, default, "unusable var; using the default");
             default
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(urls: usize) -> Config {
-        Config {
-            urls: (0..urls).map(|i| format!("ws://127.0.0.1:{i}/")).collect(),
-            poll_interval_ms: 60_000,
-            retry_ms: 5_000,
-            rewind_us: 5_000_000,
-            start_from_us: None,
-            rules: Rules {
-                mode: Mode::Live,
-                batch_max_events: 500,
-                flush_ms: 1_000,
-                max_batches: 20,
-                session_ms: 300_000,
-                quiet_ms: 2_000,
-                silent_ms: 60_000,
-            },
-        }
-    }
-
-    #[test]
-    fn backoff_tries_every_url_before_doubling() {
-        let four = config(4);
-        let waits: Vec<i64> = (1..=9).map(|f| four.backoff_ms(f)).collect();
-        assert_eq!(
-            waits,
-            [5_000, 5_000, 5_000, 5_000, 10_000, 10_000, 10_000, 10_000, 20_000]
-        );
-        let one = config(1);
-        assert_eq!(one.backoff_ms(1), 5_000);
-        assert_eq!(one.backoff_ms(2), 10_000);
-        assert_eq!(one.backoff_ms(7), MAX_BACKOFF_MS, "capped");
-        assert_eq!(one.backoff_ms(u32::MAX), MAX_BACKOFF_MS, "no overflow");
-        assert_eq!(four.url(5), "ws://127.0.0.1:1/", "round robin");
     }
 }

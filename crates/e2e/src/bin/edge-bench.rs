@@ -108,7 +108,7 @@ async fn main() -> Result<()> {
          typically 1.5-3x): rendering the home page with 30 statuses {render:.1} µs; one ES256 \
          DPoP proof (a write signs one, two when the PDS asks for a new nonce) {sign:.1} µs. \
          Median of 5 runs of 500.\n\n\
-         Target (DESIGN.md): < 2 ms of CPU for GET / and POST /status. Cloudflare counts only \
+         Target (docs/design.md): < 2 ms of CPU for GET / and POST /status. Cloudflare counts only \
          the isolate's CPU on its own hardware; these figures include the rest of workerd here."
     );
     Ok(())
