@@ -1,4 +1,4 @@
-//! Pure presentation helpers: relative times and the app's emoji set.
+//! Pure presentation helpers: dates and ISO 8601 times, and the app's emoji set.
 
 /// The statuses the picker offers. Any single grapheme valid under the lexicon is accepted and
 /// shown; these are the ones a person can pick with one click.
@@ -34,20 +34,6 @@ pub const EMOJI: &[&str] = &[
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
-const WEEK: i64 = 7 * DAY;
-
-/// How long ago `then_ms` was, seen at `now_ms`: "just now", "5m", "3h", "2d", then a date
-/// ("Nov 3, 2026"). A time in the future (clock skew) is "just now".
-pub fn relative_time(now_ms: i64, then_ms: i64) -> String {
-    let age = now_ms.saturating_sub(then_ms);
-    match age {
-        a if a < MINUTE => "just now".to_owned(),
-        a if a < HOUR => format!("{}m", a / MINUTE),
-        a if a < DAY => format!("{}h", a / HOUR),
-        a if a < WEEK => format!("{}d", a / DAY),
-        _ => date(then_ms),
-    }
-}
 
 /// "Nov 3, 2026" (UTC).
 pub fn date(ms: i64) -> String {
@@ -96,20 +82,6 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_795_488_744_340; // 2026-11-24T02:52:24Z
-
-    #[test]
-    fn relative_times() {
-        assert_eq!(relative_time(NOW, NOW), "just now");
-        assert_eq!(relative_time(NOW, NOW - 59_999), "just now");
-        assert_eq!(relative_time(NOW, NOW + 5 * HOUR), "just now");
-        assert_eq!(relative_time(NOW, NOW - MINUTE), "1m");
-        assert_eq!(relative_time(NOW, NOW - 5 * MINUTE - 10), "5m");
-        assert_eq!(relative_time(NOW, NOW - 3 * HOUR), "3h");
-        assert_eq!(relative_time(NOW, NOW - DAY + 1), "23h");
-        assert_eq!(relative_time(NOW, NOW - 2 * DAY), "2d");
-        assert_eq!(relative_time(NOW, NOW - 8 * DAY), "Nov 16, 2026");
-        assert_eq!(relative_time(i64::MAX, i64::MIN), date(i64::MIN));
-    }
 
     #[test]
     fn dates() {

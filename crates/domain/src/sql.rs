@@ -467,14 +467,6 @@ pub fn status_by_uri(uri: &str) -> Statement {
     )
 }
 
-/// An account's handle, if known.
-pub fn handle_of(did: &str) -> Statement {
-    Statement::new(
-        "SELECT handle FROM account WHERE did = ?1",
-        vec![did.into()],
-    )
-}
-
 /// A row of [`recent_statuses`], [`current_status`] or [`status_by_uri`], as SQLite returns it
 /// (booleans are integers).
 #[derive(Debug, Clone, Deserialize)]

@@ -113,7 +113,11 @@ async fn current(pool: &SqlitePool, did: &str) -> Option<String> {
 }
 
 async fn handle_of(pool: &SqlitePool, did: &str) -> Option<String> {
-    one(pool, sql::handle_of(did)).await[0].get("handle")
+    sqlx::query_scalar("SELECT handle FROM account WHERE did = ?1")
+        .bind(did)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -1106,7 +1110,7 @@ async fn hot_queries_use_their_indexes() {
         ),
         (sql::purge_statuses(DID_A), "INDEX status_author"),
         (
-            sql::handle_of(DID_A),
+            sql::accounts_of(&[DID_A, DID_B]).remove(0),
             "USING INDEX sqlite_autoindex_account_1",
         ),
         (

@@ -48,15 +48,39 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Shortens untrusted text for an error message or a log field (logs must stay bounded).
+/// Shortens untrusted text for an error message or a log field (logs must stay bounded): at most
+/// 80 bytes of it.
 pub fn bounded(text: &str) -> String {
-    const MAX: usize = 80;
-    if text.len() <= MAX {
+    bounded_to(text, 80)
+}
+
+/// [`bounded`], keeping at most `max` bytes (cut at a character boundary) and saying how long the
+/// whole was.
+pub fn bounded_to(text: &str, max: usize) -> String {
+    if text.len() <= max {
         return text.to_owned();
     }
     format!(
         "{}… ({} bytes)",
-        &text[..text.floor_char_boundary(MAX)],
+        &text[..text.floor_char_boundary(max)],
         text.len()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bounded, bounded_to};
+
+    #[test]
+    fn bounded_text_keeps_short_text_and_cuts_long_text_at_a_character() {
+        assert_eq!(bounded("short"), "short");
+        assert_eq!(bounded_to("abcdef", 6), "abcdef");
+        assert_eq!(bounded_to("abcdef", 4), "abcd… (6 bytes)");
+        // "é" is two bytes: a cut inside it moves back to the boundary.
+        assert_eq!(bounded_to("aéb", 2), "a… (4 bytes)");
+        assert_eq!(
+            bounded(&"x".repeat(100)),
+            format!("{}… (100 bytes)", "x".repeat(80))
+        );
+    }
 }

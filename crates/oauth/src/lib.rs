@@ -78,17 +78,9 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Shortens remote text before it goes into an error message or a log line.
+/// Shortens remote text before it goes into an error message or a log line (at most 200 bytes).
 pub(crate) fn bounded(text: &str) -> String {
-    const MAX: usize = 200;
-    if text.len() <= MAX {
-        return text.to_owned();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    lexicon::bounded_to(text, 200)
 }
 
 #[cfg(test)]

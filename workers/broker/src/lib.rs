@@ -9,6 +9,7 @@
 mod feed;
 
 use std::cell::{Cell, RefCell, RefMut};
+use workers_common::vars::number;
 
 use domain::internal::{self, BrokerHead, BrokerStats, PublishAck};
 use domain::limit::{Admission, SocketCaps};
@@ -59,16 +60,16 @@ impl Config {
     fn from_env(env: &Env) -> Config {
         let default = SocketCaps::DEFAULT;
         Config {
-            log_capacity: var(env, "LOG_CAPACITY", 1_000, 1..=100_000),
-            idle_timeout_ms: var(env, "IDLE_TIMEOUT_SECONDS", 90, 1..=86_400) as i64 * 1_000,
+            log_capacity: number(env, "LOG_CAPACITY", 1_000, 1..=100_000) as u64,
+            idle_timeout_ms: number(env, "IDLE_TIMEOUT_SECONDS", 90, 1..=86_400) * 1_000,
             caps: SocketCaps {
-                per_network: var(
+                per_network: number(
                     env,
                     "MAX_SOCKETS_PER_NETWORK",
-                    default.per_network as u64,
+                    default.per_network as i64,
                     1..=32_768,
                 ) as usize,
-                total: var(env, "MAX_SOCKETS", default.total as u64, 1..=32_768) as usize,
+                total: number(env, "MAX_SOCKETS", default.total as i64, 1..=32_768) as usize,
             },
         }
     }
@@ -76,21 +77,6 @@ impl Config {
     /// How often the idle sweep runs while sockets are open.
     fn sweep_every_ms(&self) -> i64 {
         (self.idle_timeout_ms / 3).max(1_000)
-    }
-}
-
-/// A numeric var, or `default` (with a logged error) when it is set to something unusable.
-fn var(env: &Env, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> u64 {
-    let Ok(value) = env.var(name) else {
-        return default;
-    };
-    let text = value.to_string();
-    match text.parse::<u64>() {
-        Ok(n) if range.contains(&n) => n,
-        _ => {
-            tracing::error!(name, value = %domain::bounded(&text), ?range, default, "unusable var; using the default");
-            default
-        }
     }
 }
 

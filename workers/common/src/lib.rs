@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod d1;
 pub mod log;
+pub mod vars;
 
 use serde::Serialize;
 use worker::{Response, Result};

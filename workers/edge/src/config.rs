@@ -7,6 +7,7 @@ use std::cell::OnceCell;
 use oauth::sealed::Keyring;
 use oauth::{Client, HandleResolution, IdentityConfig, Key};
 use worker::{Env, Url};
+use workers_common::vars::{number, text_or};
 
 /// The scope the app asks for: sign-in, and writing its own records only.
 pub const SCOPE: &str = "atproto repo:xyz.statusphere.status";
@@ -42,29 +43,21 @@ pub struct Config {
     pub refresh_margin_s: i64,
 }
 
-fn var(env: &Env, name: &str, default: &str) -> String {
-    env.var(name)
-        .map(|v| v.to_string())
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned())
-}
-
-/// A var that must be a positive whole number, if set to one.
-fn positive(env: &Env, name: &str) -> Option<i64> {
-    var(env, name, "").parse().ok().filter(|n| *n > 0)
-}
-
 impl Config {
     /// Reads the settings; `url` is the request's (the loopback client's redirect follows the
     /// port the app is served on).
     pub fn from_env(env: &Env, url: &Url) -> Config {
         Config {
             secure_cookies: url.scheme() == "https",
-            profile_base: var(env, "PROFILE_URL", "https://bsky.app/profile/"),
-            writes_per_minute: positive(env, "WRITES_PER_MINUTE").unwrap_or(WRITES_PER_MINUTE),
-            session_ttl_s: positive(env, "SESSION_TTL_SECONDS").unwrap_or(SESSION_TTL_S),
-            refresh_margin_s: positive(env, "REFRESH_MARGIN_SECONDS").unwrap_or(REFRESH_MARGIN_S),
+            profile_base: text_or(env, "PROFILE_URL", "https://bsky.app/profile/"),
+            writes_per_minute: number(env, "WRITES_PER_MINUTE", WRITES_PER_MINUTE, 1..=i64::MAX),
+            session_ttl_s: number(env, "SESSION_TTL_SECONDS", SESSION_TTL_S, 1..=i64::MAX),
+            refresh_margin_s: number(
+                env,
+                "REFRESH_MARGIN_SECONDS",
+                REFRESH_MARGIN_S,
+                1..=i64::MAX,
+            ),
             client: OnceCell::new(),
             session_keys: OnceCell::new(),
             env: env.clone(),
@@ -93,17 +86,17 @@ impl Config {
 
 /// Where identities are looked up (sign-in, and handles of authors the firehose never named).
 pub fn identity(env: &Env) -> IdentityConfig {
-    let allow_private = var(env, "ALLOW_PRIVATE_NETWORK", "off") == "on";
-    let handles = match var(env, "HANDLE_RESOLVER", "dns").as_str() {
+    let allow_private = text_or(env, "ALLOW_PRIVATE_NETWORK", "off") == "on";
+    let handles = match text_or(env, "HANDLE_RESOLVER", "dns").as_str() {
         "dns" => HandleResolution::Dns {
-            doh_url: var(env, "DOH_URL", "https://cloudflare-dns.com/dns-query"),
+            doh_url: text_or(env, "DOH_URL", "https://cloudflare-dns.com/dns-query"),
         },
         service => HandleResolution::Service {
             url: service.trim_end_matches('/').to_owned(),
         },
     };
     IdentityConfig {
-        plc_url: var(env, "PLC_URL", "https://plc.directory"),
+        plc_url: text_or(env, "PLC_URL", "https://plc.directory"),
         handles,
         allow_private,
     }
@@ -111,7 +104,7 @@ pub fn identity(env: &Env) -> IdentityConfig {
 
 fn client(env: &Env, url: &Url) -> Result<Client, String> {
     let identity = identity(env);
-    match var(env, "OAUTH_CLIENT", "confidential").as_str() {
+    match text_or(env, "OAUTH_CLIENT", "confidential").as_str() {
         "loopback" => {
             // The loopback client's redirect must be on 127.0.0.1 (not localhost).
             let port = url.port_or_known_default().unwrap_or(80);
@@ -119,7 +112,7 @@ fn client(env: &Env, url: &Url) -> Result<Client, String> {
             Ok(Client::loopback(&redirect, SCOPE, identity))
         }
         "confidential" => {
-            let public_url = var(env, "PUBLIC_URL", "");
+            let public_url = text_or(env, "PUBLIC_URL", "");
             if !public_url.starts_with("https://") {
                 return Err("PUBLIC_URL must be the app's https URL".into());
             }

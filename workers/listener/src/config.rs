@@ -3,6 +3,7 @@
 
 use domain::batch::Rules;
 use worker::Env;
+use workers_common::vars::{number, text};
 
 /// The public Jetstream instances, used when `JETSTREAM_URLS` is not set.
 const PUBLIC_JETSTREAMS: &[&str] = &[
@@ -88,22 +89,5 @@ impl Config {
     /// The watchdog: if an invocation dies without setting the next alarm, this one fires.
     pub fn watchdog_ms(&self) -> i64 {
         self.rules.session_ms + 60_000
-    }
-}
-
-fn text(env: &Env, name: &str) -> Option<String> {
-    env.var(name).ok().map(|v| v.to_string())
-}
-
-fn number(env: &Env, name: &str, default: i64, range: std::ops::RangeInclusive<i64>) -> i64 {
-    let Some(value) = text(env, name) else {
-        return default;
-    };
-    match value.parse::<i64>() {
-        Ok(n) if range.contains(&n) => n,
-        _ => {
-            tracing::error!(name, value = %domain::bounded(&value), ?range, default, "unusable var; using the default");
-            default
-        }
     }
 }
