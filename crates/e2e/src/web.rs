@@ -312,7 +312,7 @@ pub fn start_live(name: &str) -> Result<Net> {
     let jetstream = Sidecar::start(
         &[
             "--listen".into(),
-            format!("127.0.0.1:{}", xtask::stack::free_port()?),
+            format!("127.0.0.1:{}", xtask::net::free_port()?),
             "--firehose".into(),
             devnet.pds_ws(),
         ],

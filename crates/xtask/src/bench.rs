@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::stack::{self, Stack, StackConfig};
+use crate::stack::{Stack, StackConfig};
 use crate::toolchain::Tools;
-use crate::{deploy, paths, process, sidecar};
+use crate::{deploy, net, paths, process, sidecar};
 
 /// The benchmarks, by name; `cargo xtask bench` runs all, `cargo xtask bench NAME...` some.
 pub const NAMES: [&str; 4] = ["foundation", "sidecar", "broker", "edge"];
@@ -51,7 +51,7 @@ fn sidecar_throughput() -> Result<String> {
             .arg(&replay),
     )?;
     let bytes = std::fs::metadata(&replay)?.len();
-    let port = stack::free_port()?;
+    let port = net::free_port()?;
     let server = sidecar::Sidecar::start(
         &[
             "--listen".into(),
@@ -65,7 +65,7 @@ fn sidecar_throughput() -> Result<String> {
     )?;
     // Wait until the whole replay is in the window.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !stack::http_get(port, "/stats")?
+    while !net::http_get(port, "/stats")?
         .1
         .contains("\"source_done\":true")
     {
@@ -185,11 +185,11 @@ fn foundation(tools: &Tools) -> Result<String> {
 
 fn latencies(port: u16, path: &str, n: usize) -> Result<Vec<Duration>> {
     // Warm the isolate first: the first request pays for compiling the module.
-    stack::http_get(port, path)?;
+    net::http_get(port, path)?;
     (0..n)
         .map(|_| {
             let started = Instant::now();
-            let (status, _) = stack::http_get(port, path)?;
+            let (status, _) = net::http_get(port, path)?;
             anyhow::ensure!(status == 200, "{path} answered {status}");
             Ok(started.elapsed())
         })

@@ -8,9 +8,8 @@ use anyhow::{bail, Context, Result};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use crate::stack::D1_DATABASE;
 use crate::toolchain::Tools;
-use crate::workers::{self, WORKERS};
+use crate::workers::{self, D1_DATABASE, WORKERS};
 use crate::{paths, process};
 
 /// The `database_id` the committed edge config carries until an operator sets the real one.

@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::net::free_port;
 use crate::paths;
 use crate::process::{file_tail, Group};
-use crate::stack::free_port;
 use crate::toolchain::{self, Tools};
 
 /// The password every seeded account gets (a local, throwaway network).
@@ -77,7 +77,7 @@ pub struct Devnet {
 
 impl Devnet {
     pub fn start(tools: &Tools, config: &DevnetConfig) -> Result<Devnet> {
-        ensure_installed(tools)?;
+        toolchain::ensure_devnet_packages(tools)?;
         let dir = paths::root().join("devnet");
         let tmp = config.data_dir.join("tmp");
         fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -138,14 +138,4 @@ impl Devnet {
     pub fn log_tail(&self, lines: usize) -> String {
         file_tail(&self.log_file, lines)
     }
-}
-
-/// `npm ci` in `devnet/` when its `node_modules/` is not from the current lockfile. Native modules
-/// (better-sqlite3) are built against the pinned Node 22's headers.
-pub fn ensure_installed(tools: &Tools) -> Result<()> {
-    let dir = paths::root().join("devnet");
-    let mut cmd = Command::new("npm");
-    cmd.env("PATH", tools.path_with_node())
-        .env("npm_config_nodedir", tools.node_home());
-    toolchain::npm_ci(&dir, &mut cmd)
 }

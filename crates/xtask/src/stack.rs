@@ -3,20 +3,17 @@
 //! end-to-end tests run it for themselves (own ports, own state folder, ended on drop).
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::net::{free_port, http_get};
+use crate::paths;
 use crate::process::{self, Group};
 use crate::toolchain::Tools;
-use crate::{paths, workers};
-
-/// The D1 database name shared by every wrangler config.
-pub const D1_DATABASE: &str = "statusphere";
+use crate::workers::{self, D1_DATABASE};
 
 /// A Jetstream URL nothing listens on (port 9, discard): test stacks start with it.
 pub const NO_JETSTREAM: &str = "ws://127.0.0.1:9/subscribe";
@@ -390,34 +387,4 @@ fn redirect(cmd: &mut std::process::Command, log_file: Option<&Path>) -> Result<
             .stdin(Stdio::null());
     }
     Ok(())
-}
-
-/// A port that was free on 127.0.0.1 a moment ago (the OS picks it, so two runs do not collide).
-pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding a probe port")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// A minimal HTTP/1.1 GET against 127.0.0.1 (enough for readiness checks; tests use a real
-/// client). Returns the status code and the body.
-pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .context("no HTTP status line")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
 }

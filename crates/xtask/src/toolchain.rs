@@ -64,7 +64,7 @@ impl Tools {
             )?;
         }
         tools.check_node()?;
-        crate::devnet::ensure_installed(&tools)?;
+        ensure_devnet_packages(&tools)?;
         Ok(tools)
     }
 
@@ -219,6 +219,15 @@ pub fn ensure_chromium() -> Result<PathBuf> {
         "chromium installed but {CHROMIUM} is missing"
     );
     Ok(path)
+}
+
+/// The local atproto network's packages in `devnet/` (npm, with the pinned Node 22, whose headers
+/// native modules such as better-sqlite3 are built against).
+pub fn ensure_devnet_packages(tools: &Tools) -> Result<()> {
+    let mut cmd = Command::new("npm");
+    cmd.env("PATH", tools.path_with_node())
+        .env("npm_config_nodedir", tools.node_home());
+    npm_ci(&paths::root().join("devnet"), &mut cmd)
 }
 
 /// `npm ci` for the workspace root's tooling.

@@ -7,6 +7,9 @@ use anyhow::{bail, Result};
 use crate::toolchain::Tools;
 use crate::{paths, process};
 
+/// The D1 database name shared by every wrangler config.
+pub const D1_DATABASE: &str = "statusphere";
+
 /// The workers in dependency order: edge binds listener and broker, listener binds broker.
 pub const WORKERS: [&str; 3] = ["broker", "listener", "edge"];
 

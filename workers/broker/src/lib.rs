@@ -9,6 +9,7 @@
 mod feed;
 
 use std::cell::{Cell, RefCell, RefMut};
+use workers_common::now_ms;
 use workers_common::vars::number;
 
 use domain::internal::{self, BrokerHead, BrokerStats, PublishAck};
@@ -549,8 +550,4 @@ fn message_len(message: &WebSocketIncomingMessage) -> usize {
         WebSocketIncomingMessage::String(text) => text.len(),
         WebSocketIncomingMessage::Binary(bytes) => bytes.len(),
     }
-}
-
-fn now_ms() -> i64 {
-    Date::now().as_millis() as i64
 }

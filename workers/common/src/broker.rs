@@ -3,13 +3,13 @@
 
 use domain::internal;
 use domain::wire::{Publish, ServerMessage};
-use worker::{Date, Error, Fetcher, Method, Request, RequestInit, Result};
+use worker::{Error, Fetcher, Method, Request, RequestInit, Result};
 
 /// Sends `messages` to the broker in one publish, stamped with the time sent.
 pub async fn publish(broker: &Fetcher, messages: Vec<ServerMessage>) -> Result<()> {
     let body = serde_json::to_string(&Publish {
         messages,
-        sent_at_ms: Some(Date::now().as_millis() as i64),
+        sent_at_ms: Some(crate::now_ms()),
     })?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));

@@ -10,6 +10,11 @@ pub mod vars;
 use serde::Serialize;
 use worker::{Response, Result};
 
+/// The time in Unix milliseconds (`Date.now()`: in a Worker it moves on only across I/O).
+pub fn now_ms() -> i64 {
+    worker::Date::now().as_millis() as i64
+}
+
 /// A JSON response with the given status code.
 pub fn json_response<T: Serialize>(status: u16, body: &T) -> Result<Response> {
     Ok(Response::from_json(body)?.with_status(status))

@@ -64,7 +64,7 @@ async fn route(
     method: Method,
     path: &str,
 ) -> Result<Response> {
-    let now_ms = Date::now().as_millis() as i64;
+    let now_ms = workers_common::now_ms();
     match (&method, path) {
         (Method::Get, "/ws") => return websocket(req, env).await,
         (Method::Get, "/health") => return health::answer(&req, env).await,
@@ -131,7 +131,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(status) => tracing::info!(cron = event.cron(), status, "listener woken"),
         Err(error) => tracing::error!(cron = event.cron(), %error, "waking the listener failed"),
     }
-    let now_ms = Date::now().as_millis() as i64;
+    let now_ms = workers_common::now_ms();
     if let Err(error) = handles::look_up_recent(&env, now_ms).await {
         tracing::error!(cron = event.cron(), %error, "handle lookups failed");
     }

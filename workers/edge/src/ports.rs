@@ -32,7 +32,7 @@ pub struct WorkerClock;
 
 impl account::Clock for WorkerClock {
     fn now_ms(&self) -> i64 {
-        js_sys::Date::now() as i64
+        workers_common::now_ms()
     }
 
     async fn sleep(&self, ms: u64) {

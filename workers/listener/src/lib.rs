@@ -22,7 +22,7 @@ use worker::*;
 
 use config::Config;
 use record::KEY_STATUS;
-use session::now_ms;
+use workers_common::now_ms;
 
 const LISTENER_NAME: &str = "main";
 /// How soon the first alarm fires after a wake-up.

@@ -5,7 +5,7 @@ use domain::ingest::Batch;
 use domain::internal::ListenerStatus;
 use worker::*;
 
-use crate::session::now_ms;
+use workers_common::now_ms;
 
 /// The storage key of the [`ListenerStatus`]: the cursor and the counters, saved after every
 /// batch that committed.

@@ -13,6 +13,7 @@ use worker::*;
 
 use crate::config::Config;
 use crate::record::Recorder;
+use workers_common::now_ms;
 
 pub use domain::batch::End;
 
@@ -98,8 +99,4 @@ fn subscribe_url(base: &str, cursor_us: i64) -> Result<Url> {
         .append_pair("wantedCollections", lexicon::STATUS_NSID)
         .append_pair("cursor", &cursor_us.max(0).to_string());
     Ok(url)
-}
-
-pub fn now_ms() -> i64 {
-    Date::now().as_millis() as i64
 }
