@@ -12,7 +12,7 @@ pub mod session;
 pub mod write;
 
 pub use port::{Clock, Database};
-pub use session::{Lease, Sessions};
+pub use session::{Lease, Refresh, Sessions};
 pub use write::{Refused, Written};
 
 /// Why an account's session cannot be had. One type for the whole crate: the variants say what the

@@ -46,6 +46,15 @@ impl Lease {
     };
 }
 
+/// When [`Sessions::fresh`] refreshes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// Only if the access token expires within the margin.
+    IfExpiring,
+    /// Now: the PDS said the token is no longer valid.
+    Now,
+}
+
 /// A row of `sql::get_oauth_session` and `sql::lock_oauth_session`.
 #[derive(Deserialize)]
 struct Row {
@@ -101,11 +110,11 @@ impl<D: Database, C: Clock, H: HttpClient> Sessions<'_, D, C, H> {
         }
     }
 
-    /// A session for `did` whose access token is good for a while, refreshing it first if needed
-    /// (or if `force`: the PDS said the token is no longer valid).
-    pub async fn fresh(&self, did: &str, force: bool) -> Result<Session> {
+    /// A session for `did` whose access token is good for a while, refreshed first as `refresh`
+    /// says.
+    pub async fn fresh(&self, did: &str, refresh: Refresh) -> Result<Session> {
         let stored = self.load(did).await?;
-        self.fresh_from(did, stored, force).await
+        self.fresh_from(did, stored, refresh).await
     }
 
     /// [`Sessions::fresh`], from a session the caller already read.
@@ -113,10 +122,10 @@ impl<D: Database, C: Clock, H: HttpClient> Sessions<'_, D, C, H> {
         &self,
         did: &str,
         stored: Option<Session>,
-        force: bool,
+        refresh: Refresh,
     ) -> Result<Session> {
         let session = stored.ok_or(Error::Ended)?;
-        if !force && !self.expires_soon(&session) {
+        if refresh == Refresh::IfExpiring && !self.expires_soon(&session) {
             return Ok(session);
         }
         let owner = oauth::random::short_token().map_err(|e| Error::Unavailable(e.to_string()))?;

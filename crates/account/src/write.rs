@@ -17,7 +17,7 @@ use lexicon::{CreatedAt, StatusText, STATUS_NSID};
 use oauth::{PdsClient, Session};
 
 use crate::port::{Clock, Database};
-use crate::session::Sessions;
+use crate::session::{Refresh, Sessions};
 use crate::Error;
 
 /// What a person is told when their PDS took the status but D1 could not record it.
@@ -164,14 +164,14 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
         }
         let created_at = CreatedAt::parse(&iso8601(now_ms))
             .map_err(|e| Refused::Rejected(format!("clock error: {e}")))?;
-        let mut session = self.fresh_from(did, stored, false).await?;
+        let mut session = self.fresh_from(did, stored, Refresh::IfExpiring).await?;
         let mut retried = false;
         let (output, nonce) = loop {
             match self.create(&session, status, &created_at).await {
                 Ok(done) => break done,
                 Err(CreateError::Expired) if !retried => {
                     retried = true;
-                    session = self.fresh(did, true).await?;
+                    session = self.fresh(did, Refresh::Now).await?;
                 }
                 Err(CreateError::Expired) => return Err(Refused::Session(Error::Ended)),
                 Err(CreateError::Rejected(why)) => return Err(Refused::Rejected(why)),

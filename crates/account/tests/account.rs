@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use account::{Clock, Database, Error, Lease, Refused, Sessions, Written};
+use account::{Clock, Database, Error, Lease, Refresh, Refused, Sessions, Written};
 use domain::sql::{self, Statement};
 use e2e::hostile::{Hostile, Misbehaviour};
 use e2e::pds::Reqwest;
@@ -340,7 +340,10 @@ fn token_of(result: &account::Result<Session>) -> &str {
 async fn a_session_with_time_left_is_used_as_it_is_and_an_expiring_one_is_refreshed() {
     let account = Account::signed_in().await;
     let before = account.stored().await.unwrap();
-    let fresh = account.sessions().fresh(account.did(), false).await;
+    let fresh = account
+        .sessions()
+        .fresh(account.did(), Refresh::IfExpiring)
+        .await;
     assert_eq!(
         token_of(&fresh),
         before.access_token,
@@ -350,7 +353,10 @@ async fn a_session_with_time_left_is_used_as_it_is_and_an_expiring_one_is_refres
 
     // Inside the margin: refreshed, and what is stored is the new session, sealed.
     account.clock.advance((3600 - MARGIN_S + 1) * 1000);
-    let fresh = account.sessions().fresh(account.did(), false).await;
+    let fresh = account
+        .sessions()
+        .fresh(account.did(), Refresh::IfExpiring)
+        .await;
     let token = token_of(&fresh).to_owned();
     assert_ne!(token, before.access_token);
     assert_eq!(account.server.refreshes(), 1);
@@ -371,8 +377,8 @@ async fn two_refreshers_racing_spend_the_refresh_token_once_and_share_the_result
     let account = Account::signed_in().await;
     let sessions = account.sessions();
     let (first, second) = tokio::join!(
-        sessions.fresh(account.did(), true),
-        sessions.fresh(account.did(), true)
+        sessions.fresh(account.did(), Refresh::Now),
+        sessions.fresh(account.did(), Refresh::Now)
     );
     assert_eq!(token_of(&first), token_of(&second));
     assert_eq!(account.server.refreshes(), 1, "one refresh for both");
@@ -381,7 +387,7 @@ async fn two_refreshers_racing_spend_the_refresh_token_once_and_share_the_result
         token_of(&first)
     );
     // And the refreshed session refreshes again (its new refresh token was kept).
-    let again = sessions.fresh(account.did(), true).await;
+    let again = sessions.fresh(account.did(), Refresh::Now).await;
     assert_ne!(token_of(&again), token_of(&first));
     assert_eq!(account.server.refreshes(), 2);
 }
@@ -393,15 +399,18 @@ async fn a_refused_refresh_ends_the_session_and_signs_its_browsers_out() {
     let sessions = account.sessions();
     // The one that holds the lease is refused; the one waiting for it learns the session ended.
     let (first, second) = tokio::join!(
-        sessions.fresh(account.did(), true),
-        sessions.fresh(account.did(), true)
+        sessions.fresh(account.did(), Refresh::Now),
+        sessions.fresh(account.did(), Refresh::Now)
     );
     assert_eq!(first.unwrap_err(), Error::Ended);
     assert_eq!(second.unwrap_err(), Error::Ended);
     assert!(account.stored().await.is_none());
     assert_eq!(account.browsers().await, 0);
     assert_eq!(
-        sessions.fresh(account.did(), false).await.unwrap_err(),
+        sessions
+            .fresh(account.did(), Refresh::IfExpiring)
+            .await
+            .unwrap_err(),
         Error::Ended
     );
 }
@@ -413,7 +422,7 @@ async fn a_sign_in_during_a_refused_refresh_is_kept_with_its_browser() {
     *account.http.meanwhile.lock().unwrap() =
         Some(Meanwhile::SignedInAgain(account.sealed(&again)));
     account.server.forget_refresh_tokens();
-    let refreshed = account.sessions().fresh(account.did(), true).await;
+    let refreshed = account.sessions().fresh(account.did(), Refresh::Now).await;
     assert_eq!(
         refreshed.unwrap_err(),
         Error::Ended,
@@ -430,7 +439,7 @@ async fn a_busy_or_failing_server_keeps_the_session_for_later() {
     let before = account.stored().await.unwrap();
     for how in [Misbehaviour::Status(429), Misbehaviour::Status(503)] {
         account.server.misbehave("/oauth/token", Some(how));
-        let refused = account.sessions().fresh(account.did(), true).await;
+        let refused = account.sessions().fresh(account.did(), Refresh::Now).await;
         assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
         assert_eq!(
             account.stored().await.unwrap().access_token,
@@ -440,7 +449,7 @@ async fn a_busy_or_failing_server_keeps_the_session_for_later() {
         assert_eq!(account.browsers().await, 1);
     }
     account.server.misbehave("/oauth/token", None);
-    let fresh = account.sessions().fresh(account.did(), true).await;
+    let fresh = account.sessions().fresh(account.did(), Refresh::Now).await;
     assert_ne!(token_of(&fresh), before.access_token);
 }
 
@@ -449,7 +458,7 @@ async fn a_refresh_that_outlives_its_lease_drops_its_tokens() {
     let account = Account::signed_in().await;
     let before = account.stored().await.unwrap();
     *account.http.meanwhile.lock().unwrap() = Some(Meanwhile::LeaseTaken);
-    let late = account.sessions().fresh(account.did(), true).await;
+    let late = account.sessions().fresh(account.did(), Refresh::Now).await;
     assert_eq!(
         late.unwrap_err(),
         Error::Unavailable("the refresh took too long".into())
@@ -464,7 +473,7 @@ async fn a_refresh_that_outlives_its_lease_drops_its_tokens() {
         Some("another-refresher")
     );
     // While that holder's lease lasts, others wait for it, then say so.
-    let waiting = account.sessions().fresh(account.did(), true).await;
+    let waiting = account.sessions().fresh(account.did(), Refresh::Now).await;
     assert_eq!(
         waiting.unwrap_err(),
         Error::Unavailable("the session is being refreshed elsewhere".into())
@@ -479,7 +488,7 @@ async fn d1_failing_after_a_refresh_is_tried_again() {
         .db
         .fail_stores
         .store(LEASE.store_tries - 1, Ordering::SeqCst);
-    let fresh = account.sessions().fresh(account.did(), true).await;
+    let fresh = account.sessions().fresh(account.did(), Refresh::Now).await;
     assert_eq!(
         account.stored().await.unwrap().access_token,
         token_of(&fresh)
@@ -495,7 +504,7 @@ async fn d1_failing_every_try_after_a_refresh_loses_the_tokens_and_the_session_e
         .db
         .fail_stores
         .store(LEASE.store_tries, Ordering::SeqCst);
-    let lost = account.sessions().fresh(account.did(), true).await;
+    let lost = account.sessions().fresh(account.did(), Refresh::Now).await;
     assert_eq!(
         lost.unwrap_err(),
         Error::Unavailable("the new tokens could not be saved".into())
@@ -508,10 +517,10 @@ async fn d1_failing_every_try_after_a_refresh_loses_the_tokens_and_the_session_e
     // The spent refresh token is all that is stored. Until the lease runs out nobody spends it
     // again; after, the next refresh is refused and the session ends, browsers signed out: the
     // person signs in again, and nothing half-done is left.
-    let waiting = account.sessions().fresh(account.did(), true).await;
+    let waiting = account.sessions().fresh(account.did(), Refresh::Now).await;
     assert!(matches!(waiting, Err(Error::Unavailable(_))), "{waiting:?}");
     account.clock.advance(LEASE.hold_ms + 1_000);
-    let ended = account.sessions().fresh(account.did(), true).await;
+    let ended = account.sessions().fresh(account.did(), Refresh::Now).await;
     assert_eq!(ended.unwrap_err(), Error::Ended);
     assert!(account.stored().await.is_none());
     assert_eq!(account.browsers().await, 0);
@@ -530,7 +539,10 @@ async fn a_session_sealed_under_a_retired_key_counts_as_signed_out() {
         None
     );
     assert_eq!(
-        sessions.fresh(account.did(), false).await.unwrap_err(),
+        sessions
+            .fresh(account.did(), Refresh::IfExpiring)
+            .await
+            .unwrap_err(),
         Error::Ended
     );
 }
