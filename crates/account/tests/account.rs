@@ -329,6 +329,12 @@ impl Account {
     }
 }
 
+/// `did` has no session to be had: sign in again.
+async fn assert_signed_out(sessions: &Sessions<'_, Sqlite, TestClock, Http>, did: &str) {
+    let fresh = sessions.fresh(did, Refresh::IfExpiring).await;
+    assert_eq!(fresh.unwrap_err(), Error::Ended);
+}
+
 fn token_of(result: &account::Result<Session>) -> &str {
     &result.as_ref().expect("a session").access_token
 }
@@ -406,13 +412,7 @@ async fn a_refused_refresh_ends_the_session_and_signs_its_browsers_out() {
     assert_eq!(second.unwrap_err(), Error::Ended);
     assert!(account.stored().await.is_none());
     assert_eq!(account.browsers().await, 0);
-    assert_eq!(
-        sessions
-            .fresh(account.did(), Refresh::IfExpiring)
-            .await
-            .unwrap_err(),
-        Error::Ended
-    );
+    assert_signed_out(&sessions, account.did()).await;
 }
 
 #[tokio::test]
@@ -538,13 +538,7 @@ async fn a_session_sealed_under_a_retired_key_counts_as_signed_out() {
         sessions.load(account.did()).await.unwrap().map(|s| s.did),
         None
     );
-    assert_eq!(
-        sessions
-            .fresh(account.did(), Refresh::IfExpiring)
-            .await
-            .unwrap_err(),
-        Error::Ended
-    );
+    assert_signed_out(&sessions, account.did()).await;
 }
 
 // ---------------------------------------------------------------------------------------------
