@@ -153,15 +153,21 @@ fn test() -> Result<()> {
     let mut clock = Phases::default();
     let tools = clock.time("tools", Tools::ensure)?;
     clock.time("chromium", toolchain::ensure_chromium)?;
-    lint_timed(&mut clock)?;
+    lint_timed(&mut clock, NativeLints::InTestBuild)?;
     clock.time("worker builds (release wasm32)", || {
         workers::build_all(&tools)
     })?;
-    clock.time("test build (native)", || {
-        process::run(native_tests().arg("--no-run"))
+    // Every native target, as `cargo clippy --all-targets` would lint them, compiled once with
+    // clippy's lints (see `NativeLints`); the run below needs a subset of them and builds nothing.
+    clock.time("test build (native, with clippy's lints)", || {
+        process::run(native_tests().args(["--all-targets", "--no-run"]))
     })?;
     let totals = clock.time("tests", || {
-        process::run_tests(native_tests().arg("--no-fail-fast"))
+        process::run_tests(
+            native_tests()
+                .arg("--no-fail-fast")
+                .env(sidecar::BUILT_ENV, "1"),
+        )
     })?;
     eprint!("{}", clock.report());
     eprint!("{}", totals.report());
@@ -205,14 +211,32 @@ fn build(args: &[String]) -> Result<()> {
         .try_for_each(|name| workers::build(&tools, workers::check_name(name)?))
 }
 
-/// `cargo test` for every member that runs natively.
+/// `cargo test` for every member that runs natively, compiled with clippy's lints (`-D warnings`)
+/// by clippy's own driver as the compiler of the workspace's crates: what `cargo clippy` does,
+/// but in a full build rather than a check, so that the dependency graph is compiled once for
+/// both instead of once for clippy (metadata only) and again for the tests.
 fn native_tests() -> std::process::Command {
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     for worker in WASM_ONLY {
         test.args(["--exclude", worker]);
     }
+    // `cargo clippy` passes its lint flags to the driver this way, each one followed by the
+    // separator; the driver declares the variable to cargo, so a change rebuilds what it linted.
+    test.env("RUSTC_WORKSPACE_WRAPPER", clippy_driver()).env(
+        "CLIPPY_ARGS",
+        "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+    );
     test
+}
+
+/// The toolchain's `clippy-driver`, beside the cargo that runs us (rust-toolchain.toml installs
+/// clippy); the rustup proxy on `PATH` otherwise.
+fn clippy_driver() -> std::path::PathBuf {
+    std::env::var_os("CARGO")
+        .map(|cargo| std::path::PathBuf::from(cargo).with_file_name("clippy-driver"))
+        .filter(|driver| driver.exists())
+        .unwrap_or_else(|| "clippy-driver".into())
 }
 
 /// The workspace members that only ever run as wasm in a worker.
@@ -231,23 +255,34 @@ fn docs_check() -> Result<()> {
 }
 
 fn lint() -> Result<()> {
-    lint_timed(&mut Phases::default())
+    lint_timed(&mut Phases::default(), NativeLints::Clippy)
 }
 
-fn lint_timed(clock: &mut Phases) -> Result<()> {
+/// Who lints the native crates.
+#[derive(Clone, Copy, PartialEq)]
+enum NativeLints {
+    /// `cargo clippy` (`cargo xtask lint`: a check, no code generated).
+    Clippy,
+    /// The test build that follows, with clippy's driver as the compiler (`cargo xtask test`).
+    InTestBuild,
+}
+
+fn lint_timed(clock: &mut Phases, native: NativeLints) -> Result<()> {
     clock.time("fmt", || {
         process::run(cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
     // The workers run only as wasm (their logic is tested in the shared crates): lint them as
     // wasm, and everything else natively, so that nothing is compiled for a target it never runs on.
-    clock.time("clippy (native)", || {
-        let mut clippy = cargo();
-        clippy.args(["clippy", "--workspace", "--all-targets"]);
-        for worker in WASM_ONLY {
-            clippy.args(["--exclude", worker]);
-        }
-        process::run(clippy.args(["--", "-D", "warnings"]))
-    })?;
+    if native == NativeLints::Clippy {
+        clock.time("clippy (native)", || {
+            let mut clippy = cargo();
+            clippy.args(["clippy", "--workspace", "--all-targets"]);
+            for worker in WASM_ONLY {
+                clippy.args(["--exclude", worker]);
+            }
+            process::run(clippy.args(["--", "-D", "warnings"]))
+        })?;
+    }
     clock.time("clippy (wasm32 workers)", || {
         let mut clippy = cargo();
         clippy.args(["clippy", "--target", WASM_TARGET]);

@@ -16,7 +16,20 @@ pub fn binary() -> PathBuf {
     paths::root().join("target/debug/statusphere-sidecar")
 }
 
+/// Set by `cargo xtask test` for the tests it runs: its test build has just built the binary
+/// (the sidecar's own tests need it), so the end-to-end tests use it as it is. Building it again
+/// with `-p sidecar` would compile a second copy of its dependencies (the features `-p sidecar`
+/// alone asks for) and leave a binary the next test build replaces.
+pub const BUILT_ENV: &str = "STATUSPHERE_SIDECAR_BUILT";
+
+/// Builds the binary, unless [`BUILT_ENV`] says it is built.
 pub fn build() -> Result<()> {
+    if std::env::var_os(BUILT_ENV).is_some() {
+        if !binary().exists() {
+            bail!("{BUILT_ENV} is set but {} is missing", binary().display());
+        }
+        return Ok(());
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     process::run(
         Command::new(cargo)
