@@ -19,7 +19,7 @@ use e2e::hostile::{Hostile, Misbehaviour};
 use e2e::pds::Reqwest;
 use lexicon::StatusText;
 use oauth::sealed::Keyring;
-use oauth::{Callback, Client, HandleResolution, IdentityConfig, OAuth, Session};
+use oauth::{Callback, Client, HandleResolution, IdentityConfig, OAuth, Reach, Session};
 use serde_json::Value;
 use sqlx::sqlite::SqlitePool;
 
@@ -218,7 +218,7 @@ impl Account {
             handles: HandleResolution::Service {
                 url: server.url.clone(),
             },
-            allow_private: true,
+            reach: Reach::Local,
         };
         let account = Account {
             http: Http {

@@ -5,6 +5,7 @@
 pub mod hostile;
 pub mod listening;
 pub mod pds;
+pub mod shared;
 pub mod tables;
 pub mod web;
 
@@ -232,8 +233,9 @@ impl Broker {
     }
 }
 
-/// A status message as edge (optimistic) or the listener (from the network) would publish it.
-pub fn upsert(uri_rkey: &str, status: &str, optimistic: bool) -> ServerMessage {
+/// A status message as edge (`Origin::Edge`: optimistic, not yet confirmed) or the listener
+/// (`Origin::Network`) would publish it.
+pub fn upsert(uri_rkey: &str, status: &str, origin: domain::Origin) -> ServerMessage {
     let did = "did:plc:e2eaaaaaaaaaaaaaaaaaaaaa";
     ServerMessage::StatusUpserted {
         status: domain::StatusView {
@@ -244,12 +246,8 @@ pub fn upsert(uri_rkey: &str, status: &str, optimistic: bool) -> ServerMessage {
             status: status.to_owned(),
             created_at: "2026-11-24T00:00:00.000Z".to_owned(),
             indexed_at: now_ms(),
-            origin: if optimistic {
-                domain::Origin::Edge
-            } else {
-                domain::Origin::Network
-            },
-            confirmed: !optimistic,
+            confirmed: origin == domain::Origin::Network,
+            origin,
         },
     }
 }

@@ -3,6 +3,8 @@
 //! and consent driven through its API (`pds::authorize`). Shared by the edge tests and the edge
 //! benchmark; the real-Chromium test is `tests/chromium.rs`.
 
+use std::sync::Arc;
+
 use anyhow::{ensure, Context, Result};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
@@ -233,7 +235,8 @@ pub fn location(response: &reqwest::Response) -> Result<String> {
 pub struct Net {
     pub stack: Stack,
     pub jetstream: Option<Sidecar>,
-    pub devnet: Devnet,
+    /// The binary's shared network ([`crate::shared::devnet`]), or one of this test's own.
+    pub devnet: Arc<Devnet>,
 }
 
 impl Net {
@@ -246,6 +249,7 @@ impl Net {
     }
 }
 
+/// A stack signing in against the shared local network.
 pub fn start(name: &str) -> Result<Net> {
     start_with(name, |config| config)
 }
@@ -253,7 +257,7 @@ pub fn start(name: &str) -> Result<Net> {
 /// [`start`], with the stack's configuration adjusted first (a var, say).
 pub fn start_with(name: &str, adjust: impl FnOnce(StackConfig) -> StackConfig) -> Result<Net> {
     let tools = Tools::ensure()?;
-    let devnet = Devnet::start(&tools, &DevnetConfig::for_test(name)?)?;
+    let devnet = crate::shared::devnet()?;
     let config =
         adjust(StackConfig::for_test(name)?.with_local_sign_in(&devnet.plc_url, &devnet.pds_url));
     let stack = Stack::start(&tools, config)?;
@@ -264,13 +268,13 @@ pub fn start_with(name: &str, adjust: impl FnOnce(StackConfig) -> StackConfig) -
     })
 }
 
-/// The local network, and a stack whose listener polls a sidecar replaying `frames`: written once
-/// the network's accounts exist, so that the frames can name them (a hostile Jetstream's claims
-/// about real accounts, say).
+/// The shared local network, and a stack whose listener polls a sidecar replaying `frames`:
+/// written once the network's accounts exist, so that the frames can name them (a hostile
+/// Jetstream's claims about real accounts, say).
 pub fn start_with_replay(name: &str, frames: impl FnOnce(&Devnet) -> Vec<String>) -> Result<Net> {
     let tools = Tools::ensure()?;
     xtask::sidecar::build()?;
-    let devnet = Devnet::start(&tools, &DevnetConfig::for_test(name)?)?;
+    let devnet = crate::shared::devnet()?;
     let dir = crate::listening::run_dir(name)?;
     let file = dir.join("replay.jsonl");
     std::fs::write(&file, frames(&devnet).join("\n") + "\n")?;
@@ -284,7 +288,7 @@ pub fn start_with_replay(name: &str, frames: impl FnOnce(&Devnet) -> Vec<String>
 fn reading(
     name: &str,
     tools: &Tools,
-    devnet: Devnet,
+    devnet: Arc<Devnet>,
     jetstream: Sidecar,
     mode: &str,
     adjust: impl FnOnce(StackConfig) -> StackConfig,
@@ -301,13 +305,13 @@ fn reading(
     })
 }
 
-/// The whole local app: the network, the sidecar bridging the PDS's firehose to a local
-/// Jetstream, and a stack whose listener reads it live; records written on the PDS by any client
-/// reach D1 and open pages.
+/// The whole local app: a network of its own (alice and bob), the sidecar bridging its PDS's
+/// firehose to a local Jetstream, and a stack whose listener reads it live; records written on
+/// the PDS by any client reach D1 and open pages.
 pub fn start_live(name: &str) -> Result<Net> {
     let tools = Tools::ensure()?;
     xtask::sidecar::build()?;
-    let devnet = Devnet::start(&tools, &DevnetConfig::for_test(name)?)?;
+    let devnet = Arc::new(Devnet::start(&tools, &DevnetConfig::for_test(name)?)?);
     let dir = crate::listening::run_dir(name)?;
     let jetstream = Sidecar::start(
         &[

@@ -258,7 +258,7 @@ async fn optimistic_then_confirmed(port: u16, broker: &Broker) -> Result<()> {
     let mut a = Page::connect(port, None).await?;
     let mut b = Page::connect(port, None).await?;
     connections_become(broker, 2).await?;
-    let optimistic = upsert("3lbroker00001", "🦋", true);
+    let optimistic = upsert("3lbroker00001", "🦋", domain::Origin::Edge);
     let ServerMessage::StatusUpserted { status } = &optimistic else {
         unreachable!()
     };

@@ -12,7 +12,7 @@ fn dry_run_bundles_three_workers() {
     let tools = Tools::locate().expect("toolchain");
     let outdir = xtask::paths::scratch().join("test-dry-run");
     // The workers were built by `cargo xtask test` before the tests ran.
-    let bundles = deploy::dry_run(&tools, &outdir, false).expect("dry run");
+    let bundles = deploy::dry_run(&tools, &outdir, deploy::Wasm::AsBuilt).expect("dry run");
     println!("{}", deploy::report(&bundles));
     let names: Vec<&str> = bundles.iter().map(|b| b.worker).collect();
     assert_eq!(names, ["broker", "listener", "edge"]);

@@ -5,6 +5,7 @@
 //! why: cross-site posts, invalid statuses, too many writes, a stale or foreign sign-in answer,
 //! declined consent, a session that ended elsewhere.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 #[path = "edge/attacks.rs"]
@@ -198,16 +199,14 @@ async fn failures(net: &Net) -> Result<()> {
     let cross = browser
         .post(
             "/login",
-            &[("handle", "alice.test")],
+            &[("handle", "dave.test")],
             Some("http://evil.example"),
         )
         .await?;
     ensure!(cross.status() == StatusCode::FORBIDDEN);
 
     // Declined consent: back on the page, signed out, told why.
-    let declined = browser
-        .sign_in("alice.test", "alice", Answer::Reject)
-        .await?;
+    let declined = browser.sign_in("dave.test", "dave", Answer::Reject).await?;
     ensure!(
         declined.status() == StatusCode::FORBIDDEN,
         "declined answered {}",
@@ -226,11 +225,11 @@ async fn failures(net: &Net) -> Result<()> {
         .await?
         .contains("expired or was already used"));
     let started = browser
-        .post("/login", &[("handle", "alice.test")], None)
+        .post("/login", &[("handle", "dave.test")], None)
         .await?;
     let redirect = pds::authorize(
         &location(&started)?,
-        "alice.test",
+        "dave.test",
         DEMO_PASSWORD,
         Answer::Consent,
     )
@@ -256,11 +255,11 @@ async fn failures(net: &Net) -> Result<()> {
     );
     ensure!(browser.cookie.is_none());
 
-    // A session that ended elsewhere: bob signs in twice, signs out in one browser; the other is
+    // A session that ended elsewhere: erin signs in twice, signs out in one browser; the other is
     // back at the sign-in form with no loop, and its writes are refused.
     let mut phone = Browser::new(&net.stack);
-    browser.sign_in_as("bob").await?;
-    phone.sign_in_as("bob").await?;
+    browser.sign_in_as("erin").await?;
+    phone.sign_in_as("erin").await?;
     ensure!(phone.page().await?.contains("Signed in as"));
     browser.post("/logout", &[], None).await?;
     let page = phone.page().await?;
@@ -384,7 +383,7 @@ async fn network(net: &mut Net) -> Result<()> {
         handles: oauth::HandleResolution::Service {
             url: net.devnet.pds_url.clone(),
         },
-        allow_private: true,
+        reach: oauth::Reach::Local,
     };
     let client = oauth::Client::loopback(
         &format!("{base}/oauth/callback"),
@@ -424,7 +423,9 @@ async fn network(net: &mut Net) -> Result<()> {
     // Bob's PDS goes down: a clear message, and nothing in D1 (his status is still `<`).
     let mut bobs = Browser::new(&net.stack);
     bobs.sign_in_as("bob").await?;
-    net.devnet.stop();
+    Arc::get_mut(&mut net.devnet)
+        .context("this test's network is its own")?
+        .stop();
     let down = bobs.post("/status", &[("status", "🚀")], None).await?;
     ensure!(
         down.status() == StatusCode::BAD_GATEWAY,
@@ -456,7 +457,7 @@ async fn a_browser_session_expires() -> Result<()> {
         })
     })?;
     let mut browser = Browser::new(&net.stack);
-    let signed_in = browser.sign_in_as("alice").await?;
+    let signed_in = browser.sign_in_as("frank").await?;
     let cookie = set_cookie(&signed_in)?;
     ensure!(cookie.contains("Max-Age=3"), "{cookie}");
     ensure!(browser.page().await?.contains("Signed in as"));
@@ -471,7 +472,7 @@ async fn a_browser_session_expires() -> Result<()> {
         write.status()
     );
     ensure!(
-        pds::repo_statuses(&net.devnet.pds_url, &did_of(&net.devnet, "alice"))
+        pds::repo_statuses(&net.devnet.pds_url, &did_of(&net.devnet, "frank"))
             .await?
             .is_empty()
     );
@@ -495,16 +496,16 @@ async fn refreshes_take_turns() -> Result<()> {
 }
 
 async fn take_turns(net: &Net) -> Result<()> {
-    let alice = did_of(&net.devnet, "alice");
+    let ivan = did_of(&net.devnet, "ivan");
     let tokens = || async {
-        let (_, data) = e2e::tables::Tables::oauth_session(&net.stack, &alice)
+        let (_, data) = e2e::tables::Tables::oauth_session(&net.stack, &ivan)
             .await?
             .context("no OAuth session in D1")?;
         let session: oauth::Session = serde_json::from_str(&data)?;
         Ok::<_, anyhow::Error>((session.access_token, session.refresh_token))
     };
     let mut browser = Browser::new(&net.stack);
-    browser.sign_in_as("alice").await?;
+    browser.sign_in_as("ivan").await?;
     let signed_in = tokens().await?;
     let first = browser.post("/status", &[("status", "🦋")], None).await?;
     ensure!(
@@ -535,7 +536,7 @@ async fn take_turns(net: &Net) -> Result<()> {
         );
     }
     ensure!(
-        pds::repo_statuses(&net.devnet.pds_url, &alice).await?.len() == 6,
+        pds::repo_statuses(&net.devnet.pds_url, &ivan).await?.len() == 6,
         "every write is in the repo"
     );
     let last = tokens().await?;

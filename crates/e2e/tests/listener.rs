@@ -5,7 +5,8 @@
 //! The replay is the sidecar's generator (status writes and deletes, handle changes,
 //! deactivations, takedowns, deletions, reactivations, other collections, its own broken frames)
 //! with every hostile fixture of `crates/domain/tests/data/jetstream/hostile` mixed in. The
-//! scenarios share nothing but the replay file, and run one at a time (each starts a stack).
+//! scenarios share the replay, written and read by the oracle once per run ([`replay`]), and
+//! nothing else: each starts its own sidecars and stack.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,8 +19,8 @@ use e2e::{listening, Page};
 use serde_json::Value;
 use xtask::stack::{Stack, NO_JETSTREAM};
 
-/// Scenarios start stacks; one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The replay every scenario reads, made by the first one that asks.
+static REPLAY: tokio::sync::OnceCell<Replay> = tokio::sync::OnceCell::const_new();
 
 /// Of which 30% broken by the generator (1,000 and more hostile frames with the fixtures).
 const EVENTS: usize = 4_000;
@@ -36,9 +37,14 @@ struct Replay {
     dropped: Vec<&'static str>,
 }
 
-/// Writes the replay file and reads what a sidecar serves from it.
-async fn replay(name: &str) -> Result<Replay> {
-    let dir = listening::run_dir(&format!("listener-{name}"))?;
+/// The replay, made once per test run: the file written, what a sidecar serves from it read, and
+/// the oracle's tables built from that.
+async fn replay() -> Result<&'static Replay> {
+    REPLAY.get_or_try_init(make_replay).await
+}
+
+async fn make_replay() -> Result<Replay> {
+    let dir = listening::run_dir("listener-replay")?;
     let generated = dir.join("generated.jsonl");
     tokio::task::block_in_place(|| listening::generate(&generated, 11, EVENTS, 0.3))?;
     let generated = std::fs::read_to_string(&generated)?;
@@ -116,8 +122,7 @@ fn report(result: Result<()>, stack: Option<&Stack>) {
 /// implies; every hostile frame is dropped and counted by reason; the listener ends caught up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_mode_records_the_replay_exactly() {
-    let _serial = SERIAL.lock().await;
-    let replay = replay("poll").await.expect("replay");
+    let replay = replay().await.expect("replay");
     let sidecar =
         listening::start_sidecar(&replay.dir, &replay.file, "poll", &[]).expect("sidecar");
     let config = listening::test_config("listener-poll", "poll", &[&sidecar.url]).expect("config");
@@ -125,7 +130,7 @@ async fn poll_mode_records_the_replay_exactly() {
     let result = async {
         let status =
             listening::wait_for_cursor(&stack, replay.last_us, Duration::from_secs(90)).await?;
-        same_tables(&stack, &replay).await?;
+        same_tables(&stack, replay).await?;
         // Identity events are claims: they drop handles, never set them.
         ensure!(
             replay.oracle.account.iter().all(|a| a["handle"].is_null()),
@@ -194,8 +199,7 @@ async fn poll_mode_records_the_replay_exactly() {
 /// poll mode's (the same oracle).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_mode_survives_stalls_closes_and_a_dead_url() {
-    let _serial = SERIAL.lock().await;
-    let replay = replay("live").await.expect("replay");
+    let replay = replay().await.expect("replay");
     let once = ["--faults-for", "1"];
     let stall = listening::start_sidecar(
         &replay.dir,
@@ -224,7 +228,7 @@ async fn live_mode_survives_stalls_closes_and_a_dead_url() {
     let result = async {
         let status =
             listening::wait_for_cursor(&stack, replay.last_us, Duration::from_secs(120)).await?;
-        same_tables(&stack, &replay).await?;
+        same_tables(&stack, replay).await?;
         ensure!(status["mode"] == "live", "{status}");
         ensure!(
             counter(&status, "failures") >= 3,
@@ -242,8 +246,7 @@ async fn live_mode_survives_stalls_closes_and_a_dead_url() {
 /// the restart reaches a page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_replay_loses_and_duplicates_nothing() {
-    let _serial = SERIAL.lock().await;
-    let replay = replay("restart").await.expect("replay");
+    let replay = replay().await.expect("replay");
     // Slow enough (2 ms a frame) to stop it in the middle.
     let sidecar = listening::start_sidecar(&replay.dir, &replay.file, "slow", &["--delay-ms", "2"])
         .expect("sidecar");
@@ -284,7 +287,7 @@ async fn a_restart_mid_replay_loses_and_duplicates_nothing() {
         );
         let status =
             listening::wait_for_cursor(&stack, replay.last_us, Duration::from_secs(90)).await?;
-        same_tables(&stack, &replay).await?;
+        same_tables(&stack, replay).await?;
         let after = status["cursor_us"].as_i64().unwrap_or_default();
         ensure!(
             after >= stopped_at,

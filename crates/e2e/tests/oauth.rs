@@ -4,15 +4,16 @@
 //! refused consent, a state from another sign-in, a wrong `iss`, another account than the one
 //! named, a replayed code.
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use atrium_api::client::AtpServiceClient;
 use e2e::pds::{self, Answer, Reqwest};
 use oauth::{
-    Callback, Client, HandleResolution, IdentityConfig, OAuth, PdsClient, Pending, Session,
+    Callback, Client, HandleResolution, IdentityConfig, OAuth, PdsClient, Pending, Reach, Session,
 };
 use serde_json::json;
-use xtask::devnet::{Devnet, DevnetConfig, DEMO_PASSWORD};
-use xtask::toolchain::Tools;
+use xtask::devnet::{Devnet, DEMO_PASSWORD};
 
 const SCOPE: &str = "atproto repo:xyz.statusphere.status";
 /// Never called: the test reads the redirect the PDS would send the browser to.
@@ -23,21 +24,20 @@ fn now_s() -> i64 {
 }
 
 struct Net {
-    devnet: Devnet,
+    devnet: Arc<Devnet>,
     client: Client,
     http: Reqwest,
 }
 
 impl Net {
     fn start() -> Result<Net> {
-        let tools = Tools::ensure()?;
-        let devnet = Devnet::start(&tools, &DevnetConfig::for_test("oauth")?)?;
+        let devnet = e2e::shared::devnet()?;
         let identity = IdentityConfig {
             plc_url: devnet.plc_url.clone(),
             handles: HandleResolution::Service {
                 url: devnet.pds_url.clone(),
             },
-            allow_private: true,
+            reach: Reach::Local,
         };
         Ok(Net {
             client: Client::loopback(REDIRECT, SCOPE, identity),
@@ -117,12 +117,12 @@ async fn write_status(net: &Net, session: &Session, emoji: &str) -> Result<Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_write_refresh_revoke_against_the_local_pds() -> Result<()> {
     let net = Net::start()?;
-    let alice = net.did("alice");
+    let judy = net.did("judy");
 
     // By handle: the identity is resolved and verified both ways before anything is sent.
-    let session = net.sign_in("alice.test", "alice").await?;
-    assert_eq!(session.did, alice);
-    assert_eq!(session.handle.as_deref(), Some("alice.test"));
+    let session = net.sign_in("judy.test", "judy").await?;
+    assert_eq!(session.did, judy);
+    assert_eq!(session.handle.as_deref(), Some("judy.test"));
     assert!(
         session.scope.split(' ').any(|s| s == "atproto"),
         "{}",
@@ -130,14 +130,14 @@ async fn sign_in_write_refresh_revoke_against_the_local_pds() -> Result<()> {
     );
     assert!(session.refresh_token.is_some());
 
-    // The session writes to alice's repo through atrium's typed client, over DPoP.
+    // The session writes to judy's repo through atrium's typed client, over DPoP.
     let uri = write_status(&net, &session, "🦋").await?;
     assert!(
-        uri.starts_with(&format!("at://{alice}/xyz.statusphere.status/")),
+        uri.starts_with(&format!("at://{judy}/xyz.statusphere.status/")),
         "{uri}"
     );
     assert_eq!(
-        pds::repo_statuses(&net.devnet.pds_url, &alice).await?,
+        pds::repo_statuses(&net.devnet.pds_url, &judy).await?,
         vec!["🦋".to_owned()]
     );
 
@@ -168,12 +168,12 @@ async fn sign_in_write_refresh_revoke_against_the_local_pds() -> Result<()> {
     assert!(after.is_err(), "refresh after revoke must fail");
 
     // By DID, and at the server's URL (the account is chosen on the PDS's page).
-    let by_did = net.sign_in(&alice, "alice").await?;
-    assert_eq!(by_did.handle.as_deref(), Some("alice.test"));
-    let bob = net.did("bob");
-    let by_server = net.sign_in(&net.devnet.pds_url, "bob").await?;
-    assert_eq!(by_server.did, bob);
-    assert_eq!(by_server.handle.as_deref(), Some("bob.test"));
+    let by_did = net.sign_in(&judy, "judy").await?;
+    assert_eq!(by_did.handle.as_deref(), Some("judy.test"));
+    let ken = net.did("ken");
+    let by_server = net.sign_in(&net.devnet.pds_url, "ken").await?;
+    assert_eq!(by_server.did, ken);
+    assert_eq!(by_server.handle.as_deref(), Some("ken.test"));
     Ok(())
 }
 
@@ -182,14 +182,14 @@ async fn callbacks_that_must_fail() -> Result<()> {
     let net = Net::start()?;
 
     // The person refuses.
-    let (callback, pending) = net.approve("alice.test", "alice", Answer::Reject).await?;
+    let (callback, pending) = net.approve("liam.test", "liam", Answer::Reject).await?;
     assert_eq!(callback.error.as_deref(), Some("access_denied"));
     let denied = net.oauth().callback(&callback, pending).await;
     assert!(matches!(denied, Err(oauth::Error::Denied(_))), "{denied:?}");
 
     // A state that belongs to another sign-in.
-    let (callback, _) = net.approve("alice.test", "alice", Answer::Consent).await?;
-    let (_, other) = net.oauth().authorize("alice.test").await?;
+    let (callback, _) = net.approve("liam.test", "liam", Answer::Consent).await?;
+    let (_, other) = net.oauth().authorize("liam.test").await?;
     let mixed = net.oauth().callback(&callback, other).await;
     assert!(
         matches!(&mixed, Err(oauth::Error::Callback(m)) if m.contains("another sign-in")),
@@ -198,7 +198,7 @@ async fn callbacks_that_must_fail() -> Result<()> {
 
     // An answer claiming another issuer, or none.
     for iss in [Some("http://localhost:1".to_owned()), None] {
-        let (mut callback, pending) = net.approve("alice.test", "alice", Answer::Consent).await?;
+        let (mut callback, pending) = net.approve("liam.test", "liam", Answer::Consent).await?;
         callback.iss = iss;
         let wrong = net.oauth().callback(&callback, pending).await;
         assert!(
@@ -207,8 +207,8 @@ async fn callbacks_that_must_fail() -> Result<()> {
         );
     }
 
-    // alice was named, bob signed in: the sub check refuses it.
-    let (callback, pending) = net.approve("alice.test", "bob", Answer::Consent).await?;
+    // liam was named, mia signed in: the sub check refuses it.
+    let (callback, pending) = net.approve("liam.test", "mia", Answer::Consent).await?;
     let swapped = net.oauth().callback(&callback, pending).await;
     assert!(
         matches!(swapped, Err(oauth::Error::Callback(_))),
@@ -216,7 +216,7 @@ async fn callbacks_that_must_fail() -> Result<()> {
     );
 
     // A code is good once.
-    let (callback, pending) = net.approve("alice.test", "alice", Answer::Consent).await?;
+    let (callback, pending) = net.approve("liam.test", "liam", Answer::Consent).await?;
     net.oauth().callback(&callback, pending.clone()).await?;
     let replayed = net.oauth().callback(&callback, pending).await;
     assert!(
@@ -225,7 +225,7 @@ async fn callbacks_that_must_fail() -> Result<()> {
     );
 
     // A sign-in left too long.
-    let (callback, mut pending) = net.approve("alice.test", "alice", Answer::Consent).await?;
+    let (callback, mut pending) = net.approve("liam.test", "liam", Answer::Consent).await?;
     pending.created_at_s -= oauth::client::PENDING_TTL_S + 1;
     let late = net.oauth().callback(&callback, pending).await;
     assert!(

@@ -7,7 +7,7 @@ use http::Request;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::fetch::{self, MAX_BODY};
+use crate::fetch::{self, Reach, MAX_BODY};
 use crate::identity::{self, Identity, IdentityConfig, LoginInput};
 use crate::jose::Key;
 use crate::metadata::{self, AuthServer};
@@ -220,32 +220,28 @@ pub struct OAuth<'a, T: HttpClient> {
 }
 
 impl<T: HttpClient> OAuth<'_, T> {
-    fn allow_private(&self) -> bool {
-        self.client.identity.allow_private
+    fn reach(&self) -> Reach {
+        self.client.identity.reach
     }
 
     /// Starts a sign-in for what the person typed: returns the URL to send them to and what to
     /// keep until the callback.
     pub async fn authorize(&self, input: &str) -> Result<(String, Pending)> {
-        let input = identity::parse_input(input, self.allow_private())?;
+        let input = identity::parse_input(input, self.reach())?;
         let method = self.client.auth_method();
         let (server, expected, hint) = match &input {
             LoginInput::Server(url) => {
                 // A PDS names its authorization server; an entryway is one.
-                let server = match metadata::authorization_server_of(
-                    self.http,
-                    url,
-                    method,
-                    self.allow_private(),
-                )
-                .await
-                {
-                    Ok(server) => server,
-                    Err(_) => {
-                        metadata::authorization_server(self.http, url, method, self.allow_private())
-                            .await?
-                    }
-                };
+                let server =
+                    match metadata::authorization_server_of(self.http, url, method, self.reach())
+                        .await
+                    {
+                        Ok(server) => server,
+                        Err(_) => {
+                            metadata::authorization_server(self.http, url, method, self.reach())
+                                .await?
+                        }
+                    };
                 (server, None, None)
             }
             named => {
@@ -254,7 +250,7 @@ impl<T: HttpClient> OAuth<'_, T> {
                     self.http,
                     &identity.pds,
                     method,
-                    self.allow_private(),
+                    self.reach(),
                 )
                 .await?;
                 let hint = identity
@@ -367,7 +363,7 @@ impl<T: HttpClient> OAuth<'_, T> {
                     self.http,
                     &identity.pds,
                     self.client.auth_method(),
-                    self.allow_private(),
+                    self.reach(),
                 )
                 .await?;
                 if authoritative.issuer != server.issuer {
@@ -409,7 +405,7 @@ impl<T: HttpClient> OAuth<'_, T> {
             self.http,
             &identity.pds,
             self.client.auth_method(),
-            self.allow_private(),
+            self.reach(),
         )
         .await?;
         if authoritative.issuer != session.server.issuer {
@@ -587,7 +583,7 @@ mod tests {
             handles: HandleResolution::Dns {
                 doh_url: "https://cloudflare-dns.com/dns-query".into(),
             },
-            allow_private: false,
+            reach: Reach::Public,
         }
     }
 

@@ -1,10 +1,10 @@
 //! Outbound requests: which URLs may be fetched at all, and size-bounded reads.
 //!
 //! Every URL this crate fetches comes from the network (DID documents, metadata, what the person
-//! typed), so each one passes [`check_url`] first. In production (`allow_private` off) only https
+//! typed), so each one passes [`check_url`] first. In production ([`Reach::Public`]) only https
 //! to a DNS name is allowed: no IP literals, no `localhost`, no `.local`/`.internal` names (SSRF).
 //! A Worker cannot see what a name resolves to; Cloudflare's fetch does not reach private networks,
-//! which covers the rest. Locally (`allow_private` on) plain http and loopback are allowed, because
+//! which covers the rest. Locally ([`Reach::Local`]) plain http and loopback are allowed, because
 //! the local PDS is `http://localhost:<port>`.
 
 use atrium_xrpc::HttpClient;
@@ -14,11 +14,20 @@ use url::{Host, Url};
 
 use crate::{bounded, Error, Result};
 
+/// Which hosts this crate may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// https to public DNS names only: production.
+    Public,
+    /// Also plain http, loopback and private hosts, and `.test` handles: a local network only.
+    Local,
+}
+
 /// The most any identity or metadata document may weigh. Real ones are a few KB.
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// Parses `url` and refuses what must not be fetched (see the module docs).
-pub fn check_url(url: &str, allow_private: bool) -> Result<Url> {
+pub fn check_url(url: &str, reach: Reach) -> Result<Url> {
     let parsed =
         Url::parse(url).map_err(|_| Error::Protocol(format!("not a URL: {}", bounded(url))))?;
     let refuse = |why: &str| Err(Error::Protocol(format!("refusing {}: {why}", bounded(url))));
@@ -27,12 +36,12 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<Url> {
     }
     match parsed.scheme() {
         "https" => {}
-        "http" if allow_private => {}
+        "http" if reach == Reach::Local => {}
         _ => return refuse("only https is allowed"),
     }
     match parsed.host() {
         None => return refuse("no host"),
-        Some(_) if allow_private => {}
+        Some(_) if reach == Reach::Local => {}
         Some(Host::Ipv4(_) | Host::Ipv6(_)) => return refuse("an IP address, not a name"),
         Some(Host::Domain(name)) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
@@ -89,10 +98,10 @@ pub async fn send<T: HttpClient>(
 pub async fn get_json<T: HttpClient, D: DeserializeOwned>(
     http: &T,
     url: &str,
-    allow_private: bool,
+    reach: Reach,
     what: &str,
 ) -> Result<D> {
-    let body = get(http, url, allow_private, "application/json", what).await?;
+    let body = get(http, url, reach, "application/json", what).await?;
     serde_json::from_slice(&body)
         .map_err(|e| Error::Protocol(format!("{what} from {} is not valid: {e}", bounded(url))))
 }
@@ -101,11 +110,11 @@ pub async fn get_json<T: HttpClient, D: DeserializeOwned>(
 pub async fn get<T: HttpClient>(
     http: &T,
     url: &str,
-    allow_private: bool,
+    reach: Reach,
     accept: &str,
     what: &str,
 ) -> Result<Vec<u8>> {
-    let parsed = check_url(url, allow_private)?;
+    let parsed = check_url(url, reach)?;
     let request = Request::get(parsed.as_str())
         .header(http::header::ACCEPT, accept)
         .body(Vec::new())
@@ -123,7 +132,7 @@ pub async fn get<T: HttpClient>(
 
 #[cfg(test)]
 mod tests {
-    use super::check_url;
+    use super::{check_url, Reach};
 
     #[test]
     fn production_fetches_only_public_https_names() {
@@ -132,7 +141,7 @@ mod tests {
             "https://plc.directory/did:plc:abc",
             "https://pds.example.com:8443/",
         ] {
-            assert!(check_url(ok, false).is_ok(), "{ok}");
+            assert!(check_url(ok, Reach::Public).is_ok(), "{ok}");
         }
         for bad in [
             "http://bsky.social/",
@@ -150,10 +159,10 @@ mod tests {
             "file:///etc/passwd",
             "not a url",
         ] {
-            assert!(check_url(bad, false).is_err(), "{bad}");
+            assert!(check_url(bad, Reach::Public).is_err(), "{bad}");
         }
-        assert!(check_url("http://localhost:2583/", true).is_ok());
-        assert!(check_url("http://127.0.0.1:2582/did:plc:x", true).is_ok());
-        assert!(check_url("ftp://localhost/", true).is_err());
+        assert!(check_url("http://localhost:2583/", Reach::Local).is_ok());
+        assert!(check_url("http://127.0.0.1:2582/did:plc:x", Reach::Local).is_ok());
+        assert!(check_url("ftp://localhost/", Reach::Local).is_err());
     }
 }

@@ -7,7 +7,7 @@
 use atrium_xrpc::HttpClient;
 use serde::{Deserialize, Serialize};
 
-use crate::fetch::{self, check_url};
+use crate::fetch::{self, check_url, Reach};
 use crate::{bounded, Error, Result};
 
 /// Where identities are looked up. Configuration, not code, decides (docs/auth.md).
@@ -17,7 +17,7 @@ pub struct IdentityConfig {
     pub plc_url: String,
     pub handles: HandleResolution,
     /// Allow plain http and private hosts (a local network only; never in production).
-    pub allow_private: bool,
+    pub reach: Reach,
 }
 
 /// How handles become DIDs.
@@ -51,7 +51,7 @@ pub enum LoginInput {
 }
 
 /// Reads the sign-in box: `@alice.example.com`, `did:plc:…`, or `https://pds.example.com`.
-pub fn parse_input(text: &str, allow_private: bool) -> Result<LoginInput> {
+pub fn parse_input(text: &str, reach: Reach) -> Result<LoginInput> {
     let text = text.trim();
     let text = text.strip_prefix('@').unwrap_or(text);
     if text.is_empty() {
@@ -67,12 +67,12 @@ pub fn parse_input(text: &str, allow_private: bool) -> Result<LoginInput> {
         };
     }
     if text.starts_with("https://") || text.starts_with("http://") {
-        let url = check_url(text, allow_private)
+        let url = check_url(text, reach)
             .map_err(|_| Error::Input("That server address cannot be used.".into()))?;
         return Ok(LoginInput::Server(url.origin().ascii_serialization()));
     }
     let handle = text.to_ascii_lowercase();
-    if is_handle(&handle, allow_private) {
+    if is_handle(&handle, reach) {
         Ok(LoginInput::Handle(handle))
     } else {
         Err(Error::Input(
@@ -84,7 +84,7 @@ pub fn parse_input(text: &str, allow_private: bool) -> Result<LoginInput> {
 /// atproto handle syntax: ASCII labels of letters, digits and inner hyphens, at least two labels,
 /// at most 253 characters, a last label not starting with a digit, and not a reserved TLD
 /// (`.test` only on a local network).
-pub fn is_handle(handle: &str, allow_private: bool) -> bool {
+pub fn is_handle(handle: &str, reach: Reach) -> bool {
     if handle.is_empty() || handle.len() > 253 {
         return false;
     }
@@ -119,7 +119,7 @@ pub fn is_handle(handle: &str, allow_private: bool) -> bool {
     if reserved.contains(&tld.as_str()) {
         return false;
     }
-    tld != "test" || allow_private
+    tld != "test" || reach == Reach::Local
 }
 
 /// DID syntax, for the methods atproto supports (`plc`, `web`).
@@ -202,10 +202,9 @@ pub async fn resolve_handle<T: HttpClient>(
                 "{}/xrpc/com.atproto.identity.resolveHandle?handle={handle}",
                 url.trim_end_matches('/')
             );
-            let resolved: Resolved =
-                fetch::get_json(http, &url, config.allow_private, "resolveHandle")
-                    .await
-                    .map_err(|_| not_found())?;
+            let resolved: Resolved = fetch::get_json(http, &url, config.reach, "resolveHandle")
+                .await
+                .map_err(|_| not_found())?;
             resolved.did
         }
         HandleResolution::Dns { doh_url } => match dns_txt(http, config, doh_url, handle).await? {
@@ -247,15 +246,7 @@ async fn dns_txt<T: HttpClient>(
         answer: Vec<Answer>,
     }
     let url = format!("{doh_url}?name=_atproto.{handle}&type=TXT");
-    let body = match fetch::get(
-        http,
-        &url,
-        config.allow_private,
-        "application/dns-json",
-        "DNS",
-    )
-    .await
-    {
+    let body = match fetch::get(http, &url, config.reach, "application/dns-json", "DNS").await {
         Ok(body) => body,
         Err(_) => return Ok(None),
     };
@@ -291,14 +282,7 @@ async fn well_known<T: HttpClient>(
     handle: &str,
 ) -> Result<String> {
     let url = format!("https://{handle}/.well-known/atproto-did");
-    let body = fetch::get(
-        http,
-        &url,
-        config.allow_private,
-        "text/plain",
-        "well-known DID",
-    )
-    .await?;
+    let body = fetch::get(http, &url, config.reach, "text/plain", "well-known DID").await?;
     let text = String::from_utf8_lossy(&body).trim().to_owned();
     if text.len() > 2048 {
         return Err(Error::Identity("well-known DID too long".into()));
@@ -326,7 +310,7 @@ pub async fn resolve_did<T: HttpClient>(
             ));
         }
         let host = id.replace("%3A", ":").replace("%3a", ":");
-        let scheme = if config.allow_private && host.starts_with("localhost") {
+        let scheme = if config.reach == Reach::Local && host.starts_with("localhost") {
             "http"
         } else {
             "https"
@@ -335,7 +319,7 @@ pub async fn resolve_did<T: HttpClient>(
     } else {
         format!("{}/{did}", config.plc_url.trim_end_matches('/'))
     };
-    let doc: DidDocument = fetch::get_json(http, &url, config.allow_private, "DID document")
+    let doc: DidDocument = fetch::get_json(http, &url, config.reach, "DID document")
         .await
         .map_err(|e| Error::Identity(format!("The identity {did} could not be found: {e}")))?;
     if doc.id != did {
@@ -407,7 +391,7 @@ async fn verified_handle<T: HttpClient>(
     doc: &DidDocument,
 ) -> Option<String> {
     let handle = doc.handle()?;
-    if !is_handle(&handle, config.allow_private) {
+    if !is_handle(&handle, config.reach) {
         return None;
     }
     match resolve_handle(http, config, &handle).await {
@@ -425,7 +409,7 @@ fn identity_of(
     let pds = doc
         .pds()
         .ok_or_else(|| Error::Identity(format!("The account {did} names no PDS.")))?;
-    check_url(&pds, config.allow_private)?;
+    check_url(&pds, config.reach)?;
     Ok(Identity { did, handle, pds })
 }
 
@@ -436,9 +420,9 @@ mod tests {
     #[test]
     fn handles() {
         for ok in ["alice.bsky.social", "a.co", "x-y.example.org", "john.test"] {
-            assert!(is_handle(ok, true), "{ok}");
+            assert!(is_handle(ok, Reach::Local), "{ok}");
         }
-        assert!(!is_handle("john.test", false), ".test only locally");
+        assert!(!is_handle("john.test", Reach::Public), ".test only locally");
         for bad in [
             "",
             "alice",
@@ -454,9 +438,9 @@ mod tests {
             "<script>.com",
             "ünicode.com",
         ] {
-            assert!(!is_handle(bad, true), "{bad}");
+            assert!(!is_handle(bad, Reach::Local), "{bad}");
         }
-        assert!(!is_handle(&format!("{}.com", "a".repeat(64)), true));
+        assert!(!is_handle(&format!("{}.com", "a".repeat(64)), Reach::Local));
     }
 
     #[test]
@@ -472,25 +456,25 @@ mod tests {
     #[test]
     fn login_inputs() {
         assert_eq!(
-            parse_input("  @Alice.BSKY.social ", false).unwrap(),
+            parse_input("  @Alice.BSKY.social ", Reach::Public).unwrap(),
             LoginInput::Handle("alice.bsky.social".into())
         );
         assert_eq!(
-            parse_input("did:plc:abc", false).unwrap(),
+            parse_input("did:plc:abc", Reach::Public).unwrap(),
             LoginInput::Did("did:plc:abc".into())
         );
         assert_eq!(
-            parse_input("https://bsky.social/path", false).unwrap(),
+            parse_input("https://bsky.social/path", Reach::Public).unwrap(),
             LoginInput::Server("https://bsky.social".into())
         );
-        assert!(parse_input("http://localhost:2583", false).is_err());
+        assert!(parse_input("http://localhost:2583", Reach::Public).is_err());
         assert_eq!(
-            parse_input("http://localhost:2583", true).unwrap(),
+            parse_input("http://localhost:2583", Reach::Local).unwrap(),
             LoginInput::Server("http://localhost:2583".into())
         );
         for bad in ["", "@", "did:key:x", "not a handle", "<b>x</b>.com"] {
             assert!(
-                matches!(parse_input(bad, true), Err(Error::Input(_))),
+                matches!(parse_input(bad, Reach::Local), Err(Error::Input(_))),
                 "{bad}"
             );
         }

@@ -21,6 +21,7 @@ pub mod random;
 pub mod sealed;
 
 pub use client::{Callback, Client, ClientAuth, OAuth, Pending, Session};
+pub use fetch::Reach;
 pub use identity::{HandleResolution, Identity, IdentityConfig};
 pub use jose::Key;
 pub use pds::PdsClient;

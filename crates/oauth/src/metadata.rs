@@ -5,7 +5,7 @@
 use atrium_xrpc::HttpClient;
 use serde::{Deserialize, Serialize};
 
-use crate::fetch::{self, check_url};
+use crate::fetch::{self, check_url, Reach};
 use crate::{bounded, Error, Result};
 
 /// An authorization server, as its metadata describes it (the fields this client uses).
@@ -33,12 +33,7 @@ pub struct AuthServer {
 impl AuthServer {
     /// The atproto profile's requirements on an authorization server, for a client that
     /// authenticates with `auth_method` ("none" or "private_key_jwt").
-    pub fn check(
-        &self,
-        expected_issuer: &str,
-        auth_method: &str,
-        allow_private: bool,
-    ) -> Result<()> {
+    pub fn check(&self, expected_issuer: &str, auth_method: &str, reach: Reach) -> Result<()> {
         let fail = |why: String| {
             Err(Error::Protocol(format!(
                 "authorization server {}: {why}",
@@ -86,7 +81,7 @@ impl AuthServer {
             self.revocation_endpoint.as_ref(),
         ];
         for url in endpoints.into_iter().flatten() {
-            check_url(url, allow_private)?;
+            check_url(url, reach)?;
         }
         Ok(())
     }
@@ -97,7 +92,7 @@ pub async fn authorization_server_of<T: HttpClient>(
     http: &T,
     pds: &str,
     auth_method: &str,
-    allow_private: bool,
+    reach: Reach,
 ) -> Result<AuthServer> {
     #[derive(Deserialize)]
     struct ProtectedResource {
@@ -109,14 +104,14 @@ pub async fn authorization_server_of<T: HttpClient>(
         pds.trim_end_matches('/')
     );
     let resource: ProtectedResource =
-        fetch::get_json(http, &url, allow_private, "protected resource metadata").await?;
+        fetch::get_json(http, &url, reach, "protected resource metadata").await?;
     let Some(issuer) = resource.authorization_servers.first() else {
         return Err(Error::Protocol(format!(
             "{} names no authorization server",
             bounded(pds)
         )));
     };
-    authorization_server(http, issuer, auth_method, allow_private).await
+    authorization_server(http, issuer, auth_method, reach).await
 }
 
 /// The metadata of the authorization server `issuer`, checked.
@@ -124,9 +119,9 @@ pub async fn authorization_server<T: HttpClient>(
     http: &T,
     issuer: &str,
     auth_method: &str,
-    allow_private: bool,
+    reach: Reach,
 ) -> Result<AuthServer> {
-    let base = check_url(issuer, allow_private)?;
+    let base = check_url(issuer, reach)?;
     if base.path() != "/" || base.query().is_some() {
         return Err(Error::Protocol(format!(
             "issuer {} is not an origin",
@@ -138,8 +133,8 @@ pub async fn authorization_server<T: HttpClient>(
         issuer.trim_end_matches('/')
     );
     let server: AuthServer =
-        fetch::get_json(http, &url, allow_private, "authorization server metadata").await?;
-    server.check(issuer, auth_method, allow_private)?;
+        fetch::get_json(http, &url, reach, "authorization server metadata").await?;
+    server.check(issuer, auth_method, reach)?;
     Ok(server)
 }
 
@@ -164,9 +159,11 @@ mod tests {
 
     #[test]
     fn profile_requirements() {
-        assert!(good().check("https://as.example", "none", false).is_ok());
         assert!(good()
-            .check("https://as.example", "private_key_jwt", false)
+            .check("https://as.example", "none", Reach::Public)
+            .is_ok());
+        assert!(good()
+            .check("https://as.example", "private_key_jwt", Reach::Public)
             .is_ok());
         let mut cases: Vec<(&str, AuthServer)> = Vec::new();
         let mut s = good();
@@ -195,7 +192,9 @@ mod tests {
         cases.push(("auth method", s));
         for (name, server) in cases {
             assert!(
-                server.check("https://as.example", "none", false).is_err(),
+                server
+                    .check("https://as.example", "none", Reach::Public)
+                    .is_err(),
                 "{name}"
             );
         }

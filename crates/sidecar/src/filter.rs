@@ -200,7 +200,7 @@ pub fn parse_subscriber_message(text: &str) -> Result<Option<Filter>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::Incoming;
+    use crate::frame::{Incoming, TimeMode};
 
     fn frame(collection: Option<&str>, did: &str) -> Frame {
         let raw = match collection {
@@ -209,7 +209,7 @@ mod tests {
             ),
             None => format!(r#"{{"did":"{did}","time_us":1,"kind":"account","account":{{}}}}"#),
         };
-        Incoming::parse(raw).place(1, false)
+        Incoming::parse(raw).place(1, TimeMode::Keep)
     }
 
     #[test]

@@ -77,11 +77,11 @@ impl Incoming {
         }
     }
 
-    /// Gives the frame its `time_us`, rewriting the JSON when `rewrite` is set and the frame has a
-    /// `time_us` field to rewrite.
-    pub fn place(self, time_us: i64, rewrite: bool) -> Frame {
+    /// Gives the frame its `time_us`; under [`TimeMode::Now`] the JSON says it too (when the frame
+    /// has a `time_us` field to rewrite), under [`TimeMode::Keep`] the JSON is served as recorded.
+    pub fn place(self, time_us: i64, mode: TimeMode) -> Frame {
         let text = match self.object {
-            Some(mut object) if rewrite => {
+            Some(mut object) if mode == TimeMode::Now => {
                 if object.set("time_us", time_us) {
                     object.render()
                 } else {
@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn rewrites_only_time_us_and_keeps_member_order() {
         let raw = r#"{"did":"did:plc:a","time_us":5,"kind":"commit","commit":{"collection":"x.y.z","record":{"time_us":1}}}"#;
-        let frame = Incoming::parse(raw.to_owned()).place(42, true);
+        let frame = Incoming::parse(raw.to_owned()).place(42, TimeMode::Now);
         assert_eq!(
             frame.text.as_str(),
             r#"{"did":"did:plc:a","time_us":42,"kind":"commit","commit":{"collection":"x.y.z","record":{"time_us":1}}}"#
@@ -189,7 +189,7 @@ mod tests {
             "\"text\"",
             r#"{"kind":"commit","commit":{"collection":5}}"#,
         ] {
-            let frame = Incoming::parse(raw.to_owned()).place(7, true);
+            let frame = Incoming::parse(raw.to_owned()).place(7, TimeMode::Now);
             assert_eq!(frame.text.as_str(), raw);
             assert_eq!(frame.collection, None);
         }
@@ -201,7 +201,7 @@ mod tests {
             r#"{"did":"did:plc:a","time_us":5,"kind":"identity","identity":{"did":"did:plc:a"}}"#;
         let incoming = Incoming::parse(raw.to_owned());
         assert_eq!(incoming.recorded_time_us, Some(5));
-        let frame = incoming.place(6, false);
+        let frame = incoming.place(6, TimeMode::Keep);
         assert_eq!(frame.collection, None);
         assert_eq!(frame.text.as_str(), raw);
     }

@@ -135,7 +135,7 @@ impl Hub {
                         .unwrap_or(last),
                 };
                 last = wanted.max(last + 1);
-                Arc::new(inc.place(last, self.time == TimeMode::Now))
+                Arc::new(inc.place(last, self.time))
             })
             .collect();
         let count = frames.len() as u64;

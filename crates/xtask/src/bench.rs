@@ -140,7 +140,11 @@ fn load_client(tools: &Tools, bin: &str) -> Result<String> {
 
 /// Bundle sizes, stack start-up and request latency of the skeleton.
 fn foundation(tools: &Tools) -> Result<String> {
-    let bundles = deploy::dry_run(tools, &paths::scratch().join("bench-dry-run"), true)?;
+    let bundles = deploy::dry_run(
+        tools,
+        &paths::scratch().join("bench-dry-run"),
+        deploy::Wasm::Rebuild,
+    )?;
 
     let mut startups = Vec::new();
     for round in 0..3 {

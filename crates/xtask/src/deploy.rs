@@ -28,9 +28,17 @@ pub struct Bundle {
     pub wasm_gzip_bytes: u64,
 }
 
+/// Whether a dry run builds the workers' wasm first.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Wasm {
+    Rebuild,
+    /// The wasm `cargo xtask build` (or the test run's build) left.
+    AsBuilt,
+}
+
 /// Builds and bundles all three workers into `outdir/<worker>/` with `wrangler deploy --dry-run`
-/// (offline, no login) and measures what would be uploaded. `build` rebuilds the wasm first.
-pub fn dry_run(tools: &Tools, outdir: &Path, build: bool) -> Result<Vec<Bundle>> {
+/// (offline, no login) and measures what would be uploaded.
+pub fn dry_run(tools: &Tools, outdir: &Path, wasm: Wasm) -> Result<Vec<Bundle>> {
     if !outdir.is_absolute() {
         bail!(
             "wrangler needs an absolute --outdir, got {}",
@@ -38,7 +46,7 @@ pub fn dry_run(tools: &Tools, outdir: &Path, build: bool) -> Result<Vec<Bundle>>
         );
     }
     preflight()?;
-    if build {
+    if wasm == Wasm::Rebuild {
         workers::build_all(tools)?;
     }
     workers::check_built()?;

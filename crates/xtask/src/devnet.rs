@@ -120,6 +120,12 @@ impl Devnet {
         })
     }
 
+    /// Ends the network when this process ends, even if it is never dropped (a fixture a test
+    /// binary shares, in a `static`).
+    pub fn end_with_this_process(&mut self) -> Result<()> {
+        self.group.end_with_this_process()
+    }
+
     /// Ends the network now (a test of what happens when a PDS is down).
     pub fn stop(&mut self) {
         self.group.stop(Duration::from_secs(5));

@@ -308,9 +308,11 @@ fn deploy_all(args: &[String]) -> Result<()> {
     let tools = Tools::ensure()?;
     let bundles = match args {
         [] => deploy::deploy(&tools)?,
-        [flag] if flag == "--dry-run" => {
-            deploy::dry_run(&tools, &paths::scratch().join("dry-run"), true)?
-        }
+        [flag] if flag == "--dry-run" => deploy::dry_run(
+            &tools,
+            &paths::scratch().join("dry-run"),
+            deploy::Wasm::Rebuild,
+        )?,
         _ => bail!("usage: cargo xtask deploy-all [--dry-run]"),
     };
     print!("{}", deploy::report(&bundles));

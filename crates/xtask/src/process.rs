@@ -178,6 +178,8 @@ pub struct Group {
     name: String,
     /// Whether the child leads a group of its own (then the group is signalled, not just it).
     own_group: bool,
+    /// A watchdog that ends the group when this process ends ([`Group::end_with_this_process`]).
+    watchdog: Option<Child>,
 }
 
 impl Group {
@@ -192,7 +194,36 @@ impl Group {
             child,
             name: name.to_owned(),
             own_group: true,
+            watchdog: None,
         })
+    }
+
+    /// Makes sure the group ends when this process does, however it ends. A group that lives in
+    /// a `static` (a fixture shared by a whole test binary) is never dropped: this starts a
+    /// small shell that waits on a pipe only we hold, and when the pipe closes (we exited, or
+    /// were killed) ends the group as [`Group::stop`] would.
+    pub fn end_with_this_process(&mut self) -> Result<()> {
+        let pgid = self.child.id();
+        let script = format!(
+            // dash's `kill` takes no `--`; a negative pid after the signal is the group.
+            "read _; kill -TERM -{pgid} 2>/dev/null; sleep 5; kill -KILL -{pgid} 2>/dev/null"
+        );
+        let mut watchdog = Command::new("sh");
+        watchdog
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        {
+            use std::os::unix::process::CommandExt;
+            // Not in the group it watches, nor in ours: a Ctrl-C for us must not end it first.
+            watchdog.process_group(0);
+        }
+        let watchdog = watchdog
+            .spawn()
+            .with_context(|| format!("could not start the watchdog of {}", self.name))?;
+        self.watchdog = Some(watchdog);
+        Ok(())
     }
 
     /// Spawns `cmd` in this process's group: a terminal's Ctrl-C reaches it as well as us.
@@ -204,6 +235,7 @@ impl Group {
             child,
             name: name.to_owned(),
             own_group: false,
+            watchdog: None,
         })
     }
 
@@ -394,6 +426,10 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(5));
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
     }
 }
 
@@ -412,7 +448,40 @@ fn clock_tick() -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use super::TestTotals;
+    use super::{Group, TestTotals};
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    /// The watchdog ends the group once the pipe to it closes, as it does when we exit: here the
+    /// pipe is closed by hand, and the group (a shell and its child) is gone within the grace.
+    #[test]
+    fn the_watchdog_ends_the_group_when_we_are_gone() {
+        let mut group = Group::spawn(
+            "a sleeper",
+            Command::new("sh").args(["-c", "sleep 60 & wait"]),
+        )
+        .expect("spawn");
+        group.end_with_this_process().expect("watchdog");
+        let leader = group.child.id();
+        drop(group.watchdog.as_mut().and_then(|w| w.stdin.take()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let alive = || {
+            // `kill -0 -PGID` succeeds while any process of the group is left.
+            Command::new("kill")
+                .args(["-0", "--", &format!("-{leader}")])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        // Until the leader has exited and been reaped, and whatever else was in its group (the
+        // `sleep`, reaped by whoever adopted it) is gone.
+        while (group.exited().is_none() || alive()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(group.exited().is_some(), "the leader still runs");
+        assert!(!alive(), "a process of the group outlived the watchdog");
+    }
 
     #[test]
     fn sums_cargo_test_lines_and_times_each_binary() {

@@ -49,7 +49,7 @@ impl Tools {
             cargo_install(
                 "worker-build",
                 WORKER_BUILD_VERSION,
-                true,
+                Lockfile::Crates,
                 &tools.worker_build,
             )?;
         }
@@ -59,7 +59,7 @@ impl Tools {
             cargo_install(
                 "wasm-bindgen-cli",
                 &wasm_bindgen_version,
-                false,
+                Lockfile::Resolve,
                 &tools.wasm_bindgen,
             )?;
         }
@@ -309,8 +309,17 @@ fn npm_cache(manifest: &[u8], lock: &[u8]) -> PathBuf {
     paths::tools_dir().join("npm").join(hex)
 }
 
+/// Which dependency versions `cargo install` builds a tool with.
+#[derive(Clone, Copy, PartialEq)]
+enum Lockfile {
+    /// The crate's own `Cargo.lock` (`--locked`).
+    Crates,
+    /// Resolved afresh (for a crate whose lockfile is out of date).
+    Resolve,
+}
+
 /// Installs `krate` at `version` so that its binary lands at `binary` (`<root>/bin/<name>`).
-fn cargo_install(krate: &str, version: &str, locked: bool, binary: &Path) -> Result<()> {
+fn cargo_install(krate: &str, version: &str, lockfile: Lockfile, binary: &Path) -> Result<()> {
     let root = binary
         .parent()
         .and_then(Path::parent)
@@ -320,7 +329,7 @@ fn cargo_install(krate: &str, version: &str, locked: bool, binary: &Path) -> Res
     cmd.args(["install", krate, "--version", version, "--root"])
         .arg(root)
         .current_dir(paths::root());
-    if locked {
+    if lockfile == Lockfile::Crates {
         cmd.arg("--locked");
     }
     process::run(&mut cmd)

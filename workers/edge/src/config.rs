@@ -5,7 +5,7 @@
 use std::cell::OnceCell;
 
 use oauth::sealed::Keyring;
-use oauth::{Client, HandleResolution, IdentityConfig, Key};
+use oauth::{Client, HandleResolution, IdentityConfig, Key, Reach};
 use worker::{Env, Url};
 use workers_common::vars::{number, text_or};
 
@@ -86,7 +86,10 @@ impl Config {
 
 /// Where identities are looked up (sign-in, and handles of authors the firehose never named).
 pub fn identity(env: &Env) -> IdentityConfig {
-    let allow_private = text_or(env, "ALLOW_PRIVATE_NETWORK", "off") == "on";
+    let reach = match text_or(env, "ALLOW_PRIVATE_NETWORK", "off").as_str() {
+        "on" => Reach::Local,
+        _ => Reach::Public,
+    };
     let handles = match text_or(env, "HANDLE_RESOLVER", "dns").as_str() {
         "dns" => HandleResolution::Dns {
             doh_url: text_or(env, "DOH_URL", "https://cloudflare-dns.com/dns-query"),
@@ -98,7 +101,7 @@ pub fn identity(env: &Env) -> IdentityConfig {
     IdentityConfig {
         plc_url: text_or(env, "PLC_URL", "https://plc.directory"),
         handles,
-        allow_private,
+        reach,
     }
 }
 

@@ -13,20 +13,20 @@ use e2e::web::{did_of, location, page_text, start_with_replay, Browser, Net};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// The handle a hostile identity event claims for bob.
+/// The handle a hostile identity event claims for heidi.
 const CLAIMED: &str = "jay.bsky.team";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_open_network_is_hostile() -> Result<()> {
-    // The listener reads a replay in which bob (a real account of the local network) writes a
+    // The listener reads a replay in which heidi (a real account of the local network) writes a
     // status, and then an identity event claims a handle for him that is not his.
     let claimed_at_us = std::cell::Cell::new(0);
     let net = tokio::task::block_in_place(|| {
         start_with_replay("edge-attacks", |devnet| {
-            let bob = did_of(devnet, "bob");
+            let heidi = did_of(devnet, "heidi");
             let now_us = e2e::now_ms() * 1000;
             claimed_at_us.set(now_us - 9_000_000);
-            bob_and_a_false_claim(&bob, now_us - 10_000_000, now_us - 9_000_000)
+            bob_and_a_false_claim(&heidi, now_us - 10_000_000, now_us - 9_000_000)
         })
     })?;
     let result = async {
@@ -47,24 +47,24 @@ async fn the_open_network_is_hostile() -> Result<()> {
     net.with_log(result)
 }
 
-/// Jetstream frames: bob creates a status at `status_us`, then an identity event at `claim_us`
+/// Jetstream frames: heidi creates a status at `status_us`, then an identity event at `claim_us`
 /// claims [`CLAIMED`] as his handle.
-fn bob_and_a_false_claim(bob: &str, status_us: i64, claim_us: i64) -> Vec<String> {
+fn bob_and_a_false_claim(heidi: &str, status_us: i64, claim_us: i64) -> Vec<String> {
     let rkey = tid(status_us, 3);
     let record = json!({"$type": "xyz.statusphere.status", "status": "🎭",
                         "createdAt": "2026-12-01T00:00:00.000Z"});
     vec![
-        json!({"did": bob, "time_us": status_us, "kind": "commit",
+        json!({"did": heidi, "time_us": status_us, "kind": "commit",
                "commit": {"rev": rkey, "operation": "create", "collection": "xyz.statusphere.status",
                           "rkey": rkey, "record": record, "cid": e2e::hostile::cid_of(&record)}})
         .to_string(),
-        json!({"did": bob, "time_us": claim_us, "kind": "identity",
-               "identity": {"did": bob, "handle": CLAIMED, "seq": 7, "time": "2026-12-01T00:00:00.000Z"}})
+        json!({"did": heidi, "time_us": claim_us, "kind": "identity",
+               "identity": {"did": heidi, "handle": CLAIMED, "seq": 7, "time": "2026-12-01T00:00:00.000Z"}})
         .to_string(),
     ]
 }
 
-/// An identity event's handle is a claim: the page shows bob's DID until the background lookup
+/// An identity event's handle is a claim: the page shows heidi's DID until the background lookup
 /// has verified his real handle both ways, and never the claimed one.
 async fn identity_claims(net: &Net, claimed_at_us: i64) -> Result<()> {
     let mut browser = Browser::new(&net.stack);
@@ -79,16 +79,16 @@ async fn identity_claims(net: &Net, claimed_at_us: i64) -> Result<()> {
             !text.contains(CLAIMED),
             "the claimed handle is shown: {text}"
         );
-        if text.contains("@bob.test is feeling 🎭 today") {
+        if text.contains("@heidi.test is feeling 🎭 today") {
             break;
         }
         ensure!(
             text.contains("is feeling 🎭 today"),
-            "bob's status is missing: {text}"
+            "heidi's status is missing: {text}"
         );
         ensure!(
             Instant::now() < deadline,
-            "bob's verified handle never came: {text}"
+            "heidi's verified handle never came: {text}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -148,14 +148,14 @@ async fn sign_in_at(browser: &mut Browser, hostile: &Hostile) -> Result<reqwest:
 /// write is refused with a message, nothing reaches D1, and the victim's row is untouched and
 /// still takes their own later writes.
 async fn lying_pds(net: &Net) -> Result<()> {
-    let alice = did_of(&net.devnet, "alice");
-    // The attacker's DID document claims alice's handle too.
-    let hostile = Hostile::start("alice.test").await?;
+    let grace = did_of(&net.devnet, "grace");
+    // The attacker's DID document claims grace's handle too.
+    let hostile = Hostile::start("grace.test").await?;
     let mut victim = Browser::new(&net.stack);
-    victim.sign_in_as("alice").await?;
+    victim.sign_in_as("grace").await?;
     let written = victim.post("/status", &[("status", "🦋")], None).await?;
     ensure!(written.status() == StatusCode::SEE_OTHER);
-    let victims = rows_of(net, &alice).await?;
+    let victims = rows_of(net, &grace).await?;
     ensure!(victims.len() == 1, "{victims:?}");
     let victim_uri = victims[0].0.clone();
 
@@ -169,7 +169,7 @@ async fn lying_pds(net: &Net) -> Result<()> {
     );
     let page = attacker.page().await?;
     ensure!(
-        page.contains("Signed in as") && !page_text(&page).contains("Signed in as alice.test"),
+        page.contains("Signed in as") && !page_text(&page).contains("Signed in as grace.test"),
         "a handle that does not resolve back to the DID is not shown: {page}"
     );
 
@@ -252,7 +252,7 @@ async fn lying_pds(net: &Net) -> Result<()> {
             "{lie}: a row was written"
         );
         ensure!(
-            rows_of(net, &alice).await? == vec![(victim_uri.clone(), "🦋".to_owned())],
+            rows_of(net, &grace).await? == vec![(victim_uri.clone(), "🦋".to_owned())],
             "{lie}: the victim's row changed"
         );
     }
@@ -266,7 +266,7 @@ async fn lying_pds(net: &Net) -> Result<()> {
     // shows the victim's status as theirs.
     let again = victim.post("/status", &[("status", "🚀")], None).await?;
     ensure!(again.status() == StatusCode::SEE_OTHER);
-    ensure!(rows_of(net, &alice).await?.len() == 2);
+    ensure!(rows_of(net, &grace).await?.len() == 2);
     let page = victim.page().await?;
     ensure!(
         page_text(&page).contains("is feeling 🚀 today")
@@ -282,7 +282,7 @@ async fn lying_pds(net: &Net) -> Result<()> {
 async fn login_csrf(net: &Net) -> Result<()> {
     let mut stranger = Browser::new(&net.stack);
     let callback = stranger
-        .callback_url("bob.test", "bob", Answer::Consent)
+        .callback_url("heidi.test", "heidi", Answer::Consent)
         .await?;
     ensure!(stranger.sign_in_cookie.is_some(), "no sign-in binding set");
     // What a sign-in in progress keeps (PKCE verifier, DPoP private key) is sealed at rest.
@@ -310,7 +310,7 @@ async fn login_csrf(net: &Net) -> Result<()> {
     // A victim in the middle of a sign-in of their own (a binding cookie of their own).
     let mut busy = Browser::new(&net.stack);
     let own_callback = busy
-        .callback_url("alice.test", "alice", Answer::Consent)
+        .callback_url("grace.test", "grace", Answer::Consent)
         .await?;
     let followed = busy.get(&callback).await?;
     ensure!(
@@ -329,10 +329,12 @@ async fn login_csrf(net: &Net) -> Result<()> {
         busy.sign_in_cookie.is_none(),
         "the binding is cleared once used"
     );
-    ensure!(page_text(&busy.page().await?).contains("Signed in as alice.test"));
+    ensure!(page_text(&busy.page().await?).contains("Signed in as grace.test"));
 
     // A fresh sign-in by the stranger finishes in the stranger's own browser.
-    let own = stranger.sign_in("bob.test", "bob", Answer::Consent).await?;
+    let own = stranger
+        .sign_in("heidi.test", "heidi", Answer::Consent)
+        .await?;
     ensure!(
         own.status() == StatusCode::SEE_OTHER && stranger.cookie.is_some(),
         "the stranger's own callback answered {}",
