@@ -48,9 +48,10 @@ pub fn build_all(tools: &Tools) -> Result<()> {
     let logs = paths::scratch().join("logs");
     std::fs::create_dir_all(&logs)?;
     let started = Instant::now();
-    // Edge first: it has the most code for `wasm-opt`, so its compile should take the lock first.
+    // Whichever takes the lock first compiles the shared dependencies; the others then compile
+    // only their own crate while its `wasm-opt` runs.
     let mut running = Vec::new();
-    for worker in WORKERS.iter().rev() {
+    for worker in WORKERS {
         let log = logs.join(format!("build-{worker}.log"));
         let file = std::fs::File::create(&log)?;
         let mut cmd = tools.worker_build(&crate_dir(worker));
@@ -61,7 +62,7 @@ pub fn build_all(tools: &Tools) -> Result<()> {
             log.display()
         );
         let group = process::Group::spawn(&format!("the {worker} build"), &mut cmd)?;
-        running.push((*worker, group, log));
+        running.push((worker, group, log));
     }
     while !running.is_empty() {
         std::thread::sleep(Duration::from_millis(200));
