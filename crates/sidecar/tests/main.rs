@@ -1,9 +1,9 @@
 //! The sidecar's tests as one test binary: its command line, the Jetstream it serves, an outside
-//! client (jetstream-oxide) reading it, and the firehose bridge against a real local PDS.
+//! client (@skyware/jetstream, in Node) reading it, and the firehose bridge against a real local PDS.
 
 mod common;
 
 mod cli;
 mod firehose;
-mod oxide;
 mod serve;
+mod skyware;

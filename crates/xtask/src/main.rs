@@ -153,12 +153,13 @@ fn test() -> Result<()> {
     let mut clock = Phases::default();
     let tools = clock.time("tools", Tools::ensure)?;
     clock.time("chromium", toolchain::ensure_chromium)?;
-    lint_timed(&mut clock, NativeLints::InTestBuild)?;
-    clock.time("worker builds (release wasm32)", || {
-        workers::build_all(&tools)
-    })?;
+    lint_timed(&mut clock, Lints::InBuilds)?;
+    clock.time(
+        "worker builds (release wasm32, with clippy's lints)",
+        || workers::build_all(&tools),
+    )?;
     // Every native target, as `cargo clippy --all-targets` would lint them, compiled once with
-    // clippy's lints (see `NativeLints`); the run below needs a subset of them and builds nothing.
+    // clippy's lints (see `Lints`); the run below needs a subset of them and builds nothing.
     clock.time("test build (native, with clippy's lints)", || {
         process::run(native_tests().args(["--all-targets", "--no-run"]))
     })?;
@@ -211,32 +212,16 @@ fn build(args: &[String]) -> Result<()> {
         .try_for_each(|name| workers::build(&tools, workers::check_name(name)?))
 }
 
-/// `cargo test` for every member that runs natively, compiled with clippy's lints (`-D warnings`)
-/// by clippy's own driver as the compiler of the workspace's crates: what `cargo clippy` does,
-/// but in a full build rather than a check, so that the dependency graph is compiled once for
-/// both instead of once for clippy (metadata only) and again for the tests.
+/// `cargo test` for every member that runs natively, compiled with clippy's lints
+/// ([`toolchain::with_clippy_lints`]): the test build is also the native clippy run.
 fn native_tests() -> std::process::Command {
     let mut test = cargo();
     test.args(["test", "--workspace"]);
     for worker in WASM_ONLY {
         test.args(["--exclude", worker]);
     }
-    // `cargo clippy` passes its lint flags to the driver this way, each one followed by the
-    // separator; the driver declares the variable to cargo, so a change rebuilds what it linted.
-    test.env("RUSTC_WORKSPACE_WRAPPER", clippy_driver()).env(
-        "CLIPPY_ARGS",
-        "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
-    );
+    toolchain::with_clippy_lints(&mut test);
     test
-}
-
-/// The toolchain's `clippy-driver`, beside the cargo that runs us (rust-toolchain.toml installs
-/// clippy); the rustup proxy on `PATH` otherwise.
-fn clippy_driver() -> std::path::PathBuf {
-    std::env::var_os("CARGO")
-        .map(|cargo| std::path::PathBuf::from(cargo).with_file_name("clippy-driver"))
-        .filter(|driver| driver.exists())
-        .unwrap_or_else(|| "clippy-driver".into())
 }
 
 /// The workspace members that only ever run as wasm in a worker.
@@ -255,25 +240,26 @@ fn docs_check() -> Result<()> {
 }
 
 fn lint() -> Result<()> {
-    lint_timed(&mut Phases::default(), NativeLints::Clippy)
+    lint_timed(&mut Phases::default(), Lints::Clippy)
 }
 
-/// Who lints the native crates.
+/// Who runs clippy.
 #[derive(Clone, Copy, PartialEq)]
-enum NativeLints {
-    /// `cargo clippy` (`cargo xtask lint`: a check, no code generated).
+enum Lints {
+    /// `cargo clippy`, natively and for wasm32 (`cargo xtask lint`: checks, no code generated).
     Clippy,
-    /// The test build that follows, with clippy's driver as the compiler (`cargo xtask test`).
-    InTestBuild,
+    /// The builds that follow, with clippy's driver as the compiler of our crates: the workers'
+    /// release builds (wasm32) and the native test build (`cargo xtask test`).
+    InBuilds,
 }
 
-fn lint_timed(clock: &mut Phases, native: NativeLints) -> Result<()> {
+fn lint_timed(clock: &mut Phases, lints: Lints) -> Result<()> {
     clock.time("fmt", || {
         process::run(cargo().args(["fmt", "--all", "--", "--check"]))
     })?;
     // The workers run only as wasm (their logic is tested in the shared crates): lint them as
     // wasm, and everything else natively, so that nothing is compiled for a target it never runs on.
-    if native == NativeLints::Clippy {
+    if lints == Lints::Clippy {
         clock.time("clippy (native)", || {
             let mut clippy = cargo();
             clippy.args(["clippy", "--workspace", "--all-targets"]);
@@ -282,15 +268,15 @@ fn lint_timed(clock: &mut Phases, native: NativeLints) -> Result<()> {
             }
             process::run(clippy.args(["--", "-D", "warnings"]))
         })?;
+        clock.time("clippy (wasm32 workers)", || {
+            let mut clippy = cargo();
+            clippy.args(["clippy", "--target", WASM_TARGET]);
+            for worker in WASM_ONLY {
+                clippy.args(["-p", worker]);
+            }
+            process::run(clippy.args(["--", "-D", "warnings"]))
+        })?;
     }
-    clock.time("clippy (wasm32 workers)", || {
-        let mut clippy = cargo();
-        clippy.args(["clippy", "--target", WASM_TARGET]);
-        for worker in WASM_ONLY {
-            clippy.args(["-p", worker]);
-        }
-        process::run(clippy.args(["--", "-D", "warnings"]))
-    })?;
     // The shared crates must build for wasm32 without the features the workers switch on for
     // them: one check of just those crates (features unify only among the packages named). A
     // check is enough: the release builds compile them for real.

@@ -24,6 +24,28 @@ use crate::{paths, process};
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 pub const WORKER_BUILD_VERSION: &str = "0.8.7";
 const MIN_NODE: (u32, u32) = (22, 12);
+/// Makes `cmd` (a cargo build or test) compile the workspace's own crates with clippy's driver and
+/// its lints as errors (`-D warnings`): what `cargo clippy` does, but in a full build rather than
+/// a check, so that the dependency graph is compiled once for both instead of once for clippy
+/// (metadata only) and again for the build. Dependencies are compiled by rustc as usual.
+pub fn with_clippy_lints(cmd: &mut Command) {
+    // `cargo clippy` passes its lint flags to the driver this way, each one followed by the
+    // separator; the driver declares the variable to cargo, so a change rebuilds what it linted.
+    cmd.env("RUSTC_WORKSPACE_WRAPPER", clippy_driver()).env(
+        "CLIPPY_ARGS",
+        "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+    );
+}
+
+/// The toolchain's `clippy-driver`, beside the cargo that runs us (rust-toolchain.toml installs
+/// clippy); the rustup proxy on `PATH` otherwise.
+fn clippy_driver() -> PathBuf {
+    std::env::var_os("CARGO")
+        .map(|cargo| PathBuf::from(cargo).with_file_name("clippy-driver"))
+        .filter(|driver| driver.exists())
+        .unwrap_or_else(|| "clippy-driver".into())
+}
+
 /// A copy of the lockfile `npm ci` last installed, to tell whether `node_modules/` is current.
 const NPM_STAMP: &str = ".statusphere-installed-lock.json";
 
@@ -130,6 +152,9 @@ impl Tools {
             .env("WASM_OPT_BIN", &self.wasm_opt)
             .env("ESBUILD_BIN", &self.esbuild)
             .env("CARGO_TARGET_DIR", paths::root().join("target"));
+        // Linted as it is compiled: every build of a worker is also its clippy (wasm32) run, so
+        // `cargo xtask test` needs no separate one, and dev, test and deploy share one cache.
+        with_clippy_lints(&mut cmd);
         cmd
     }
 
