@@ -85,8 +85,8 @@ async fn route(
     };
     if let Some(guarded) = guarded {
         let network = limits::network_of(&req)?;
-        let wants_json = write::wants_json(&req)?;
-        if let Some(refused) = limits::refusal(env, guarded, &network, wants_json).await? {
+        let reply = write::Reply::asked_by(&req)?;
+        if let Some(refused) = limits::refusal(env, guarded, &network, reply).await? {
             return Ok(refused);
         }
     }
@@ -169,7 +169,9 @@ async fn websocket(req: Request, env: &Env) -> Result<Response> {
         }
     }
     let network = limits::network_of(&req)?;
-    if let Some(refused) = limits::refusal(env, Guarded::Connect, &network, false).await? {
+    if let Some(refused) =
+        limits::refusal(env, Guarded::Connect, &network, write::Reply::Page).await?
+    {
         return Ok(refused);
     }
     // A request's own headers are immutable: the upgrade goes on with a copy, in which whatever

@@ -8,6 +8,8 @@ use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{Env, Request, Response, Result};
 
+use crate::write::Reply;
+
 /// The client's network (`CF-Connecting-IP`, set by Cloudflare on every request).
 pub fn network_of(req: &Request) -> Result<String> {
     let ip = req.headers().get("CF-Connecting-IP")?;
@@ -23,13 +25,13 @@ pub async fn refusal(
     env: &Env,
     guarded: Guarded,
     network: &str,
-    wants_json: bool,
+    reply: Reply,
 ) -> Result<Option<Response>> {
     match allowed(env, guarded.binding(), network).await {
         Ok(true) => Ok(None),
         Ok(false) => {
             tracing::warn!(limit = guarded.binding(), network, "rate limited");
-            refused(guarded.refusal(), wants_json).map(Some)
+            refused(guarded.refusal(), reply).map(Some)
         }
         Err(error) => {
             tracing::error!(limit = guarded.binding(), %error, "rate limit unavailable; let through");
@@ -40,8 +42,8 @@ pub async fn refusal(
 
 /// A 429 with `Retry-After` and the message, as JSON (`{"error": ...}`, for the page's script) or
 /// as text. Nothing else is read to make it.
-fn refused(message: &str, wants_json: bool) -> Result<Response> {
-    let response = if wants_json {
+fn refused(message: &str, reply: Reply) -> Result<Response> {
+    let response = if reply == Reply::Json {
         workers_common::json_response(429, &serde_json::json!({ "error": message }))?
     } else {
         workers_common::text_error(429, message)?

@@ -21,12 +21,12 @@ pub async fn set_status(
     config: &Config,
     now_ms: i64,
 ) -> Result<Response> {
-    let wants_json = wants_json(&req)?;
+    let reply = Reply::asked_by(&req)?;
     let db = env.d1("DB")?;
     let signed_in = session::current(&req, &db, config.secure_cookies, now_ms).await?;
     let Some(signed_in) = signed_in else {
         let message = "Sign in to set your status.";
-        if wants_json {
+        if reply == Reply::Json {
             return json_refusal(401, message);
         }
         let notice = Notice::error(message);
@@ -44,12 +44,12 @@ pub async fn set_status(
     match outcome {
         // The row as D1 holds it (what the broker publishes too): the script shows it at once,
         // whether or not its socket is connected.
-        Ok(Written::Recorded(view)) if wants_json => {
+        Ok(Written::Recorded(view)) if reply == Reply::Json => {
             Response::from_json(&serde_json::json!({ "status": view }))
         }
         Ok(Written::Recorded(_)) => auth::see_other("/", &[]),
         // Written to the repo, but not recorded here (D1 failed): say so, rather than "failed".
-        Ok(Written::NotRecorded) if wants_json => Ok(Response::from_json(
+        Ok(Written::NotRecorded) if reply == Reply::Json => Ok(Response::from_json(
             &serde_json::json!({ "status": null, "notice": WRITTEN_NOT_RECORDED }),
         )?
         .with_status(202)),
@@ -67,7 +67,7 @@ pub async fn set_status(
                 tracing::error!(%why, "D1 failed before a write");
             }
             tracing::warn!(did = %signed_in.did, status, message, "status write refused");
-            let response = if wants_json {
+            let response = if reply == Reply::Json {
                 json_refusal(status, &message)?
             } else if status == 401 {
                 // The session is over: back to sign-in, with the reason, and no loop.
@@ -118,13 +118,25 @@ async fn write(
     Ok(written)
 }
 
-/// Whether the request asks for JSON: the page's script posts with fetch and does; a plain form
-/// gets a page or a redirect.
-pub fn wants_json(req: &Request) -> Result<bool> {
-    Ok(req
-        .headers()
-        .get("Accept")?
-        .is_some_and(|accept| accept.contains("application/json")))
+/// What a write (or its refusal) answers with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Reply {
+    /// JSON: the page's script posts with fetch and asks for it.
+    Json,
+    /// Not JSON: a page or a redirect for a plain form post (JavaScript off), plain text for
+    /// what is not a page (a refused WebSocket upgrade).
+    Page,
+}
+
+impl Reply {
+    /// The reply the request asks for, by its `Accept` header.
+    pub fn asked_by(req: &Request) -> Result<Reply> {
+        let json = req
+            .headers()
+            .get("Accept")?
+            .is_some_and(|accept| accept.contains("application/json"));
+        Ok(if json { Reply::Json } else { Reply::Page })
+    }
 }
 
 /// A refusal for the page's script: `{"error": message}` with the status.
