@@ -10,6 +10,7 @@ use serde_json::Value;
 use xtask::sidecar::Sidecar;
 use xtask::stack::{Stack, StackConfig};
 use xtask::toolchain::Tools;
+use xtask::workers::Worker;
 
 /// Writes the sidecar generator's stream (`events` events, `malformed` share broken) to `file`.
 pub fn generate(file: &Path, seed: u64, events: usize, malformed: f64) -> Result<()> {
@@ -39,9 +40,9 @@ pub fn start_sidecar(dir: &Path, file: &Path, name: &str, faults: &[&str]) -> Re
 /// A stack whose listener reads `urls` from the start of the replay (the shipped batch settings).
 pub fn config(name: &str, mode: &str, urls: &[&str]) -> Result<StackConfig> {
     Ok(StackConfig::for_test(name)?
-        .with_var("listener", "MODE", mode)
-        .with_var("listener", "JETSTREAM_URLS", &urls.join(","))
-        .with_var("listener", "START_FROM_US", "0"))
+        .with_var(Worker::Listener, "MODE", mode)
+        .with_var(Worker::Listener, "JETSTREAM_URLS", &urls.join(","))
+        .with_var(Worker::Listener, "START_FROM_US", "0"))
 }
 
 /// [`config`] in small batches (several per connection, several connections per replay), fast
@@ -49,14 +50,14 @@ pub fn config(name: &str, mode: &str, urls: &[&str]) -> Result<StackConfig> {
 /// hide a gap.
 pub fn test_config(name: &str, mode: &str, urls: &[&str]) -> Result<StackConfig> {
     Ok(config(name, mode, urls)?
-        .with_var("listener", "BATCH_MAX_EVENTS", "200")
-        .with_var("listener", "MAX_BATCHES", "4")
-        .with_var("listener", "FLUSH_MS", "200")
-        .with_var("listener", "POLL_INTERVAL_SECONDS", "2")
-        .with_var("listener", "QUIET_MS", "1000")
-        .with_var("listener", "RETRY_SECONDS", "1")
-        .with_var("listener", "SILENT_SECONDS", "2")
-        .with_var("listener", "REWIND_SECONDS", "0"))
+        .with_var(Worker::Listener, "BATCH_MAX_EVENTS", "200")
+        .with_var(Worker::Listener, "MAX_BATCHES", "4")
+        .with_var(Worker::Listener, "FLUSH_MS", "200")
+        .with_var(Worker::Listener, "POLL_INTERVAL_SECONDS", "2")
+        .with_var(Worker::Listener, "QUIET_MS", "1000")
+        .with_var(Worker::Listener, "RETRY_SECONDS", "1")
+        .with_var(Worker::Listener, "SILENT_SECONDS", "2")
+        .with_var(Worker::Listener, "REWIND_SECONDS", "0"))
 }
 
 /// Starts the stack and fires edge's cron (which wakes the listener).

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 use xtask::stack::Stack;
+use xtask::workers::Worker;
 
 /// The tables the listener writes, each dumped in key order, as JSON rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,7 +60,7 @@ impl Tables {
         };
         let keys = stack
             .config()
-            .var("edge", "SESSION_KEYS")
+            .var(Worker::Edge, "SESSION_KEYS")
             .context("the stack has no session keys")?;
         let json = oauth::sealed::Keyring::parse(keys)?.open(&sealed, did)?;
         Ok(Some((sealed, String::from_utf8(json)?)))

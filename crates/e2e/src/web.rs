@@ -12,6 +12,7 @@ use xtask::devnet::{Devnet, DevnetConfig, DEMO_PASSWORD};
 use xtask::sidecar::Sidecar;
 use xtask::stack::{Stack, StackConfig};
 use xtask::toolchain::Tools;
+use xtask::workers::Worker;
 
 use crate::pds::{self, Answer};
 
@@ -280,7 +281,7 @@ pub fn start_with_replay(name: &str, frames: impl FnOnce(&Devnet) -> Vec<String>
     std::fs::write(&file, frames(&devnet).join("\n") + "\n")?;
     let jetstream = crate::listening::start_sidecar(&dir, &file, name, &[])?;
     reading(name, &tools, devnet, jetstream, "poll", |config| {
-        config.with_var("listener", "START_FROM_US", "0")
+        config.with_var(Worker::Listener, "START_FROM_US", "0")
     })
 }
 
@@ -294,8 +295,8 @@ fn reading(
     adjust: impl FnOnce(StackConfig) -> StackConfig,
 ) -> Result<Net> {
     let config = StackConfig::for_test(name)?
-        .with_var("listener", "JETSTREAM_URLS", &jetstream.url)
-        .with_var("listener", "MODE", mode)
+        .with_var(Worker::Listener, "JETSTREAM_URLS", &jetstream.url)
+        .with_var(Worker::Listener, "MODE", mode)
         .with_local_sign_in(&devnet.plc_url, &devnet.pds_url);
     let stack = Stack::start(tools, adjust(config))?;
     Ok(Net {

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use xtask::stack::{Stack, StackConfig};
 use xtask::toolchain::Tools;
+use xtask::workers::Worker;
 
 const LOG_CAPACITY: u64 = 50;
 const IDLE_TIMEOUT_SECONDS: u64 = 6;
@@ -26,9 +27,9 @@ async fn broker_end_to_end() {
 
     let config = StackConfig::for_test("broker")
         .expect("test config")
-        .with_var("broker", "LOG_CAPACITY", &LOG_CAPACITY.to_string())
+        .with_var(Worker::Broker, "LOG_CAPACITY", &LOG_CAPACITY.to_string())
         .with_var(
-            "broker",
+            Worker::Broker,
             "IDLE_TIMEOUT_SECONDS",
             &IDLE_TIMEOUT_SECONDS.to_string(),
         );

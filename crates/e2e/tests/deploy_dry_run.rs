@@ -14,7 +14,7 @@ fn dry_run_bundles_three_workers() {
     // The workers were built by `cargo xtask test` before the tests ran.
     let bundles = deploy::dry_run(&tools, &outdir, deploy::Wasm::AsBuilt).expect("dry run");
     println!("{}", deploy::report(&bundles));
-    let names: Vec<&str> = bundles.iter().map(|b| b.worker).collect();
+    let names: Vec<&str> = bundles.iter().map(|b| b.worker.name()).collect();
     assert_eq!(names, ["broker", "listener", "edge"]);
     for bundle in &bundles {
         assert!(

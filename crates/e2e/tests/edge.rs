@@ -20,6 +20,7 @@ use e2e::web::{
 use e2e::Page;
 use reqwest::StatusCode;
 use xtask::devnet::DEMO_PASSWORD;
+use xtask::workers::Worker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_set_a_status_see_it_sign_out() -> Result<()> {
@@ -453,7 +454,7 @@ async fn network(net: &mut Net) -> Result<()> {
 async fn a_browser_session_expires() -> Result<()> {
     let net = tokio::task::block_in_place(|| {
         start_with("edge-expiry", |config| {
-            config.with_var("edge", "SESSION_TTL_SECONDS", "3")
+            config.with_var(Worker::Edge, "SESSION_TTL_SECONDS", "3")
         })
     })?;
     let mut browser = Browser::new(&net.stack);
@@ -488,7 +489,7 @@ async fn a_browser_session_expires() -> Result<()> {
 async fn refreshes_take_turns() -> Result<()> {
     let net = tokio::task::block_in_place(|| {
         start_with("edge-refresh", |config| {
-            config.with_var("edge", "REFRESH_MARGIN_SECONDS", "1000000000")
+            config.with_var(Worker::Edge, "REFRESH_MARGIN_SECONDS", "1000000000")
         })
     })?;
     let result = take_turns(&net).await;

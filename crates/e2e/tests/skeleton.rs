@@ -11,6 +11,7 @@ use e2e::Page;
 use serde_json::Value;
 use xtask::stack::{Stack, StackConfig};
 use xtask::toolchain::Tools;
+use xtask::workers::Worker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skeleton_end_to_end() {
@@ -22,12 +23,12 @@ async fn skeleton_end_to_end() {
         .expect("test config")
         .with_committed_limits()
         .with_var(
-            "broker",
+            Worker::Broker,
             "MAX_SOCKETS_PER_NETWORK",
             &CAP_PER_NETWORK.to_string(),
         )
-        .with_var("broker", "MAX_SOCKETS", &CAP_TOTAL.to_string());
-    config.vars.retain(|v| v.worker != "edge");
+        .with_var(Worker::Broker, "MAX_SOCKETS", &CAP_TOTAL.to_string());
+    config.vars.retain(|v| v.worker != Worker::Edge);
     let config = config.with_health_token().expect("a health token");
     let stack = tokio::task::block_in_place(|| Stack::start(&tools, config)).expect("stack starts");
     let checks: [(&str, Result<()>); 10] = [
@@ -130,7 +131,7 @@ async fn stored_probe_token(stack: &Stack, tools: &Tools) -> Result<String> {
     let config = stack.config();
     let mut cmd = tools.wrangler();
     cmd.args(["d1", "execute", "statusphere", "--local", "--json", "-c"])
-        .arg(xtask::paths::wrangler_config("edge"))
+        .arg(Worker::Edge.wrangler_config())
         .arg("--persist-to")
         .arg(&config.persist_dir)
         .args(["--command", "SELECT token FROM health_probe WHERE id = 1"]);
@@ -291,8 +292,8 @@ async fn internal_unreachable(stack: &Stack) -> Result<()> {
         "POST /__test/broker/publish answered {status}"
     );
 
-    for worker in ["listener", "broker"] {
-        let path = xtask::paths::wrangler_config(worker);
+    for worker in [Worker::Listener, Worker::Broker] {
+        let path = worker.wrangler_config();
         let config: toml::Table = std::fs::read_to_string(&path)?.parse()?;
         ensure!(
             config.get("workers_dev") == Some(&toml::Value::Boolean(false)),

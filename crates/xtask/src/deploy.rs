@@ -9,7 +9,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 
 use crate::toolchain::Tools;
-use crate::workers::{self, D1_DATABASE, WORKERS};
+use crate::workers::{self, Worker, D1_DATABASE};
 use crate::{paths, process};
 
 /// The `database_id` the committed edge config carries until an operator sets the real one.
@@ -18,7 +18,7 @@ pub const PLACEHOLDER_D1_ID: &str = "00000000-0000-0000-0000-000000000000";
 /// What was deployed (or would be), per worker.
 #[derive(Debug, Clone)]
 pub struct Bundle {
-    pub worker: &'static str,
+    pub worker: Worker,
     /// Every file wrangler would upload.
     pub files: Vec<PathBuf>,
     pub raw_bytes: u64,
@@ -50,10 +50,10 @@ pub fn dry_run(tools: &Tools, outdir: &Path, wasm: Wasm) -> Result<Vec<Bundle>> 
         workers::build_all(tools)?;
     }
     workers::check_built()?;
-    WORKERS
-        .iter()
+    Worker::ALL
+        .into_iter()
         .map(|worker| {
-            let dir = outdir.join(worker);
+            let dir = outdir.join(worker.name());
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
             }
@@ -61,7 +61,7 @@ pub fn dry_run(tools: &Tools, outdir: &Path, wasm: Wasm) -> Result<Vec<Bundle>> 
             cmd.args(["deploy", "--dry-run", "--outdir"])
                 .arg(&dir)
                 .arg("-c")
-                .arg(paths::wrangler_config(worker));
+                .arg(worker.wrangler_config());
             let out = process::output(&mut cmd)?;
             if !dir.exists() {
                 bail!("wrangler deploy --dry-run wrote nothing for {worker}:\n{out}");
@@ -75,7 +75,7 @@ pub fn dry_run(tools: &Tools, outdir: &Path, wasm: Wasm) -> Result<Vec<Bundle>> 
 /// `CLOUDFLARE_API_TOKEN`) and the one-time set-up in docs/operations.md.
 pub fn deploy(tools: &Tools) -> Result<Vec<Bundle>> {
     preflight()?;
-    let edge_config = std::fs::read_to_string(paths::wrangler_config("edge"))?;
+    let edge_config = std::fs::read_to_string(Worker::Edge.wrangler_config())?;
     if edge_config.contains(PLACEHOLDER_D1_ID) {
         bail!(
             "wrangler/edge.toml still has the placeholder D1 database_id: create the database \
@@ -90,19 +90,19 @@ pub fn deploy(tools: &Tools) -> Result<Vec<Bundle>> {
         tools
             .wrangler()
             .args(["d1", "migrations", "apply", D1_DATABASE, "--remote", "-c"])
-            .arg(paths::wrangler_config("edge")),
+            .arg(Worker::Edge.wrangler_config()),
     )?;
     let outdir = paths::scratch().join("deploy");
     let mut bundles = Vec::new();
-    for worker in WORKERS {
-        let dir = outdir.join(worker);
+    for worker in Worker::ALL {
+        let dir = outdir.join(worker.name());
         process::run(
             tools
                 .wrangler()
                 .args(["deploy", "--outdir"])
                 .arg(&dir)
                 .arg("-c")
-                .arg(paths::wrangler_config(worker)),
+                .arg(worker.wrangler_config()),
         )?;
         bundles.push(measure(worker, &dir)?);
     }
@@ -121,15 +121,12 @@ const PRODUCTION_VALUES: [(&str, &str); 3] = [
     ("HANDLE_RESOLVER", "dns"),
 ];
 
-/// The workers that must have no public URL: only service bindings reach them.
-const PRIVATE_WORKERS: [&str; 2] = ["listener", "broker"];
-
 /// Fails, naming every problem and its fix, if any committed wrangler config carries a setting
 /// that must never be deployed ([`deploy_problems`]).
 pub fn preflight() -> Result<()> {
     let mut problems = Vec::new();
-    for worker in WORKERS {
-        let path = paths::wrangler_config(worker);
+    for worker in Worker::ALL {
+        let path = worker.wrangler_config();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         let found = deploy_problems(worker, &text)
@@ -153,7 +150,7 @@ pub fn preflight() -> Result<()> {
 /// anywhere; in any `vars` table (top level or `[env.*]`), a dev-only value of
 /// [`PRODUCTION_VALUES`] or a plain-text `http://` / `ws://` URL; a preview URL (it would serve
 /// production data and bindings at a second address); a public URL for a private worker.
-pub fn deploy_problems(worker: &str, config: &str) -> Result<Vec<String>> {
+pub fn deploy_problems(worker: Worker, config: &str) -> Result<Vec<String>> {
     let config: toml::Table = config.parse()?;
     let mut problems = Vec::new();
     if mentions_test_hooks(&toml::Value::Table(config.clone())) {
@@ -200,7 +197,7 @@ pub fn deploy_problems(worker: &str, config: &str) -> Result<Vec<String>> {
                  and bindings at another address)"
             ));
         }
-        if PRIVATE_WORKERS.contains(&worker)
+        if !worker.is_public()
             && table.get("workers_dev").and_then(toml::Value::as_bool) != Some(false)
             && (scope == "top level" || table.contains_key("workers_dev"))
         {
@@ -210,7 +207,7 @@ pub fn deploy_problems(worker: &str, config: &str) -> Result<Vec<String>> {
             ));
         }
     }
-    if worker == "edge" {
+    if worker == Worker::Edge {
         problems.extend(rate_limit_problems(&config));
     }
     Ok(problems)
@@ -276,7 +273,7 @@ fn mentions_test_hooks(value: &toml::Value) -> bool {
 }
 
 /// Sizes of the files in a bundle folder, raw and gzipped (level 9, as an upload would compress).
-fn measure(worker: &'static str, dir: &Path) -> Result<Bundle> {
+fn measure(worker: Worker, dir: &Path) -> Result<Bundle> {
     let mut bundle = Bundle {
         worker,
         files: Vec::new(),
@@ -360,13 +357,13 @@ fn kib(bytes: u64) -> String {
 mod tests {
     use super::*;
 
-    fn committed(worker: &str) -> String {
-        std::fs::read_to_string(paths::wrangler_config(worker)).unwrap()
+    fn committed(worker: Worker) -> String {
+        std::fs::read_to_string(worker.wrangler_config()).unwrap()
     }
 
     #[test]
     fn the_committed_configs_are_deployable() {
-        for worker in WORKERS {
+        for worker in Worker::ALL {
             let problems = deploy_problems(worker, &committed(worker)).unwrap();
             assert!(problems.is_empty(), "{worker}: {problems:?}");
         }
@@ -375,8 +372,8 @@ mod tests {
 
     #[test]
     fn every_dev_only_setting_is_refused() {
-        let edge = committed("edge");
-        let refused = |worker: &str, config: &str, says: &str| {
+        let edge = committed(Worker::Edge);
+        let refused = |worker: Worker, config: &str, says: &str| {
             let problems = deploy_problems(worker, config).unwrap();
             assert!(
                 problems.iter().any(|p| p.contains(says)),
@@ -388,17 +385,17 @@ mod tests {
             edge.replacen(from, to, 1)
         };
         refused(
-            "edge",
+            Worker::Edge,
             &format!("{edge}\nTEST_HOOKS = \"on\""),
             "TEST_HOOKS",
         );
         refused(
-            "edge",
+            Worker::Edge,
             &format!("{edge}\n[env.staging.vars]\nTEST_HOOKS = \"on\""),
             "TEST_HOOKS",
         );
         refused(
-            "edge",
+            Worker::Edge,
             &with(
                 "ALLOW_PRIVATE_NETWORK = \"off\"",
                 "ALLOW_PRIVATE_NETWORK = \"on\"",
@@ -406,7 +403,7 @@ mod tests {
             "ALLOW_PRIVATE_NETWORK",
         );
         refused(
-            "edge",
+            Worker::Edge,
             &with(
                 "OAUTH_CLIENT = \"confidential\"",
                 "OAUTH_CLIENT = \"loopback\"",
@@ -414,7 +411,7 @@ mod tests {
             "OAUTH_CLIENT",
         );
         refused(
-            "edge",
+            Worker::Edge,
             &with(
                 "HANDLE_RESOLVER = \"dns\"",
                 "HANDLE_RESOLVER = \"http://127.0.0.1:2583\"",
@@ -422,24 +419,28 @@ mod tests {
             "HANDLE_RESOLVER",
         );
         refused(
-            "edge",
+            Worker::Edge,
             &with("https://plc.directory", "http://plc.directory"),
             "plain-text URL http://plc.directory",
         );
         refused(
-            "edge",
+            Worker::Edge,
             &format!("{edge}\n[env.staging]\npreview_urls = true\n"),
             "[env.staging]: set preview_urls = false",
         );
-        refused("edge", &with("preview_urls = false", ""), "preview_urls");
         refused(
-            "edge",
+            Worker::Edge,
+            &with("preview_urls = false", ""),
+            "preview_urls",
+        );
+        refused(
+            Worker::Edge,
             &format!("{edge}\n[env.local.vars]\nALLOW_PRIVATE_NETWORK = \"on\"\n"),
             "[env.local]: ALLOW_PRIVATE_NETWORK",
         );
-        let listener = committed("listener");
+        let listener = committed(Worker::Listener);
         refused(
-            "listener",
+            Worker::Listener,
             &listener.replacen(
                 "[vars]",
                 "[vars]\nJETSTREAM_URLS = \"wss://jetstream1.us-east.bsky.network/subscribe,ws://127.0.0.1:6008/subscribe\"",
@@ -448,23 +449,23 @@ mod tests {
             "ws://127.0.0.1:6008/subscribe",
         );
         refused(
-            "listener",
+            Worker::Listener,
             &listener.replacen("workers_dev = false", "workers_dev = true", 1),
             "workers_dev = false",
         );
         refused(
-            "edge",
+            Worker::Edge,
             &with("name = \"WRITE_LIMIT\"", "name = \"WRITES\""),
             "no [[ratelimits]] binding WRITE_LIMIT",
         );
         refused(
-            "edge",
+            Worker::Edge,
             &with(
                 "simple = { limit = 10, period = 60 }",
                 "simple = { limit = 10, period = 10 }",
             ),
             "SIGN_IN_LIMIT: simple.period must be 60",
         );
-        assert!(deploy_problems("edge", "not = [toml").is_err());
+        assert!(deploy_problems(Worker::Edge, "not = [toml").is_err());
     }
 }

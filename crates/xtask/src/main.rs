@@ -8,7 +8,8 @@ use xtask::devnet::{Devnet, DevnetConfig};
 use xtask::sidecar::{self, Sidecar};
 use xtask::stack::{Stack, StackConfig};
 use xtask::toolchain::{self, Tools, WASM_TARGET};
-use xtask::{bench, deploy, paths, process, workers};
+use xtask::workers::{self, Worker};
+use xtask::{bench, deploy, paths, process};
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -117,13 +118,13 @@ fn dev(args: &[String]) -> Result<()> {
         rate_limit: None,
     }
     // Live mode locally: a status written on the PDS shows up within a second.
-    .with_var("listener", "JETSTREAM_URLS", &jetstream.url)
-    .with_var("listener", "MODE", "live")
+    .with_var(Worker::Listener, "JETSTREAM_URLS", &jetstream.url)
+    .with_var(Worker::Listener, "MODE", "live")
     .with_local_sign_in(&devnet.plc_url, &devnet.pds_url)
     .with_session_keys()?
     .with_health_token()?;
     let health_token = config
-        .var("edge", "HEALTH_TOKEN")
+        .var(Worker::Edge, "HEALTH_TOKEN")
         .unwrap_or_default()
         .to_owned();
     let mut stack = Stack::start(&tools, config)?;
@@ -209,7 +210,7 @@ fn build(args: &[String]) -> Result<()> {
         return workers::build_all(&tools);
     }
     args.iter()
-        .try_for_each(|name| workers::build(&tools, workers::check_name(name)?))
+        .try_for_each(|name| workers::build(&tools, name.parse()?))
 }
 
 /// `cargo test` for every member that runs natively, compiled with clippy's lints
@@ -336,10 +337,10 @@ fn tail(args: &[String]) -> Result<()> {
     let [name] = args else {
         bail!("usage: cargo xtask tail WORKER (edge, listener or broker)");
     };
-    let worker = workers::check_name(name)?;
+    let worker: Worker = name.parse()?;
     let tools = Tools::ensure()?;
     let mut cmd = tools.wrangler();
     cmd.args(["tail", "--format", "pretty", "-c"])
-        .arg(paths::wrangler_config(worker));
+        .arg(worker.wrangler_config());
     process::run(&mut cmd)
 }

@@ -12,11 +12,6 @@ pub fn root() -> PathBuf {
         .unwrap_or_else(|| manifest.to_path_buf())
 }
 
-/// One wrangler config per worker.
-pub fn wrangler_config(worker: &str) -> PathBuf {
-    root().join("wrangler").join(format!("{worker}.toml"))
-}
-
 /// The npm side (wrangler, Node 22, binaryen), installed from `package-lock.json`.
 pub fn node_modules() -> PathBuf {
     root().join("node_modules")

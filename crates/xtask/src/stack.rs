@@ -13,7 +13,7 @@ use crate::net::{free_port, http_get};
 use crate::paths;
 use crate::process::{self, Group};
 use crate::toolchain::Tools;
-use crate::workers::{self, D1_DATABASE};
+use crate::workers::{self, Worker, D1_DATABASE};
 
 /// A Jetstream URL nothing listens on (port 9, discard): test stacks start with it.
 pub const NO_JETSTREAM: &str = "ws://127.0.0.1:9/subscribe";
@@ -53,7 +53,7 @@ const UNREACHED_SOCKET_CAP: &str = "32768";
 
 /// The limit (requests a window per network) of one of edge's committed `[[ratelimits]]`.
 pub fn committed_rate_limit(binding: &str) -> Result<u32> {
-    let path = paths::wrangler_config("edge");
+    let path = Worker::Edge.wrangler_config();
     let table: toml::Table = std::fs::read_to_string(&path)
         .with_context(|| format!("reading {}", path.display()))?
         .parse()
@@ -67,7 +67,7 @@ pub fn committed_rate_limit(binding: &str) -> Result<u32> {
 /// One var override for one worker of the stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerVar {
-    pub worker: &'static str,
+    pub worker: Worker,
     pub name: String,
     pub value: String,
 }
@@ -91,10 +91,10 @@ impl StackConfig {
             vars: Vec::new(),
             rate_limit: None,
         }
-        .with_var("edge", "TEST_HOOKS", "on")
+        .with_var(Worker::Edge, "TEST_HOOKS", "on")
         .with_unreached_limits()
         // Never the public network: a test that wants a Jetstream starts a sidecar and says so.
-        .with_var("listener", "JETSTREAM_URLS", NO_JETSTREAM)
+        .with_var(Worker::Listener, "JETSTREAM_URLS", NO_JETSTREAM)
         .with_local_sign_in(NO_PLC, NO_PLC)
         .with_session_keys()?
         .with_health_token()
@@ -103,32 +103,36 @@ impl StackConfig {
     /// Rate limits and a per-network socket cap that no test reaches (see [`UNREACHED_LIMIT`]).
     pub fn with_unreached_limits(mut self) -> StackConfig {
         self.rate_limit = Some(UNREACHED_LIMIT);
-        self.with_var("broker", "MAX_SOCKETS_PER_NETWORK", UNREACHED_SOCKET_CAP)
+        self.with_var(
+            Worker::Broker,
+            "MAX_SOCKETS_PER_NETWORK",
+            UNREACHED_SOCKET_CAP,
+        )
     }
 
     /// The rate limits and socket caps of the committed configs, as a deploy has them.
     pub fn with_committed_limits(mut self) -> StackConfig {
         self.rate_limit = None;
         self.vars
-            .retain(|v| !(v.worker == "broker" && v.name.starts_with("MAX_SOCKETS")));
+            .retain(|v| !(v.worker == Worker::Broker && v.name.starts_with("MAX_SOCKETS")));
         self
     }
 
     /// A fresh `HEALTH_TOKEN` for edge: the bearer token of the detailed `/health` report.
     pub fn with_health_token(self) -> Result<StackConfig> {
         let token = oauth::random::token()?;
-        Ok(self.with_var("edge", "HEALTH_TOKEN", &token))
+        Ok(self.with_var(Worker::Edge, "HEALTH_TOKEN", &token))
     }
 
     /// A fresh key ring for edge's `SESSION_KEYS` (the OAuth sessions of a local stack are sealed
     /// like production's, under a key made for this stack).
     pub fn with_session_keys(self) -> Result<StackConfig> {
         let keys = oauth::sealed::Keyring::generate_entry("local")?;
-        Ok(self.with_var("edge", "SESSION_KEYS", &keys))
+        Ok(self.with_var(Worker::Edge, "SESSION_KEYS", &keys))
     }
 
     /// The value of a var set for `worker`, if any.
-    pub fn var(&self, worker: &str, name: &str) -> Option<&str> {
+    pub fn var(&self, worker: Worker, name: &str) -> Option<&str> {
         self.vars
             .iter()
             .find(|v| v.worker == worker && v.name == name)
@@ -138,14 +142,14 @@ impl StackConfig {
     /// Edge signs in as the loopback client against a local network: identities from the PLC
     /// at `plc_url`, handles resolved by the PDS at `pds_url`, plain http allowed.
     pub fn with_local_sign_in(self, plc_url: &str, pds_url: &str) -> StackConfig {
-        self.with_var("edge", "OAUTH_CLIENT", "loopback")
-            .with_var("edge", "PLC_URL", plc_url)
-            .with_var("edge", "HANDLE_RESOLVER", pds_url)
-            .with_var("edge", "ALLOW_PRIVATE_NETWORK", "on")
+        self.with_var(Worker::Edge, "OAUTH_CLIENT", "loopback")
+            .with_var(Worker::Edge, "PLC_URL", plc_url)
+            .with_var(Worker::Edge, "HANDLE_RESOLVER", pds_url)
+            .with_var(Worker::Edge, "ALLOW_PRIVATE_NETWORK", "on")
     }
 
     /// Sets (or replaces) one worker's var.
-    pub fn with_var(mut self, worker: &'static str, name: &str, value: &str) -> StackConfig {
+    pub fn with_var(mut self, worker: Worker, name: &str, value: &str) -> StackConfig {
         self.vars
             .retain(|v| !(v.worker == worker && v.name == name));
         self.vars.push(WorkerVar {
@@ -172,17 +176,15 @@ impl Stack {
         let mut cmd = tools.wrangler();
         cmd.arg("dev");
         for worker in PUBLIC_FIRST {
-            // The first config is the public one: edge.
             let overrides: Vec<&WorkerVar> =
                 config.vars.iter().filter(|v| v.worker == worker).collect();
-            let is_public = worker == PUBLIC_FIRST[0];
             // Edge's vars go on the command line; its rate limits can only be patched.
-            let (overrides, rate_limit) = match is_public {
+            let (overrides, rate_limit) = match worker.is_public() {
                 true => (Vec::new(), config.rate_limit),
                 false => (overrides, None),
             };
             if overrides.is_empty() && rate_limit.is_none() {
-                cmd.arg("-c").arg(paths::wrangler_config(worker));
+                cmd.arg("-c").arg(worker.wrangler_config());
             } else {
                 let patched = config.persist_dir.with_file_name(format!("{worker}.toml"));
                 write_patched_config(worker, &overrides, rate_limit, &patched)?;
@@ -199,7 +201,7 @@ impl Stack {
         if config.test_scheduled {
             cmd.arg("--test-scheduled");
         }
-        for var in config.vars.iter().filter(|v| v.worker == PUBLIC_FIRST[0]) {
+        for var in config.vars.iter().filter(|v| v.worker.is_public()) {
             cmd.arg("--var").arg(format!("{}:{}", var.name, var.value));
         }
         redirect(&mut cmd, config.log_file.as_deref())?;
@@ -272,7 +274,7 @@ impl Stack {
 
     /// The bearer token of edge's detailed `/health` report, if this stack has one.
     pub fn health_token(&self) -> Option<&str> {
-        self.config.var("edge", "HEALTH_TOKEN")
+        self.config.var(Worker::Edge, "HEALTH_TOKEN")
     }
 
     /// Blocks until wrangler exits (`dev` waits here until Ctrl-C).
@@ -309,17 +311,17 @@ impl Stack {
 }
 
 /// The workers of the stack, the public one first (wrangler serves the first config's worker).
-const PUBLIC_FIRST: [&str; 3] = ["edge", "listener", "broker"];
+const PUBLIC_FIRST: [Worker; 3] = [Worker::Edge, Worker::Listener, Worker::Broker];
 
 /// Writes a copy of `worker`'s wrangler config with `overrides` in its `[vars]`, every rate limit
 /// set to `rate_limit` if given, and its relative paths made absolute (the copy lives elsewhere).
 fn write_patched_config(
-    worker: &str,
+    worker: Worker,
     overrides: &[&WorkerVar],
     rate_limit: Option<u32>,
     to: &Path,
 ) -> Result<()> {
-    let source = paths::wrangler_config(worker);
+    let source = worker.wrangler_config();
     let dir = source.parent().context("config without a folder")?;
     let mut table: toml::Table = std::fs::read_to_string(&source)
         .with_context(|| format!("reading {}", source.display()))?
@@ -361,7 +363,7 @@ fn write_patched_config(
 pub fn apply_migrations(tools: &Tools, persist_dir: &Path, log_file: Option<&Path>) -> Result<()> {
     let mut cmd = tools.wrangler();
     cmd.args(["d1", "migrations", "apply", D1_DATABASE, "--local", "-c"])
-        .arg(paths::wrangler_config("edge"))
+        .arg(Worker::Edge.wrangler_config())
         .arg("--persist-to")
         .arg(persist_dir);
     match log_file {

@@ -1,6 +1,7 @@
 //! Building the three workers to wasm with worker-build.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -11,33 +12,74 @@ use crate::{paths, process};
 /// The D1 database name shared by every wrangler config.
 pub const D1_DATABASE: &str = "statusphere";
 
-/// The workers in dependency order: edge binds listener and broker, listener binds broker.
-pub const WORKERS: [&str; 3] = ["broker", "listener", "edge"];
-
-/// The crate folder of a worker.
-pub fn crate_dir(worker: &str) -> PathBuf {
-    paths::root().join("workers").join(worker)
+/// One of the three workers: its crate is `workers/<name>/`, its config `wrangler/<name>.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Worker {
+    Broker,
+    Listener,
+    Edge,
 }
 
-/// What worker-build writes and the wrangler config's `main` points at.
-pub fn entry_point(worker: &str) -> PathBuf {
-    crate_dir(worker).join("build/index.js")
+impl Worker {
+    /// In dependency order: edge binds listener and broker, listener binds broker. Deploys go in
+    /// this order, so that a binding always names a worker that exists.
+    pub const ALL: [Worker; 3] = [Worker::Broker, Worker::Listener, Worker::Edge];
+
+    /// The name of its crate folder, its wrangler config and its Cloudflare script.
+    pub fn name(self) -> &'static str {
+        match self {
+            Worker::Broker => "broker",
+            Worker::Listener => "listener",
+            Worker::Edge => "edge",
+        }
+    }
+
+    /// Whether people reach it (edge); the others are reached only through service bindings.
+    pub fn is_public(self) -> bool {
+        self == Worker::Edge
+    }
+
+    /// The crate folder.
+    pub fn crate_dir(self) -> PathBuf {
+        paths::root().join("workers").join(self.name())
+    }
+
+    /// Its wrangler config.
+    pub fn wrangler_config(self) -> PathBuf {
+        paths::root()
+            .join("wrangler")
+            .join(format!("{}.toml", self.name()))
+    }
+
+    /// What worker-build writes and the wrangler config's `main` points at.
+    pub fn entry_point(self) -> PathBuf {
+        self.crate_dir().join("build/index.js")
+    }
 }
 
-/// Checks that `name` is one of the workers.
-pub fn check_name(name: &str) -> Result<&'static str> {
-    match WORKERS.iter().find(|w| **w == name) {
-        Some(worker) => Ok(worker),
-        None => bail!(
-            "unknown worker {name:?}: expected one of {}",
-            WORKERS.join(", ")
-        ),
+impl std::fmt::Display for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Worker {
+    type Err = anyhow::Error;
+
+    fn from_str(name: &str) -> Result<Worker> {
+        match Worker::ALL.into_iter().find(|w| w.name() == name) {
+            Some(worker) => Ok(worker),
+            None => bail!(
+                "unknown worker {name:?}: expected one of {}",
+                Worker::ALL.map(Worker::name).join(", ")
+            ),
+        }
     }
 }
 
 /// Builds one worker (release, size-optimised) into `workers/<name>/build/`.
-pub fn build(tools: &Tools, worker: &str) -> Result<()> {
-    process::run(&mut tools.worker_build(&crate_dir(worker)))
+pub fn build(tools: &Tools, worker: Worker) -> Result<()> {
+    process::run(&mut tools.worker_build(&worker.crate_dir()))
 }
 
 /// Builds all three workers at once. Cargo still compiles them one at a time (they share the
@@ -51,10 +93,10 @@ pub fn build_all(tools: &Tools) -> Result<()> {
     // Whichever takes the lock first compiles the shared dependencies; the others then compile
     // only their own crate while its `wasm-opt` runs.
     let mut running = Vec::new();
-    for worker in WORKERS {
+    for worker in Worker::ALL {
         let log = logs.join(format!("build-{worker}.log"));
         let file = std::fs::File::create(&log)?;
-        let mut cmd = tools.worker_build(&crate_dir(worker));
+        let mut cmd = tools.worker_build(&worker.crate_dir());
         cmd.stdout(file.try_clone()?).stderr(file);
         eprintln!(
             "+ {} (in workers/{worker}, log {})",
@@ -88,8 +130,8 @@ pub fn build_all(tools: &Tools) -> Result<()> {
 
 /// Fails with a clear message if a worker has not been built yet.
 pub fn check_built() -> Result<()> {
-    for worker in WORKERS {
-        let entry = entry_point(worker);
+    for worker in Worker::ALL {
+        let entry = worker.entry_point();
         if !entry.exists() {
             bail!(
                 "{} is missing: build the workers with `cargo xtask build` (or run `cargo xtask test`)",

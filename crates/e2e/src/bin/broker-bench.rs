@@ -17,6 +17,7 @@ use e2e::{Broker, Page};
 use futures_util::StreamExt;
 use xtask::stack::{Stack, StackConfig};
 use xtask::toolchain::Tools;
+use xtask::workers::Worker;
 
 /// The large run's pages. workerd holds two file descriptors per WebSocket (measured: 6,070 for
 /// 3,000 sockets) and this machine's hard limit is 20,000 per process, not raisable here, so one
@@ -30,8 +31,11 @@ const HIBERNATE: Duration = Duration::from_secs(20);
 async fn main() -> Result<()> {
     let tools = Tools::locate()?;
     // No idle pruning during the run: the bench pages do not ping.
-    let config =
-        StackConfig::for_test("bench-broker")?.with_var("broker", "IDLE_TIMEOUT_SECONDS", "86400");
+    let config = StackConfig::for_test("bench-broker")?.with_var(
+        Worker::Broker,
+        "IDLE_TIMEOUT_SECONDS",
+        "86400",
+    );
     let stack = tokio::task::block_in_place(|| Stack::start(&tools, config))?;
     let port = stack.port();
     let broker = Broker::new(port);

@@ -15,6 +15,7 @@ use anyhow::{ensure, Context, Result};
 use e2e::web::{self, Browser};
 use reqwest::StatusCode;
 use xtask::stack::Stack;
+use xtask::workers::Worker;
 
 /// Rounds per request kind; the table shows the median round.
 const ROUNDS: usize = 5;
@@ -34,7 +35,7 @@ async fn main() -> Result<()> {
     // Every write goes to the PDS: the benchmark needs more than the default 10 a minute.
     let net = tokio::task::block_in_place(|| {
         web::start_with("bench-edge", |config| {
-            config.with_var("edge", "WRITES_PER_MINUTE", "1000000")
+            config.with_var(Worker::Edge, "WRITES_PER_MINUTE", "1000000")
         })
     })?;
     let stack = &net.stack;
