@@ -74,7 +74,7 @@ fn sign_in_failure(error: &oauth::Error) -> (u16, String) {
 /// `POST /login`: starts a sign-in for the handle, DID or server typed in.
 pub async fn login(mut req: Request, env: &Env, config: &Config, now_ms: i64) -> Result<Response> {
     // This browser's sign-in binding: kept if it has one (sign-ins in two tabs both finish).
-    let binding = match session::sign_in_binding_of(&req, config.secure_cookies) {
+    let binding = match config.cookies.sign_in_binding(&req) {
         Some(binding) => binding,
         None => oauth::random::token().map_err(|e| worker::Error::RustError(e.to_string()))?,
     };
@@ -99,11 +99,9 @@ pub async fn login(mut req: Request, env: &Env, config: &Config, now_ms: i64) ->
             );
             workers_common::d1::prepare(&db, &statement)?.run().await?;
             tracing::info!(issuer = %pending.server.issuer, "sign-in started");
-            let cookie = session::sign_in_cookie(
-                &binding,
-                config.secure_cookies,
-                oauth::client::PENDING_TTL_S,
-            );
+            let cookie = config
+                .cookies
+                .sign_in(&binding, oauth::client::PENDING_TTL_S);
             see_other(&url, &[&cookie])
         }
         Err(error) => {
@@ -164,7 +162,7 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
         )
     };
     // Only the browser that started a sign-in may finish it (login CSRF).
-    let Some(binding) = session::sign_in_binding_of(&req, config.secure_cookies) else {
+    let Some(binding) = config.cookies.sign_in_binding(&req) else {
         tracing::warn!("a sign-in callback without this browser's binding");
         return another_browser().await;
     };
@@ -224,8 +222,8 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
     }
     workers_common::d1::batch(&db, &statements).await?;
     tracing::info!(did = %session.did, "signed in");
-    let cookie = session::cookie(&id, config.secure_cookies, config.session_ttl_s);
-    let done = session::clear_sign_in_cookie(config.secure_cookies);
+    let cookie = config.cookies.session(&id, config.session_ttl_s);
+    let done = config.cookies.clear_sign_in();
     see_other("/", &[&cookie, &done])
 }
 
@@ -256,7 +254,7 @@ async fn display_name(session: &Session) -> Option<String> {
 /// session, and signs every browser of that account out.
 pub async fn logout(req: Request, env: &Env, config: &Config, now_ms: i64) -> Result<Response> {
     let db = env.d1("DB")?;
-    if let Some(signed_in) = session::current(&req, &db, config.secure_cookies, now_ms).await? {
+    if let Some(signed_in) = session::current(&req, &db, config.cookies, now_ms).await? {
         let d1 = D1(&db);
         // Misconfigured keys or a failing D1 only mean no revocation: signing out still happens.
         let stored = match sessions(&d1, config) {
@@ -275,7 +273,7 @@ pub async fn logout(req: Request, env: &Env, config: &Config, now_ms: i64) -> Re
         workers_common::d1::batch(&db, &statements).await?;
         tracing::info!(did = %signed_in.did, "signed out");
     }
-    see_other("/", &[&session::clear_cookie(config.secure_cookies)])
+    see_other("/", &[&config.cookies.clear_session()])
 }
 
 /// Seals `json` (a session, a sign-in in progress) for the row `row` with the session keys.

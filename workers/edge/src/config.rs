@@ -9,6 +9,8 @@ use oauth::{Client, HandleResolution, IdentityConfig, Key, Reach};
 use worker::{Env, Url};
 use workers_common::vars::{number, text_or};
 
+use crate::session::Cookies;
+
 /// The scope the app asks for: sign-in, and writing its own records only.
 pub const SCOPE: &str = "atproto repo:xyz.statusphere.status";
 
@@ -30,8 +32,8 @@ pub struct Config {
     session_keys: OnceCell<Result<Keyring, String>>,
     env: Env,
     url: Url,
-    /// Whether cookies get `Secure` (everywhere but a plain-http local origin).
-    pub secure_cookies: bool,
+    /// How cookies are made (Secure everywhere but a plain-http local origin).
+    pub cookies: Cookies,
     /// Where profile links go (the DID is appended).
     pub profile_base: String,
     /// Status writes one account may make per minute (the benchmark raises it).
@@ -48,7 +50,7 @@ impl Config {
     /// port the app is served on).
     pub fn from_env(env: &Env, url: &Url) -> Config {
         Config {
-            secure_cookies: url.scheme() == "https",
+            cookies: Cookies::for_origin(url),
             profile_base: text_or(env, "PROFILE_URL", "https://bsky.app/profile/"),
             writes_per_minute: number(env, "WRITES_PER_MINUTE", WRITES_PER_MINUTE, 1..=i64::MAX),
             session_ttl_s: number(env, "SESSION_TTL_SECONDS", SESSION_TTL_S, 1..=i64::MAX),

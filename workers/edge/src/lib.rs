@@ -94,7 +94,7 @@ async fn route(
     let config = Config::from_env(env, &url);
     match (method, path) {
         (Method::Get, "/") => {
-            let viewer = match session::id_of(&req, config.secure_cookies) {
+            let viewer = match config.cookies.session_id(&req) {
                 Some(id) => Viewer::Cookie(session::hash(&id)),
                 None => Viewer::Nobody,
             };

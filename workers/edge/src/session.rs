@@ -27,50 +27,93 @@ impl From<BrowserSessionRow> for SignedIn {
 /// The browser's session cookie.
 const SESSION: &str = "sid";
 /// The cookie that ties a sign-in in progress to the browser that started it (see
-/// [`sign_in_cookie`]).
+/// [`Cookies::sign_in`]).
 const SIGN_IN: &str = "signin";
 
-fn cookie_name(base: &str, secure: bool) -> String {
-    // `__Host-` makes the browser refuse the cookie unless Secure, Path=/ and no Domain.
-    if secure {
-        format!("__Host-{base}")
-    } else {
-        base.to_owned()
+/// How this origin's cookies are made: `__Host-` prefixed and `Secure` on https (the browser
+/// refuses a `__Host-` cookie unless Secure, Path=/ and no Domain), plain on a plain-http local
+/// origin, where a browser would drop a Secure cookie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cookies {
+    Secure,
+    Plain,
+}
+
+impl Cookies {
+    /// The kind the origin at `url` can hold.
+    pub fn for_origin(url: &worker::Url) -> Cookies {
+        match url.scheme() {
+            "https" => Cookies::Secure,
+            _ => Cookies::Plain,
+        }
     }
-}
 
-fn set_cookie(base: &str, value: &str, secure: bool, max_age_s: i64) -> String {
-    let mut cookie = format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_s}",
-        cookie_name(base, secure)
-    );
-    if secure {
-        cookie.push_str("; Secure");
+    fn name(self, base: &str) -> String {
+        match self {
+            Cookies::Secure => format!("__Host-{base}"),
+            Cookies::Plain => base.to_owned(),
+        }
     }
-    cookie
-}
 
-/// The `Set-Cookie` value for a new session id.
-pub fn cookie(id: &str, secure: bool, max_age_s: i64) -> String {
-    set_cookie(SESSION, id, secure, max_age_s)
-}
+    fn set(self, base: &str, value: &str, max_age_s: i64) -> String {
+        let cookie = format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_s}",
+            self.name(base)
+        );
+        match self {
+            Cookies::Secure => cookie + "; Secure",
+            Cookies::Plain => cookie,
+        }
+    }
 
-/// The `Set-Cookie` value that removes the session cookie.
-pub fn clear_cookie(secure: bool) -> String {
-    cookie("", secure, 0)
-}
+    /// The `Set-Cookie` value for a new session id.
+    pub fn session(self, id: &str, max_age_s: i64) -> String {
+        self.set(SESSION, id, max_age_s)
+    }
 
-/// The `Set-Cookie` value that ties sign-ins to this browser for `max_age_s`: the callback is
-/// only accepted from a browser holding the value whose hash was stored with the `state`, so a
-/// callback URL from someone else's sign-in cannot sign this browser in as them (login CSRF,
-/// RFC 9700 §4.7.1). SameSite=Lax still sends it on the server's redirect back (a top-level GET).
-pub fn sign_in_cookie(value: &str, secure: bool, max_age_s: i64) -> String {
-    set_cookie(SIGN_IN, value, secure, max_age_s)
-}
+    /// The `Set-Cookie` value that removes the session cookie.
+    pub fn clear_session(self) -> String {
+        self.session("", 0)
+    }
 
-/// The `Set-Cookie` value that removes the sign-in cookie.
-pub fn clear_sign_in_cookie(secure: bool) -> String {
-    sign_in_cookie("", secure, 0)
+    /// The `Set-Cookie` value that ties sign-ins to this browser for `max_age_s`: the callback
+    /// is only accepted from a browser holding the value whose hash was stored with the `state`,
+    /// so a callback URL from someone else's sign-in cannot sign this browser in as them (login
+    /// CSRF, RFC 9700 §4.7.1). SameSite=Lax still sends it on the server's redirect back (a
+    /// top-level GET).
+    pub fn sign_in(self, value: &str, max_age_s: i64) -> String {
+        self.set(SIGN_IN, value, max_age_s)
+    }
+
+    /// The `Set-Cookie` value that removes the sign-in cookie.
+    pub fn clear_sign_in(self) -> String {
+        self.sign_in("", 0)
+    }
+
+    /// The session id the request's cookie carries, if any.
+    pub fn session_id(self, req: &Request) -> Option<String> {
+        self.token_of(req, SESSION)
+    }
+
+    /// The sign-in binding the request's cookie carries, if any.
+    pub fn sign_in_binding(self, req: &Request) -> Option<String> {
+        self.token_of(req, SIGN_IN)
+    }
+
+    /// The random value (43 base64url characters, as we make them) that the request's cookie
+    /// `base` carries, if any; anything else is not ours and is ignored.
+    fn token_of(self, req: &Request, base: &str) -> Option<String> {
+        let header = req.headers().get("Cookie").ok().flatten()?;
+        let name = self.name(base);
+        header.split(';').find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name
+                && v.len() == 43
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            .then(|| v.to_owned())
+        })
+    }
 }
 
 /// What the table stores for an id.
@@ -81,39 +124,14 @@ pub fn hash(id: &str) -> String {
         .collect()
 }
 
-/// The random value (43 base64url characters, as we make them) that the request's cookie
-/// `base` carries, if any; anything else is not ours and is ignored.
-fn token_of(req: &Request, base: &str, secure: bool) -> Option<String> {
-    let header = req.headers().get("Cookie").ok().flatten()?;
-    let name = cookie_name(base, secure);
-    header.split(';').find_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name
-            && v.len() == 43
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-        .then(|| v.to_owned())
-    })
-}
-
-/// The session id the request's cookie carries, if any.
-pub fn id_of(req: &Request, secure: bool) -> Option<String> {
-    token_of(req, SESSION, secure)
-}
-
-/// The sign-in binding the request's cookie carries, if any.
-pub fn sign_in_binding_of(req: &Request, secure: bool) -> Option<String> {
-    token_of(req, SIGN_IN, secure)
-}
-
 /// The signed-in person, if the cookie names a live session.
 pub async fn current(
     req: &Request,
     db: &D1Database,
-    secure: bool,
+    cookies: Cookies,
     now_ms: i64,
 ) -> Result<Option<SignedIn>> {
-    let Some(id) = id_of(req, secure) else {
+    let Some(id) = cookies.session_id(req) else {
         return Ok(None);
     };
     let rows: Vec<BrowserSessionRow> =

@@ -23,7 +23,7 @@ pub async fn set_status(
 ) -> Result<Response> {
     let reply = Reply::asked_by(&req)?;
     let db = env.d1("DB")?;
-    let signed_in = session::current(&req, &db, config.secure_cookies, now_ms).await?;
+    let signed_in = session::current(&req, &db, config.cookies, now_ms).await?;
     let Some(signed_in) = signed_in else {
         let message = "Sign in to set your status.";
         if reply == Reply::Json {
@@ -89,7 +89,7 @@ pub async fn set_status(
             if status == 401 {
                 response
                     .headers()
-                    .set("Set-Cookie", &session::clear_cookie(config.secure_cookies))?;
+                    .set("Set-Cookie", &config.cookies.clear_session())?;
             }
             Ok(response)
         }
