@@ -10,6 +10,7 @@ use serde::Deserialize;
 use worker::{Env, Request, Response, Result};
 
 use crate::config::Config;
+use crate::error::{self, Error};
 use crate::http::WorkerHttp;
 use crate::page::{self, Notice, Viewer};
 use crate::ports::{WorkerClock, D1};
@@ -330,12 +331,18 @@ pub fn sessions<'a>(
 
 /// `GET /oauth-client-metadata.json` and `GET /.well-known/jwks.json` (the confidential
 /// client's; the loopback client has neither).
-pub fn client_document(config: &Config, path: &str, base: &str) -> Result<Response> {
+pub fn client_document(config: &Config, path: &str, base: &str) -> error::Result<Response> {
     let Ok(client) = config.client() else {
-        return workers_common::text_error(503, "sign-in is not configured on this server");
+        return Err(Error::refused(
+            503,
+            "sign-in is not configured on this server",
+        ));
     };
     if client.auth_method() == "none" {
-        return workers_common::text_error(404, "no client metadata: this is the loopback client");
+        return Err(Error::refused(
+            404,
+            "no client metadata: this is the loopback client",
+        ));
     }
     let body = if path == "/.well-known/jwks.json" {
         client.jwks()

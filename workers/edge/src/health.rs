@@ -9,6 +9,8 @@ use domain::sql;
 use serde::{Deserialize, Serialize};
 use worker::*;
 
+use crate::error;
+
 #[derive(Serialize)]
 struct Health {
     ok: bool,
@@ -55,7 +57,7 @@ struct Liveness {
 }
 
 /// `GET /health`: liveness for anyone, the detailed report for the holder of the health token.
-pub async fn answer(req: &Request, env: &Env) -> Result<Response> {
+pub async fn answer(req: &Request, env: &Env) -> error::Result<Response> {
     let Some(bearer) = req.headers().get("Authorization")? else {
         let ok = ping_d1(env).await;
         let liveness = match ok {
@@ -72,16 +74,19 @@ pub async fn answer(req: &Request, env: &Env) -> Result<Response> {
             }
         };
         let status = if liveness.ok { 200 } else { 503 };
-        return workers_common::json_response(status, &liveness);
+        return Ok(workers_common::json_response(status, &liveness)?);
     };
     let Ok(token) = env.secret("HEALTH_TOKEN").map(|t| t.to_string()) else {
-        return workers_common::text_error(404, "the detailed health report is not configured");
+        return Err(error::Error::refused(
+            404,
+            "the detailed health report is not configured",
+        ));
     };
     let given = bearer.strip_prefix("Bearer ").unwrap_or_default();
     if token.is_empty() || !same(given.as_bytes(), token.as_bytes()) {
-        return workers_common::text_error(401, "wrong health token");
+        return Err(error::Error::refused(401, "wrong health token"));
     }
-    report(env).await
+    Ok(report(env).await?)
 }
 
 /// Whether D1 answers a read.

@@ -5,6 +5,7 @@
 
 mod auth;
 mod config;
+mod error;
 mod handles;
 mod health;
 mod http;
@@ -15,6 +16,7 @@ mod session;
 mod write;
 
 use config::Config;
+use error::Error;
 use page::Viewer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,9 +52,13 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
             tracing::info!(%method, path, status = response.status_code(), "request");
             Ok(response)
         }
-        Err(error) => {
+        Err(error @ Error::Refused { .. }) => {
+            tracing::info!(%method, path, %error, "request refused");
+            error.into_response()
+        }
+        Err(error @ Error::Internal(_)) => {
             tracing::error!(%method, path, %error, "request failed");
-            workers_common::text_error(500, "internal error")
+            error.into_response()
         }
     }
 }
@@ -63,17 +69,17 @@ async fn route(
     ctx: &Context,
     method: Method,
     path: &str,
-) -> Result<Response> {
+) -> error::Result<Response> {
     let now_ms = workers_common::now_ms();
     match (&method, path) {
         (Method::Get, "/ws") => return websocket(req, env).await,
         (Method::Get, "/health") => return health::answer(&req, env).await,
         (Method::Get, p) if p.starts_with("/assets/") => return page::asset(p),
         // Browsers ask for it wherever a page names no icon (error pages, say).
-        (Method::Get, "/favicon.ico") => return page::favicon(),
+        (Method::Get, "/favicon.ico") => return Ok(page::favicon()?),
         (_, p) if p.starts_with(TEST_HOOK_PREFIX) => return test_hook(req, env).await,
         (Method::Post, _) if !session::same_origin(&req)? => {
-            return workers_common::text_error(403, "cross-site request refused")
+            return Err(Error::refused(403, "cross-site request refused"))
         }
         _ => {}
     }
@@ -111,15 +117,15 @@ async fn route(
             }
             Ok(page.response)
         }
-        (Method::Post, "/login") => auth::login(req, env, &config, now_ms).await,
-        (Method::Get, "/oauth/callback") => auth::callback(req, env, &config, now_ms).await,
-        (Method::Post, "/logout") => auth::logout(req, env, &config, now_ms).await,
-        (Method::Post, "/status") => write::set_status(req, env, &config, now_ms).await,
+        (Method::Post, "/login") => Ok(auth::login(req, env, &config, now_ms).await?),
+        (Method::Get, "/oauth/callback") => Ok(auth::callback(req, env, &config, now_ms).await?),
+        (Method::Post, "/logout") => Ok(auth::logout(req, env, &config, now_ms).await?),
+        (Method::Post, "/status") => Ok(write::set_status(req, env, &config, now_ms).await?),
         (Method::Get, p @ ("/oauth-client-metadata.json" | "/.well-known/jwks.json")) => {
             auth::client_document(&config, p, &url.origin().ascii_serialization())
         }
-        (Method::Get | Method::Head, _) => workers_common::text_error(404, "not found"),
-        _ => workers_common::text_error(405, "method not allowed"),
+        (Method::Get | Method::Head, _) => Err(Error::refused(404, "not found")),
+        _ => Err(Error::refused(405, "method not allowed")),
     }
 }
 
@@ -156,16 +162,16 @@ async fn wake_listener(env: &Env) -> Result<u16> {
 
 /// Hands a browser's WebSocket upgrade to the broker, refusing cross-site pages and networks that
 /// open too many, and naming the page's network for the broker's connection cap.
-async fn websocket(req: Request, env: &Env) -> Result<Response> {
+async fn websocket(req: Request, env: &Env) -> error::Result<Response> {
     let upgrade = req.headers().get("Upgrade")?;
     if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
-        return workers_common::text_error(426, "expected a WebSocket upgrade");
+        return Err(Error::refused(426, "expected a WebSocket upgrade"));
     }
     if let Some(origin) = req.headers().get("Origin")? {
         let url = req.url()?;
         let own = url.origin().ascii_serialization();
         if origin != own {
-            return workers_common::text_error(403, "cross-origin WebSocket refused");
+            return Err(Error::refused(403, "cross-origin WebSocket refused"));
         }
     }
     let network = limits::network_of(&req)?;
@@ -184,7 +190,7 @@ async fn websocket(req: Request, env: &Env) -> Result<Response> {
             .with_method(Method::Get)
             .with_headers(headers),
     )?;
-    env.service("BROKER")?.fetch_request(forwarded).await
+    Ok(env.service("BROKER")?.fetch_request(forwarded).await?)
 }
 
 /// Routes under this prefix exist only when the `TEST_HOOKS` var is `"on"`, which only the test and
@@ -194,18 +200,18 @@ const TEST_HOOK_PREFIX: &str = "/__test/";
 
 /// `/__test/broker/<route>`: lets tests and benchmarks reach the broker's internal routes (publish,
 /// head, stats) the way the listener and edge itself will, through the service binding.
-async fn test_hook(req: Request, env: &Env) -> Result<Response> {
+async fn test_hook(req: Request, env: &Env) -> error::Result<Response> {
     let enabled = env
         .var("TEST_HOOKS")
         .is_ok_and(|value| value.to_string() == "on");
     if !enabled {
-        return workers_common::text_error(404, "not found");
+        return Err(Error::refused(404, "not found"));
     }
     let url = req.url()?;
     let Some(route) = url.path().strip_prefix("/__test/broker") else {
-        return workers_common::text_error(404, "no such test hook");
+        return Err(Error::refused(404, "no such test hook"));
     };
-    let mut target = Url::parse("https://broker")?;
+    let mut target = Url::parse("https://broker").map_err(worker::Error::from)?;
     target.set_path(route);
     target.set_query(url.query());
     let forwarded = Request::new_with_init(
@@ -215,5 +221,5 @@ async fn test_hook(req: Request, env: &Env) -> Result<Response> {
             .with_headers(req.headers().clone())
             .with_body(req.inner().body().map(Into::into)),
     )?;
-    env.service("BROKER")?.fetch_request(forwarded).await
+    Ok(env.service("BROKER")?.fetch_request(forwarded).await?)
 }

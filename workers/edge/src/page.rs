@@ -169,7 +169,7 @@ pub fn favicon() -> Result<Response> {
 }
 
 /// `GET /assets/<name>.<hash>.<ext>`: cached for a year (the name changes with the content).
-pub fn asset(path: &str) -> Result<Response> {
+pub fn asset(path: &str) -> crate::error::Result<Response> {
     let (body, kind) = if path == CSS_PATH {
         (CSS, "text/css; charset=utf-8")
     } else if path == JS_PATH {
@@ -177,9 +177,13 @@ pub fn asset(path: &str) -> Result<Response> {
     } else if path == ICON_PATH {
         (ICON, "image/svg+xml")
     } else {
-        return workers_common::text_error(404, "no such asset");
+        return Err(crate::error::Error::refused(404, "no such asset"));
     };
-    static_file(body, kind, "public, max-age=31536000, immutable")
+    Ok(static_file(
+        body,
+        kind,
+        "public, max-age=31536000, immutable",
+    )?)
 }
 
 fn static_file(body: &str, kind: &str, cache: &str) -> Result<Response> {
