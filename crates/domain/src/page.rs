@@ -235,6 +235,32 @@ mod tests {
         assert!(!html.contains("action=\"/logout\""));
     }
 
+    /// The `<template>` the script fills for a live update is the same markup as a rendered
+    /// line of today's status, only empty: one copy, so the two cannot drift apart.
+    #[test]
+    fn the_live_line_template_is_a_rendered_line() {
+        let html = HomePage::new(data()).html().unwrap();
+        let between = |from: &str, to: &str| -> String {
+            let start = html.find(from).expect(from);
+            let end = start + html[start..].find(to).expect(to) + to.len();
+            html[start..end].to_owned()
+        };
+        let template = between("<template id=\"line-template\">", "</template>");
+        let rendered = between("<li data-uri=\"at://did:plc:a/", "</li>");
+        let emptied = rendered
+            .replace("at://did:plc:a/xyz.statusphere.status/3k1795488743340", "")
+            .replace("did:plc:a", "")
+            .replace("alice.test", "")
+            .replace("🦋", "");
+        assert!(
+            template.contains(emptied.trim()),
+            "template:\n{template}\nrendered line, emptied:\n{emptied}"
+        );
+        for class in ["glyph net", "author net", "said net"] {
+            assert!(template.contains(&format!("class=\"{class}\"")), "{class}");
+        }
+    }
+
     #[test]
     fn signed_in_page_highlights_the_current_status() {
         let mut data = data();

@@ -6,7 +6,7 @@
 (function () {
   "use strict";
   var app = document.getElementById("app");
-  if (!app || !window.WebSocket) return;
+  if (!app || !window.WebSocket || !document.getElementById("line-template")) return;
   var seq = app.dataset.seq;
   var viewer = app.dataset.viewer || "";
   var profile = app.dataset.profile || "";
@@ -38,32 +38,20 @@
       b.setAttribute("aria-pressed", on ? "true" : "false");
     });
   }
+  // A line for a live update: a copy of the page's own line markup (the <template> the server
+  // renders from the same macro as the feed), filled in with textContent and data attributes only.
+  var lineTemplate = document.getElementById("line-template");
   function line(s) {
-    var li = document.createElement("li");
+    var li = lineTemplate.content.firstElementChild.cloneNode(true);
     li.dataset.uri = s.uri;
     li.dataset.did = s.author_did;
     li.dataset.status = s.status;
-    if (!s.confirmed) li.className = "pending";
-    // Every string from the network sits in its own isolated box (bdi + .net): a bidi control
-    // cannot reorder its neighbours, stacked marks cannot paint over them.
-    var glyph = document.createElement("bdi");
-    glyph.className = "glyph net";
-    glyph.setAttribute("aria-hidden", "true");
-    glyph.textContent = s.status;
-    var text = document.createElement("span");
-    var a = document.createElement("a");
-    a.className = "author net";
+    li.classList.toggle("pending", !s.confirmed);
+    li.querySelector(".glyph").textContent = s.status;
+    var a = li.querySelector(".author");
     a.href = profile + s.author_did;
     a.textContent = "@" + (s.handle || s.author_did);
-    var said = document.createElement("bdi");
-    said.className = "said net";
-    said.textContent = s.status;
-    text.appendChild(a);
-    text.appendChild(document.createTextNode(" is feeling "));
-    text.appendChild(said);
-    text.appendChild(document.createTextNode(" today"));
-    li.appendChild(glyph);
-    li.appendChild(text);
+    li.querySelector(".said").textContent = s.status;
     return li;
   }
   function byUri(uri) {
