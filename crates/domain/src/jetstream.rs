@@ -34,7 +34,8 @@ pub const MAX_CLOCK_SKEW_US: i64 = 5 * 60 * 1_000_000;
 /// One Jetstream event.
 #[derive(Debug, Clone)]
 pub struct Event {
-    pub did: String,
+    /// The repository (account) the event is about; checked DID syntax.
+    pub did: Did,
     /// When Jetstream received the event: unix microseconds, the resumption cursor.
     pub time_us: i64,
     /// The newer, instance-local sequence number, when the server sends one.
@@ -55,11 +56,12 @@ pub enum EventBody {
 
 #[derive(Debug, Clone)]
 pub struct Commit {
-    /// The repository revision (a TID): orders the writes of one repository.
-    pub rev: String,
+    /// The repository revision: orders the writes of one repository.
+    pub rev: Tid,
     pub operation: Operation,
-    pub collection: String,
-    pub rkey: String,
+    pub collection: Nsid,
+    /// Never `.` or `..` (they are record keys by syntax, but not as a path segment).
+    pub rkey: RecordKey,
     /// The record's JSON, on create and update.
     pub record: Option<Box<RawValue>>,
     /// The record's CID, on create and update.
@@ -78,8 +80,8 @@ pub enum Operation {
 pub struct Identity {
     /// The handle the event claims; `None` when absent or not a valid handle. A claim only:
     /// whoever runs the account's PDS (or a Jetstream) can write any handle here, so it is never
-    /// shown (see [`Event::change`]).
-    pub handle: Option<String>,
+    /// shown (see [`Event::change`]). Lowercased.
+    pub handle: Option<Handle>,
 }
 
 #[derive(Debug, Clone)]
@@ -179,9 +181,13 @@ impl Event {
         }
         let raw: RawEvent =
             serde_json::from_str(frame).map_err(|e| Error::Json(bounded(&e.to_string())))?;
-        if raw.did.len() > MAX_DID_BYTES || Did::new(raw.did.clone()).is_err() {
+        if raw.did.len() > MAX_DID_BYTES {
             return Err(Error::invalid("did", &raw.did));
         }
+        let did: Did = raw
+            .did
+            .parse()
+            .map_err(|_| Error::invalid("did", &raw.did))?;
         if raw.time_us <= 0 {
             return Err(Error::invalid("time_us", &raw.time_us.to_string()));
         }
@@ -194,8 +200,7 @@ impl Event {
                 // An invalid handle is no handle: the account shows as its DID.
                 let handle = identity
                     .handle
-                    .filter(|h| Handle::new(h.clone()).is_ok())
-                    .map(|h| h.to_ascii_lowercase());
+                    .and_then(|h| Handle::new(h.to_ascii_lowercase()).ok());
                 EventBody::Identity(Identity { handle })
             }
             "account" => {
@@ -210,7 +215,7 @@ impl Event {
             },
         };
         Ok(Event {
-            did: raw.did,
+            did,
             time_us: raw.time_us,
             cursor: raw.cursor,
             body,
@@ -236,15 +241,17 @@ impl Event {
     pub fn change(&self) -> Result<Option<Change>> {
         let indexed_at = self.time_us / 1000;
         match &self.body {
-            EventBody::Commit(commit) if commit.collection == lexicon::STATUS_NSID => {
-                lexicon::validate_rkey(&commit.rkey)?;
-                let uri = at_uri(&self.did, &commit.rkey);
+            EventBody::Commit(commit) if commit.collection.as_str() == lexicon::STATUS_NSID => {
+                let rkey = commit.rkey.as_str();
+                lexicon::validate_rkey(rkey)?;
+                let (did, rev) = (self.did.as_str(), commit.rev.as_str());
+                let uri = at_uri(did, rkey);
                 match commit.operation {
                     Operation::Delete => Ok(Some(Change::Delete(Tombstone {
                         uri,
-                        author_did: self.did.clone(),
-                        rkey: commit.rkey.clone(),
-                        rev: commit.rev.clone(),
+                        author_did: did.to_owned(),
+                        rkey: rkey.to_owned(),
+                        rev: rev.to_owned(),
                         indexed_at,
                     }))),
                     Operation::Create | Operation::Update => {
@@ -253,12 +260,12 @@ impl Event {
                         let record = lexicon::StatusRecord::from_json(json.get())?;
                         Ok(Some(Change::Upsert(Status {
                             uri,
-                            author_did: self.did.clone(),
-                            rkey: commit.rkey.clone(),
+                            author_did: did.to_owned(),
+                            rkey: rkey.to_owned(),
                             status: record.status.as_str().to_owned(),
                             created_at: record.created_at.as_str().to_owned(),
                             indexed_at,
-                            rev: commit.rev.clone(),
+                            rev: rev.to_owned(),
                             cid: Some(cid),
                             origin: Origin::Network,
                             confirmed: true,
@@ -272,12 +279,12 @@ impl Event {
             // background lookup, which believes a handle only once it resolves to the DID and the
             // DID document names it back. The handle the event claims is never recorded.
             EventBody::Identity(_) => Ok(Some(Change::Handle(HandleUpdate {
-                did: self.did.clone(),
+                did: self.did.to_string(),
                 handle: None,
                 time_us: self.time_us,
             }))),
             EventBody::Account(account) => Ok(Some(Change::Account(AccountUpdate {
-                did: self.did.clone(),
+                did: self.did.to_string(),
                 active: account.active,
                 status: account.status.as_ref().map(|s| s.as_str().to_owned()),
                 time_us: self.time_us,
@@ -288,25 +295,23 @@ impl Event {
 
 impl Commit {
     fn validate(raw: RawCommit) -> Result<Commit> {
-        if Tid::new(raw.rev.clone()).is_err() {
-            return Err(Error::invalid("rev", &raw.rev));
-        }
-        if Nsid::new(raw.collection.clone()).is_err() {
-            return Err(Error::invalid("collection", &raw.collection));
-        }
-        if RecordKey::new(raw.rkey.clone()).is_err() || raw.rkey == "." || raw.rkey == ".." {
-            return Err(Error::invalid("rkey", &raw.rkey));
-        }
+        let rev = Tid::new(raw.rev.clone()).map_err(|_| Error::invalid("rev", &raw.rev))?;
+        let collection = Nsid::new(raw.collection.clone())
+            .map_err(|_| Error::invalid("collection", &raw.collection))?;
+        let rkey = match RecordKey::new(raw.rkey.clone()) {
+            Ok(rkey) if !matches!(rkey.as_str(), "." | "..") => rkey,
+            _ => return Err(Error::invalid("rkey", &raw.rkey)),
+        };
         let (record, cid) = match raw.operation {
             // Deletes carry neither; ignore them if a server sends them anyway.
             Operation::Delete => (None, None),
             Operation::Create | Operation::Update => (raw.record, raw.cid),
         };
         Ok(Commit {
-            rev: raw.rev,
+            rev,
             operation: raw.operation,
-            collection: raw.collection,
-            rkey: raw.rkey,
+            collection,
+            rkey,
             record,
             cid,
         })

@@ -368,7 +368,7 @@ mod tests {
                 domain::jetstream::Event::parse(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
             let kind = match &event.body {
                 domain::jetstream::EventBody::Commit(c) => {
-                    format!("{}:{:?}", c.collection, c.operation)
+                    format!("{}:{:?}", c.collection.as_str(), c.operation)
                 }
                 domain::jetstream::EventBody::Identity(_) => "identity".into(),
                 domain::jetstream::EventBody::Account(_) => "account".into(),
