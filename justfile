@@ -17,9 +17,9 @@ test:
 deploy-all *FLAGS:
     cargo xtask deploy-all {{FLAGS}}
 
-# structured logs of one deployed worker (edge, listener, broker)
-tail WORKER:
-    cargo xtask tail {{WORKER}}
+# live logs of one deployed worker (edge, listener, broker); `--format json` for one object a line
+tail WORKER *FLAGS:
+    cargo xtask tail {{WORKER}} {{FLAGS}}
 
 # benchmarks; results into docs/benchmarks.md
 bench *names:

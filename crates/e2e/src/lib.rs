@@ -283,6 +283,24 @@ pub async fn health(stack: &Stack) -> Result<serde_json::Value> {
     Ok(body)
 }
 
+/// For a benchmark binary's `main`: `true` (after printing `about` and how it is run) when its
+/// command line asks for help. The benchmarks take no arguments: anything else is refused.
+pub fn asked_for_help(about: &str) -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        return false;
+    }
+    if !args.iter().all(|a| a == "--help" || a == "-h") {
+        eprintln!("error: unexpected arguments {args:?}; see --help");
+        std::process::exit(2);
+    }
+    println!(
+        "{about}\n\nTakes no arguments. `cargo xtask bench NAME` runs it and writes its section \
+         of docs/benchmarks.md."
+    );
+    true
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

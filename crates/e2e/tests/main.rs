@@ -4,8 +4,9 @@
 
 mod broker;
 mod chromium;
-mod deploy_dry_run;
+mod deploy;
 mod edge;
+mod help;
 mod listener;
 mod oauth;
 mod skeleton;

@@ -16,22 +16,24 @@ use crate::source::replay::Pace;
 use crate::window::WindowConfig;
 
 pub const USAGE: &str = "\
-statusphere-sidecar: a local Jetstream
+statusphere-sidecar: a local Jetstream (docs/sidecar.md)
 
 USAGE:
   statusphere-sidecar serve [--listen ADDR] [SOURCE] [OPTIONS] [FAULTS]
-  statusphere-sidecar generate [--seed N] [--accounts N] [--events N] [--malformed-share F] [--out FILE]
+  statusphere-sidecar generate [GENERATOR] [--out FILE]
   statusphere-sidecar record --url URL [--out FILE] [--limit N] [--duration-secs N]
-  statusphere-sidecar bench-client --url URL --clients N --events M   (throughput, JSON report)
-  statusphere-sidecar --version | --help
+  statusphere-sidecar bench-client --url URL --clients N --events M
+  statusphere-sidecar --version | --help      (--help also works after a command)
 
-SOURCE (one; none serves an empty, live stream):
+serve: serves /subscribe (Jetstream's JSON) on 127.0.0.1 from one source.
+
+  SOURCE (one; none serves an empty, live stream):
   --replay FILE              JSON lines, one Jetstream frame per line
-  --generate                 a seeded synthetic stream (--seed, --accounts, --events, --malformed-share)
+  --generate                 a seeded synthetic stream (see GENERATOR)
   --firehose URL             bridge ws://PDS:PORT's com.atproto.sync.subscribeRepos
   --firehose-cursor N        firehose sequence to start after (default 0: all the PDS still holds)
 
-OPTIONS:
+  OPTIONS:
   --listen ADDR              default 127.0.0.1:6008 (port 0 picks a free one; the URL is printed)
   --pace recorded|max|xN     replay pace (default: recorded for --replay, max for --generate)
   --time now|keep            time_us = emission time (default, like Jetstream) or as recorded
@@ -40,15 +42,35 @@ OPTIONS:
   --write-timeout-ms N       a subscriber that cannot take a write this long is dropped (default 10000)
   --ping-secs N              ping idle subscribers (default 30)
 
-FAULTS (per connection; see docs/sidecar.md):
+  FAULTS (per connection; see docs/sidecar.md):
   --stall-after N            stop sending after N frames, keep the socket open
   --close-after N            close after N frames: abruptly, or with --close-code CODE
-  --close-code CODE
+  --close-code CODE          the close frame's code (1000-1003, 1007-1011, 3000-4999)
   --delay-ms N               wait before every frame
   --duplicate-every N        send every Nth frame twice
   --reorder-window N         reverse the order within windows of N frames
   --truncate-every N         cut every Nth frame in half
   --faults-for N             only the first N connections misbehave
+
+generate: writes a seeded synthetic replay (JSON lines) to --out FILE or stdout.
+
+  GENERATOR (also for serve --generate):
+  --seed N                   the random seed (default 1): the same seed, the same stream
+  --accounts N               distinct accounts (default 100)
+  --events N                 events to make (default 10000)
+  --malformed-share F        share of hostile or broken frames mixed in, 0 to 1 (default 0)
+  --out FILE                 where to write (default stdout)
+
+record: saves what a Jetstream (ws:// or wss://) serves, as a replay.
+  --url URL                  the /subscribe URL, with its query
+  --out FILE                 where to write (default stdout)
+  --limit N                  stop after N frames
+  --duration-secs N          stop after N seconds
+
+bench-client: N clients read M events each from a Jetstream; prints a JSON report.
+  --url URL                  the /subscribe URL
+  --clients N                concurrent clients (at least 1)
+  --events M                 events each client reads (at least 1)
 ";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +148,15 @@ pub fn parse(args: Vec<String>) -> Result<Command> {
     let Some(command) = args.items.next() else {
         return Ok(Command::Help);
     };
+    // `serve --help` (or any command's) is a question, not a mistake.
+    if args
+        .items
+        .as_slice()
+        .iter()
+        .any(|a| a == "--help" || a == "-h")
+    {
+        return Ok(Command::Help);
+    }
     match command.as_str() {
         "--version" | "-V" => Ok(Command::Version),
         "--help" | "-h" | "help" => Ok(Command::Help),
@@ -352,6 +383,56 @@ mod tests {
         };
         assert_eq!((config.seed, config.events), (9, 50));
         assert_eq!(serve.pace, Pace::Max);
+    }
+
+    #[test]
+    fn help_after_any_command_is_help() {
+        for line in [
+            "serve --help",
+            "generate -h",
+            "record --url ws://x --help",
+            "bench-client --help",
+            "--help",
+            "",
+        ] {
+            assert_eq!(parse(args(line)).unwrap(), Command::Help, "{line}");
+        }
+    }
+
+    /// Every flag the parser takes is in the usage with a word on what it does, so a flag added
+    /// without saying so fails here.
+    #[test]
+    fn every_flag_is_explained() {
+        let source = include_str!("cli.rs");
+        let code = &source[..source.find("#[cfg(test)]").unwrap()];
+        let code = code.replace(USAGE, "");
+        let mut flags: Vec<&str> = code
+            .split('"')
+            .filter(|s| {
+                s.starts_with("--")
+                    && s.len() > 2
+                    && s[2..].bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+            })
+            .collect();
+        flags.sort_unstable();
+        flags.dedup();
+        assert!(flags.len() > 20, "{flags:?}");
+        for flag in flags {
+            let explained = USAGE.lines().any(|line| {
+                let line = line.trim_start();
+                line.starts_with(flag)
+                    && line[flag.len()..].starts_with(' ')
+                    && line
+                        .split("  ")
+                        .filter(|part| !part.trim().is_empty())
+                        .count()
+                        >= 2
+            });
+            assert!(
+                explained || flag == "--version" || flag == "--help",
+                "{flag} is not explained in USAGE"
+            );
+        }
     }
 
     #[test]

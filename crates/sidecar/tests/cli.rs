@@ -269,3 +269,29 @@ fn sigterm_stops_the_server() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `--help`, alone or after any command, prints the usage to stdout and nothing on stderr.
+#[test]
+fn help_is_clean_everywhere() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["serve", "--replay", "x.jsonl", "-h"],
+        &["generate", "--help"],
+        &["record", "--help"],
+        &["bench-client", "--help"],
+    ] {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?} wrote to stderr: {stderr}");
+        assert!(
+            stdout.starts_with("statusphere-sidecar: a local Jetstream")
+                && stdout.contains("FAULTS"),
+            "{args:?}: {stdout}"
+        );
+    }
+}

@@ -143,7 +143,7 @@ fn foundation(tools: &Tools) -> Result<String> {
     let bundles = deploy::dry_run(
         tools,
         &paths::scratch().join("bench-dry-run"),
-        deploy::Wasm::Rebuild,
+        &deploy::Target::committed(),
     )?;
 
     let mut startups = Vec::new();

@@ -9,6 +9,7 @@ pub mod deploy;
 pub mod devnet;
 pub mod net;
 pub mod paths;
+pub mod preflight;
 pub mod process;
 pub mod sidecar;
 pub mod stack;

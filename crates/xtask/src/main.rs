@@ -22,7 +22,7 @@ usage: cargo xtask <command>
   docs-check              every path, Rust item and link the docs cite exists
   fmt                     rustfmt the workspace
   deploy-all [--dry-run]  migrations + broker, listener, edge to Cloudflare; --dry-run bundles offline
-  tail WORKER             wrangler tail for one worker (edge, listener, broker)
+  tail WORKER [--format F] wrangler tail for one worker (edge, listener, broker): pretty or json
   oauth-key               print a new private P-256 JWK for the OAUTH_PRIVATE_KEY secret
   session-key             print a new entry for the SESSION_KEYS secret (sessions sealed at rest)
   bench [NAME...]         benchmarks (foundation, sidecar; default all) into docs/benchmarks.md
@@ -41,6 +41,11 @@ fn run(args: &[String]) -> Result<()> {
         eprint!("{USAGE}");
         bail!("no command given");
     };
+    // `cargo xtask test --help` asks what `test` does; it must not run the suite.
+    if rest.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return Ok(());
+    }
     match command.as_str() {
         "dev" => dev(rest),
         "test" => test(),
@@ -294,11 +299,11 @@ fn lint_timed(clock: &mut Phases, lints: Lints) -> Result<()> {
 fn deploy_all(args: &[String]) -> Result<()> {
     let tools = Tools::ensure()?;
     let bundles = match args {
-        [] => deploy::deploy(&tools)?,
+        [] => deploy::deploy(&tools, &deploy::Target::committed())?,
         [flag] if flag == "--dry-run" => deploy::dry_run(
             &tools,
             &paths::scratch().join("dry-run"),
-            deploy::Wasm::Rebuild,
+            &deploy::Target::committed(),
         )?,
         _ => bail!("usage: cargo xtask deploy-all [--dry-run]"),
     };
@@ -334,13 +339,19 @@ fn unix_seconds() -> u64 {
 }
 
 fn tail(args: &[String]) -> Result<()> {
-    let [name] = args else {
-        bail!("usage: cargo xtask tail WORKER (edge, listener or broker)");
+    let (name, format) = match args {
+        [name] => (name, "pretty"),
+        [name, flag, format] if flag == "--format" && (format == "json" || format == "pretty") => {
+            (name, format.as_str())
+        }
+        _ => bail!(
+            "usage: cargo xtask tail WORKER [--format pretty|json] (edge, listener or broker)"
+        ),
     };
     let worker: Worker = name.parse()?;
     let tools = Tools::ensure()?;
     let mut cmd = tools.wrangler();
-    cmd.args(["tail", "--format", "pretty", "-c"])
+    cmd.args(["tail", "--format", format, "-c"])
         .arg(worker.wrangler_config());
     process::run(&mut cmd)
 }

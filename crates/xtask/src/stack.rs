@@ -58,7 +58,7 @@ pub fn committed_rate_limit(binding: &str) -> Result<u32> {
         .with_context(|| format!("reading {}", path.display()))?
         .parse()
         .with_context(|| format!("parsing {}", path.display()))?;
-    let limit = crate::deploy::rate_limit_binding(&table, binding)
+    let limit = crate::preflight::rate_limit_binding(&table, binding)
         .and_then(|b| b.get("simple")?.get("limit")?.as_integer())
         .with_context(|| format!("{}: no rate limit {binding}", path.display()))?;
     Ok(u32::try_from(limit)?)
@@ -329,6 +329,11 @@ fn write_patched_config(
         .with_context(|| format!("parsing {}", source.display()))?;
     if let Some(toml::Value::String(main)) = table.get_mut("main") {
         *main = dir.join(&*main).display().to_string();
+    }
+    if let Some(toml::Value::String(assets)) =
+        table.get_mut("assets").and_then(|a| a.get_mut("directory"))
+    {
+        *assets = dir.join(&*assets).display().to_string();
     }
     if let Some(toml::Value::Array(databases)) = table.get_mut("d1_databases") {
         for database in databases.iter_mut() {

@@ -29,6 +29,9 @@ const HIBERNATE: Duration = Duration::from_secs(20);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    if e2e::asked_for_help("broker-bench: the broker under load on a local stack (fan-out to 1,000 and 9,500 pages, memory, the first publish after hibernation).") {
+        return Ok(());
+    }
     let tools = Tools::locate()?;
     // No idle pruning during the run: the bench pages do not ping.
     let config = StackConfig::for_test("bench-broker")?.with_var(

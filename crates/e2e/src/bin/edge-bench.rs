@@ -32,6 +32,11 @@ struct Round {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    if e2e::asked_for_help(
+        "edge-bench: CPU time per request of edge's pages and status writes on a local stack.",
+    ) {
+        return Ok(());
+    }
     // Every write goes to the PDS: the benchmark needs more than the default 10 a minute.
     let net = tokio::task::block_in_place(|| {
         web::start_with("bench-edge", |config| {
@@ -80,7 +85,7 @@ async fn main() -> Result<()> {
     println!("| request | CPU per request (median round) | min–max of rounds | wall per request | of the 2 ms target |");
     println!("|---|---:|---:|---:|---:|");
     for (name, result) in [
-        ("GET /assets/app.*.css (floor: no D1)", &asset),
+        ("GET /assets/app.*.css (the asset layer: no worker invocation)", &asset),
         (
             "GET /__test/broker/head (floor + the page's broker call)",
             &head,
