@@ -31,8 +31,9 @@ async fn skeleton_end_to_end() {
     config.vars.retain(|v| v.worker != Worker::Edge);
     let config = config.with_health_token().expect("a health token");
     let stack = tokio::task::block_in_place(|| Stack::start(&tools, config)).expect("stack starts");
-    let checks: [(&str, Result<()>); 10] = [
+    let checks: [(&str, Result<()>); 11] = [
         ("home page", home_page(&stack).await),
+        ("assets served before the worker", assets(&stack).await),
         (
             "first request wakes the listener",
             first_request_wakes(&stack).await,
@@ -88,6 +89,79 @@ async fn home_page(stack: &Stack) -> Result<()> {
         seq.parse::<u64>().is_ok_and(|s| s > 0),
         "no head sequence number in the page: {seq:?}"
     );
+    Ok(())
+}
+
+/// The page's stylesheet, script and icon come from the asset layer (`[assets]` in
+/// wrangler/edge.toml): the right type, a year's cache, never sniffed, and no worker invocation
+/// (edge logs a line for every request it serves, and none for these). A name no build made
+/// reaches the worker and is a 404.
+async fn assets(stack: &Stack) -> Result<()> {
+    let page = reqwest::get(format!("{}/", stack.base_url()))
+        .await?
+        .text()
+        .await?;
+    let named: Vec<String> = page
+        .split(['"', '\''])
+        .filter(|part| part.starts_with("/assets/"))
+        .map(str::to_owned)
+        .collect();
+    ensure!(named.len() == 3, "the page names {named:?}");
+    for (path, kind) in named
+        .iter()
+        .zip(["image/svg+xml", "text/css", "javascript"])
+    {
+        let response = reqwest::get(format!("{}{path}", stack.base_url())).await?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        ensure!(response.status() == 200, "{path}: {}", response.status());
+        let (content_type, cache, sniff) = (
+            header("content-type"),
+            header("cache-control"),
+            header("x-content-type-options"),
+        );
+        ensure!(
+            content_type.contains(kind),
+            "{path}: content-type {content_type}"
+        );
+        ensure!(
+            cache.contains("max-age=31536000") && cache.contains("immutable"),
+            "{path}: cache-control {cache:?}"
+        );
+        ensure!(
+            sniff == "nosniff",
+            "{path}: x-content-type-options {sniff:?}"
+        );
+        ensure!(!response.bytes().await?.is_empty(), "{path}: empty");
+    }
+    let missing = reqwest::get(format!(
+        "{}/assets/app.0000000000000000.css",
+        stack.base_url()
+    ))
+    .await?;
+    ensure!(
+        missing.status() == 404,
+        "an unknown asset: {}",
+        missing.status()
+    );
+    // Edge's request lines are flushed as they happen; give the log a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Edge's own lines (JSON, with the path as a field), not wrangler's access log.
+    let log = stack.log_tail(5_000);
+    let reached = |path: &str| log.contains(&format!("\"path\":\"{path}\""));
+    ensure!(
+        reached("/assets/app.0000000000000000.css"),
+        "the unknown asset reached the worker, which logs it:\n{log}"
+    );
+    for path in &named {
+        ensure!(!reached(path), "{path} reached the worker:\n{log}");
+    }
     Ok(())
 }
 

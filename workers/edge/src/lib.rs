@@ -74,7 +74,11 @@ async fn route(
     match (&method, path) {
         (Method::Get, "/ws") => return websocket(req, env).await,
         (Method::Get, "/health") => return health::answer(&req, env).await,
-        (Method::Get, p) if p.starts_with("/assets/") => return page::asset(p),
+        // The asset layer serves every asset there is (wrangler/edge.toml's `[assets]`): what
+        // reaches the worker is a name no build made.
+        (Method::Get, p) if p.starts_with("/assets/") => {
+            return Err(Error::refused(404, "no such asset"))
+        }
         // Browsers ask for it wherever a page names no icon (error pages, say).
         (Method::Get, "/favicon.ico") => return Ok(page::favicon()?),
         (_, p) if p.starts_with(TEST_HOOK_PREFIX) => return test_hook(req, env).await,

@@ -12,8 +12,8 @@ use crate::session::SignedIn;
 
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
-const CSS: &str = include_str!("../assets/app.css");
-const JS: &str = include_str!("../assets/app.js");
+/// The icon, for `/favicon.ico`; every asset under `/assets/` is served from `public/` by the
+/// asset layer before the worker runs (build.rs).
 const ICON: &str = include_str!("../assets/icon.svg");
 
 /// How many recent statuses the page lists.
@@ -163,34 +163,13 @@ async fn broker_head(env: &Env) -> Result<u64> {
     Ok(head.seq)
 }
 
-/// `/favicon.ico`: the icon, for a day (its name cannot carry a hash).
+/// `/favicon.ico`: the icon, for a day (its name cannot carry a hash, so the asset layer, which
+/// serves `/assets/`, does not have it).
 pub fn favicon() -> Result<Response> {
-    static_file(ICON, "image/svg+xml", "public, max-age=86400")
-}
-
-/// `GET /assets/<name>.<hash>.<ext>`: cached for a year (the name changes with the content).
-pub fn asset(path: &str) -> crate::error::Result<Response> {
-    let (body, kind) = if path == CSS_PATH {
-        (CSS, "text/css; charset=utf-8")
-    } else if path == JS_PATH {
-        (JS, "text/javascript; charset=utf-8")
-    } else if path == ICON_PATH {
-        (ICON, "image/svg+xml")
-    } else {
-        return Err(crate::error::Error::refused(404, "no such asset"));
-    };
-    Ok(static_file(
-        body,
-        kind,
-        "public, max-age=31536000, immutable",
-    )?)
-}
-
-fn static_file(body: &str, kind: &str, cache: &str) -> Result<Response> {
-    let response = Response::ok(body)?;
+    let response = Response::ok(ICON)?;
     let headers = response.headers();
-    headers.set("Content-Type", kind)?;
-    headers.set("Cache-Control", cache)?;
+    headers.set("Content-Type", "image/svg+xml")?;
+    headers.set("Cache-Control", "public, max-age=86400")?;
     headers.set("X-Content-Type-Options", "nosniff")?;
     Ok(response)
 }
