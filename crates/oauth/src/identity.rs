@@ -4,6 +4,7 @@
 //! did:web), and the checks that make the result trustworthy: the document's handle must resolve
 //! back to the DID (bidirectional verification), and its PDS must be a fetchable URL.
 
+use atrium_api::types::string::{Did, Handle};
 use atrium_xrpc::HttpClient;
 use serde::{Deserialize, Serialize};
 
@@ -41,11 +42,13 @@ pub struct Identity {
     pub pds: String,
 }
 
-/// What a person typed into the sign-in box.
+/// What a person typed into the sign-in box, parsed once ([`parse_input`]): a handle or DID
+/// of atproto syntax (and of a method we resolve), or a fetchable server origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginInput {
-    Handle(String),
-    Did(String),
+    /// Lowercased.
+    Handle(Handle),
+    Did(Did),
     /// A PDS (or entryway) URL: the account is chosen on the server's own page.
     Server(String),
 }
@@ -60,10 +63,9 @@ pub fn parse_input(text: &str, reach: Reach) -> Result<LoginInput> {
         ));
     }
     if text.starts_with("did:") {
-        return if is_did(text) {
-            Ok(LoginInput::Did(text.to_owned()))
-        } else {
-            Err(Error::Input("That is not a valid DID.".into()))
+        return match Did::new(text.to_owned()) {
+            Ok(did) if is_did(text) => Ok(LoginInput::Did(did)),
+            _ => Err(Error::Input("That is not a valid DID.".into())),
         };
     }
     if text.starts_with("https://") || text.starts_with("http://") {
@@ -72,12 +74,11 @@ pub fn parse_input(text: &str, reach: Reach) -> Result<LoginInput> {
         return Ok(LoginInput::Server(url.origin().ascii_serialization()));
     }
     let handle = text.to_ascii_lowercase();
-    if is_handle(&handle, reach) {
-        Ok(LoginInput::Handle(handle))
-    } else {
-        Err(Error::Input(
+    match Handle::new(handle.clone()) {
+        Ok(parsed) if is_handle(&handle, reach) => Ok(LoginInput::Handle(parsed)),
+        _ => Err(Error::Input(
             "That is not a valid handle (like alice.bsky.social).".into(),
-        ))
+        )),
     }
 }
 
@@ -338,19 +339,20 @@ pub async fn resolve<T: HttpClient>(
 ) -> Result<Identity> {
     let (did, doc, handle) = match input {
         LoginInput::Handle(handle) => {
+            let handle = handle.as_str();
             let did = resolve_handle(http, config, handle).await?;
             let doc = resolve_did(http, config, &did).await?;
-            if doc.handle().as_deref() != Some(handle.as_str()) {
+            if doc.handle().as_deref() != Some(handle) {
                 return Err(Error::Identity(format!(
                     "The handle {handle} and its account do not confirm each other."
                 )));
             }
-            (did, doc, Some(handle.clone()))
+            (did, doc, Some(handle.to_owned()))
         }
         LoginInput::Did(did) => {
-            let doc = resolve_did(http, config, did).await?;
+            let doc = resolve_did(http, config, did.as_str()).await?;
             let handle = verified_handle(http, config, &doc).await;
-            (did.clone(), doc, handle)
+            (did.to_string(), doc, handle)
         }
         LoginInput::Server(_) => {
             return Err(Error::Input(
@@ -457,11 +459,11 @@ mod tests {
     fn login_inputs() {
         assert_eq!(
             parse_input("  @Alice.BSKY.social ", Reach::Public).unwrap(),
-            LoginInput::Handle("alice.bsky.social".into())
+            LoginInput::Handle(Handle::new("alice.bsky.social".into()).unwrap())
         );
         assert_eq!(
             parse_input("did:plc:abc", Reach::Public).unwrap(),
-            LoginInput::Did("did:plc:abc".into())
+            LoginInput::Did(Did::new("did:plc:abc".into()).unwrap())
         );
         assert_eq!(
             parse_input("https://bsky.social/path", Reach::Public).unwrap(),

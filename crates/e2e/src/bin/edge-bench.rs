@@ -85,7 +85,10 @@ async fn main() -> Result<()> {
     println!("| request | CPU per request (median round) | min–max of rounds | wall per request | of the 2 ms target |");
     println!("|---|---:|---:|---:|---:|");
     for (name, result) in [
-        ("GET /assets/app.*.css (the asset layer: no worker invocation)", &asset),
+        (
+            "GET /assets/app.*.css (the asset layer: no worker invocation)",
+            &asset,
+        ),
         (
             "GET /__test/broker/head (floor + the page's broker call)",
             &head,
