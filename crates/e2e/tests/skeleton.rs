@@ -31,7 +31,7 @@ async fn skeleton_end_to_end() {
     config.vars.retain(|v| v.worker != Worker::Edge);
     let config = config.with_health_token().expect("a health token");
     let stack = tokio::task::block_in_place(|| Stack::start(&tools, config)).expect("stack starts");
-    let checks: [(&str, Result<()>); 11] = [
+    let checks: [(&str, Result<()>); 12] = [
         ("home page", home_page(&stack).await),
         ("assets served before the worker", assets(&stack).await),
         (
@@ -42,6 +42,7 @@ async fn skeleton_end_to_end() {
         ("d1 write and read", d1_write_and_read(&stack, &tools).await),
         ("public health", public_health(&stack, &tools).await),
         ("listener alarm", listener_alarm(&stack).await),
+        ("logs are JSON lines", logs_are_json(&stack).await),
         (
             "internal workers unreachable",
             internal_unreachable(&stack).await,
@@ -272,6 +273,101 @@ async fn first_request_wakes(stack: &Stack) -> Result<()> {
 
 /// The cron trigger wakes the listener, whose alarm then fires; a second wake is harmless. (Its
 /// Jetstream is a dead port here: each alarm fails and sets the next one by backoff.)
+/// Every line the workers log is one JSON object with its time, level, worker and message; a
+/// request's lines carry its `request_id`, method and path and its last line the status and
+/// `outcome`; an alarm's lines carry its `alarm_id`, and how its connection ended. (Run after
+/// the checks above, whose requests and alarms it reads back.)
+async fn logs_are_json(stack: &Stack) -> Result<()> {
+    let answer = reqwest::get(format!("{}/health", stack.base_url())).await?;
+    ensure!(
+        answer.status() == 200,
+        "GET /health answered {}",
+        answer.status()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = stack.log_tail(20_000);
+    let mut lines: Vec<(String, Value)> = Vec::new();
+    for line in log.lines() {
+        let Some(rest) = line.strip_prefix('[') else {
+            continue;
+        };
+        let Some((name, text)) = rest.split_once("] ") else {
+            continue;
+        };
+        let Some(worker) = name.strip_prefix("statusphere-") else {
+            continue;
+        };
+        let object: Value = serde_json::from_str(text)
+            .map_err(|e| anyhow::anyhow!("a {worker} line is not JSON ({e}): {text}"))?;
+        for field in ["timestamp", "level", "worker", "message"] {
+            ensure!(object[field].is_string(), "no {field} in {text}");
+        }
+        ensure!(
+            object["worker"] == worker,
+            "{name} logged as {}",
+            object["worker"]
+        );
+        lines.push((worker.to_owned(), object));
+    }
+    for worker in ["edge", "listener", "broker"] {
+        ensure!(
+            lines.iter().any(|(w, _)| w == worker),
+            "no line from {worker} in:\n{log}"
+        );
+    }
+    let health_line = lines
+        .iter()
+        .map(|(_, line)| line)
+        .find(|line| line["message"] == "request" && line["path"] == "/health")
+        .with_context(|| format!("no request line for /health:\n{log}"))?;
+    ensure!(
+        health_line["method"] == "GET"
+            && health_line["status"] == 200
+            && health_line["outcome"] == "ok"
+            && health_line["request_id"]
+                .as_str()
+                .is_some_and(|id| id.len() >= 16),
+        "{health_line}"
+    );
+    // Every line of that request carries its id, and no other line does.
+    let id = &health_line["request_id"];
+    ensure!(
+        lines
+            .iter()
+            .filter(|(_, line)| line["request_id"] == *id)
+            .all(|(w, line)| w == "edge" && line["path"] == "/health"),
+        "request {id} shared with another request"
+    );
+    ensure!(
+        lines
+            .iter()
+            .any(|(_, line)| line["message"] == "request" && line["outcome"] == "refused"),
+        "no refused request (the unknown asset, the refused sign-ins) logged as refused"
+    );
+    let alarm_ends: Vec<&Value> = lines
+        .iter()
+        .filter(|(w, line)| {
+            w == "listener"
+                && line["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("connection failed"))
+        })
+        .map(|(_, line)| line)
+        .collect();
+    ensure!(
+        !alarm_ends.is_empty(),
+        "no connection end in the listener's lines"
+    );
+    for line in alarm_ends {
+        ensure!(
+            line["alarm_id"].as_str().is_some_and(|id| id.len() == 16)
+                && line["outcome"] == "error",
+            "{line}"
+        );
+    }
+    Ok(())
+}
+
 async fn listener_alarm(stack: &Stack) -> Result<()> {
     let cron = format!("{}/__scheduled?cron=*+*+*+*+*", stack.base_url());
     ensure!(

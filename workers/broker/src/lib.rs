@@ -16,6 +16,7 @@ use domain::internal::{self, BrokerHead, BrokerStats, PublishAck};
 use domain::limit::{Admission, SocketCaps};
 use domain::wire::{self, Publish, Resume, ServerFrame, ServerMessage, Verdict};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use worker::wasm_bindgen::JsCast;
 use worker::worker_sys::WebSocketRequestResponsePair;
 use worker::*;
@@ -126,25 +127,15 @@ impl DurableObject for Broker {
         }
     }
 
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
-        match (req.method(), req.path().as_str()) {
-            (Method::Get, internal::BROKER_WS) => {
-                let response = self.accept(&req)?;
-                if response.status_code() == 101 {
-                    self.schedule_sweep().await?;
-                }
-                Ok(response)
-            }
-            (Method::Post, internal::BROKER_PUBLISH) => self.publish(&mut req).await,
-            (Method::Get, internal::BROKER_STATS) => {
-                workers_common::json_response(200, &self.stats()?)
-            }
-            (Method::Get, internal::BROKER_HEAD) => {
-                let seq = self.feed()?.head();
-                workers_common::json_response(200, &BrokerHead { seq })
-            }
-            _ => workers_common::text_error(404, "no such broker route"),
-        }
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let span = workers_common::log::request_span(&req);
+        self.serve(req).instrument(span).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.sweep()
+            .instrument(workers_common::log::alarm_span())
+            .await
     }
 
     async fn websocket_message(
@@ -218,9 +209,33 @@ impl DurableObject for Broker {
         feed.count(|c| c.socket_errors += 1);
         feed.save_soon(now_ms())
     }
+}
+
+impl Broker {
+    /// A service-binding call: a page's WebSocket, a publish, the stats or the head.
+    async fn serve(&self, mut req: Request) -> Result<Response> {
+        match (req.method(), req.path().as_str()) {
+            (Method::Get, internal::BROKER_WS) => {
+                let response = self.accept(&req)?;
+                if response.status_code() == 101 {
+                    self.schedule_sweep().await?;
+                }
+                Ok(response)
+            }
+            (Method::Post, internal::BROKER_PUBLISH) => self.publish(&mut req).await,
+            (Method::Get, internal::BROKER_STATS) => {
+                workers_common::json_response(200, &self.stats()?)
+            }
+            (Method::Get, internal::BROKER_HEAD) => {
+                let seq = self.feed()?.head();
+                workers_common::json_response(200, &BrokerHead { seq })
+            }
+            _ => workers_common::text_error(404, "no such broker route"),
+        }
+    }
 
     /// The idle sweep: closes sockets that stopped pinging, and runs again while any are open.
-    async fn alarm(&self) -> Result<Response> {
+    async fn sweep(&self) -> Result<Response> {
         let now = now_ms();
         let sockets = open_sockets(&self.state);
         let mut pruned = 0u64;
@@ -262,9 +277,7 @@ impl DurableObject for Broker {
         self.sweep_scheduled.set(remaining > 0);
         Response::empty()
     }
-}
 
-impl Broker {
     /// The log, opened on first use by this instance.
     fn feed(&self) -> Result<RefMut<'_, Feed>> {
         let mut slot = self.feed.borrow_mut();

@@ -30,9 +30,9 @@ impl Error {
     }
 
     /// The response the client gets: the refusal as plain text, or a bare 500.
-    pub fn into_response(self) -> worker::Result<Response> {
+    pub fn response(&self) -> worker::Result<Response> {
         match self {
-            Error::Refused { status, message } => workers_common::text_error(status, &message),
+            Error::Refused { status, message } => workers_common::text_error(*status, message),
             Error::Internal(_) => workers_common::text_error(500, "internal error"),
         }
     }

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use domain::internal;
 use domain::limit::Guarded;
+use tracing::Instrument;
 use worker::*;
 
 /// Whether this isolate has woken the listener yet.
@@ -44,23 +45,31 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
             }
         });
     }
-    let method = req.method();
-    let path = req.path();
-    let response = route(req, &env, &ctx, method.clone(), &path).await;
-    match response {
-        Ok(response) => {
-            tracing::info!(%method, path, status = response.status_code(), "request");
-            Ok(response)
-        }
-        Err(error @ Error::Refused { .. }) => {
-            tracing::info!(%method, path, %error, "request refused");
-            error.into_response()
-        }
-        Err(error @ Error::Internal(_)) => {
-            tracing::error!(%method, path, %error, "request failed");
-            error.into_response()
+    let span = workers_common::log::request_span(&req);
+    async move {
+        let method = req.method();
+        let path = req.path();
+        // Each request ends in one line saying how: its status and `outcome`.
+        match route(req, &env, &ctx, method, &path).await {
+            Ok(response) => {
+                let status = response.status_code();
+                tracing::info!(status, outcome = "ok", "request");
+                Ok(response)
+            }
+            Err(error) => {
+                let response = error.response()?;
+                let status = response.status_code();
+                if let Error::Internal(_) = error {
+                    tracing::error!(status, outcome = "failed", %error, "request");
+                } else {
+                    tracing::info!(status, outcome = "refused", %error, "request");
+                }
+                Ok(response)
+            }
         }
     }
+    .instrument(span)
+    .await
 }
 
 async fn route(

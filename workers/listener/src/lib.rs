@@ -81,6 +81,20 @@ impl DurableObject for Listener {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        let span = workers_common::log::request_span(&req);
+        self.serve(req).instrument(span).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.read()
+            .instrument(workers_common::log::alarm_span())
+            .await
+    }
+}
+
+impl Listener {
+    /// A service-binding call: wake, or the status for `/health`.
+    async fn serve(&self, req: Request) -> Result<Response> {
         match req.path().as_str() {
             internal::LISTENER_WAKE => {
                 // Waking twice is harmless: an alarm that is already set is left alone, unless
@@ -106,7 +120,8 @@ impl DurableObject for Listener {
         }
     }
 
-    async fn alarm(&self) -> Result<Response> {
+    /// One alarm: one connection to Jetstream, then the next alarm.
+    async fn read(&self) -> Result<Response> {
         let storage = self.state.storage();
         let mut status = self.stored_status().await?;
         status.alarms_fired += 1;
@@ -137,7 +152,7 @@ impl DurableObject for Listener {
             Ok(end) if !end.is_failure() => {
                 status.consecutive_failures = 0;
                 status.last_error = None;
-                tracing::info!(end = end.label(), cursor_us = ?status.cursor_us, lag_ms = ?status.lag_ms, "connection done");
+                tracing::info!(outcome = end.label(), cursor_us = ?status.cursor_us, lag_ms = ?status.lag_ms, "connection done");
                 status.last_end = Some(end.label());
                 if end.continues(self.config.mode()) {
                     CONTINUE_MS
@@ -156,7 +171,7 @@ impl DurableObject for Listener {
                 status.counters.failures += 1;
                 status.consecutive_failures = status.consecutive_failures.saturating_add(1);
                 let wait = self.config.backoff_ms(status.consecutive_failures);
-                tracing::error!(url, why, error = ?status.last_error, wait_ms = wait, "connection failed; trying the next URL");
+                tracing::error!(url, outcome = why, error = ?status.last_error, wait_ms = wait, "connection failed; trying the next URL");
                 status.last_end = Some(why);
                 storage.put(KEY_URL_INDEX, index + 1).await?;
                 wait
@@ -167,9 +182,7 @@ impl DurableObject for Listener {
         storage.set_alarm(next_ms).await?;
         Response::empty()
     }
-}
 
-impl Listener {
     async fn stored_status(&self) -> Result<ListenerStatus> {
         let mut status: ListenerStatus = self
             .state
