@@ -115,8 +115,12 @@ pub struct ListenerStatus {
     pub url: Option<String>,
     /// The stored cursor (unix µs): everything up to it is in D1.
     pub cursor_us: Option<i64>,
-    /// How far the stored cursor is behind now, in ms, as of the last batch.
+    /// How far the stored cursor is behind now, in ms, computed when the status is asked for
+    /// (on a quiet network it grows: nothing newer is known).
     pub lag_ms: Option<i64>,
+    /// How busy the network has been (`domain::batch::Pace`): what tells a stuck instance from a
+    /// quiet network.
+    pub pace: crate::batch::Pace,
     /// Times the listener's alarm has fired since its storage was created.
     pub alarms_fired: u64,
     /// When the alarm last fired (unix milliseconds).

@@ -145,6 +145,7 @@ impl Listener {
             mode = self.config.mode_name(),
             number = status.counters.connects + 1
         );
+        let seen_before = status.counters.seen;
         let outcome = session::run(&self.config, &self.env, &storage, &mut status, &url)
             .instrument(span)
             .await;
@@ -153,6 +154,13 @@ impl Listener {
                 status.consecutive_failures = 0;
                 status.last_error = None;
                 tracing::info!(outcome = end.label(), cursor_us = ?status.cursor_us, lag_ms = ?status.lag_ms, "connection done");
+                // Not a frame, on a network whose pace is not known: a quiet network, or an
+                // instance that serves nothing (the public network's never is that quiet). Not
+                // a failure, but the next connection asks the next URL, so that a silent first
+                // instance is not kept for ever; with one URL nothing changes.
+                if status.counters.seen == seen_before && !status.pace.is_busy() {
+                    storage.put(KEY_URL_INDEX, index + 1).await?;
+                }
                 status.last_end = Some(end.label());
                 if end.continues(self.config.mode()) {
                     CONTINUE_MS
@@ -197,6 +205,8 @@ impl Listener {
     async fn status(&self) -> Result<ListenerStatus> {
         let mut status = self.stored_status().await?;
         status.next_alarm_ms = self.state.storage().get_alarm().await?;
+        // Now, not as of the last batch: a stuck or stopped listener shows its lag growing.
+        status.lag_ms = status.cursor_us.map(|cursor| now_ms() - cursor / 1_000);
         Ok(status)
     }
 }

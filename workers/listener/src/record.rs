@@ -16,6 +16,15 @@ pub struct Recorder {
     broker: Fetcher,
 }
 
+/// What a recorded batch covered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Covered {
+    /// The greatest event time of its valid events.
+    pub cursor_us: Option<i64>,
+    /// Its valid events.
+    pub events: u64,
+}
+
 impl Recorder {
     pub fn new(env: &Env) -> Result<Recorder> {
         Ok(Recorder {
@@ -24,15 +33,16 @@ impl Recorder {
         })
     }
 
-    /// Records `frames`; returns the cursor the batch covered, if any frame was valid.
+    /// Records `frames`; returns the cursor the batch covered (if any frame was valid) and how
+    /// many valid events it had.
     pub async fn record(
         &self,
         storage: &Storage,
         status: &mut ListenerStatus,
         frames: &[String],
-    ) -> Result<Option<i64>> {
+    ) -> Result<Covered> {
         if frames.is_empty() {
-            return Ok(None);
+            return Ok(Covered::default());
         }
         let batch = Batch::plan(frames.iter().map(String::as_str), now_ms() * 1000);
         let counters = &mut status.counters;
@@ -80,7 +90,10 @@ impl Recorder {
             cursor_us = ?status.cursor_us,
             "batch recorded"
         );
-        Ok(batch.cursor_us)
+        Ok(Covered {
+            cursor_us: batch.cursor_us,
+            events: batch.changes + batch.ignored,
+        })
     }
 
     /// One publish per batch. A failure is counted and logged, not retried: D1 already has the

@@ -47,7 +47,7 @@ pub async fn run(
     let mut events = socket.events()?;
     let recorder = Recorder::new(env)?;
 
-    let mut batcher = Batcher::new(config.rules, started_ms);
+    let mut batcher = Batcher::new(config.rules, started_ms, start, status.pace);
     let outcome: Result<End> = loop {
         let wait = Duration::from_millis(batcher.wait_ms() as u64);
         let event = match select(events.next(), Delay::from(wait)).await {
@@ -77,7 +77,9 @@ pub async fn run(
         };
         if let Some(frames) = batcher.on(now, event) {
             let covered = recorder.record(storage, status, &frames).await?;
-            if let Some(end) = batcher.recorded(covered) {
+            let end = batcher.recorded(covered.cursor_us, covered.events);
+            status.pace = batcher.pace();
+            if let Some(end) = end {
                 break Ok(end);
             }
         }
@@ -87,6 +89,10 @@ pub async fn run(
     };
     // What was read before the end (an error included) is recorded all the same.
     let recorded = recorder.record(storage, status, &batcher.take_rest()).await;
+    if let Ok(covered) = &recorded {
+        let _ = batcher.recorded(covered.cursor_us, covered.events);
+        status.pace = batcher.pace();
+    }
     let _ = socket.close(Some(1000), Some("done"));
     recorded?;
     outcome
