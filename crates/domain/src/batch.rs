@@ -59,20 +59,21 @@ impl Pace {
         (self.events >= BUSY_MIN_EVENTS).then(|| self.span_us / self.events as i64)
     }
 
+    /// The mean gap of a busy stream; `None` for one whose silences say nothing.
+    fn busy_gap_us(&self) -> Option<i64> {
+        self.mean_gap_us().filter(|gap| *gap <= BUSY_MAX_GAP_US)
+    }
+
     /// Whether a silence on this stream says anything (see the module's docs).
     pub fn is_busy(&self) -> bool {
-        self.mean_gap_us().is_some_and(|gap| gap <= BUSY_MAX_GAP_US)
+        self.busy_gap_us().is_some()
     }
 
     /// Whether `silence_ms` without an event contradicts the pace: only on a busy stream, and
     /// only past `floor_ms` and [`SILENCE_GAPS`] mean gaps.
     pub fn contradicts(&self, silence_ms: i64, floor_ms: i64) -> bool {
-        match self.mean_gap_us() {
-            Some(gap) if gap <= BUSY_MAX_GAP_US => {
-                silence_ms >= floor_ms.max(SILENCE_GAPS * gap / 1_000)
-            }
-            _ => false,
-        }
+        self.busy_gap_us()
+            .is_some_and(|gap| silence_ms >= floor_ms.max(SILENCE_GAPS * gap / 1_000))
     }
 }
 

@@ -94,7 +94,7 @@ impl Account {
                     "PUBLIC_URL = \"\"",
                     "PUBLIC_URL = \"https://statusphere.example.com\"",
                 );
-            std::fs::write(dir.join(format!("{}.toml", worker.name())), text).unwrap();
+            std::fs::write(dir.join(worker.config_file()), text).unwrap();
         }
         std::fs::write(dir.join("wrangler-stub.js"), STUB).unwrap();
         if let Some(secrets) = secrets {

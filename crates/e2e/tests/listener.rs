@@ -260,8 +260,7 @@ async fn live_mode_survives_stalls_closes_and_a_dead_url() {
 const STALL_AFTER: &str = "2200";
 
 /// Poll mode fails over too: the first URL stalls mid-replay with its socket open (on every
-/// connection), which a poll
-/// tells from having caught up (the stream stopped far behind now on a busy network), so it
+/// connection), which a poll tells from having caught up (the stream stopped far behind now on a busy network), so it
 /// moves to the second URL and reads the rest there; the table equals the oracle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_mode_leaves_a_stalled_instance() {

@@ -56,7 +56,7 @@ impl Target {
     /// The committed configs in `wrangler/`, the workers built afresh.
     pub fn committed() -> Target {
         Target {
-            configs: Worker::Edge.wrangler_config().with_file_name(""),
+            configs: workers::config_dir(),
             wasm: Wasm::Rebuild,
             smoke_base: None,
             smoke_wait: Duration::from_secs(60),

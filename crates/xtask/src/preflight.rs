@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::workers::{Worker, D1_DATABASE};
+use crate::workers::{self, Worker, D1_DATABASE};
 
 /// A secret a worker needs in production, and the command that sets it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +57,14 @@ pub struct Configs {
 impl Configs {
     /// The committed configs, in `wrangler/`.
     pub fn committed() -> Result<Configs> {
-        Configs::read(&Worker::Edge.wrangler_config().with_file_name(""))
+        Configs::read(&workers::config_dir())
     }
 
     /// `<dir>/<worker>.toml` for each worker.
     pub fn read(dir: &Path) -> Result<Configs> {
         let mut tables = Vec::new();
         for worker in Worker::ALL {
-            let path = Configs::path_in(dir, worker);
+            let path = dir.join(worker.config_file());
             let table = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?
                 .parse()
@@ -77,13 +77,9 @@ impl Configs {
         })
     }
 
-    fn path_in(dir: &Path, worker: Worker) -> PathBuf {
-        dir.join(format!("{}.toml", worker.name()))
-    }
-
     /// Where `worker`'s config is.
     pub fn path(&self, worker: Worker) -> PathBuf {
-        Configs::path_in(&self.dir, worker)
+        self.dir.join(worker.config_file())
     }
 
     pub fn table(&self, worker: Worker) -> &toml::Table {
@@ -534,7 +530,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         for worker in Worker::ALL {
             let text = edit(worker, committed(worker));
-            std::fs::write(dir.join(format!("{}.toml", worker.name())), text).unwrap();
+            std::fs::write(dir.join(worker.config_file()), text).unwrap();
         }
         Configs::read(&dir).unwrap()
     }

@@ -186,7 +186,7 @@ impl Stack {
             if overrides.is_empty() && rate_limit.is_none() {
                 cmd.arg("-c").arg(worker.wrangler_config());
             } else {
-                let patched = config.persist_dir.with_file_name(format!("{worker}.toml"));
+                let patched = config.persist_dir.with_file_name(worker.config_file());
                 write_patched_config(worker, &overrides, rate_limit, &patched)?;
                 cmd.arg("-c").arg(patched);
             }

@@ -12,6 +12,11 @@ use crate::{paths, process};
 /// The D1 database name shared by every wrangler config.
 pub const D1_DATABASE: &str = "statusphere";
 
+/// The folder of the committed wrangler configs, one per worker.
+pub fn config_dir() -> PathBuf {
+    paths::root().join("wrangler")
+}
+
 /// One of the three workers: its crate is `workers/<name>/`, its config `wrangler/<name>.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Worker {
@@ -44,11 +49,14 @@ impl Worker {
         paths::root().join("workers").join(self.name())
     }
 
-    /// Its wrangler config.
+    /// Its config's file name, in [`config_dir`] or a copy of it.
+    pub fn config_file(self) -> String {
+        format!("{}.toml", self.name())
+    }
+
+    /// Its committed wrangler config.
     pub fn wrangler_config(self) -> PathBuf {
-        paths::root()
-            .join("wrangler")
-            .join(format!("{}.toml", self.name()))
+        config_dir().join(self.config_file())
     }
 
     /// What worker-build writes and the wrangler config's `main` points at.

@@ -121,7 +121,6 @@ where
             "level".into(),
             Value::from(event.metadata().level().as_str()),
         );
-        line.insert("worker".into(), Value::from(self.worker));
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(fields) = span.extensions().get::<SpanFields>() {
@@ -130,7 +129,7 @@ where
             }
         }
         event.record(&mut Fields(&mut line));
-        // A field named like one of ours must not hide it.
+        // Last, so that a field of the same name cannot hide it.
         line.insert("worker".into(), Value::from(self.worker));
         if let Ok(text) = serde_json::to_string(&line) {
             worker::console_log!("{text}");
@@ -157,7 +156,8 @@ pub fn request_span(req: &worker::Request) -> tracing::Span {
     )
 }
 
-/// The span of one alarm (or cron) invocation: every line logged in it carries `alarm_id`.
+/// The span of one alarm (or cron) invocation: every line logged in it carries `alarm_id`, and
+/// `cron` once recorded (edge's scheduled run).
 pub fn alarm_span() -> tracing::Span {
-    tracing::info_span!("alarm", alarm_id = %new_id())
+    tracing::info_span!("alarm", alarm_id = %new_id(), cron = tracing::field::Empty)
 }

@@ -146,19 +146,26 @@ async fn route(
 /// handles the firehose never named, and purges expired rows.
 #[event(scheduled)]
 async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    match wake_listener(&env).await {
-        Ok(status) => tracing::info!(cron = event.cron(), status, "listener woken"),
-        Err(error) => tracing::error!(cron = event.cron(), %error, "waking the listener failed"),
+    // Every line of this run carries its `alarm_id` and the cron that fired.
+    let span = workers_common::log::alarm_span();
+    span.record("cron", event.cron().as_str());
+    async move {
+        match wake_listener(&env).await {
+            Ok(status) => tracing::info!(status, "listener woken"),
+            Err(error) => tracing::error!(%error, "waking the listener failed"),
+        }
+        let now_ms = workers_common::now_ms();
+        if let Err(error) = handles::look_up_recent(&env, now_ms).await {
+            tracing::error!(%error, "handle lookups failed");
+        }
+        // Abandoned sign-ins, expired browser sessions and spent budget windows: whatever
+        // strangers leave behind goes within a minute, not only when somebody finishes a sign-in.
+        if let Err(error) = purge(&env, now_ms).await {
+            tracing::error!(%error, "purging expired rows failed");
+        }
     }
-    let now_ms = workers_common::now_ms();
-    if let Err(error) = handles::look_up_recent(&env, now_ms).await {
-        tracing::error!(cron = event.cron(), %error, "handle lookups failed");
-    }
-    // Abandoned sign-ins, expired browser sessions and spent budget windows: whatever strangers
-    // leave behind goes within a minute, not only when somebody finishes a sign-in.
-    if let Err(error) = purge(&env, now_ms).await {
-        tracing::error!(cron = event.cron(), %error, "purging expired rows failed");
-    }
+    .instrument(span)
+    .await
 }
 
 async fn purge(env: &Env, now_ms: i64) -> Result<()> {

@@ -77,9 +77,7 @@ pub async fn run(
         };
         if let Some(frames) = batcher.on(now, event) {
             let covered = recorder.record(storage, status, &frames).await?;
-            let end = batcher.recorded(covered.cursor_us, covered.events);
-            status.pace = batcher.pace();
-            if let Some(end) = end {
+            if let Some(end) = batcher.recorded(covered.cursor_us, covered.events) {
                 break Ok(end);
             }
         }
@@ -90,9 +88,11 @@ pub async fn run(
     // What was read before the end (an error included) is recorded all the same.
     let recorded = recorder.record(storage, status, &batcher.take_rest()).await;
     if let Ok(covered) = &recorded {
+        // Its end is already known; this only teaches the pace.
         let _ = batcher.recorded(covered.cursor_us, covered.events);
-        status.pace = batcher.pace();
     }
+    // Saved with the status at the end of the alarm (a crash loses only an estimate's update).
+    status.pace = batcher.pace();
     let _ = socket.close(Some(1000), Some("done"));
     recorded?;
     outcome
