@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use serde::Deserialize;
 
-use crate::jetstream::{AccountUpdate, Change, Event, HandleUpdate, Tombstone};
+use crate::jetstream::{AccountUpdate, Change, Frame, HandleUpdate, Notice, Tombstone};
 use crate::sql::{self, Statement, StatusViewRow};
 use crate::status::Status;
 use crate::wire::ServerMessage;
@@ -51,6 +51,9 @@ pub struct Batch {
     /// The greatest `time_us` of the valid events: the cursor to store once the batch committed.
     /// Dropped frames do not move it (a hostile `time_us` could skip real events).
     pub cursor_us: Option<i64>,
+    /// The greatest instance sequence number of the valid events, if the server numbers them:
+    /// the exact place to resume on that instance (`domain::cursor`).
+    pub seq: Option<u64>,
     /// Frames read.
     pub seen: u64,
     /// Valid events that change what the app knows (before idempotency: a replay still counts).
@@ -58,11 +61,13 @@ pub struct Batch {
     /// Valid events that do not concern the app (other collections, unknown kinds).
     pub ignored: u64,
     pub dropped: Vec<Dropped>,
+    /// What the server said about the stream (v2 `#info` and `error` frames, unknown types).
+    pub notices: Vec<Notice>,
 }
 
 impl Batch {
     /// Parses, validates and plans `frames`, in order, as of `now_us` (unix µs: events from the
-    /// future are dropped, see [`Event::as_of`]).
+    /// future are dropped, see [`crate::jetstream::Event::as_of`]).
     ///
     /// The result does not depend on where a stream is cut into batches: applying the batches one
     /// after the other gives the same tables as applying the events one by one. Within a run of
@@ -76,7 +81,15 @@ impl Batch {
         let mut authors: BTreeSet<String> = BTreeSet::new();
         for frame in frames {
             batch.seen += 1;
-            let event = match Event::parse(frame).and_then(|event| event.as_of(now_us)) {
+            let event = match Frame::parse(frame) {
+                Ok(Frame::Event(event)) => event.as_of(now_us),
+                Ok(Frame::Notice(notice)) => {
+                    batch.notices.push(notice);
+                    continue;
+                }
+                Err(error) => Err(error),
+            };
+            let event = match event {
                 Ok(event) => event,
                 Err(error) => {
                     batch.drop(&error);
@@ -101,6 +114,7 @@ impl Batch {
                 }
             }
             batch.cursor_us = batch.cursor_us.max(Some(event.time_us));
+            batch.seq = batch.seq.max(event.seq);
         }
         batch.flush(&mut run);
         // Last, so that it sees every handle and account state above.

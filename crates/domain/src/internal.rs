@@ -115,6 +115,9 @@ pub struct ListenerStatus {
     pub url: Option<String>,
     /// The stored cursor (unix µs): everything up to it is in D1.
     pub cursor_us: Option<i64>,
+    /// The instance's sequence number of the same event, and that instance's URL, when it
+    /// numbers its events (`domain::cursor`): where a reconnect to that URL resumes exactly.
+    pub seq: Option<crate::cursor::InstanceSeq>,
     /// How far the stored cursor is behind now, in ms, computed when the status is asked for
     /// (on a quiet network it grows: nothing newer is known).
     pub lag_ms: Option<i64>,

@@ -1,17 +1,33 @@
-//! Jetstream events, as real Jetstream sends them on `/subscribe`: one JSON object per text frame.
+//! Jetstream frames, on both of today's wires, one JSON object per text frame.
+//!
+//! The legacy `/subscribe` wire (Jetstream v1's JSON; a v2 instance adds `cursor`, its own
+//! sequence number):
 //!
 //! ```json
-//! {"did":"did:plc:…","time_us":1725911162329308,"kind":"commit",
+//! {"did":"did:plc:…","time_us":1725911162329308,"cursor":12345,"kind":"commit",
 //!  "commit":{"rev":"3l3qo2vutsw2b","operation":"create","collection":"xyz.statusphere.status",
 //!            "rkey":"3l3qo2vuowo2b","record":{…},"cid":"bafyrei…"}}
 //! {"did":"did:plc:…","time_us":…,"kind":"identity","identity":{"did":"…","handle":"…","seq":1,"time":"…"}}
 //! {"did":"did:plc:…","time_us":…,"kind":"account","account":{"active":false,"did":"…","seq":2,"time":"…","status":"deactivated"}}
 //! ```
 //!
-//! Lenient where the protocol allows (unknown fields and kinds, the newer per-frame `cursor`, an
-//! absent `record`/`cid` on deletes, an unknown account status), strict where it matters (the DID,
-//! `time_us`, the repo revision, the collection, the record key, and the record itself when it is a
-//! status). A bad frame is an [`Error`](crate::Error) value, never a panic.
+//! The v2 wire (`/xrpc/network.bsky.jetstream.subscribeEvents`, atproto's JSON subscription
+//! framing): a `message` whose payload's `$type` names the kind, the commit's fields at the
+//! payload's top level, `seq` for `cursor` and an RFC 3339 `time` (six fractional digits) for
+//! `time_us`; an `#info` payload (no seq, no time) and an `error` envelope are [`Notice`]s:
+//!
+//! ```json
+//! {"$type":"message","payload":{"$type":"network.bsky.jetstream.subscribeEvents#commit","seq":12345,
+//!   "did":"did:plc:…","time":"2024-09-09T19:46:02.329308Z","rev":"…","operation":"create",
+//!   "collection":"xyz.statusphere.status","rkey":"…","cid":"…","record":{…}}}
+//! {"$type":"error","error":"ConsumerTooSlow","message":"…"}
+//! ```
+//!
+//! Both parse into the same [`Event`], so a stream means the same whichever wire carried it
+//! (docs/listener.md). Lenient where the protocol allows (unknown fields, kinds and payload
+//! types, an absent `record`/`cid` on deletes, an unknown account status), strict where it
+//! matters (the DID, the time, the repo revision, the collection, the record key, and the record
+//! itself when it is a status). A bad frame is an [`Error`](crate::Error) value, never a panic.
 
 use atrium_api::types::string::{Did, Handle, Nsid, RecordKey, Tid};
 use serde::Deserialize;
@@ -36,12 +52,44 @@ pub const MAX_CLOCK_SKEW_US: i64 = 5 * 60 * 1_000_000;
 pub struct Event {
     /// The repository (account) the event is about; checked DID syntax.
     pub did: Did,
-    /// When Jetstream received the event: unix microseconds, the resumption cursor.
+    /// When Jetstream received the event: unix microseconds, the cursor that works on every
+    /// instance (v1 `time_us`, v2 `time`).
     pub time_us: i64,
-    /// The newer, instance-local sequence number, when the server sends one.
-    pub cursor: Option<u64>,
+    /// The instance's own sequence number (v1 `cursor`, v2 `seq`), when the server sends one:
+    /// an exact resumption point, on that instance only.
+    pub seq: Option<u64>,
     pub body: EventBody,
 }
+
+/// One frame: an event, or a notice from the server about the stream itself.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    Event(Event),
+    Notice(Notice),
+}
+
+/// What a v2 server says about the stream rather than the network: an `#info` (e.g.
+/// `OutdatedCursor`: the cursor was older than it keeps, and it starts at its oldest), an
+/// `error` (the last frame before it closes: `ConsumerTooSlow`, `InternalError`), or a frame type
+/// this code does not know (skipped, as the protocol asks). It carries no event and no cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub level: NoticeLevel,
+    /// The info's or error's name, bounded.
+    pub name: String,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeLevel {
+    Info,
+    Error,
+    /// A frame or payload type this code does not know.
+    Unknown,
+}
+
+/// The NSID of the v2 stream: its payload types are `<this>#commit`, `#identity`, …
+pub const EVENTS_NSID: &str = "network.bsky.jetstream.subscribeEvents";
 
 #[derive(Debug, Clone)]
 pub enum EventBody {
@@ -128,13 +176,27 @@ impl AccountStatus {
     }
 }
 
-// The wire shapes, deserialized once; `Event::parse` validates them into the types above.
+// The wire shapes, deserialized once (both wires in one pass: every field is optional here);
+// `Frame::parse` validates them into the types above.
 
 #[derive(Deserialize)]
-struct RawEvent {
-    did: String,
-    time_us: i64,
-    kind: String,
+struct RawFrame {
+    /// v2 only: `message` or `error`.
+    #[serde(rename = "$type", default)]
+    envelope: Option<String>,
+    #[serde(default)]
+    payload: Option<RawPayload>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    // v1.
+    #[serde(default)]
+    did: Option<String>,
+    #[serde(default)]
+    time_us: Option<i64>,
+    #[serde(default)]
+    kind: Option<String>,
     #[serde(default)]
     cursor: Option<u64>,
     #[serde(default)]
@@ -143,6 +205,39 @@ struct RawEvent {
     identity: Option<RawIdentity>,
     #[serde(default)]
     account: Option<RawAccount>,
+}
+
+/// A v2 message's payload: the kind in `$type`, the commit's fields at the top level.
+#[derive(Deserialize)]
+struct RawPayload {
+    #[serde(rename = "$type")]
+    kind: String,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    did: Option<String>,
+    #[serde(default)]
+    time: Option<String>,
+    #[serde(default)]
+    rev: Option<String>,
+    #[serde(default)]
+    operation: Option<Operation>,
+    #[serde(default)]
+    collection: Option<String>,
+    #[serde(default)]
+    rkey: Option<String>,
+    #[serde(default)]
+    record: Option<Box<RawValue>>,
+    #[serde(default)]
+    cid: Option<String>,
+    #[serde(default)]
+    identity: Option<RawIdentity>,
+    #[serde(default)]
+    account: Option<RawAccount>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -170,56 +265,159 @@ struct RawAccount {
     status: Option<String>,
 }
 
-impl Event {
-    /// Parses and validates one frame.
-    pub fn parse(frame: &str) -> Result<Event> {
+impl Frame {
+    /// Parses and validates one frame of either wire.
+    pub fn parse(frame: &str) -> Result<Frame> {
         if frame.len() > MAX_FRAME_BYTES {
             return Err(Error::Invalid {
                 field: "frame",
                 value: format!("{} bytes", frame.len()),
             });
         }
-        let raw: RawEvent =
+        // serde would read `[]` as a struct whose fields are all optional.
+        if !frame.trim_start().starts_with('{') {
+            return Err(Error::Json("not a JSON object".into()));
+        }
+        let raw: RawFrame =
             serde_json::from_str(frame).map_err(|e| Error::Json(bounded(&e.to_string())))?;
-        if raw.did.len() > MAX_DID_BYTES {
-            return Err(Error::invalid("did", &raw.did));
+        match raw.envelope.as_deref() {
+            None => Event::from_v1(raw).map(Frame::Event),
+            Some("message") => {
+                let payload = raw.payload.ok_or(Error::Missing("payload"))?;
+                Event::from_v2(payload)
+            }
+            Some("error") => Ok(Frame::Notice(Notice {
+                level: NoticeLevel::Error,
+                name: bounded(raw.error.as_deref().unwrap_or("")),
+                message: raw.message.as_deref().map(bounded),
+            })),
+            Some(other) => Ok(Frame::Notice(Notice {
+                level: NoticeLevel::Unknown,
+                name: bounded(other),
+                message: None,
+            })),
         }
-        let did: Did = raw
-            .did
-            .parse()
-            .map_err(|_| Error::invalid("did", &raw.did))?;
-        if raw.time_us <= 0 {
-            return Err(Error::invalid("time_us", &raw.time_us.to_string()));
+    }
+}
+
+/// A checked DID.
+fn did_of(text: Option<String>) -> Result<Did> {
+    let text = text.ok_or(Error::Missing("did"))?;
+    if text.len() > MAX_DID_BYTES {
+        return Err(Error::invalid("did", &text));
+    }
+    text.parse().map_err(|_| Error::invalid("did", &text))
+}
+
+/// A v2 `time`: RFC 3339 (Jetstream writes six fractional digits, so no microsecond is lost),
+/// as unix microseconds after the epoch.
+fn time_of(text: &str) -> Result<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|time| time.timestamp_micros())
+        .filter(|us| *us > 0)
+        .ok_or_else(|| Error::invalid("time", text))
+}
+
+fn identity_of(raw: Option<RawIdentity>) -> Result<EventBody> {
+    let identity = raw.ok_or(Error::Missing("identity"))?;
+    // An invalid handle is no handle: the account shows as its DID.
+    let handle = identity
+        .handle
+        .and_then(|h| Handle::new(h.to_ascii_lowercase()).ok());
+    Ok(EventBody::Identity(Identity { handle }))
+}
+
+fn account_of(raw: Option<RawAccount>) -> Result<EventBody> {
+    let account = raw.ok_or(Error::Missing("account"))?;
+    Ok(EventBody::Account(Account {
+        active: account.active,
+        status: account.status.as_deref().map(AccountStatus::parse),
+    }))
+}
+
+impl Event {
+    /// Parses and validates one frame that must be an event (of either wire).
+    pub fn parse(frame: &str) -> Result<Event> {
+        match Frame::parse(frame)? {
+            Frame::Event(event) => Ok(event),
+            Frame::Notice(notice) => Err(Error::invalid("frame", &notice.name)),
         }
-        let body = match raw.kind.as_str() {
+    }
+
+    fn from_v1(raw: RawFrame) -> Result<Event> {
+        let did = did_of(raw.did)?;
+        let time_us = raw.time_us.ok_or(Error::Missing("time_us"))?;
+        if time_us <= 0 {
+            return Err(Error::invalid("time_us", &time_us.to_string()));
+        }
+        let kind = raw.kind.ok_or(Error::Missing("kind"))?;
+        let body = match kind.as_str() {
             "commit" => EventBody::Commit(Commit::validate(
                 raw.commit.ok_or(Error::Missing("commit"))?,
             )?),
-            "identity" => {
-                let identity = raw.identity.ok_or(Error::Missing("identity"))?;
-                // An invalid handle is no handle: the account shows as its DID.
-                let handle = identity
-                    .handle
-                    .and_then(|h| Handle::new(h.to_ascii_lowercase()).ok());
-                EventBody::Identity(Identity { handle })
-            }
-            "account" => {
-                let account = raw.account.ok_or(Error::Missing("account"))?;
-                EventBody::Account(Account {
-                    active: account.active,
-                    status: account.status.as_deref().map(AccountStatus::parse),
-                })
-            }
+            "identity" => identity_of(raw.identity)?,
+            "account" => account_of(raw.account)?,
             other => EventBody::Unknown {
                 kind: bounded(other),
             },
         };
         Ok(Event {
             did,
-            time_us: raw.time_us,
-            cursor: raw.cursor,
+            time_us,
+            seq: raw.cursor,
             body,
         })
+    }
+
+    /// A v2 payload: an event, or an `#info` notice (which has neither DID nor time).
+    fn from_v2(raw: RawPayload) -> Result<Frame> {
+        let kind = raw
+            .kind
+            .strip_prefix(EVENTS_NSID)
+            .and_then(|k| k.strip_prefix('#'));
+        if kind == Some("info") {
+            return Ok(Frame::Notice(Notice {
+                level: NoticeLevel::Info,
+                name: bounded(raw.name.as_deref().unwrap_or("")),
+                message: raw.message.as_deref().map(bounded),
+            }));
+        }
+        // A type this code does not know is skipped; one that has an event's fields still
+        // counts as an event (its time and seq are the stream's).
+        if kind.is_none() && (raw.did.is_none() || raw.time.is_none()) {
+            return Ok(Frame::Notice(Notice {
+                level: NoticeLevel::Unknown,
+                name: bounded(&raw.kind),
+                message: None,
+            }));
+        }
+        let did = did_of(raw.did)?;
+        let time_us = time_of(raw.time.as_deref().ok_or(Error::Missing("time"))?)?;
+        let body = match kind {
+            Some("commit") => EventBody::Commit(Commit::validate(RawCommit {
+                rev: raw.rev.ok_or(Error::Missing("rev"))?,
+                operation: raw.operation.ok_or(Error::Missing("operation"))?,
+                collection: raw.collection.ok_or(Error::Missing("collection"))?,
+                rkey: raw.rkey.ok_or(Error::Missing("rkey"))?,
+                record: raw.record,
+                cid: raw.cid,
+            })?),
+            Some("identity") => identity_of(raw.identity)?,
+            Some("account") => account_of(raw.account)?,
+            Some(other) => EventBody::Unknown {
+                kind: bounded(other),
+            },
+            None => EventBody::Unknown {
+                kind: bounded(&raw.kind),
+            },
+        };
+        Ok(Frame::Event(Event {
+            did,
+            time_us,
+            seq: raw.seq,
+            body,
+        }))
     }
 
     /// The event as of our clock (`now_us`, unix µs): refused when its `time_us` is further ahead

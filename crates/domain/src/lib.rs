@@ -5,6 +5,7 @@
 //! Pure Rust: no `worker`, no tokio. It builds for `wasm32-unknown-unknown` and for native.
 
 pub mod batch;
+pub mod cursor;
 pub mod ingest;
 pub mod internal;
 pub mod jetstream;

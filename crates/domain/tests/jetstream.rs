@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use domain::jetstream::{Change, Event, EventBody, MAX_CLOCK_SKEW_US};
+use domain::ingest::Batch;
+use domain::jetstream::{Change, Event, EventBody, Frame, NoticeLevel, MAX_CLOCK_SKEW_US};
 use domain::Origin;
 
 fn data(path: &str) -> PathBuf {
@@ -104,7 +105,7 @@ fn real_frames_mean_what_they_say() {
     assert_eq!(no_handle.handle, None);
 
     let with_cursor = Event::parse(text.lines().nth(6).unwrap()).unwrap();
-    assert_eq!(with_cursor.cursor, Some(98765));
+    assert_eq!(with_cursor.seq, Some(98765));
 }
 
 /// What must come of a hostile fixture.
@@ -142,7 +143,7 @@ fn expectations() -> BTreeMap<&'static str, Expect> {
         ("invalid-rev.json", Drop("rev")),
         ("invalid-rkey.json", Drop("rkey")),
         ("invalid-utf8-escape.json", Drop("record")),
-        ("missing-did.json", Drop("json")),
+        ("missing-did.json", Drop("did")),
         ("negative-time-us.json", Drop("time_us")),
         ("not-an-object.json", Drop("json")),
         ("record-not-an-object.json", Drop("record")),
@@ -218,4 +219,115 @@ fn unknown_kinds_are_tolerated() {
     .unwrap();
     assert!(matches!(event.body, EventBody::Unknown { ref kind } if kind == "sync"));
     assert!(event.change().unwrap().is_none());
+}
+
+/// The v2 wire (`subscribeEvents`) carries the same events as the legacy one: each frame of
+/// `valid-v2.jsonl` is the frame of `valid.jsonl` on the same line, framed as a v2 instance frames
+/// it, and means the same, with its `seq`.
+#[test]
+fn the_v2_wire_means_what_the_legacy_wire_means() {
+    let v1 = std::fs::read_to_string(data("valid.jsonl")).unwrap();
+    let v2 = std::fs::read_to_string(data("valid-v2.jsonl")).unwrap();
+    assert_eq!(v1.lines().count(), v2.lines().count());
+    for (i, (old, new)) in v1.lines().zip(v2.lines()).enumerate() {
+        let old = Event::parse(old).unwrap();
+        let new = Event::parse(new).unwrap_or_else(|e| panic!("{e}: {new}"));
+        assert_eq!(new.did, old.did, "line {i}");
+        assert_eq!(
+            new.time_us, old.time_us,
+            "line {i}: the time to the microsecond"
+        );
+        assert_eq!(new.seq, Some(1000 + i as u64));
+        assert_eq!(new.change().unwrap(), old.change().unwrap(), "line {i}");
+    }
+    // A batch of either wire plans the same statements.
+    let plan = |text: &str| Batch::plan(text.lines(), NOW_US);
+    let (old, new) = (plan(&v1), plan(&v2));
+    assert_eq!(old.statements, new.statements);
+    assert_eq!(old.cursor_us, new.cursor_us);
+    assert_eq!(new.seq, Some(1000 + v2.lines().count() as u64 - 1));
+    assert_eq!(old.seq, Some(98765), "the legacy wire's `cursor`");
+}
+
+#[test]
+fn v2_notices_are_not_events() {
+    let frames = [
+        r#"{"$type":"message","payload":{"$type":"network.bsky.jetstream.subscribeEvents#info","name":"OutdatedCursor","message":"starting at seq 7"}}"#,
+        r#"{"$type":"error","error":"ConsumerTooSlow","message":"reconnect with cursor=9"}"#,
+        r#"{"$type":"hello-from-the-future"}"#,
+        r#"{"$type":"message","payload":{"$type":"network.bsky.jetstream.subscribeEvents.later#thing"}}"#,
+    ];
+    let levels: Vec<NoticeLevel> = frames
+        .iter()
+        .map(
+            |f| match Frame::parse(f).unwrap_or_else(|e| panic!("{e}: {f}")) {
+                Frame::Notice(notice) => notice.level,
+                Frame::Event(event) => panic!("an event: {event:?}"),
+            },
+        )
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            NoticeLevel::Info,
+            NoticeLevel::Error,
+            NoticeLevel::Unknown,
+            NoticeLevel::Unknown
+        ]
+    );
+    let Frame::Notice(info) = Frame::parse(frames[0]).unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(info.name, "OutdatedCursor");
+    assert_eq!(info.message.as_deref(), Some("starting at seq 7"));
+    // A batch counts them as seen, and neither drops them nor moves the cursor.
+    let batch = Batch::plan(frames, NOW_US);
+    assert_eq!(
+        (batch.seen, batch.dropped.len(), batch.cursor_us),
+        (4, 0, None)
+    );
+    assert_eq!(batch.notices.len(), 4);
+}
+
+#[test]
+fn v2_sync_markers_are_tolerated_and_bad_v2_frames_are_dropped_with_reasons() {
+    let sync = r#"{"$type":"message","payload":{"$type":"network.bsky.jetstream.subscribeEvents#sync","seq":5,"did":"did:plc:ewvi7nxzyoun6zhxrhs64oiz","time":"2026-11-30T10:00:00.000000Z","sync":{"rev":"3lbkn5xkq2k2a"}}}"#;
+    let event = Event::parse(sync).unwrap();
+    assert!(matches!(event.body, EventBody::Unknown { ref kind } if kind == "sync"));
+    assert_eq!(event.seq, Some(5));
+    assert!(event.change().unwrap().is_none());
+
+    let commit = |fields: &str| {
+        format!(
+            r#"{{"$type":"message","payload":{{"$type":"network.bsky.jetstream.subscribeEvents#commit","seq":6,{fields}}}}}"#
+        )
+    };
+    let did = r#""did":"did:plc:ewvi7nxzyoun6zhxrhs64oiz""#;
+    let time = r#""time":"2026-11-30T10:00:00.000000Z""#;
+    let rest = r#""rev":"3lbkn5xkq2k2a","operation":"delete","collection":"xyz.statusphere.status","rkey":"3lbkn5xkpzs2a""#;
+    for (fields, reason) in [
+        (format!("{time},{rest}"), "did"),
+        (format!("{did},{rest}"), "time"),
+        (format!(r#"{did},"time":"yesterday",{rest}"#), "time"),
+        (
+            format!(r#"{did},"time":"1970-01-01T00:00:00Z",{rest}"#),
+            "time",
+        ),
+        (format!("{did},{time}"), "rev"),
+        (format!(r#"{did},"time":12,{rest}"#), "json"),
+        (
+            format!(r#"{did},"time":"2100-01-01T00:00:00.000000Z",{rest}"#),
+            "future",
+        ),
+    ] {
+        let frame = commit(&fields);
+        let error = Event::parse(&frame)
+            .and_then(|e| e.as_of(NOW_US))
+            .unwrap_err();
+        assert_eq!(error.reason(), reason, "{frame}: {error}");
+    }
+    assert_eq!(
+        Frame::parse(r#"{"$type":"message"}"#).unwrap_err().reason(),
+        "payload"
+    );
 }

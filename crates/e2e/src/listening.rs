@@ -96,3 +96,22 @@ pub fn run_dir(name: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+/// The v2 stream's path.
+fn events_path() -> String {
+    format!("/xrpc/{}", domain::jetstream::EVENTS_NSID)
+}
+
+/// The v2 stream (`subscribeEvents`) of the sidecar whose `/subscribe` URL is `url`.
+pub fn events_url(url: &str) -> String {
+    url.replace("/subscribe", &events_path())
+}
+
+/// The `/stats` of the sidecar serving `url` (either stream).
+pub async fn sidecar_stats(url: &str) -> Result<Value> {
+    let base = url
+        .replace("ws://", "http://")
+        .replace(&events_path(), "/subscribe")
+        .replace("/subscribe", "/stats");
+    Ok(reqwest::get(base).await?.json().await?)
+}

@@ -198,6 +198,20 @@ async fn poll_mode_records_the_replay_exactly() {
         // The broker got what changed.
         ensure!(counter(&status, "published") > 0, "{status}");
         ensure!(counter(&status, "publish_failures") == 0, "{status}");
+        // One instance, many connections: each one after the first resumed at the stored seq
+        // (`cursor` on the legacy wire), exactly, and the seq stored is this instance's.
+        let stats = listening::sidecar_stats(&sidecar.url).await?;
+        ensure!(
+            stats["cursor_seq"].as_u64() >= Some(counter(&status, "connects") - 1)
+                && stats["cursor_seq"].as_u64() >= Some(3),
+            "reconnects did not resume by seq: {stats}"
+        );
+        ensure!(status["seq"]["url"] == sidecar.url.as_str(), "{status}");
+        ensure!(
+            status["seq"]["seq"].as_u64()
+                >= stats["newest_seq"].as_u64().map(|s| s.saturating_sub(200)),
+            "the stored seq is not near the end: {status} {stats}"
+        );
         Ok(())
     }
     .await;
@@ -206,7 +220,10 @@ async fn poll_mode_records_the_replay_exactly() {
 
 /// Live mode through faults: the first URL stalls mid-replay, the second is dead, the third drops
 /// its TCP connection and the fourth closes with 1011; the table still equals the oracle, and
-/// poll mode's (the same oracle).
+/// poll mode's (the same oracle). The three instances number the same events differently (as
+/// public instances do) and two speak the v2 stream: a listener that carried one instance's seq
+/// to another would jump to that one's live tail or replay from elsewhere, and differ from the
+/// oracle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_mode_survives_stalls_closes_and_a_dead_url() {
     let replay = replay().await.expect("replay");
@@ -217,7 +234,11 @@ async fn live_mode_survives_stalls_closes_and_a_dead_url() {
         &replay.dir,
         &replay.file,
         "stall",
-        &[&once[..], &["--stall-after", STALL_AFTER]].concat(),
+        &[
+            &once[..],
+            &["--stall-after", STALL_AFTER, "--first-seq", "5000000"],
+        ]
+        .concat(),
     )
     .expect("sidecar");
     let drop = listening::start_sidecar(
@@ -231,10 +252,25 @@ async fn live_mode_survives_stalls_closes_and_a_dead_url() {
         &replay.dir,
         &replay.file,
         "close",
-        &[&once[..], &["--close-after", "600", "--close-code", "1011"]].concat(),
+        &[
+            &once[..],
+            &[
+                "--close-after",
+                "600",
+                "--close-code",
+                "1011",
+                "--first-seq",
+                "90000000",
+            ],
+        ]
+        .concat(),
     )
     .expect("sidecar");
-    let urls = [&*stall.url, NO_JETSTREAM, &*drop.url, &*close.url];
+    let (stall_v2, close_v2) = (
+        listening::events_url(&stall.url),
+        listening::events_url(&close.url),
+    );
+    let urls = [&*stall_v2, NO_JETSTREAM, &*drop.url, &*close_v2];
     let config = listening::test_config("listener-live", "live", &urls)
         .expect("config")
         .with_var(Worker::Listener, "MAX_BATCHES", "20");
@@ -249,6 +285,14 @@ async fn live_mode_survives_stalls_closes_and_a_dead_url() {
             "stall, dead URL and close should each count: {status}"
         );
         ensure!(counter(&status, "connects") >= 4, "{status}");
+        // After a failure a connection goes by time (each instance here was reached so): a seq
+        // carried to another instance would have left a gap the oracle shows.
+        for url in [&stall.url, &drop.url, &close.url] {
+            let stats = listening::sidecar_stats(url).await?;
+            ensure!(stats["cursor_time"].as_u64() >= Some(1), "{url}: {stats}");
+        }
+        let v2 = listening::sidecar_stats(&stall.url).await?["v2_connections"].as_u64();
+        ensure!(v2 >= Some(1), "the v2 stream was not read");
         Ok(())
     }
     .await;
@@ -269,12 +313,13 @@ async fn poll_mode_leaves_a_stalled_instance() {
         &replay.dir,
         &replay.file,
         "poll-stall",
-        &["--stall-after", STALL_AFTER],
+        &["--stall-after", STALL_AFTER, "--first-seq", "3000000"],
     )
     .expect("sidecar");
     let good =
         listening::start_sidecar(&replay.dir, &replay.file, "poll-good", &[]).expect("sidecar");
-    let config = listening::test_config("listener-poll-stall", "poll", &[&stall.url, &good.url])
+    let stall_v2 = listening::events_url(&stall.url);
+    let config = listening::test_config("listener-poll-stall", "poll", &[&stall_v2, &good.url])
         .expect("config")
         .with_var(Worker::Listener, "MAX_BATCHES", "20");
     let stack = listening::start(config).await.expect("stack");
@@ -289,11 +334,7 @@ async fn poll_mode_leaves_a_stalled_instance() {
         // The first URL stalls on every connection, after the same number of frames: the rest
         // of the replay came from the second, which it reached only by leaving the stall (a
         // listener that took the stall for caught up would have read on from the first).
-        let url = good
-            .url
-            .replace("ws://", "http://")
-            .replace("/subscribe", "/stats");
-        let stats: Value = reqwest::get(url).await?.json().await?;
+        let stats = listening::sidecar_stats(&good.url).await?;
         let from_good = stats["delivered"].as_u64().unwrap_or(0);
         ensure!(
             from_good >= 500,
@@ -360,8 +401,9 @@ async fn a_restart_mid_replay_loses_and_duplicates_nothing() {
     // Slow enough (2 ms a frame) to stop it in the middle.
     let sidecar = listening::start_sidecar(&replay.dir, &replay.file, "slow", &["--delay-ms", "2"])
         .expect("sidecar");
-    let config =
-        listening::test_config("listener-restart", "live", &[&sidecar.url]).expect("config");
+    // The v2 stream: after the restart the listener resumes at the stored seq.
+    let url = listening::events_url(&sidecar.url);
+    let config = listening::test_config("listener-restart", "live", &[&url]).expect("config");
     let stack = listening::start(config.clone()).await.expect("stack");
     let first_us: i64 = serde_json::from_str::<Value>(&replay.frames[0]).expect("json")["time_us"]
         .as_i64()
@@ -402,6 +444,11 @@ async fn a_restart_mid_replay_loses_and_duplicates_nothing() {
         ensure!(
             after >= stopped_at,
             "the cursor went back: {stopped_at} -> {after}"
+        );
+        let stats = listening::sidecar_stats(&sidecar.url).await?;
+        ensure!(
+            stats["cursor_seq"].as_u64() >= Some(1),
+            "the restart did not resume by seq: {stats}"
         );
         Ok(())
     }

@@ -25,7 +25,9 @@ USAGE:
   statusphere-sidecar bench-client --url URL --clients N --events M
   statusphere-sidecar --version | --help      (--help also works after a command)
 
-serve: serves /subscribe (Jetstream's JSON) on 127.0.0.1 from one source.
+serve: serves a Jetstream v2 instance's two streams on 127.0.0.1 from one source: /subscribe
+(the v1 JSON, each event's seq as `cursor`) and /xrpc/network.bsky.jetstream.subscribeEvents
+(the v2 framing). `cursor=` below 1e15 is a seq, above a time in unix µs.
 
   SOURCE (one; none serves an empty, live stream):
   --replay FILE              JSON lines, one Jetstream frame per line
@@ -39,6 +41,7 @@ serve: serves /subscribe (Jetstream's JSON) on 127.0.0.1 from one source.
   --time now|keep            time_us = emission time (default, like Jetstream) or as recorded
   --window-events N          retained events for cursor replay (default 500000)
   --window-secs N            retained age, relative to the newest event (default 129600 = 36 h)
+  --first-seq N              the first event's seq (default 1); another value, another instance
   --write-timeout-ms N       a subscriber that cannot take a write this long is dropped (default 10000)
   --ping-secs N              ping idle subscribers (default 30)
 
@@ -62,7 +65,7 @@ generate: writes a seeded synthetic replay (JSON lines) to --out FILE or stdout.
   --out FILE                 where to write (default stdout)
 
 record: saves what a Jetstream (ws:// or wss://) serves, as a replay.
-  --url URL                  the /subscribe URL, with its query
+  --url URL                  the /subscribe URL (the v1 JSON a replay holds), with its query
   --out FILE                 where to write (default stdout)
   --limit N                  stop after N frames
   --duration-secs N          stop after N seconds
@@ -108,7 +111,9 @@ pub enum Command {
 
 impl PartialEq for WindowConfig {
     fn eq(&self, other: &Self) -> bool {
-        self.max_events == other.max_events && self.max_age_us == other.max_age_us
+        self.max_events == other.max_events
+            && self.max_age_us == other.max_age_us
+            && self.first_seq == other.first_seq
     }
 }
 
@@ -285,6 +290,7 @@ fn parse_serve(mut args: Args) -> Result<ServeArgs> {
             "--window-secs" => {
                 window.max_age_us = args.parsed::<i64>(&flag)?.saturating_mul(1_000_000)
             }
+            "--first-seq" => window.first_seq = args.parsed::<u64>(&flag)?.max(1),
             "--write-timeout-ms" => write_timeout = Duration::from_millis(args.parsed(&flag)?),
             "--ping-secs" => ping_interval = Duration::from_secs(args.parsed::<u64>(&flag)?.max(1)),
             "--stall-after" => faults.stall_after = Some(args.parsed(&flag)?),

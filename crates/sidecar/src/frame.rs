@@ -1,5 +1,7 @@
 //! One Jetstream event as the sidecar stores and serves it: the exact JSON text plus the few fields
-//! the server filters on (DID, commit collection) and its position in time (`time_us`).
+//! the server filters on (DID, kind, commit collection), its position in time (`time_us`) and its
+//! sequence number on this instance (`seq`), in the legacy wire's JSON (`cursor` says the seq),
+//! and, made the first time a v2 subscriber asks, in the v2 wire's framing ([`Frame::v2_text`]).
 //!
 //! Frames come from recordings and generators that may be hostile on purpose, so nothing here
 //! assumes the text is a well-formed event: a frame that is not a JSON object is served verbatim,
@@ -7,6 +9,7 @@
 //! treats events without a collection).
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -14,15 +17,82 @@ use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// A stored, servable event.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Frame {
     /// The window's key: unique and strictly increasing across the window.
     pub time_us: i64,
+    /// This instance's number for the event: strictly increasing by one.
+    pub seq: u64,
     pub did: Option<Box<str>>,
+    /// `kind`: `commit`, `identity`, `account`, … (`None` for unreadable frames).
+    pub kind: Option<Box<str>>,
     /// The commit's collection; `None` for identity and account events (and unreadable frames).
     pub collection: Option<Box<str>>,
-    /// The JSON text sent to subscribers (cheap to clone: reference counted).
+    /// The legacy JSON text sent to subscribers (cheap to clone: reference counted).
     pub text: Utf8Bytes,
+    /// The v2 text, made once when first asked for.
+    v2: OnceLock<Utf8Bytes>,
+}
+
+/// The NSID whose `#commit`, `#identity`, … name v2 payloads.
+pub const EVENTS_NSID: &str = "network.bsky.jetstream.subscribeEvents";
+
+impl Frame {
+    /// The frame on the v2 wire: `{"$type":"message","payload":{"$type":"<nsid>#<kind>","seq":…,
+    /// "did":…,"time":"<RFC 3339, µs>",…}}`, a commit's fields at the payload's top level, an
+    /// identity's or account's object under its kind. Values are carried over unparsed, so a
+    /// hostile frame stays exactly as hostile (a `time_us` that is not a number becomes a `time`
+    /// that is not a date). A frame that is not an object with a `kind` is served verbatim.
+    pub fn v2_text(&self) -> &Utf8Bytes {
+        self.v2
+            .get_or_init(|| match v2_render(self.text.as_str(), self.seq) {
+                Some(text) => Utf8Bytes::from(text),
+                None => self.text.clone(),
+            })
+    }
+}
+
+/// The RFC 3339 UTC form Jetstream v2 writes (six fractional digits: no microsecond lost).
+pub fn rfc3339_us(time_us: i64) -> Option<String> {
+    let time = chrono::DateTime::from_timestamp_micros(time_us)?;
+    let text = time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    // Years past 9999 (or before 0) are not RFC 3339.
+    (text.len() == 27).then_some(text)
+}
+
+fn v2_render(legacy: &str, seq: u64) -> Option<String> {
+    let object = serde_json::from_str::<Object>(legacy).ok()?;
+    let kind: String = serde_json::from_str(object.get("kind")?.get()).ok()?;
+    let raw = |text: String| RawValue::from_string(text).ok();
+    let mut payload = Object(Vec::new());
+    let type_name = serde_json::to_string(&format!("{EVENTS_NSID}#{kind}")).ok()?;
+    payload.0.push(("$type".into(), raw(type_name)?));
+    payload.0.push(("seq".into(), raw(seq.to_string())?));
+    if let Some(did) = object.get("did") {
+        payload.0.push(("did".into(), raw(did.get().to_owned())?));
+    }
+    if let Some(time_us) = object.get("time_us") {
+        let time = serde_json::from_str::<i64>(time_us.get())
+            .ok()
+            .and_then(rfc3339_us)
+            .and_then(|t| serde_json::to_string(&t).ok())
+            .unwrap_or_else(|| time_us.get().to_owned());
+        payload.0.push(("time".into(), raw(time)?));
+    }
+    match object.get(&kind) {
+        // A commit's fields move up; anything else stays under its kind.
+        Some(body) if kind == "commit" => match serde_json::from_str::<Object>(body.get()) {
+            Ok(commit) => payload.0.extend(commit.0),
+            Err(_) => payload.0.push((kind.clone(), raw(body.get().to_owned())?)),
+        },
+        Some(body) => payload.0.push((kind.clone(), raw(body.get().to_owned())?)),
+        None => {}
+    }
+    let envelope = Object(vec![
+        ("$type".into(), raw("\"message\"".into())?),
+        ("payload".into(), raw(payload.render())?),
+    ]);
+    Some(envelope.render())
 }
 
 /// How served events get their `time_us`.
@@ -42,6 +112,7 @@ pub struct Incoming {
     /// The `time_us` written in the frame, if any.
     pub recorded_time_us: Option<i64>,
     did: Option<Box<str>>,
+    kind: Option<Box<str>>,
     collection: Option<Box<str>>,
 }
 
@@ -54,10 +125,10 @@ impl Incoming {
         let did = field("did")
             .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
             .map(String::into_boxed_str);
-        let is_commit = field("kind")
+        let kind = field("kind")
             .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
-            .is_some_and(|kind| kind == "commit");
-        let collection = if is_commit {
+            .map(String::into_boxed_str);
+        let collection = if kind.as_deref() == Some("commit") {
             #[derive(Deserialize)]
             struct CommitHead {
                 collection: String,
@@ -73,28 +144,35 @@ impl Incoming {
             raw,
             recorded_time_us,
             did,
+            kind,
             collection,
         }
     }
 
-    /// Gives the frame its `time_us`; under [`TimeMode::Now`] the JSON says it too (when the frame
-    /// has a `time_us` field to rewrite), under [`TimeMode::Keep`] the JSON is served as recorded.
-    pub fn place(self, time_us: i64, mode: TimeMode) -> Frame {
+    /// Gives the frame its `time_us` and `seq`. The JSON says the seq as `cursor` (after
+    /// `time_us`, where Jetstream puts it, replacing any a recording carried from another
+    /// instance); under [`TimeMode::Now`] it says the time too (when the frame has a `time_us`
+    /// to rewrite), under [`TimeMode::Keep`] the recorded time stays. A frame that is not an
+    /// object is served verbatim.
+    pub fn place(self, time_us: i64, seq: u64, mode: TimeMode) -> Frame {
         let text = match self.object {
-            Some(mut object) if mode == TimeMode::Now => {
-                if object.set("time_us", time_us) {
-                    object.render()
-                } else {
-                    self.raw
+            Some(mut object) => {
+                if mode == TimeMode::Now {
+                    object.set("time_us", time_us);
                 }
+                object.set_after("cursor", seq as i64, "time_us");
+                object.render()
             }
-            _ => self.raw,
+            None => self.raw,
         };
         Frame {
             time_us,
+            seq,
             did: self.did,
+            kind: self.kind,
             collection: self.collection,
             text: Utf8Bytes::from(text),
+            v2: OnceLock::new(),
         }
     }
 }
@@ -120,6 +198,22 @@ impl Object {
             }
             Err(_) => false,
         }
+    }
+
+    /// Sets `name`, or inserts it after the member `after` (at the end if there is none).
+    fn set_after(&mut self, name: &str, value: i64, after: &str) {
+        if self.set(name, value) {
+            return;
+        }
+        let Ok(raw) = RawValue::from_string(value.to_string()) else {
+            return;
+        };
+        let at = self
+            .0
+            .iter()
+            .position(|(k, _)| k == after)
+            .map_or(self.0.len(), |i| i + 1);
+        self.0.insert(at, (name.to_owned(), raw));
     }
 
     fn render(&self) -> String {
@@ -172,10 +266,10 @@ mod tests {
     #[test]
     fn rewrites_only_time_us_and_keeps_member_order() {
         let raw = r#"{"did":"did:plc:a","time_us":5,"kind":"commit","commit":{"collection":"x.y.z","record":{"time_us":1}}}"#;
-        let frame = Incoming::parse(raw.to_owned()).place(42, TimeMode::Now);
+        let frame = Incoming::parse(raw.to_owned()).place(42, 7, TimeMode::Now);
         assert_eq!(
             frame.text.as_str(),
-            r#"{"did":"did:plc:a","time_us":42,"kind":"commit","commit":{"collection":"x.y.z","record":{"time_us":1}}}"#
+            r#"{"did":"did:plc:a","time_us":42,"cursor":7,"kind":"commit","commit":{"collection":"x.y.z","record":{"time_us":1}}}"#
         );
         assert_eq!(frame.did.as_deref(), Some("did:plc:a"));
         assert_eq!(frame.collection.as_deref(), Some("x.y.z"));
@@ -189,8 +283,13 @@ mod tests {
             "\"text\"",
             r#"{"kind":"commit","commit":{"collection":5}}"#,
         ] {
-            let frame = Incoming::parse(raw.to_owned()).place(7, TimeMode::Now);
-            assert_eq!(frame.text.as_str(), raw);
+            let frame = Incoming::parse(raw.to_owned()).place(7, 1, TimeMode::Now);
+            if raw.starts_with('{') && raw.ends_with('}') {
+                assert!(frame.text.as_str().ends_with(r#","cursor":1}"#), "{raw}");
+            } else {
+                assert_eq!(frame.text.as_str(), raw);
+                assert_eq!(frame.v2_text().as_str(), raw);
+            }
             assert_eq!(frame.collection, None);
         }
     }
@@ -201,8 +300,44 @@ mod tests {
             r#"{"did":"did:plc:a","time_us":5,"kind":"identity","identity":{"did":"did:plc:a"}}"#;
         let incoming = Incoming::parse(raw.to_owned());
         assert_eq!(incoming.recorded_time_us, Some(5));
-        let frame = incoming.place(6, TimeMode::Keep);
+        let frame = incoming.place(6, 3, TimeMode::Keep);
         assert_eq!(frame.collection, None);
-        assert_eq!(frame.text.as_str(), raw);
+        assert_eq!(
+            frame.text.as_str(),
+            r#"{"did":"did:plc:a","time_us":5,"cursor":3,"kind":"identity","identity":{"did":"did:plc:a"}}"#,
+            "the recorded time kept, this instance's seq added"
+        );
+    }
+
+    #[test]
+    fn a_recorded_cursor_is_replaced_by_this_instances() {
+        let raw = r#"{"did":"did:plc:a","time_us":5,"cursor":999,"kind":"account","account":{}}"#;
+        let frame = Incoming::parse(raw.to_owned()).place(5, 4, TimeMode::Keep);
+        assert_eq!(
+            frame.text.as_str(),
+            r#"{"did":"did:plc:a","time_us":5,"cursor":4,"kind":"account","account":{}}"#
+        );
+    }
+
+    #[test]
+    fn the_v2_wire_frames_the_same_event() {
+        let raw = r#"{"did":"did:plc:a","time_us":1732406400000001,"kind":"commit","commit":{"rev":"3lbkn5xkq2k2a","operation":"create","collection":"x.y.z","rkey":"k","record":{"a":1},"cid":"bafy"}}"#;
+        let frame = Incoming::parse(raw.to_owned()).place(1, 12, TimeMode::Keep);
+        assert_eq!(
+            frame.v2_text().as_str(),
+            r#"{"$type":"message","payload":{"$type":"network.bsky.jetstream.subscribeEvents#commit","seq":12,"did":"did:plc:a","time":"2024-11-24T00:00:00.000001Z","rev":"3lbkn5xkq2k2a","operation":"create","collection":"x.y.z","rkey":"k","record":{"a":1},"cid":"bafy"}}"#
+        );
+        let identity = r#"{"did":"did:plc:a","time_us":"soon","kind":"identity","identity":{"handle":"a.test"}}"#;
+        let frame = Incoming::parse(identity.to_owned()).place(2, 13, TimeMode::Keep);
+        assert_eq!(
+            frame.v2_text().as_str(),
+            r#"{"$type":"message","payload":{"$type":"network.bsky.jetstream.subscribeEvents#identity","seq":13,"did":"did:plc:a","time":"soon","identity":{"handle":"a.test"}}}"#,
+            "a hostile time stays hostile"
+        );
+        assert_eq!(
+            rfc3339_us(0).as_deref(),
+            Some("1970-01-01T00:00:00.000000Z")
+        );
+        assert_eq!(rfc3339_us(i64::MAX), None);
     }
 }

@@ -1,8 +1,12 @@
-//! The WebSocket server: Jetstream's `/subscribe`, plus `GET /stats` (a local extension) and
-//! `GET /` (a banner). Binds where it is told; the CLI defaults to 127.0.0.1.
+//! The WebSocket server: both of a Jetstream v2 instance's streams, the legacy `/subscribe` (v1
+//! JSON, with `cursor`) and `/xrpc/network.bsky.jetstream.subscribeEvents` (the v2 framing), plus
+//! `GET /stats` (a local extension) and `GET /` (a banner). Binds where it is told; the CLI
+//! defaults to 127.0.0.1.
 //!
 //! The HTTP request head is read and validated here, so that a bad subscription gets Jetstream's
-//! answer (400 with a message) before any upgrade; valid ones are upgraded in place.
+//! answer before any upgrade (400 with a plain-text message on `/subscribe`, an XRPC error
+//! `{"error","message"}` on v2, `CursorTooOld` for a v2 seq older than the window); valid ones
+//! are upgraded in place.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -24,8 +28,12 @@ use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::fault::{Faults, Next};
-use crate::filter::{parse_subscriber_message, Filter, SubscribeRequest};
+use crate::filter::{parse_subscriber_message, Filter, SubscribeRequest, Wire};
+use crate::frame::EVENTS_NSID;
 use crate::window::Hub;
+
+/// The v2 stream's path.
+pub const EVENTS_PATH: &str = "/xrpc/network.bsky.jetstream.subscribeEvents";
 
 /// Frames read from the window per step (and written before one flush).
 const BATCH: usize = 256;
@@ -66,6 +74,11 @@ pub struct Server {
 impl Server {
     pub fn url(&self) -> String {
         format!("ws://{}/subscribe", self.addr)
+    }
+
+    /// The v2 stream's URL.
+    pub fn events_url(&self) -> String {
+        format!("ws://{}{EVENTS_PATH}", self.addr)
     }
 }
 
@@ -199,6 +212,17 @@ async fn respond(
     Ok(())
 }
 
+/// A refusal before the upgrade: plain text on the legacy wire, an XRPC error on v2.
+async fn refuse(stream: &mut TcpStream, wire: Wire, error: &str, message: &str) -> Result<()> {
+    match wire {
+        Wire::Legacy => respond(stream, 400, "text/plain", &format!("{message}\n")).await,
+        Wire::Events => {
+            let body = serde_json::json!({ "error": error, "message": message }).to_string();
+            respond(stream, 400, "application/json", &body).await
+        }
+    }
+}
+
 async fn connection(
     mut stream: TcpStream,
     hub: Arc<Hub>,
@@ -212,24 +236,52 @@ async fn connection(
     };
     let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
     match (head.method.as_str(), path) {
-        ("GET", "/subscribe") => {
+        ("GET", "/subscribe" | EVENTS_PATH) => {
+            let wire = if path == EVENTS_PATH { Wire::Events } else { Wire::Legacy };
             if !head.has_token("upgrade", "websocket") {
-                return respond(&mut stream, 426, "text/plain", "/subscribe speaks WebSocket only\n").await;
+                return respond(&mut stream, 426, "text/plain", &format!("{path} speaks WebSocket only\n")).await;
             }
-            let request = match SubscribeRequest::from_query(query) {
+            let parsed = match wire {
+                Wire::Legacy => SubscribeRequest::from_query(query),
+                Wire::Events => SubscribeRequest::from_events_query(query),
+            };
+            let mut request = match parsed {
                 Ok(request) => request,
                 Err(e) => {
                     hub.counters.refused.fetch_add(1, Ordering::Relaxed);
                     info!(error = %e, "subscription refused");
-                    return respond(&mut stream, 400, "text/plain", &format!("{e}\n")).await;
+                    return refuse(&mut stream, wire, "InvalidRequest", &e.to_string()).await;
                 }
             };
+            // The legacy wire starts where the stream is when the subscriber's options are
+            // known (after its hello, if it asked for one); v2 has no hello, and refuses a seq
+            // older than it keeps before the upgrade.
+            request.start = match wire {
+                Wire::Legacy => None,
+                Wire::Events => match hub.start_for(request.cursor) {
+                    Ok(start) => Some(start),
+                    Err(too_old) => {
+                        hub.counters.refused.fetch_add(1, Ordering::Relaxed);
+                        let message = format!(
+                            "subscribe: cursor too old: cursor below lookback floor {}; re-backfill from your last seq",
+                            too_old.floor
+                        );
+                        return refuse(&mut stream, wire, "CursorTooOld", &message).await;
+                    }
+                },
+            };
             let Some(key) = head.header("sec-websocket-key") else {
-                return respond(&mut stream, 400, "text/plain", "missing Sec-WebSocket-Key\n").await;
+                return refuse(&mut stream, wire, "InvalidRequest", "missing Sec-WebSocket-Key").await;
             };
             let accept = derive_accept_key(key.as_bytes());
+            // v2 echoes the subprotocol it speaks when offered (the framing is the same without).
+            let protocol = if wire == Wire::Events && head.has_token("sec-websocket-protocol", "xrpc.v1.json") {
+                "Sec-WebSocket-Protocol: xrpc.v1.json\r\n"
+            } else {
+                ""
+            };
             let switching = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n"
             );
             stream
                 .write_all(switching.as_bytes())
@@ -251,11 +303,11 @@ async fn connection(
                 &mut stream,
                 200,
                 "text/plain",
-                "statusphere-sidecar: a local Jetstream. Subscribe at /subscribe; counters at /stats.\n",
+                "statusphere-sidecar: a local Jetstream. Subscribe at /subscribe (v1 JSON) or /xrpc/network.bsky.jetstream.subscribeEvents (v2); counters at /stats.\n",
             )
             .await
         }
-        (_, "/subscribe" | "/stats" | "/") => respond(&mut stream, 405, "text/plain", "only GET is allowed\n").await,
+        (_, "/subscribe" | EVENTS_PATH | "/stats" | "/") => respond(&mut stream, 405, "text/plain", "only GET is allowed\n").await,
         _ => respond(&mut stream, 404, "text/plain", "not found\n").await,
     }
 }
@@ -290,9 +342,14 @@ type Sink = futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>
 async fn read_client(
     mut source: futures_util::stream::SplitStream<WebSocketStream<TcpStream>>,
     tx: mpsc::Sender<Inbound>,
+    wire: Wire,
 ) {
     while let Some(message) = source.next().await {
         let inbound = match message {
+            // The v2 stream is server-push only: any data frame from the client ends it.
+            Ok(Message::Text(_) | Message::Binary(_)) if wire == Wire::Events => {
+                Inbound::Invalid("this stream takes no messages".into())
+            }
             Ok(Message::Text(text)) => match parse_subscriber_message(&text) {
                 Ok(Some(filter)) => Inbound::Options(filter),
                 Ok(None) => continue,
@@ -322,7 +379,8 @@ fn close_frame(code: u16, reason: &str) -> Message {
 /// Why a subscriber ended, for the log.
 enum End {
     ClientClosed,
-    Invalid(String),
+    /// The client sent what this stream refuses: closed with this code.
+    Invalid(u16, String),
     Slow(&'static str),
     Fault(&'static str),
     Shutdown,
@@ -339,11 +397,20 @@ async fn subscriber(
     let number = counters.connections_total.fetch_add(1, Ordering::Relaxed) + 1;
     counters.connections.fetch_add(1, Ordering::Relaxed);
     let _live = Live(&hub);
-    info!(connection = number, cursor = ?request.cursor, require_hello = request.require_hello, "subscriber connected");
+    let by_cursor = match request.cursor {
+        crate::window::Cursor::Live => &counters.cursor_live,
+        crate::window::Cursor::Seq(_) => &counters.cursor_seq,
+        crate::window::Cursor::Time(_) => &counters.cursor_time,
+    };
+    by_cursor.fetch_add(1, Ordering::Relaxed);
+    if request.wire == Wire::Events {
+        counters.v2_connections.fetch_add(1, Ordering::Relaxed);
+    }
+    info!(connection = number, wire = ?request.wire, cursor = ?request.cursor, require_hello = request.require_hello, "subscriber connected");
 
     let (mut sink, source) = ws.split();
     let (tx, mut inbox) = mpsc::channel(8);
-    let _reader = AbortOnDrop(tokio::spawn(read_client(source, tx)));
+    let _reader = AbortOnDrop(tokio::spawn(read_client(source, tx, request.wire)));
     let end = serve(
         &mut sink,
         &mut inbox,
@@ -361,8 +428,8 @@ async fn subscriber(
             let _ = timeout(write_timeout, sink.close()).await;
             info!(connection = number, "subscriber closed");
         }
-        End::Invalid(reason) => {
-            let _ = timeout(write_timeout, sink.send(close_frame(1000, reason))).await;
+        End::Invalid(code, reason) => {
+            let _ = timeout(write_timeout, sink.send(close_frame(*code, reason))).await;
             info!(
                 connection = number,
                 reason, "subscriber sent invalid options; closed"
@@ -377,6 +444,26 @@ async fn subscriber(
     }
 }
 
+/// Sends a v2 `#info` (envelope `message`) or `error` frame; `false` if it was not taken in time.
+async fn notify(
+    sink: &mut Sink,
+    config: &ServerConfig,
+    envelope: &str,
+    name: &str,
+    message: &str,
+) -> bool {
+    let text = match envelope {
+        "error" => serde_json::json!({ "$type": "error", "error": name, "message": message }),
+        _ => serde_json::json!({ "$type": "message", "payload": {
+            "$type": format!("{EVENTS_NSID}#info"), "name": name, "message": message } }),
+    };
+    let frame = Message::Text(Utf8Bytes::from(text.to_string()));
+    matches!(
+        timeout(config.write_timeout, sink.send(frame)).await,
+        Ok(Ok(()))
+    )
+}
+
 async fn serve(
     sink: &mut Sink,
     inbox: &mut mpsc::Receiver<Inbound>,
@@ -386,19 +473,42 @@ async fn serve(
     number: u64,
     shutdown: &mut watch::Receiver<bool>,
 ) -> End {
+    let wire = request.wire;
+    // A refused client message: the legacy wire closes normally with the reason, v2 with 1008.
+    let invalid = |reason: String| match wire {
+        Wire::Legacy => End::Invalid(1000, reason),
+        Wire::Events => End::Invalid(1008, reason),
+    };
     let mut filter = request.filter;
     if request.require_hello {
         tokio::select! {
             inbound = inbox.recv() => match inbound {
                 Some(Inbound::Options(f)) => filter = f,
-                Some(Inbound::Invalid(reason)) => return End::Invalid(reason),
+                Some(Inbound::Invalid(reason)) => return invalid(reason),
                 Some(Inbound::Closed) | None => return End::ClientClosed,
             },
             _ = shutdown.changed() => return End::Shutdown,
         }
     }
     let mut faults = config.faults.for_connection(number);
-    let mut position = hub.position_for(request.cursor);
+    // The legacy wire clamps a seq older than the window silently, as Jetstream does.
+    let start = request.start.unwrap_or_else(|| {
+        hub.start_for(request.cursor)
+            .unwrap_or_else(|old| old.start)
+    });
+    if start.clamped {
+        hub.counters.clamped.fetch_add(1, Ordering::Relaxed);
+        if wire == Wire::Events {
+            let oldest = hub.stats().oldest_seq.unwrap_or(0);
+            let message = format!(
+                "requested timestamp cursor below retention floor; starting at seq {oldest}"
+            );
+            if !notify(sink, config, "message", "OutdatedCursor", &message).await {
+                return End::Slow("info not written in time");
+            }
+        }
+    }
+    let mut position = start.position;
     let mut head = hub.watch_head();
     let mut ping = tokio::time::interval_at(
         tokio::time::Instant::now() + config.ping_interval,
@@ -410,7 +520,7 @@ async fn serve(
         loop {
             match inbox.try_recv() {
                 Ok(Inbound::Options(f)) => filter = f,
-                Ok(Inbound::Invalid(reason)) => return End::Invalid(reason),
+                Ok(Inbound::Invalid(reason)) => return invalid(reason),
                 Ok(Inbound::Closed) | Err(mpsc::error::TryRecvError::Disconnected) => {
                     return End::ClientClosed
                 }
@@ -423,7 +533,15 @@ async fn serve(
         } else {
             match hub.read(position, BATCH) {
                 Ok(batch) => batch,
-                Err(_) => return End::Slow("fell out of the retained window"),
+                Err(_) => {
+                    if wire == Wire::Events {
+                        let seq = hub.stats().oldest_seq.unwrap_or(0);
+                        let message =
+                            format!("fell behind the retained window; reconnect with cursor={seq}");
+                        notify(sink, config, "error", "ConsumerTooSlow", &message).await;
+                    }
+                    return End::Slow("fell out of the retained window");
+                }
             }
         };
         if batch.is_empty() {
@@ -434,7 +552,7 @@ async fn serve(
                 changed = head.changed(), if !stalled => if changed.is_err() { return End::Shutdown },
                 inbound = inbox.recv() => match inbound {
                     Some(Inbound::Options(f)) => filter = f,
-                    Some(Inbound::Invalid(reason)) => return End::Invalid(reason),
+                    Some(Inbound::Invalid(reason)) => return invalid(reason),
                     Some(Inbound::Closed) | None => return End::ClientClosed,
                 },
                 _ = ping.tick(), if !stalled => {
@@ -450,8 +568,12 @@ async fn serve(
         }
         position += batch.len() as u64;
         for frame in &batch {
-            if filter.wants(frame) {
-                faults.shape(frame.text.clone(), &mut out);
+            let text = match wire {
+                Wire::Legacy => &frame.text,
+                Wire::Events => frame.v2_text(),
+            };
+            if filter.wants(frame, text.len()) {
+                faults.shape(text.clone(), &mut out);
             }
         }
         faults.flush(&mut out);

@@ -15,12 +15,15 @@ use tokio::sync::watch;
 
 use crate::frame::{Frame, Incoming, TimeMode};
 
-/// Bounds of the retained window.
+/// Bounds of the retained window, and where this instance's numbering starts.
 #[derive(Debug, Clone, Copy)]
 pub struct WindowConfig {
     pub max_events: usize,
     /// Events older than the newest by more than this are evicted (Jetstream keeps ~24-36 h).
     pub max_age_us: i64,
+    /// The seq of the first event (Jetstream: 1). Two sidecars with different first seqs are
+    /// two instances whose numbers mean different events, as public instances' do.
+    pub first_seq: u64,
 }
 
 impl Default for WindowConfig {
@@ -28,8 +31,58 @@ impl Default for WindowConfig {
         WindowConfig {
             max_events: 500_000,
             max_age_us: 36 * 3600 * 1_000_000,
+            first_seq: 1,
         }
     }
+}
+
+/// Jetstream's split of `cursor` values: below, a seq; at or above, unix µs.
+pub const SEQ_LIMIT: u64 = 1_000_000_000_000_000;
+
+/// A subscription's `cursor`, as Jetstream reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// Absent: the live tail.
+    Live,
+    /// Below [`SEQ_LIMIT`]: from this seq, inclusive.
+    Seq(u64),
+    /// Unix µs: from the first event at or after it.
+    Time(i64),
+}
+
+impl Cursor {
+    pub fn of(value: Option<u64>) -> Cursor {
+        match value {
+            None => Cursor::Live,
+            Some(n) if n < SEQ_LIMIT => Cursor::Seq(n),
+            Some(n) => Cursor::Time(n.min(i64::MAX as u64) as i64),
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Cursor::Live => "live",
+            Cursor::Seq(_) => "seq",
+            Cursor::Time(_) => "time",
+        }
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    pub position: Position,
+    /// The cursor asked for what the window no longer holds: it starts at the oldest it does
+    /// (v2 says so in an `#info` frame for a time; refuses a seq, see [`TooOld`]).
+    pub clamped: bool,
+}
+
+/// A seq cursor older than the window: v2 answers 400 `CursorTooOld`, v1 starts at the oldest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooOld {
+    /// The oldest seq still held.
+    pub floor: u64,
+    pub start: Start,
 }
 
 /// A subscriber's place in the log: the absolute index of the next frame to read.
@@ -59,6 +112,14 @@ pub struct Counters {
     pub delivered: AtomicU64,
     pub dropped_slow: AtomicU64,
     pub source_done: AtomicBool,
+    /// Subscriptions by the cursor they asked with, and by wire.
+    pub cursor_live: AtomicU64,
+    pub cursor_seq: AtomicU64,
+    pub cursor_time: AtomicU64,
+    /// Subscriptions whose cursor was older than the window.
+    pub clamped: AtomicU64,
+    /// Subscriptions to the v2 stream (`subscribeEvents`).
+    pub v2_connections: AtomicU64,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -72,7 +133,14 @@ pub struct StatsReport {
     pub retained: u64,
     pub oldest_time_us: Option<i64>,
     pub newest_time_us: Option<i64>,
+    pub oldest_seq: Option<u64>,
+    pub newest_seq: Option<u64>,
     pub source_done: bool,
+    pub cursor_live: u64,
+    pub cursor_seq: u64,
+    pub cursor_time: u64,
+    pub clamped: u64,
+    pub v2_connections: u64,
 }
 
 pub struct Hub {
@@ -121,6 +189,10 @@ impl Hub {
         let _one_publisher = self.publish.lock().unwrap_or_else(|p| p.into_inner());
         let mut last = self.read_window().last_time_us;
         let now = now_us();
+        let mut seq = {
+            let window = self.read_window();
+            self.config.first_seq + window.first + window.frames.len() as u64
+        };
         let frames: Vec<Arc<Frame>> = incoming
             .into_iter()
             .map(|inc| {
@@ -135,7 +207,8 @@ impl Hub {
                         .unwrap_or(last),
                 };
                 last = wanted.max(last + 1);
-                Arc::new(inc.place(last, self.time))
+                seq += 1;
+                Arc::new(inc.place(last, seq - 1, self.time))
             })
             .collect();
         let count = frames.len() as u64;
@@ -166,17 +239,50 @@ impl Hub {
         *self.head.borrow()
     }
 
-    /// Where a subscriber with this cursor starts: the first event with `time_us >= cursor`;
-    /// the oldest retained event if the cursor is older than the window; the head (live tail) if
-    /// there is no cursor or it lies in the future.
-    pub fn position_for(&self, cursor: Option<i64>) -> Position {
+    /// Where a subscriber with this cursor starts, as Jetstream decides: a time, at the first
+    /// event at or after it; a seq, at that event (inclusive; 0 is 1); the oldest retained event
+    /// if the cursor is older than the window (clamped; for a seq, [`TooOld`], which the legacy
+    /// wire clamps and v2 refuses); the head (live tail) with no cursor or a future one.
+    pub fn start_for(&self, cursor: Cursor) -> Result<Start, TooOld> {
         let window = self.read_window();
         let head = window.first + window.frames.len() as u64;
+        let live = Start {
+            position: head,
+            clamped: false,
+        };
+        let at = |position: Position| Start {
+            position,
+            clamped: false,
+        };
+        let evicted = window.first > 0;
         match cursor {
-            Some(cursor) if cursor <= now_us().max(window.last_time_us) => {
-                window.first + window.frames.partition_point(|f| f.time_us < cursor) as u64
+            Cursor::Live => Ok(live),
+            Cursor::Time(t) if t > now_us().max(window.last_time_us) => Ok(live),
+            Cursor::Time(t) => {
+                let skipped = window.frames.partition_point(|f| f.time_us < t) as u64;
+                let older = window.frames.front().is_some_and(|f| t < f.time_us);
+                Ok(Start {
+                    position: window.first + skipped,
+                    clamped: evicted && older,
+                })
             }
-            _ => head,
+            Cursor::Seq(seq) => {
+                let seq = seq.max(1);
+                let first_seq = self.config.first_seq + window.first;
+                if seq >= self.config.first_seq + head {
+                    Ok(live)
+                } else if seq < first_seq {
+                    Err(TooOld {
+                        floor: first_seq,
+                        start: Start {
+                            position: window.first,
+                            clamped: true,
+                        },
+                    })
+                } else {
+                    Ok(at(seq - self.config.first_seq))
+                }
+            }
         }
     }
 
@@ -216,7 +322,14 @@ impl Hub {
             retained: window.frames.len() as u64,
             oldest_time_us: window.frames.front().map(|f| f.time_us),
             newest_time_us: window.frames.back().map(|f| f.time_us),
+            oldest_seq: window.frames.front().map(|f| f.seq),
+            newest_seq: window.frames.back().map(|f| f.seq),
             source_done: c.source_done.load(Ordering::Relaxed),
+            cursor_live: c.cursor_live.load(Ordering::Relaxed),
+            cursor_seq: c.cursor_seq.load(Ordering::Relaxed),
+            cursor_time: c.cursor_time.load(Ordering::Relaxed),
+            clamped: c.clamped.load(Ordering::Relaxed),
+            v2_connections: c.v2_connections.load(Ordering::Relaxed),
         }
     }
 }
@@ -235,25 +348,39 @@ mod tests {
             WindowConfig {
                 max_events: 3,
                 max_age_us: i64::MAX / 2,
+                first_seq: 101,
             },
             TimeMode::Keep,
         );
         hub.publish((1..=5).map(|t| event(t * 10)));
-        // Window holds 30, 40, 50 at absolute positions 2, 3, 4.
+        // Window holds 30, 40, 50 at absolute positions 2, 3, 4, numbered 103, 104, 105.
         assert_eq!(hub.head(), 5);
-        assert_eq!(hub.position_for(Some(35)), 3);
-        assert_eq!(hub.position_for(Some(40)), 3);
+        let position = |cursor| hub.start_for(cursor).map(|s| s.position);
+        assert_eq!(position(Cursor::Time(35)), Ok(3));
+        assert_eq!(position(Cursor::Time(40)), Ok(3));
         assert_eq!(
-            hub.position_for(Some(1)),
-            2,
+            hub.start_for(Cursor::Time(1)),
+            Ok(Start {
+                position: 2,
+                clamped: true
+            }),
             "older than the window: from the oldest"
         );
-        assert_eq!(hub.position_for(None), 5);
+        assert_eq!(position(Cursor::Live), Ok(5));
         assert_eq!(
-            hub.position_for(Some(now_us() + 60_000_000)),
-            5,
+            position(Cursor::Time(now_us() + 60_000_000)),
+            Ok(5),
             "future: live tail"
         );
+        assert_eq!(position(Cursor::Seq(104)), Ok(3), "a seq: that event");
+        assert_eq!(position(Cursor::Seq(106)), Ok(5), "a future seq: live tail");
+        let too_old = hub.start_for(Cursor::Seq(102)).unwrap_err();
+        assert_eq!((too_old.floor, too_old.start.position), (103, 2));
+        assert_eq!(hub.start_for(Cursor::Seq(0)).unwrap_err().floor, 103);
+        let seqs: Vec<u64> = hub.read(2, 10).unwrap().iter().map(|f| f.seq).collect();
+        assert_eq!(seqs, vec![103, 104, 105]);
+        assert_eq!(Cursor::of(Some(SEQ_LIMIT - 1)), Cursor::Seq(SEQ_LIMIT - 1));
+        assert_eq!(Cursor::of(Some(SEQ_LIMIT)), Cursor::Time(SEQ_LIMIT as i64));
         assert_eq!(hub.read(1, 10).unwrap_err(), Evicted { oldest: 2 });
         let times: Vec<i64> = hub.read(3, 10).unwrap().iter().map(|f| f.time_us).collect();
         assert_eq!(times, vec![40, 50]);
@@ -299,6 +426,7 @@ mod tests {
             WindowConfig {
                 max_events: 100,
                 max_age_us: 15,
+                first_seq: 1,
             },
             TimeMode::Keep,
         );

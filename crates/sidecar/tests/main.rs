@@ -7,3 +7,4 @@ mod cli;
 mod firehose;
 mod serve;
 mod skyware;
+mod v2;

@@ -16,15 +16,21 @@ const SHORT: Duration = Duration::from_millis(300);
 
 #[tokio::test]
 async fn cursor_replays_from_the_first_event_at_or_after_it_then_tails_live() {
+    // Times at or above 1e15 µs: below, a cursor is a seq.
+    const T: i64 = 1_732_406_400_000_000;
     let (hub, server) = server().await;
-    hub.publish((1..=10).map(|i| commit(A, i * 100, STATUS, "k")));
-    let mut ws = connect(&server, "cursor=450").await;
-    assert_eq!(times(&mut ws, 6).await, vec![500, 600, 700, 800, 900, 1000]);
-    hub.publish([commit(A, 1100, STATUS, "k")]);
-    assert_eq!(times(&mut ws, 1).await, vec![1100]);
-    let mut exact = connect(&server, "cursor=1000").await;
+    hub.publish((1..=10).map(|i| commit(A, T + i * 100, STATUS, "k")));
+    let mut ws = connect(&server, &format!("cursor={}", T + 450)).await;
+    let from = |times: Vec<i64>| times.into_iter().map(|t| t - T).collect::<Vec<_>>();
     assert_eq!(
-        times(&mut exact, 2).await,
+        from(times(&mut ws, 6).await),
+        vec![500, 600, 700, 800, 900, 1000]
+    );
+    hub.publish([commit(A, T + 1100, STATUS, "k")]);
+    assert_eq!(from(times(&mut ws, 1).await), vec![1100]);
+    let mut exact = connect(&server, &format!("cursor={}", T + 1000)).await;
+    assert_eq!(
+        from(times(&mut exact, 2).await),
         vec![1000, 1100],
         "the cursor's own event is included"
     );
@@ -48,6 +54,7 @@ async fn a_cursor_older_than_the_window_starts_at_the_oldest_retained_event() {
     let window = WindowConfig {
         max_events: 5,
         max_age_us: i64::MAX / 2,
+        first_seq: 1,
     };
     let (hub, server) = server_with(|_| {}, window, TimeMode::Keep).await;
     hub.publish((1..=20).map(|i| commit(A, i * 10, STATUS, "k")));
@@ -269,6 +276,7 @@ async fn a_client_that_stops_reading_is_dropped_and_others_are_unaffected() {
     let window = WindowConfig {
         max_events: 2_000,
         max_age_us: i64::MAX / 2,
+        first_seq: 1,
     };
     let (hub, server) = server_with(
         |c| c.write_timeout = Duration::from_millis(300),

@@ -118,7 +118,12 @@ impl Skyware {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             match self.next().await {
-                Some(event) => out.push(event),
+                Some(mut event) => {
+                    // The seq the sidecar gives each event: compared apart from the frame.
+                    let seq = event.as_object_mut().and_then(|o| o.remove("cursor"));
+                    assert!(seq.is_some_and(|s| s.is_u64()), "no seq: {event}");
+                    out.push(event)
+                }
                 None => panic!("the client received {} of {n} events", out.len()),
             }
         }

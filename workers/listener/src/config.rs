@@ -5,19 +5,23 @@ use domain::batch::Rules;
 use worker::Env;
 use workers_common::vars::{number, text};
 
-/// The public Jetstream instances, used when `JETSTREAM_URLS` is not set.
+/// The public Jetstream instances, used when `JETSTREAM_URLS` is not set (docs/listener.md,
+/// "Which Jetstream"): Bluesky's two v2 instances on their v2 stream first (sequence numbers,
+/// so a reconnect resumes exactly; resync rows), then two of the legacy v1 instances, which
+/// number nothing and are reached by time.
 const PUBLIC_JETSTREAMS: &[&str] = &[
+    "wss://jetstream.us-east.bsky.network/xrpc/network.bsky.jetstream.subscribeEvents",
+    "wss://jetstream.us-west.bsky.network/xrpc/network.bsky.jetstream.subscribeEvents",
     "wss://jetstream1.us-east.bsky.network/subscribe",
-    "wss://jetstream2.us-east.bsky.network/subscribe",
     "wss://jetstream1.us-west.bsky.network/subscribe",
-    "wss://jetstream2.us-west.bsky.network/subscribe",
 ];
 
 pub use domain::batch::Mode;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Jetstream `/subscribe` endpoints, tried in order, failing over on error.
+    /// Jetstream endpoints (`/subscribe` or `/xrpc/network.bsky.jetstream.subscribeEvents`),
+    /// tried in order, failing over on error.
     pub urls: Vec<String>,
     pub poll_interval_ms: i64,
     /// The first wait after a failure; it doubles after each full round of the URLs.

@@ -177,6 +177,9 @@ impl Listener {
                     }
                 };
                 status.counters.failures += 1;
+                // Time is safe everywhere; a sequence number may be what failed (v2 refuses
+                // one older than it keeps with 400 `CursorTooOld`), so the next try goes by time.
+                status.seq = None;
                 status.consecutive_failures = status.consecutive_failures.saturating_add(1);
                 let wait = self.config.backoff_ms(status.consecutive_failures);
                 tracing::error!(url, outcome = why, error = ?status.last_error, wait_ms = wait, "connection failed; trying the next URL");

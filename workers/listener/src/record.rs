@@ -1,8 +1,10 @@
 //! Recording one batch: `domain::ingest` plans it, D1 runs it as one transaction, the cursor is
 //! stored only after that committed, and what changed goes to the broker in one publish.
 
+use domain::cursor::InstanceSeq;
 use domain::ingest::Batch;
 use domain::internal::ListenerStatus;
+use domain::jetstream::NoticeLevel;
 use worker::*;
 
 use workers_common::now_ms;
@@ -14,6 +16,8 @@ pub const KEY_STATUS: &str = "status";
 pub struct Recorder {
     db: D1Database,
     broker: Fetcher,
+    /// The URL being read: the instance whose sequence numbers the batches carry.
+    url: String,
 }
 
 /// What a recorded batch covered.
@@ -26,10 +30,11 @@ pub struct Covered {
 }
 
 impl Recorder {
-    pub fn new(env: &Env) -> Result<Recorder> {
+    pub fn new(env: &Env, url: &str) -> Result<Recorder> {
         Ok(Recorder {
             db: env.d1("DB")?,
             broker: env.service("BROKER")?,
+            url: url.to_owned(),
         })
     }
 
@@ -56,6 +61,16 @@ impl Recorder {
                 .or_default() += 1;
             tracing::warn!(reason = dropped.reason, detail = %dropped.detail, "dropped a frame");
         }
+        for notice in &batch.notices {
+            let (name, message) = (&notice.name, notice.message.as_deref().unwrap_or(""));
+            match notice.level {
+                NoticeLevel::Error => {
+                    tracing::warn!(name, message, "Jetstream sent an error; it closes next")
+                }
+                NoticeLevel::Info => tracing::info!(name, message, "Jetstream says"),
+                NoticeLevel::Unknown => tracing::info!(name, "skipped a frame of an unknown type"),
+            }
+        }
 
         let mut messages = Vec::new();
         if !batch.statements.is_empty() {
@@ -76,6 +91,19 @@ impl Recorder {
             let cursor = status.cursor_us.map_or(cursor, |c| c.max(cursor));
             status.cursor_us = Some(cursor);
             status.lag_ms = Some(now_ms() - cursor / 1_000);
+            // The sequence number goes with the time of the same batch: this instance's, or
+            // none if it numbers nothing (a legacy instance), never another's left behind.
+            status.seq = match (batch.seq, status.seq.take()) {
+                (Some(seq), Some(old)) if old.url == self.url => Some(InstanceSeq {
+                    url: old.url,
+                    seq: seq.max(old.seq),
+                }),
+                (Some(seq), _) => Some(InstanceSeq {
+                    url: self.url.clone(),
+                    seq,
+                }),
+                (None, _) => None,
+            };
         }
         // The cursor is stored (with the counters) only now that D1 has the batch; the publish
         // comes after, so what pages are told is always in D1.

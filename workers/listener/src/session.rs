@@ -1,4 +1,6 @@
-//! One connection to Jetstream, in either mode: connect from the cursor (rewound), read frames,
+//! One connection to Jetstream, in either mode: connect from the stored position
+//! (`domain::cursor`: the instance's sequence number on the instance that gave it, otherwise the
+//! time cursor rewound), on the wire the URL names (`/subscribe` or v2's `subscribeEvents`), read frames,
 //! hand them to `domain::batch::Batcher`, record the batches it hands back, and stop when it says
 //! so. Whatever was read before the connection ended is recorded all the same; nothing is
 //! acknowledged to anyone before D1 has it.
@@ -6,6 +8,7 @@
 use std::time::Duration;
 
 use domain::batch::{Batcher, Event};
+use domain::cursor::{Resume, Wire};
 use domain::internal::ListenerStatus;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
@@ -28,26 +31,34 @@ pub async fn run(
     let started_ms = now_ms();
     let woke_us = started_ms * 1_000;
     // The status was read from storage when the alarm fired: its cursor is the stored one.
-    let start = status
-        .cursor_us
-        .map(|cursor| cursor - config.rewind_us)
-        .or(config.start_from_us)
-        .unwrap_or(woke_us - config.rewind_us);
-    let subscribe = subscribe_url(url, start)?;
+    let resume = Resume::choose(
+        url,
+        status.seq.as_ref(),
+        status.cursor_us,
+        config.rewind_us,
+        config.start_from_us,
+        woke_us,
+    );
+    let subscribe = subscribe_url(url, &resume)?;
     status.url = Some(url.to_owned());
     status.counters.connects += 1;
     tracing::info!(
         url,
-        cursor_us = start,
+        cursor = resume.cursor_param(),
+        by = if matches!(resume, Resume::Seq { .. }) {
+            "seq"
+        } else {
+            "time"
+        },
         mode = config.mode_name(),
         "connecting to Jetstream"
     );
     let socket = WebSocket::connect(subscribe).await?;
     socket.accept()?;
     let mut events = socket.events()?;
-    let recorder = Recorder::new(env)?;
+    let recorder = Recorder::new(env, url)?;
 
-    let mut batcher = Batcher::new(config.rules, started_ms, start, status.pace);
+    let mut batcher = Batcher::new(config.rules, started_ms, resume.time_us(), status.pace);
     let outcome: Result<End> = loop {
         let wait = Duration::from_millis(batcher.wait_ms() as u64);
         let event = match select(events.next(), Delay::from(wait)).await {
@@ -98,11 +109,10 @@ pub async fn run(
     outcome
 }
 
-/// `<url>?wantedCollections=xyz.statusphere.status&cursor=<cursor_us>`.
-fn subscribe_url(base: &str, cursor_us: i64) -> Result<Url> {
+/// `<url>?<the app's collection>&cursor=<seq or time>`, in the query language of the URL's wire.
+fn subscribe_url(base: &str, resume: &Resume) -> Result<Url> {
     let mut url = Url::parse(base).map_err(|e| Error::RustError(format!("{base}: {e}")))?;
     url.query_pairs_mut()
-        .append_pair("wantedCollections", lexicon::STATUS_NSID)
-        .append_pair("cursor", &cursor_us.max(0).to_string());
+        .extend_pairs(resume.query(Wire::of(base)));
     Ok(url)
 }

@@ -102,3 +102,14 @@ pub async fn silent(ws: &mut Client, wait: Duration) {
         panic!("expected silence, got {text}");
     }
 }
+
+/// A served legacy frame without the `cursor` (the seq) the sidecar adds after `time_us`: the
+/// frame as it was published.
+pub fn without_cursor(text: &str) -> String {
+    let Some(at) = text.find(",\"cursor\":") else {
+        return text.to_owned();
+    };
+    let rest = &text[at + ",\"cursor\":".len()..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    format!("{}{}", &text[..at], &rest[digits..])
+}
