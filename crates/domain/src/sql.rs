@@ -712,7 +712,24 @@ pub fn writes_in_last_minute(counted: WriteCount, now_ms: i64) -> f64 {
     counted.prev_count as f64 * overlap + counted.count as f64
 }
 
-/// Housekeeping: expired authorizations and browser sessions.
+/// A cached identity lookup (`oauth::cache`), if it has not expired: one `value` column.
+pub fn get_identity_cache(key: &str, now_ms: i64) -> Statement {
+    Statement::new(
+        "SELECT value FROM identity_cache WHERE key = ?1 AND expires_ms > ?2",
+        vec![key.into(), now_ms.into()],
+    )
+}
+
+/// Keeps an identity lookup until `expires_ms`, replacing an older one.
+pub fn put_identity_cache(key: &str, value: &str, expires_ms: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO identity_cache (key, value, expires_ms) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_ms = excluded.expires_ms",
+        vec![key.into(), value.into(), expires_ms.into()],
+    )
+}
+
+/// Housekeeping: expired authorizations, browser sessions and identity lookups.
 pub fn purge_expired(now_ms: i64) -> Vec<Statement> {
     vec![
         Statement::new(
@@ -727,6 +744,10 @@ pub fn purge_expired(now_ms: i64) -> Vec<Statement> {
         Statement::new(
             "DELETE FROM write_budget WHERE window_start < ?1",
             vec![(now_ms - 2 * WRITE_WINDOW_MS).into()],
+        ),
+        Statement::new(
+            "DELETE FROM identity_cache WHERE expires_ms <= ?1",
+            vec![now_ms.into()],
         ),
     ]
 }

@@ -136,6 +136,7 @@ async fn migrations_create_every_table() {
         "browser_session",
         "current_status",
         "health_probe",
+        "identity_cache",
         "oauth_session",
         "oauth_state",
         "status",
@@ -1137,6 +1138,10 @@ async fn hot_queries_use_their_indexes() {
             sql::purge_expired(0)[1].clone(),
             "USING INDEX browser_session_expires",
         ),
+        (
+            sql::purge_expired(0)[3].clone(),
+            "INDEX identity_cache_expires",
+        ),
     ];
     for (statement, expected) in cases {
         let plan = plan(&pool, &statement).await;
@@ -1162,4 +1167,45 @@ async fn hot_queries_use_their_indexes() {
         params: vec![DID_A.into()],
     };
     assert!(plan(&pool, &newest).await.contains("INDEX status_author"));
+}
+
+#[tokio::test]
+async fn identity_lookups_are_kept_until_they_expire() {
+    let pool = database().await;
+    let value = |rows: Vec<SqliteRow>| rows.first().map(|r| r.get::<String, _>("value"));
+    let key = "application/json https://plc.directory/did:plc:a";
+    one(
+        &pool,
+        sql::put_identity_cache(key, "application/json\n{}", 1_000),
+    )
+    .await;
+    assert_eq!(
+        value(one(&pool, sql::get_identity_cache(key, 999)).await).as_deref(),
+        Some("application/json\n{}")
+    );
+    assert_eq!(
+        value(one(&pool, sql::get_identity_cache(key, 1_000)).await),
+        None,
+        "expired"
+    );
+    // A newer answer replaces the old one, and lives on.
+    one(
+        &pool,
+        sql::put_identity_cache(key, "application/json\n[]", 5_000),
+    )
+    .await;
+    assert_eq!(
+        value(one(&pool, sql::get_identity_cache(key, 1_500)).await).as_deref(),
+        Some("application/json\n[]")
+    );
+    one(
+        &pool,
+        sql::put_identity_cache("other", "text/plain\nx", 2_000),
+    )
+    .await;
+    batch(&pool, &sql::purge_expired(3_000)).await;
+    assert_eq!(
+        count_rows(&pool, "SELECT COUNT(*) FROM identity_cache").await,
+        1
+    );
 }

@@ -4,6 +4,7 @@
 
 pub mod hostile;
 pub mod listening;
+pub mod names;
 pub mod pds;
 pub mod shared;
 pub mod tables;

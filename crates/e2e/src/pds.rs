@@ -222,6 +222,13 @@ impl Default for Reqwest {
     }
 }
 
+impl Reqwest {
+    /// Over this client (which should not follow redirects either).
+    pub fn with(client: reqwest::Client) -> Reqwest {
+        Reqwest(client)
+    }
+}
+
 impl atrium_xrpc::HttpClient for Reqwest {
     async fn send_http(
         &self,

@@ -76,6 +76,17 @@ impl Tables {
         Ok(data?)
     }
 
+    /// The keys of the identity lookups edge keeps (`identity_cache`) that have not expired.
+    pub async fn identity_cache(stack: &Stack) -> Result<Vec<String>> {
+        let pool = open_d1(&stack.config().persist_dir).await?;
+        let keys = sqlx::query_scalar("SELECT key FROM identity_cache WHERE expires_ms > ?1")
+            .bind(crate::now_ms())
+            .fetch_all(&pool)
+            .await;
+        pool.close().await;
+        Ok(keys?)
+    }
+
     /// Runs `sql` on the stack's local D1 database while the stack runs (SQLite takes writes from
     /// two processes): how a test makes D1 itself fail, with a trigger that raises an error.
     pub async fn execute(stack: &Stack, sql: &str) -> Result<()> {

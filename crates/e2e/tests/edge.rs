@@ -172,10 +172,43 @@ async fn flow(net: &Net) -> Result<()> {
     Ok(())
 }
 
+/// This stack resolves handles as production does, over DNS-over-HTTPS (`e2e::names` on plain
+/// http, the local network's reach): each person's `_atproto` TXT record names their DID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_failures_say_why() -> Result<()> {
-    let net = tokio::task::block_in_place(|| start("edge-failures"))?;
-    let result = failures(&net).await;
+    let names = e2e::names::Names::start().await?;
+    let devnet = tokio::task::block_in_place(e2e::shared::devnet)?;
+    for account in &devnet.accounts {
+        let record = format!("did={}", account.did);
+        names.set_txt(&format!("_atproto.{}", account.handle), &[&record]);
+    }
+    let net = tokio::task::block_in_place(|| {
+        start_with("edge-failures", |config| {
+            config
+                .with_var(Worker::Edge, "HANDLE_RESOLVER", "dns")
+                .with_var(Worker::Edge, "DOH_URL", &names.doh_http_url())
+        })
+    })?;
+    let result = async {
+        failures(&net).await?;
+        // The sign-ins went through DNS, and what they looked up is kept in D1 for the next.
+        ensure!(
+            names.hits("127.0.0.1", "/dns-query") >= 3,
+            "DNS was not asked"
+        );
+        let cached = e2e::tables::Tables::identity_cache(&net.stack).await?;
+        ensure!(
+            cached
+                .iter()
+                .any(|k| k.contains("/dns-query?name=_atproto.dave.test"))
+                && cached
+                    .iter()
+                    .any(|k| k.contains(&did_of(&net.devnet, "dave"))),
+            "nothing cached: {cached:?}"
+        );
+        Ok(())
+    }
+    .await;
     net.with_log(result)
 }
 

@@ -7,6 +7,7 @@ mod chromium;
 mod deploy;
 mod edge;
 mod help;
+mod identity;
 mod listener;
 mod oauth;
 mod skeleton;

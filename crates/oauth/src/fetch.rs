@@ -12,6 +12,7 @@ use http::{Request, Response};
 use serde::de::DeserializeOwned;
 use url::{Host, Url};
 
+use crate::cache::CacheFor;
 use crate::{bounded, Error, Result};
 
 /// Which hosts this crate may reach.
@@ -101,7 +102,19 @@ pub async fn get_json<T: HttpClient, D: DeserializeOwned>(
     reach: Reach,
     what: &str,
 ) -> Result<D> {
-    let body = get(http, url, reach, "application/json", what).await?;
+    get_json_cached(http, url, reach, what, None).await
+}
+
+/// [`get_json`], whose answer a caching transport may keep for `cache`
+/// ([`crate::cache::Cached`]).
+pub async fn get_json_cached<T: HttpClient, D: DeserializeOwned>(
+    http: &T,
+    url: &str,
+    reach: Reach,
+    what: &str,
+    cache: Option<CacheFor>,
+) -> Result<D> {
+    let body = get_cached(http, url, reach, "application/json", what, cache).await?;
     serde_json::from_slice(&body)
         .map_err(|e| Error::Protocol(format!("{what} from {} is not valid: {e}", bounded(url))))
 }
@@ -114,11 +127,26 @@ pub async fn get<T: HttpClient>(
     accept: &str,
     what: &str,
 ) -> Result<Vec<u8>> {
+    get_cached(http, url, reach, accept, what, None).await
+}
+
+/// [`get`], whose answer a caching transport may keep for `cache`.
+pub async fn get_cached<T: HttpClient>(
+    http: &T,
+    url: &str,
+    reach: Reach,
+    accept: &str,
+    what: &str,
+    cache: Option<CacheFor>,
+) -> Result<Vec<u8>> {
     let parsed = check_url(url, reach)?;
-    let request = Request::get(parsed.as_str())
+    let mut request = Request::get(parsed.as_str())
         .header(http::header::ACCEPT, accept)
         .body(Vec::new())
         .map_err(|e| Error::Protocol(format!("bad request to {}: {e}", bounded(url))))?;
+    if let Some(cache) = cache {
+        request.extensions_mut().insert(cache);
+    }
     let response = send(http, request, MAX_BODY).await?;
     if response.status() != http::StatusCode::OK {
         return Err(Error::Transport(format!(

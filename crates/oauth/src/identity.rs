@@ -8,6 +8,7 @@ use atrium_api::types::string::{Did, Handle};
 use atrium_xrpc::HttpClient;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::{CacheFor, DNS_TTL_S, DOCUMENT_TTL_S};
 use crate::fetch::{self, check_url, Reach};
 use crate::{bounded, Error, Result};
 
@@ -247,7 +248,17 @@ async fn dns_txt<T: HttpClient>(
         answer: Vec<Answer>,
     }
     let url = format!("{doh_url}?name=_atproto.{handle}&type=TXT");
-    let body = match fetch::get(http, &url, config.reach, "application/dns-json", "DNS").await {
+    let cache = Some(CacheFor(DNS_TTL_S));
+    let body = match fetch::get_cached(
+        http,
+        &url,
+        config.reach,
+        "application/dns-json",
+        "DNS",
+        cache,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(_) => return Ok(None),
     };
@@ -283,7 +294,16 @@ async fn well_known<T: HttpClient>(
     handle: &str,
 ) -> Result<String> {
     let url = format!("https://{handle}/.well-known/atproto-did");
-    let body = fetch::get(http, &url, config.reach, "text/plain", "well-known DID").await?;
+    let cache = Some(CacheFor(DOCUMENT_TTL_S));
+    let body = fetch::get_cached(
+        http,
+        &url,
+        config.reach,
+        "text/plain",
+        "well-known DID",
+        cache,
+    )
+    .await?;
     let text = String::from_utf8_lossy(&body).trim().to_owned();
     if text.len() > 2048 {
         return Err(Error::Identity("well-known DID too long".into()));
@@ -320,7 +340,8 @@ pub async fn resolve_did<T: HttpClient>(
     } else {
         format!("{}/{did}", config.plc_url.trim_end_matches('/'))
     };
-    let doc: DidDocument = fetch::get_json(http, &url, config.reach, "DID document")
+    let cache = Some(CacheFor(DOCUMENT_TTL_S));
+    let doc: DidDocument = fetch::get_json_cached(http, &url, config.reach, "DID document", cache)
         .await
         .map_err(|e| Error::Identity(format!("The identity {did} could not be found: {e}")))?;
     if doc.id != did {

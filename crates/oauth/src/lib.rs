@@ -6,9 +6,11 @@
 //! Runtime-neutral: every request goes through an [`atrium_xrpc::HttpClient`] the caller supplies
 //! (the Workers fetch API in edge, reqwest in native tests), and every function that needs the time
 //! is given it. Nothing here stores anything: flows hand back serialisable values ([`Pending`],
-//! [`Session`]) for the caller to keep, and [`sealed`] seals them for storage. Why our own crate
+//! [`Session`]) for the caller to keep, [`sealed`] seals them for storage, and [`cache`] keeps
+//! identity lookups in a store the caller supplies. Why our own crate
 //! and not atrium-oauth: docs/auth.md.
 
+pub mod cache;
 pub mod client;
 pub mod dpop;
 pub mod fetch;

@@ -11,7 +11,7 @@ use worker::{Env, Request, Response, Result};
 
 use crate::config::Config;
 use crate::error::{self, Error};
-use crate::http::WorkerHttp;
+use crate::http::{EdgeHttp, WorkerHttp};
 use crate::page::{self, Notice, Viewer};
 use crate::ports::{WorkerClock, D1};
 use crate::session;
@@ -26,10 +26,14 @@ const _: () = assert!(
 );
 
 /// The flows, or (for a deploy whose client is misconfigured) why sign-in is unavailable.
-fn oauth(config: &Config, now_ms: i64) -> std::result::Result<OAuth<'_, WorkerHttp>, oauth::Error> {
+fn oauth<'a>(
+    config: &'a Config,
+    http: &'a EdgeHttp,
+    now_ms: i64,
+) -> std::result::Result<OAuth<'a, EdgeHttp>, oauth::Error> {
     match config.client() {
         Ok(client) => Ok(OAuth {
-            http: &WorkerHttp,
+            http,
             client,
             now_s: now_ms / 1000,
         }),
@@ -86,7 +90,8 @@ pub async fn login(mut req: Request, env: &Env, config: &Config, now_ms: i64) ->
         .unwrap_or_default();
     let input: String = input.chars().take(512).collect();
     let db = env.d1("DB")?;
-    match async { oauth(config, now_ms)?.authorize(&input).await }.await {
+    let http = crate::http::transport(env)?;
+    match async { oauth(config, &http, now_ms)?.authorize(&input).await }.await {
         Ok((url, pending)) => {
             let data = match seal(config, &serde_json::to_string(&pending)?, &pending.state) {
                 Ok(data) => data,
@@ -194,7 +199,14 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
             .await;
         }
     };
-    let session = match async { oauth(config, now_ms)?.callback(&params, pending).await }.await {
+    let http = crate::http::transport(env)?;
+    let session = match async {
+        oauth(config, &http, now_ms)?
+            .callback(&params, pending)
+            .await
+    }
+    .await
+    {
         Ok(session) => session,
         Err(error) => {
             tracing::warn!(%error, "sign-in refused at the callback");
@@ -257,13 +269,15 @@ pub async fn logout(req: Request, env: &Env, config: &Config, now_ms: i64) -> Re
     let db = env.d1("DB")?;
     if let Some(signed_in) = session::current(&req, &db, config.cookies, now_ms).await? {
         let d1 = D1(&db);
+        let http = crate::http::transport(env)?;
         // Misconfigured keys or a failing D1 only mean no revocation: signing out still happens.
-        let stored = match sessions(&d1, config) {
+        let stored = match sessions(&d1, config, &http) {
             Ok(sessions) => sessions.load(&signed_in.did).await.unwrap_or_default(),
             Err(_) => None,
         };
         if let Some(session) = stored {
-            if let Err(error) = async { oauth(config, now_ms)?.revoke(&session).await }.await {
+            if let Err(error) = async { oauth(config, &http, now_ms)?.revoke(&session).await }.await
+            {
                 tracing::warn!(%error, "revocation failed; the session is forgotten anyway");
             }
         }
@@ -313,7 +327,8 @@ async fn sign_in_unavailable(
 pub fn sessions<'a>(
     db: &'a D1<'a>,
     config: &'a Config,
-) -> account::Result<Sessions<'a, D1<'a>, WorkerClock, WorkerHttp>> {
+    http: &'a EdgeHttp,
+) -> account::Result<Sessions<'a, D1<'a>, WorkerClock, EdgeHttp>> {
     let misconfigured = |why: &String| {
         tracing::error!(%why, "sessions are misconfigured");
         account::Error::Unavailable("sign-in is not available on this server right now".into())
@@ -321,7 +336,7 @@ pub fn sessions<'a>(
     Ok(Sessions {
         db,
         clock: &WorkerClock,
-        http: &WorkerHttp,
+        http,
         client: config.client().as_ref().map_err(misconfigured)?,
         keys: config.session_keys().as_ref().map_err(misconfigured)?,
         margin_s: config.refresh_margin_s,

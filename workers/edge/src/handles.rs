@@ -10,8 +10,6 @@ use domain::wire::ServerMessage;
 use serde::Deserialize;
 use worker::{Env, Result};
 
-use crate::http::WorkerHttp;
-
 /// Lookups per cron run: each is two or three fetches, well inside a request's subrequest limit.
 pub const CRON_LOOKUPS: i64 = 10;
 /// Lookups after a page view that showed a DID.
@@ -53,9 +51,10 @@ async fn look_up(env: &Env, claim: &Statement, now_ms: i64) -> Result<usize> {
         return Ok(0);
     }
     let identity = crate::config::identity(env);
+    let http = crate::http::transport(env)?;
     let mut statements = Vec::new();
     for Claimed { did } in claimed {
-        match oauth::identity::resolve_did_handle(&WorkerHttp, &identity, &did).await {
+        match oauth::identity::resolve_did_handle(&http, &identity, &did).await {
             Ok(Some(handle)) => statements.push(sql::learn_handle(&did, &handle, now_ms * 1000)),
             Ok(None) => tracing::info!(did, "no handle that resolves back to this DID"),
             Err(error) => tracing::warn!(did, %error, "handle lookup failed; retried in an hour"),

@@ -3,6 +3,9 @@
 //! redirects are not followed (a redirect could lead a checked URL somewhere unchecked), bodies
 //! are read as a stream and cut off at a byte cap (whether or not a length was declared: a chunked
 //! answer can be endless), and the whole exchange has a deadline, after which it is aborted.
+//!
+//! [`EdgeHttp`] puts `oauth::cache` in front of it, on D1 ([`D1Cache`]): identity lookups are kept
+//! for a few minutes; every other request goes straight through.
 
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
@@ -28,6 +31,51 @@ pub const FETCH_DEADLINE_MS: u64 = 5_000;
 pub const REFRESH_FETCHES: u64 = 5;
 
 pub struct WorkerHttp;
+
+/// Edge's transport: fetch, with identity lookups cached in D1.
+pub type EdgeHttp = oauth::cache::Cached<WorkerHttp, D1Cache>;
+
+/// [`EdgeHttp`] on this deploy's D1.
+pub fn transport(env: &worker::Env) -> worker::Result<EdgeHttp> {
+    Ok(oauth::cache::Cached {
+        inner: WorkerHttp,
+        store: D1Cache(env.d1("DB")?),
+    })
+}
+
+/// The `identity_cache` table (migration 0010) as an `oauth::cache::CacheStore`. A D1 failure
+/// is a miss (read) or a lookup not kept (write): logged, never the sign-in's failure.
+pub struct D1Cache(pub worker::D1Database);
+
+impl oauth::cache::CacheStore for D1Cache {
+    async fn get(&self, key: &str) -> Option<oauth::cache::Entry> {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            value: String,
+        }
+        let statement = domain::sql::get_identity_cache(key, workers_common::now_ms());
+        // Single-threaded, as in `WorkerHttp::send_http`.
+        match SendFuture::new(workers_common::d1::rows::<Row>(&self.0, &statement)).await {
+            Ok(rows) => rows
+                .into_iter()
+                .next()
+                .and_then(|row| oauth::cache::Entry::from_text(&row.value)),
+            Err(error) => {
+                tracing::warn!(%error, "reading the identity cache failed");
+                None
+            }
+        }
+    }
+
+    async fn put(&self, key: &str, entry: &oauth::cache::Entry, ttl_s: u32) {
+        let expires_ms = workers_common::now_ms() + i64::from(ttl_s) * 1000;
+        let statement = domain::sql::put_identity_cache(key, &entry.to_text(), expires_ms);
+        let put = workers_common::d1::rows::<serde_json::Value>(&self.0, &statement);
+        if let Err(error) = SendFuture::new(put).await {
+            tracing::warn!(%error, "keeping an identity lookup failed");
+        }
+    }
+}
 
 impl atrium_xrpc::HttpClient for WorkerHttp {
     async fn send_http(

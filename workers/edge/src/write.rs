@@ -105,7 +105,8 @@ async fn write(
 ) -> std::result::Result<Written, Refused> {
     let db = env.d1("DB").map_err(|e| Refused::Store(e.to_string()))?;
     let d1 = D1(&db);
-    let sessions = auth::sessions(&d1, config)?;
+    let http = crate::http::transport(env).map_err(|e| Refused::Store(e.to_string()))?;
+    let sessions = auth::sessions(&d1, config, &http)?;
     let written = sessions
         .write_status(&who.did, status, config.writes_per_minute)
         .await?;
