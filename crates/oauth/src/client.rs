@@ -21,8 +21,80 @@ pub const PENDING_TTL_S: i64 = 600;
 pub enum ClientAuth {
     /// A public client (the loopback client of local development).
     None,
-    /// A confidential client: `private_key_jwt` assertions signed by this key (it has a `kid`).
-    PrivateKeyJwt(Key),
+    /// A confidential client: `private_key_jwt` assertions signed by the keys of this ring.
+    PrivateKeyJwt(KeyRing),
+}
+
+/// The confidential client's keys, each with its own `kid`, all of them published in the JWKS.
+/// The first signs new sign-ins; a sign-in and the session it becomes keep the kid they started
+/// with (`Pending::client_kid`, `Session::client_kid`), because the authorization server binds the
+/// session to the key of its PAR and refuses its refreshes signed by any other. So a key rotates
+/// in three steps (docs/operations.md): publish the new key after the current one (servers cache
+/// the JWKS for minutes), then put it first, then drop the old one once its sessions are gone.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    keys: Vec<Key>,
+}
+
+impl KeyRing {
+    /// Keys in order (the first signs), each with a distinct `kid`.
+    pub fn new(keys: Vec<Key>) -> Result<KeyRing> {
+        if keys.is_empty() {
+            return Err(Error::Key("the client key ring is empty".into()));
+        }
+        let mut kids = Vec::new();
+        for key in &keys {
+            let Some(kid) = key.kid() else {
+                return Err(Error::Key("every client key needs a kid".into()));
+            };
+            if kids.contains(&kid) {
+                return Err(Error::Key(format!("two client keys have the kid {kid}")));
+            }
+            kids.push(kid);
+        }
+        Ok(KeyRing { keys })
+    }
+
+    /// One JWK, or a JSON array of them (the first signs).
+    pub fn from_jwks_text(text: &str) -> Result<KeyRing> {
+        let value: Value = serde_json::from_str(text.trim())
+            .map_err(|e| Error::Key(format!("the client key is not JSON: {e}")))?;
+        let items = match value {
+            Value::Array(items) => items,
+            one => vec![one],
+        };
+        let keys = items
+            .iter()
+            .map(|jwk| Key::from_jwk(&jwk.to_string()))
+            .collect::<Result<Vec<_>>>()?;
+        KeyRing::new(keys)
+    }
+
+    /// The key new sign-ins use.
+    pub fn signing(&self) -> &Key {
+        &self.keys[0]
+    }
+
+    /// The key of this kid (`None`: the first, for sessions stored before kids were kept); an
+    /// error when the ring no longer holds it: that session cannot be refreshed any more.
+    pub fn for_kid(&self, kid: Option<&str>) -> Result<&Key> {
+        let Some(kid) = kid else {
+            return Ok(self.signing());
+        };
+        self.keys
+            .iter()
+            .find(|key| key.kid() == Some(kid))
+            .ok_or_else(|| {
+                Error::Denied(format!(
+                    "this sign-in was made with a key this app has retired ({}). Please sign in again.",
+                    bounded(kid)
+                ))
+            })
+    }
+
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
 }
 
 /// This app as an OAuth client.
@@ -33,6 +105,9 @@ pub struct Client {
     pub scope: String,
     pub auth: ClientAuth,
     pub identity: IdentityConfig,
+    /// The app's own URL: the metadata document's `client_uri`, and the base of its `jwks_uri`
+    /// (configuration, never the request's origin).
+    pub home: String,
 }
 
 impl Client {
@@ -50,28 +125,35 @@ impl Client {
             scope: scope.to_owned(),
             auth: ClientAuth::None,
             identity,
+            home: "http://localhost".into(),
         }
     }
 
     /// The production client at `public_url` (https): its id is the URL of its metadata
-    /// document, and it signs client assertions with `key`, which must have a `kid`.
+    /// document, and it signs client assertions with the keys of `keys`.
     pub fn confidential(
         public_url: &str,
-        key: Key,
+        keys: KeyRing,
         scope: &str,
         identity: IdentityConfig,
     ) -> Result<Client> {
-        if key.kid().is_none() {
-            return Err(Error::Key("the client key needs a kid".into()));
-        }
         let base = public_url.trim_end_matches('/');
         Ok(Client {
             client_id: format!("{base}/oauth-client-metadata.json"),
             redirect_uri: format!("{base}/oauth/callback"),
             scope: scope.to_owned(),
-            auth: ClientAuth::PrivateKeyJwt(key),
+            auth: ClientAuth::PrivateKeyJwt(keys),
             identity,
+            home: base.to_owned(),
         })
+    }
+
+    /// The kid new sign-ins are signed with (`None` for a public client).
+    fn signing_kid(&self) -> Option<String> {
+        match &self.auth {
+            ClientAuth::None => None,
+            ClientAuth::PrivateKeyJwt(ring) => ring.signing().kid().map(str::to_owned),
+        }
     }
 
     /// `none` or `private_key_jwt`.
@@ -83,7 +165,8 @@ impl Client {
     }
 
     /// The client metadata document (served at the client id of a confidential client).
-    pub fn metadata_document(&self, client_name: &str, client_uri: &str) -> Value {
+    pub fn metadata_document(&self, client_name: &str) -> Value {
+        let client_uri = self.home.as_str();
         let mut doc = json!({
             "client_id": self.client_id,
             "client_name": client_name,
@@ -98,10 +181,7 @@ impl Client {
         });
         if let ClientAuth::PrivateKeyJwt(_) = self.auth {
             doc["token_endpoint_auth_signing_alg"] = json!("ES256");
-            doc["jwks_uri"] = json!(format!(
-                "{}/.well-known/jwks.json",
-                client_uri.trim_end_matches('/')
-            ));
+            doc["jwks_uri"] = json!(format!("{client_uri}/.well-known/jwks.json"));
         }
         doc
     }
@@ -110,7 +190,9 @@ impl Client {
     pub fn jwks(&self) -> Value {
         match &self.auth {
             ClientAuth::None => json!({ "keys": [] }),
-            ClientAuth::PrivateKeyJwt(key) => json!({ "keys": [key.public_jwk()] }),
+            ClientAuth::PrivateKeyJwt(ring) => json!({
+                "keys": ring.keys().iter().map(Key::public_jwk).collect::<Vec<_>>()
+            }),
         }
     }
 }
@@ -126,6 +208,9 @@ pub struct Pending {
     /// The account the person named (none when they named a server).
     pub expected: Option<Identity>,
     pub created_at_s: i64,
+    /// The client key its PAR was signed with: the token exchange must use the same.
+    #[serde(default)]
+    pub client_kid: Option<String>,
 }
 
 /// A signed-in account's OAuth session: tokens, the DPoP key they are bound to, the latest
@@ -144,6 +229,10 @@ pub struct Session {
     pub dpop_key: Key,
     pub as_nonce: Option<String>,
     pub pds_nonce: Option<String>,
+    /// The client key the sign-in was made with: its refreshes and revocation use the same
+    /// (`None` in sessions stored before kids were kept: the ring's first key).
+    #[serde(default)]
+    pub client_kid: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -279,8 +368,17 @@ impl<T: HttpClient> OAuth<'_, T> {
             .pushed_authorization_request_endpoint
             .clone()
             .unwrap_or_default();
+        let client_kid = self.client.signing_kid();
         let (body, nonce) = self
-            .post_form(&server, &par, "PAR", &params, &dpop_key, None)
+            .post_form(
+                &server,
+                &par,
+                "PAR",
+                &params,
+                &dpop_key,
+                None,
+                client_kid.as_deref(),
+            )
             .await?;
         let Some(request_uri) = body.get("request_uri").and_then(Value::as_str) else {
             return Err(Error::Protocol("the PAR answer has no request_uri".into()));
@@ -298,6 +396,7 @@ impl<T: HttpClient> OAuth<'_, T> {
             dpop_nonce: nonce,
             expected,
             created_at_s: self.now_s,
+            client_kid,
         };
         Ok((url, pending))
     }
@@ -344,6 +443,7 @@ impl<T: HttpClient> OAuth<'_, T> {
                 &params,
                 &pending.dpop_key,
                 pending.dpop_nonce,
+                pending.client_kid.as_deref(),
             )
             .await?;
         let tokens = self.tokens(body)?;
@@ -386,6 +486,7 @@ impl<T: HttpClient> OAuth<'_, T> {
             dpop_key: pending.dpop_key,
             as_nonce: nonce,
             pds_nonce: None,
+            client_kid: pending.client_kid,
         })
     }
 
@@ -425,6 +526,7 @@ impl<T: HttpClient> OAuth<'_, T> {
                 &params,
                 &session.dpop_key,
                 session.as_nonce.clone(),
+                session.client_kid.as_deref(),
             )
             .await?;
         let tokens = self.tokens(body)?;
@@ -462,6 +564,7 @@ impl<T: HttpClient> OAuth<'_, T> {
             &params,
             &session.dpop_key,
             session.as_nonce.clone(),
+            session.client_kid.as_deref(),
         )
         .await?;
         Ok(())
@@ -489,8 +592,9 @@ impl<T: HttpClient> OAuth<'_, T> {
     }
 
     /// POSTs a form to one of the server's endpoints with a DPoP proof (and the client's
-    /// authentication), retrying once with the server's nonce when it asks for one. Returns the
-    /// JSON answer and the latest nonce.
+    /// authentication, by the client key `client_kid`), retrying once with the server's nonce
+    /// when it asks for one. Returns the JSON answer and the latest nonce.
+    #[allow(clippy::too_many_arguments)] // each is one part of the request
     async fn post_form(
         &self,
         server: &AuthServer,
@@ -499,6 +603,7 @@ impl<T: HttpClient> OAuth<'_, T> {
         params: &[(&str, &str)],
         key: &Key,
         mut nonce: Option<String>,
+        client_kid: Option<&str>,
     ) -> Result<(Value, Option<String>)> {
         let mut retried = false;
         loop {
@@ -508,7 +613,8 @@ impl<T: HttpClient> OAuth<'_, T> {
                 ClientAuth::None => {
                     form.append_pair("client_id", &self.client.client_id);
                 }
-                ClientAuth::PrivateKeyJwt(client_key) => {
+                ClientAuth::PrivateKeyJwt(ring) => {
+                    let client_key = ring.for_kid(client_kid)?;
                     let assertion = self.client_assertion(client_key, &server.issuer)?;
                     form.append_pair("client_id", &self.client.client_id)
                         .append_pair(
@@ -604,23 +710,27 @@ mod tests {
 
     #[test]
     fn confidential_client_documents() {
-        assert!(Client::confidential(
-            "https://app.example",
-            Key::generate().unwrap(),
-            "atproto",
-            identity()
-        )
-        .is_err());
+        assert!(
+            KeyRing::new(vec![Key::generate().unwrap()]).is_err(),
+            "no kid"
+        );
+        assert!(KeyRing::new(vec![]).is_err());
         let key = Key::generate().unwrap().with_kid("2026-11");
+        let next = Key::generate().unwrap().with_kid("2027-01");
+        assert!(
+            KeyRing::new(vec![key.clone(), key.clone()]).is_err(),
+            "one kid twice"
+        );
+        let ring = KeyRing::new(vec![key.clone(), next.clone()]).unwrap();
         let client =
-            Client::confidential("https://app.example/", key.clone(), "atproto", identity())
-                .unwrap();
+            Client::confidential("https://app.example/", ring, "atproto", identity()).unwrap();
         assert_eq!(
             client.client_id,
             "https://app.example/oauth-client-metadata.json"
         );
         assert_eq!(client.redirect_uri, "https://app.example/oauth/callback");
-        let doc = client.metadata_document("Statusphere", "https://app.example");
+        let doc = client.metadata_document("Statusphere");
+        assert_eq!(doc["client_uri"], "https://app.example");
         assert_eq!(doc["token_endpoint_auth_method"], "private_key_jwt");
         assert_eq!(doc["jwks_uri"], "https://app.example/.well-known/jwks.json");
         assert_eq!(doc["dpop_bound_access_tokens"], true);
@@ -630,10 +740,31 @@ mod tests {
         );
         let jwks = client.jwks();
         assert_eq!(jwks["keys"][0], key.public_jwk());
+        assert_eq!(jwks["keys"][1], next.public_jwk(), "every key of the ring");
+        assert_eq!(client.signing_kid().as_deref(), Some("2026-11"));
         assert!(
             jwks.to_string().find("\"d\"").is_none(),
             "never the private part"
         );
+    }
+
+    #[test]
+    fn key_rings_from_text_and_by_kid() {
+        let a = Key::generate().unwrap().with_kid("a");
+        let b = Key::generate().unwrap().with_kid("b");
+        let one = KeyRing::from_jwks_text(&a.to_jwk()).unwrap();
+        assert_eq!(one.keys().len(), 1);
+        let text = format!("[{},{}]", b.to_jwk(), a.to_jwk());
+        let ring = KeyRing::from_jwks_text(&text).unwrap();
+        assert_eq!(ring.signing().kid(), Some("b"));
+        assert_eq!(ring.for_kid(Some("a")).unwrap().kid(), Some("a"));
+        assert_eq!(ring.for_kid(None).unwrap().kid(), Some("b"));
+        let retired = ring.for_kid(Some("old")).unwrap_err();
+        assert!(
+            retired.ends_grant(),
+            "a retired key's session is over: {retired}"
+        );
+        assert!(KeyRing::from_jwks_text("not json").is_err());
     }
 
     #[test]

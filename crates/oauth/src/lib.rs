@@ -22,7 +22,7 @@ pub mod pkce;
 pub mod random;
 pub mod sealed;
 
-pub use client::{Callback, Client, ClientAuth, OAuth, Pending, Session};
+pub use client::{Callback, Client, ClientAuth, KeyRing, OAuth, Pending, Session};
 pub use fetch::Reach;
 pub use identity::{HandleResolution, Identity, IdentityConfig};
 pub use jose::Key;

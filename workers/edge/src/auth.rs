@@ -346,7 +346,7 @@ pub fn sessions<'a>(
 
 /// `GET /oauth-client-metadata.json` and `GET /.well-known/jwks.json` (the confidential
 /// client's; the loopback client has neither).
-pub fn client_document(config: &Config, path: &str, base: &str) -> error::Result<Response> {
+pub fn client_document(config: &Config, path: &str) -> error::Result<Response> {
     let Ok(client) = config.client() else {
         return Err(Error::refused(
             503,
@@ -362,7 +362,7 @@ pub fn client_document(config: &Config, path: &str, base: &str) -> error::Result
     let body = if path == "/.well-known/jwks.json" {
         client.jwks()
     } else {
-        client.metadata_document("Statusphere", base)
+        client.metadata_document("Statusphere")
     };
     let response = workers_common::json_response(200, &body)?;
     response

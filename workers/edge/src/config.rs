@@ -5,7 +5,7 @@
 use std::cell::OnceCell;
 
 use oauth::sealed::Keyring;
-use oauth::{Client, HandleResolution, IdentityConfig, Key, Reach};
+use oauth::{Client, HandleResolution, IdentityConfig, KeyRing, Reach};
 use worker::{Env, Url};
 use workers_common::vars::{number, text_or};
 
@@ -125,8 +125,9 @@ fn client(env: &Env, url: &Url) -> Result<Client, String> {
                 .secret("OAUTH_PRIVATE_KEY")
                 .map(|s| s.to_string())
                 .map_err(|_| "the OAUTH_PRIVATE_KEY secret is not set".to_owned())?;
-            let key = Key::from_jwk(&jwk).map_err(|e| e.to_string())?;
-            Client::confidential(&public_url, key, SCOPE, identity).map_err(|e| e.to_string())
+            // One JWK, or a ring: a JSON array whose first key signs (docs/operations.md).
+            let keys = KeyRing::from_jwks_text(&jwk).map_err(|e| e.to_string())?;
+            Client::confidential(&public_url, keys, SCOPE, identity).map_err(|e| e.to_string())
         }
         other => Err(format!(
             "OAUTH_CLIENT {other:?} is neither loopback nor confidential"

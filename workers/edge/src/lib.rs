@@ -135,7 +135,7 @@ async fn route(
         (Method::Post, "/logout") => Ok(auth::logout(req, env, &config, now_ms).await?),
         (Method::Post, "/status") => Ok(write::set_status(req, env, &config, now_ms).await?),
         (Method::Get, p @ ("/oauth-client-metadata.json" | "/.well-known/jwks.json")) => {
-            auth::client_document(&config, p, &url.origin().ascii_serialization())
+            auth::client_document(&config, p)
         }
         (Method::Get | Method::Head, _) => Err(Error::refused(404, "not found")),
         _ => Err(Error::refused(405, "method not allowed")),
