@@ -34,8 +34,8 @@ pub struct Frame {
     v2: OnceLock<Utf8Bytes>,
 }
 
-/// The NSID whose `#commit`, `#identity`, … name v2 payloads.
-pub const EVENTS_NSID: &str = "network.bsky.jetstream.subscribeEvents";
+/// The NSID whose `#commit`, `#identity`, … name v2 payloads (the listener's parser's own).
+pub use domain::jetstream::EVENTS_NSID;
 
 impl Frame {
     /// The frame on the v2 wire: `{"$type":"message","payload":{"$type":"<nsid>#<kind>","seq":…,

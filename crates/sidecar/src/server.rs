@@ -32,7 +32,7 @@ use crate::filter::{parse_subscriber_message, Filter, SubscribeRequest, Wire};
 use crate::frame::EVENTS_NSID;
 use crate::window::Hub;
 
-/// The v2 stream's path.
+/// The v2 stream's path: `/xrpc/` and [`EVENTS_NSID`] (checked by a unit test).
 pub const EVENTS_PATH: &str = "/xrpc/network.bsky.jetstream.subscribeEvents";
 
 /// Frames read from the window per step (and written before one flush).
@@ -622,5 +622,13 @@ async fn serve(
             Ok(Err(_)) => return End::ClientClosed,
             Err(_) => return End::Slow("flush not taken in time"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_events_path_names_the_nsid() {
+        assert_eq!(super::EVENTS_PATH, format!("/xrpc/{}", super::EVENTS_NSID));
     }
 }

@@ -36,8 +36,8 @@ impl Default for WindowConfig {
     }
 }
 
-/// Jetstream's split of `cursor` values: below, a seq; at or above, unix µs.
-pub const SEQ_LIMIT: u64 = 1_000_000_000_000_000;
+/// Jetstream's split of `cursor` values: below, a seq; at or above, unix µs (the listener's).
+pub use domain::cursor::SEQ_LIMIT;
 
 /// A subscription's `cursor`, as Jetstream reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
