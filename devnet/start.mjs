@@ -2,7 +2,11 @@
 // seeds demo accounts, prints one JSON line describing it all, and runs until SIGTERM/SIGINT.
 //
 //   node --require ./loopback.cjs start.mjs --plc-port 2582 --pds-port 2583 --data DIR \
-//        [--accounts alice,bob] [--password PASSWORD]
+//        [--accounts alice,bob] [--password PASSWORD] [--fresh-client-documents]
+//
+// --fresh-client-documents: the PDS fetches an OAuth client's metadata and JWKS on every use
+// instead of keeping them 10 minutes. Test stacks restart on the same address with another key
+// ring (a key rotation); a real authorization server would see the change 10 minutes later.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestNetworkNoAppView } from '@atproto/dev-env';
@@ -17,6 +21,7 @@ const pdsPort = Number(option('pds-port', '2583'));
 const data = option('data', join(process.cwd(), '.devnet'));
 const names = option('accounts', 'alice,bob').split(',').filter(Boolean);
 const password = option('password', 'statusphere-dev');
+const freshClientDocuments = process.argv.includes('--fresh-client-documents');
 for (const dir of ['pds', 'blobs']) mkdirSync(join(data, dir), { recursive: true });
 
 const network = await TestNetworkNoAppView.create({
@@ -26,8 +31,24 @@ const network = await TestNetworkNoAppView.create({
     hostname: 'localhost',
     dataDirectory: join(data, 'pds'),
     blobstoreDiskLocation: join(data, 'blobs'),
+    // Said, not assumed (dev-env sets both today): the app's local https client is at a private
+    // address on a custom port, which SSRF protection would refuse.
+    devMode: true,
+    disableSsrfProtection: true,
   },
 });
+
+if (freshClientDocuments) {
+  const clients = network.pds.ctx.oauthProvider.clientManager;
+  for (const field of ['jwks', 'metadataGetter']) {
+    const getter = clients[field];
+    if (typeof getter?.get !== 'function') {
+      console.error(`--fresh-client-documents: this PDS has no clientManager.${field}.get`);
+      process.exit(1);
+    }
+    clients[field] = { get: (key, options) => getter.get(key, { ...options, noCache: true }) };
+  }
+}
 
 async function xrpc(method, body, token) {
   const response = await fetch(`${network.pds.url}/xrpc/${method}`, {

@@ -10,14 +10,17 @@
 // text. Along the way: no script errors or CSP violations, readable contrast in light and dark,
 // a visible focus ring.
 //
-// Settings (environment): BASE_URL (the app, http://127.0.0.1:<port>), PDS_URL, PASSWORD (the
-// seeded accounts' password), CHROMIUM (the browser binary), SHOTS (a folder for screenshots).
+// Settings (environment): BASE_URL (the app: https://statusphere.internal:<port>, the confidential
+// client as deployed, or http://127.0.0.1:<port>), PDS_URL, PASSWORD (the seeded accounts'
+// password), CHROMIUM (the browser binary), SHOTS (a folder for screenshots); for an https app,
+// APP_SPKI: the base64 SHA-256 of its certificate's public key, the one certificate Chromium
+// accepts without a trusted CA, while the app's name is mapped to 127.0.0.1.
 
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
-const { BASE_URL, PDS_URL, PASSWORD, CHROMIUM, SHOTS } = process.env;
+const { BASE_URL, PDS_URL, PASSWORD, CHROMIUM, SHOTS, APP_SPKI } = process.env;
 for (const [name, value] of Object.entries({ BASE_URL, PDS_URL, PASSWORD, CHROMIUM, SHOTS })) {
   if (!value) throw new Error(`${name} is not set`);
 }
@@ -61,8 +64,21 @@ const browser = await chromium.launch({
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    ...appAddress(),
   ],
 });
+
+// An https app at a name: the name is found at 127.0.0.1 (its port kept), and its certificate,
+// made for this run, is the one accepted by its key, not by trusting a CA for everything.
+function appAddress() {
+  const url = new URL(BASE_URL);
+  if (url.protocol !== "https:") return [];
+  if (!APP_SPKI) throw new Error("APP_SPKI is not set for an https BASE_URL");
+  return [
+    `--host-resolver-rules=MAP ${url.hostname} 127.0.0.1`,
+    `--ignore-certificate-errors-spki-list=${APP_SPKI}`,
+  ];
+}
 
 async function newPage(who, options = {}) {
   const context = await browser.newContext(options);
@@ -156,6 +172,19 @@ await step("alice's display name is hostile markup", () =>
   writeRecord("alice", "app.bsky.actor.profile", { displayName: HOSTILE_NAME }, "self"),
 );
 await step("alice signs in through her PDS's pages", () => signIn(alice.page, "alice", HOSTILE_NAME));
+if (BASE_URL.startsWith("https:")) {
+  await step("over https her session cookie is __Host- and Secure, and the page's socket is wss", async () => {
+    const cookies = await alice.context.cookies(BASE_URL);
+    const session = cookies.find((c) => c.name === "__Host-sid");
+    check(session && session.secure && session.httpOnly && session.sameSite === "Lax",
+      `a __Host-sid cookie, Secure, HttpOnly, SameSite=Lax: ${JSON.stringify(cookies)}`);
+    check(!cookies.some((c) => c.name === "sid"), "no plain sid cookie");
+    const socket = alice.page.waitForEvent("websocket");
+    await alice.page.reload();
+    const url = (await socket).url();
+    check(url.startsWith(`wss://${new URL(BASE_URL).host}/`), `the page's socket is ${url}`);
+  });
+}
 await step("her display name shows as text, and nothing ran", async () => {
   check((await alice.page.locator(".session img, .session script").count()) === 0, "no elements injected");
   check(await alice.page.evaluate(() => window.pwned === undefined), "no injected script ran");

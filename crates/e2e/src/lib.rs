@@ -8,6 +8,7 @@ pub mod names;
 pub mod pds;
 pub mod shared;
 pub mod tables;
+pub mod tls;
 pub mod web;
 
 use std::time::Duration;

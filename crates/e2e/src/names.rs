@@ -1,8 +1,8 @@
 //! The public network's names, locally, for the identity tests: a certificate authority made
-//! for the run ([`TestCa`]), one server on 127.0.0.1 that answers HTTPS (a certificate from that
-//! CA for `example.com` and `*.example.com`) and plain HTTP, and a client ([`Names::client`])
-//! that reaches the names it is told on that server and trusts the CA, as a worker reaches the
-//! public network. The server speaks what the real services speak:
+//! for the run ([`TestCa`], for these names only), one server on 127.0.0.1 that answers HTTPS (a
+//! certificate from that CA for `example.com` and `*.example.com`) and plain HTTP, and a client
+//! ([`Names::client`]) that reaches the names it is told on that server and trusts the CA, as a
+//! worker reaches the public network. The server speaks what the real services speak:
 //! - DNS-over-HTTPS, Cloudflare's JSON API: `GET /dns-query?name=…&type=TXT` with
 //!   `Accept: application/dns-json`, answered `{"Status":0,…,"Answer":[{"type":16,"data":"\"…\""}]}`,
 //!   or `Status` 3 (NXDOMAIN) for a name without records;
@@ -23,52 +23,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::pds::Reqwest;
+use crate::tls::TestCa;
 
 /// The names the certificate covers: any `*.example.com` (handles, did:web hosts, PDSes, the DoH
 /// service), and `example.com` itself.
 pub const DOMAIN: &str = "example.com";
 /// The DNS-over-HTTPS service's name.
 pub const DOH_HOST: &str = "dns.example.com";
-
-/// A certificate authority for one run, and certificates it signs.
-pub struct TestCa {
-    /// The CA's certificate, PEM: what a client is told to trust.
-    pub cert_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    cert_der: rustls::pki_types::CertificateDer<'static>,
-}
-
-impl TestCa {
-    pub fn new() -> Result<TestCa> {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "statusphere test CA");
-        let key = rcgen::KeyPair::generate()?;
-        let cert = params.self_signed(&key)?;
-        Ok(TestCa {
-            cert_pem: cert.pem(),
-            cert_der: cert.der().clone(),
-            issuer: rcgen::Issuer::new(params, key),
-        })
-    }
-
-    /// A TLS server configuration with a certificate for `names`, signed by this CA.
-    pub fn server_config(&self, names: &[&str]) -> Result<rustls::ServerConfig> {
-        let params = rcgen::CertificateParams::new(
-            names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
-        )?;
-        let key = rcgen::KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Ok(rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone(), self.cert_der.clone()], key)?)
-    }
-}
 
 /// What a path answers.
 #[derive(Debug, Clone)]
@@ -110,7 +71,7 @@ impl Drop for Names {
 
 impl Names {
     pub async fn start() -> Result<Names> {
-        let ca = TestCa::new()?;
+        let ca = TestCa::new(&[DOMAIN])?;
         let wildcard = format!("*.{DOMAIN}");
         let tls =
             tokio_rustls::TlsAcceptor::from(Arc::new(ca.server_config(&[DOMAIN, &wildcard])?));
@@ -200,7 +161,7 @@ impl Names {
     /// A transport that reaches each of `hosts` (port 443) on this server and trusts only the
     /// test CA; every other name goes to the machine's resolver (and finds nothing offline).
     pub fn client(&self, hosts: &[&str]) -> Result<Reqwest> {
-        let ca = reqwest::Certificate::from_pem(self.ca.cert_pem.as_bytes())?;
+        let ca = self.ca.reqwest_root()?;
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .tls_built_in_root_certs(false)

@@ -10,11 +10,13 @@ use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use xtask::devnet::{Devnet, DevnetConfig, DEMO_PASSWORD};
 use xtask::sidecar::Sidecar;
-use xtask::stack::{Stack, StackConfig};
+use xtask::stack::{PublicOrigin, Stack, StackConfig};
 use xtask::toolchain::Tools;
 use xtask::workers::Worker;
 
 use crate::pds::{self, Answer};
+use crate::shared::APP_HOST;
+use crate::tls::Front;
 
 /// A browser: no redirects followed, the app's cookies kept by hand.
 #[derive(Clone)]
@@ -28,12 +30,24 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// A browser for `stack`; over HTTPS it trusts the run's CA (only) and finds the stack's
+    /// name at 127.0.0.1, as a browser's DNS would find a deployed app.
     pub fn new(stack: &Stack) -> Browser {
+        let mut http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        if let Some(public) = &stack.config().public {
+            let root = crate::shared::app_tls()
+                .and_then(|app| app.ca.reqwest_root())
+                .expect("the run's CA, which signed this stack's certificate");
+            http = http
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(root)
+                .resolve(
+                    &public.host,
+                    std::net::SocketAddr::from(([127, 0, 0, 1], public.port)),
+                );
+        }
         Browser {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("client"),
+            http: http.build().expect("client"),
             base: stack.base_url(),
             cookie: None,
             sign_in_cookie: None,
@@ -238,6 +252,36 @@ pub struct Net {
     pub jetstream: Option<Sidecar>,
     /// The binary's shared network ([`crate::shared::devnet`]), or one of this test's own.
     pub devnet: Arc<Devnet>,
+    /// The HTTPS front of a stack signing in as the confidential client.
+    pub front: Option<Front>,
+}
+
+/// How edge signs people in.
+#[derive(Debug, Clone, Copy)]
+pub enum SignIn<'a> {
+    /// The loopback client, on plain http (as `cargo xtask dev` runs it).
+    Loopback,
+    /// Production's confidential client, with the private JWKs of `keys` (one, or a JSON array
+    /// whose first signs), served over HTTPS at [`APP_HOST`] by a [`Front`].
+    Confidential { keys: &'a str },
+}
+
+impl SignIn<'_> {
+    /// `config` set up to sign in this way, and the front it needs.
+    fn apply(self, config: StackConfig) -> Result<(StackConfig, Option<Front>)> {
+        match self {
+            SignIn::Loopback => Ok((config, None)),
+            SignIn::Confidential { keys } => {
+                let app = crate::shared::app_tls()?;
+                let front = Front::start(app.leaf.server_config()?, config.port)?;
+                let public = PublicOrigin {
+                    host: APP_HOST.to_owned(),
+                    port: front.port,
+                };
+                Ok((config.with_confidential_client(public, keys), Some(front)))
+            }
+        }
+    }
 }
 
 impl Net {
@@ -257,15 +301,25 @@ pub fn start(name: &str) -> Result<Net> {
 
 /// [`start`], with the stack's configuration adjusted first (a var, say).
 pub fn start_with(name: &str, adjust: impl FnOnce(StackConfig) -> StackConfig) -> Result<Net> {
+    start_signing_in(name, SignIn::Loopback, adjust)
+}
+
+/// [`start_with`], edge signing in as `sign_in` says.
+pub fn start_signing_in(
+    name: &str,
+    sign_in: SignIn,
+    adjust: impl FnOnce(StackConfig) -> StackConfig,
+) -> Result<Net> {
     let tools = Tools::ensure()?;
     let devnet = crate::shared::devnet()?;
-    let config =
-        adjust(StackConfig::for_test(name)?.with_local_sign_in(&devnet.plc_url, &devnet.pds_url));
-    let stack = Stack::start(&tools, config)?;
+    let config = StackConfig::for_test(name)?.with_local_sign_in(&devnet.plc_url, &devnet.pds_url);
+    let (config, front) = sign_in.apply(config)?;
+    let stack = Stack::start(&tools, adjust(config))?;
     Ok(Net {
         stack,
         jetstream: None,
         devnet,
+        front,
     })
 }
 
@@ -280,29 +334,39 @@ pub fn start_with_replay(name: &str, frames: impl FnOnce(&Devnet) -> Vec<String>
     let file = dir.join("replay.jsonl");
     std::fs::write(&file, frames(&devnet).join("\n") + "\n")?;
     let jetstream = crate::listening::start_sidecar(&dir, &file, name, &[])?;
-    reading(name, &tools, devnet, jetstream, "poll", |config| {
-        config.with_var(Worker::Listener, "START_FROM_US", "0")
-    })
+    reading(
+        name,
+        &tools,
+        devnet,
+        jetstream,
+        "poll",
+        SignIn::Loopback,
+        |config| config.with_var(Worker::Listener, "START_FROM_US", "0"),
+    )
 }
 
-/// A stack signing in against `devnet`, whose listener reads `jetstream` in `mode`.
+/// A stack signing in against `devnet` as `sign_in` says, whose listener reads `jetstream` in
+/// `mode`.
 fn reading(
     name: &str,
     tools: &Tools,
     devnet: Arc<Devnet>,
     jetstream: Sidecar,
     mode: &str,
+    sign_in: SignIn,
     adjust: impl FnOnce(StackConfig) -> StackConfig,
 ) -> Result<Net> {
     let config = StackConfig::for_test(name)?
         .with_var(Worker::Listener, "JETSTREAM_URLS", &jetstream.url)
         .with_var(Worker::Listener, "MODE", mode)
         .with_local_sign_in(&devnet.plc_url, &devnet.pds_url);
+    let (config, front) = sign_in.apply(config)?;
     let stack = Stack::start(tools, adjust(config))?;
     Ok(Net {
         stack,
         jetstream: Some(jetstream),
         devnet,
+        front,
     })
 }
 
@@ -310,9 +374,20 @@ fn reading(
 /// firehose to a local Jetstream, and a stack whose listener reads it live; records written on
 /// the PDS by any client reach D1 and open pages.
 pub fn start_live(name: &str) -> Result<Net> {
+    start_live_with(name, SignIn::Loopback, |config| config)
+}
+
+/// [`start_live`], edge signing in as `sign_in` says, the stack's configuration adjusted first.
+pub fn start_live_with(
+    name: &str,
+    sign_in: SignIn,
+    adjust: impl FnOnce(StackConfig) -> StackConfig,
+) -> Result<Net> {
     let tools = Tools::ensure()?;
     xtask::sidecar::build()?;
-    let devnet = Arc::new(Devnet::start(&tools, &DevnetConfig::for_test(name)?)?);
+    let mut devnet_config = DevnetConfig::for_test(name)?;
+    devnet_config.https_app = Some(crate::shared::https_app()?);
+    let devnet = Arc::new(Devnet::start(&tools, &devnet_config)?);
     let dir = crate::listening::run_dir(name)?;
     let jetstream = Sidecar::start(
         &[
@@ -323,7 +398,7 @@ pub fn start_live(name: &str) -> Result<Net> {
         ],
         &dir.join("sidecar.log"),
     )?;
-    reading(name, &tools, devnet, jetstream, "live", |config| config)
+    reading(name, &tools, devnet, jetstream, "live", sign_in, adjust)
 }
 
 pub fn did_of(devnet: &Devnet, name: &str) -> String {

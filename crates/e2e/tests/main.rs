@@ -4,6 +4,7 @@
 
 mod broker;
 mod chromium;
+mod confidential;
 mod deploy;
 mod edge;
 mod help;

@@ -28,6 +28,19 @@ pub struct DevnetConfig {
     pub log_file: PathBuf,
     /// Names of the accounts to seed (`alice` becomes `alice.test`).
     pub accounts: Vec<String>,
+    /// What lets the network reach an app served over HTTPS at a private name (the confidential
+    /// OAuth client of the tests); `None` for `dev`, whose app is the loopback client.
+    pub https_app: Option<HttpsApp>,
+}
+
+/// An app the network reaches over HTTPS by name, on this machine: the PDS resolves `hosts` to
+/// 127.0.0.1 (in its own process only, `devnet/loopback.cjs`), trusts the CA in `ca_file` besides
+/// the system's (`NODE_EXTRA_CA_CERTS`), and fetches client documents afresh on every use, so that
+/// a stack restarted with another key ring is seen at once (`--fresh-client-documents`).
+#[derive(Debug, Clone)]
+pub struct HttpsApp {
+    pub ca_file: PathBuf,
+    pub hosts: Vec<String>,
 }
 
 impl DevnetConfig {
@@ -47,6 +60,7 @@ impl DevnetConfig {
             data_dir: dir.join("data"),
             log_file: dir.join("devnet.log"),
             accounts: vec!["alice".into(), "bob".into()],
+            https_app: None,
         })
     }
 }
@@ -101,6 +115,11 @@ impl Devnet {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
+        if let Some(app) = &config.https_app {
+            cmd.arg("--fresh-client-documents")
+                .env("NODE_EXTRA_CA_CERTS", &app.ca_file)
+                .env("DEVNET_HOSTS", app.hosts.join(","));
+        }
         let mut group = Group::spawn("the local atproto network", &mut cmd)?;
         let Some(line) = group.first_line(Duration::from_secs(120), &config.log_file) else {
             bail!(

@@ -101,6 +101,7 @@ fn dev(args: &[String]) -> Result<()> {
             data_dir: devnet_data,
             log_file: state.join("devnet.log"),
             accounts: vec!["alice".into(), "bob".into()],
+            https_app: None,
         },
     )?;
     let jetstream = Sidecar::start(
@@ -121,6 +122,8 @@ fn dev(args: &[String]) -> Result<()> {
         vars: Vec::new(),
         // The committed limits: a person trying the app locally meets what production would do.
         rate_limit: None,
+        // The loopback client on plain http (tests run the confidential one over HTTPS).
+        public: None,
     }
     // Live mode locally: a status written on the PDS shows up within a second.
     .with_var(Worker::Listener, "JETSTREAM_URLS", &jetstream.url)

@@ -42,6 +42,29 @@ pub struct StackConfig {
     /// Every per-network rate limit of edge (`[[ratelimits]]`) set to this many requests a
     /// window, in a patched copy of its config; `None` keeps the committed limits.
     pub rate_limit: Option<u32>,
+    /// Where edge is served to the public when an HTTPS front (run by the caller: the
+    /// confidential OAuth client's tests) relays to this stack's plain-http port; `None`: edge is
+    /// served as `http://127.0.0.1:<port>`.
+    pub public: Option<PublicOrigin>,
+}
+
+/// `https://<host>:<port>`: the origin edge sees in every request URL (wrangler's
+/// `--local-upstream` with `--upstream-protocol https`), as a deployed edge sees its own. The
+/// front that serves it relays each request to the stack's port with `Host` set to that port's
+/// address: wrangler's proxy rewrites any `Origin` or `Referer` naming the request's own host
+/// to the address it forwards to, which would make every same-origin POST look cross-site.
+/// Only 127.0.0.1 listens; whoever connects maps `host` there themselves.
+#[derive(Debug, Clone)]
+pub struct PublicOrigin {
+    pub host: String,
+    pub port: u16,
+}
+
+impl PublicOrigin {
+    /// `https://<host>:<port>`
+    pub fn url(&self) -> String {
+        format!("https://{}:{}", self.host, self.port)
+    }
 }
 
 /// A rate limit (requests per network a minute) and broker cap no test reaches: what test stacks
@@ -90,6 +113,7 @@ impl StackConfig {
             foreground: false,
             vars: Vec::new(),
             rate_limit: None,
+            public: None,
         }
         .with_var(Worker::Edge, "TEST_HOOKS", "on")
         .with_unreached_limits()
@@ -148,6 +172,18 @@ impl StackConfig {
             .with_var(Worker::Edge, "ALLOW_PRIVATE_NETWORK", "on")
     }
 
+    /// Edge signs in as the confidential client production runs, served at `public` (an HTTPS
+    /// front the caller runs), with the private JWKs of `keys` (one JWK or a JSON array, the
+    /// first signing, as the `OAUTH_PRIVATE_KEY` secret holds them). Identities still come from
+    /// where [`StackConfig::with_local_sign_in`] said.
+    pub fn with_confidential_client(mut self, public: PublicOrigin, keys: &str) -> StackConfig {
+        let public_url = public.url();
+        self.public = Some(public);
+        self.with_var(Worker::Edge, "OAUTH_CLIENT", "confidential")
+            .with_var(Worker::Edge, "PUBLIC_URL", &public_url)
+            .with_var(Worker::Edge, "OAUTH_PRIVATE_KEY", keys)
+    }
+
     /// Sets (or replaces) one worker's var.
     pub fn with_var(mut self, worker: Worker, name: &str, value: &str) -> StackConfig {
         self.vars
@@ -201,6 +237,11 @@ impl Stack {
         if config.test_scheduled {
             cmd.arg("--test-scheduled");
         }
+        if let Some(public) = &config.public {
+            cmd.arg("--local-upstream")
+                .arg(format!("{}:{}", public.host, public.port))
+                .args(["--upstream-protocol", "https"]);
+        }
         for var in config.vars.iter().filter(|v| v.worker.is_public()) {
             cmd.arg("--var").arg(format!("{}:{}", var.name, var.value));
         }
@@ -215,9 +256,20 @@ impl Stack {
         Ok(stack)
     }
 
-    /// `http://127.0.0.1:<port>`
+    /// Ends wrangler and starts it again with `config` (usually this stack's own with a var
+    /// changed, as a redeploy changes it): same port, same state folder if `config` says so.
+    pub fn restart(&mut self, tools: &Tools, config: StackConfig) -> Result<()> {
+        self.group.stop(Duration::from_secs(10));
+        *self = Stack::start(tools, config)?;
+        Ok(())
+    }
+
+    /// `http://127.0.0.1:<port>`, or the public origin an HTTPS front serves it at.
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.config.port)
+        match &self.config.public {
+            None => format!("http://127.0.0.1:{}", self.config.port),
+            Some(public) => public.url(),
+        }
     }
 
     pub fn port(&self) -> u16 {
