@@ -54,8 +54,9 @@ fn a_person_uses_the_page_in_chromium() -> Result<()> {
         &did_of(&net.devnet, "bob"),
     ))?;
     ensure!(
-        bob.len() == 4
+        bob.len() == 6
             && bob.contains(&"😉".to_owned())
+            && bob.contains(&"🌈".to_owned())
             && bob.contains(&"<".to_owned())
             && bob.contains(&"\u{202E}".to_owned()),
         "bob's repo: {bob:?}"

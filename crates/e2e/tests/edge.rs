@@ -481,6 +481,61 @@ async fn network(net: &mut Net) -> Result<()> {
     Ok(())
 }
 
+/// A status published while a page is being rendered reaches that page: edge reads the broker's
+/// head before D1, so a publish between the two reads is in the page's D1 read and also comes
+/// again over a socket opened with the page's `since` (which the page skips as seen). Read the
+/// other way round, it would be in neither. The test stack holds the page between its two reads
+/// (`?__test_pause_ms`, `TEST_HOOKS` only) while another person writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_published_while_a_page_renders_reaches_it() -> Result<()> {
+    let net = tokio::task::block_in_place(|| start("edge-gapless"))?;
+    let result = publish_mid_render(&net).await;
+    net.with_log(result)
+}
+
+async fn publish_mid_render(net: &Net) -> Result<()> {
+    let pat = did_of(&net.devnet, "pat");
+    let mut writer = Browser::new(&net.stack);
+    writer.sign_in_as("pat").await?;
+    let mut reader = Browser::new(&net.stack);
+    let rendering = tokio::spawn(async move {
+        let response = reader.get("/?__test_pause_ms=2500").await?;
+        ensure!(response.status() == StatusCode::OK, "{}", response.status());
+        Ok::<_, anyhow::Error>(response.text().await?)
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    ensure!(!rendering.is_finished(), "the page did not wait");
+    let written = writer
+        .post_from_script("/status", &[("status", "🌈")])
+        .await?;
+    ensure!(written.status() == StatusCode::OK, "{}", written.status());
+    let body: serde_json::Value = written.json().await?;
+    let uri = body["status"]["uri"].as_str().context("no uri")?.to_owned();
+    ensure!(uri.starts_with(&format!("at://{pat}/")), "{uri}");
+    let page = rendering.await??;
+    ensure!(
+        page.contains(&format!("data-uri=\"{uri}\"")),
+        "the page read D1 after the publish: {page}"
+    );
+    let seq: u64 = page
+        .split("data-seq=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|seq| seq.parse().ok())
+        .context("no data-seq on the page")?;
+    let mut socket = Page::connect(net.stack.port(), Some(seq)).await?;
+    let frame = tokio::time::timeout(Duration::from_secs(10), socket.next_frame()).await??;
+    ensure!(
+        frame.seq == seq + 1,
+        "the next message after the page's head: {frame:?}"
+    );
+    let ServerMessage::StatusUpserted { status } = frame.message else {
+        bail!("expected pat's status, got {:?}", frame.message);
+    };
+    ensure!(status.uri == uri, "{status:?}");
+    Ok(())
+}
+
 /// A browser session ends when its time is up: the page is back at the sign-in form (no loop) and
 /// writes are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 // Live updates for the home page (docs/broker.md): one WebSocket to /ws, resumed from the last
 // sequence number seen (`since`), pinged every 30 s, reconnected with backoff, reloaded when the
-// broker says so. Updates are applied in place with textContent only (never as HTML). Picking a
+// broker says so. A message the page has seen is skipped; a gap in the sequence makes the page
+// reconnect from the last number it has, so the broker sends what is missing (or says reload). Updates are applied in place with textContent only (never as HTML). Picking a
 // status posts it with fetch (no reload; the new line arrives over the socket, a refusal shows as
 // a message). Without this script the page still works: forms POST and redirect.
 (function () {
@@ -92,6 +93,7 @@
     var proto = location.protocol === "https:" ? "wss:" : "ws:";
     var ws = new WebSocket(proto + "//" + location.host + "/ws" + (seq ? "?since=" + seq : ""));
     var pinger = null;
+    var resync = false;
     ws.onopen = function () {
       delay = 1000;
       if (paused) { unsay(); paused = false; }
@@ -102,12 +104,22 @@
       try { m = JSON.parse(event.data); } catch (e) { return; }
       if (m.type === "pong") return;
       if (m.v !== 1 || m.type === "reload") { location.reload(); return; }
+      if (seq) {
+        var n = Number(m.seq), last = Number(seq);
+        if (n <= last) return;
+        if (n > last + 1) {
+          resync = true;
+          ws.close(1000, "resync");
+          return;
+        }
+      }
       seq = String(m.seq);
       apply(m);
     };
     ws.onclose = function (event) {
       clearInterval(pinger);
       if (event.reason === "reload") return;
+      if (resync) { connect(); return; }
       if (event.code === 1013) {
         // The broker will not keep this socket now (too many from this network, or full): say
         // so, and wait a minute rather than knock again at once.

@@ -43,6 +43,10 @@ pub struct Config {
     /// Access tokens this close to expiry (seconds) are refreshed before use (a test makes every
     /// write refresh).
     pub refresh_margin_s: i64,
+    /// How long the home page waits between reading the broker's head and reading D1: always 0,
+    /// but for a test stack's `GET /?__test_pause_ms=<ms>` (`TEST_HOOKS=on`), which publishes
+    /// in exactly that window.
+    pub page_pause_ms: u64,
 }
 
 impl Config {
@@ -60,6 +64,7 @@ impl Config {
                 REFRESH_MARGIN_S,
                 1..=i64::MAX,
             ),
+            page_pause_ms: test_page_pause_ms(env, url),
             client: OnceCell::new(),
             session_keys: OnceCell::new(),
             env: env.clone(),
@@ -84,6 +89,17 @@ impl Config {
             Keyring::parse(&spec).map_err(|e| e.to_string())
         })
     }
+}
+
+/// `?__test_pause_ms=<ms>` (at most 10 s), on a stack with `TEST_HOOKS=on` only.
+fn test_page_pause_ms(env: &Env, url: &Url) -> u64 {
+    if text_or(env, "TEST_HOOKS", "off") != "on" {
+        return 0;
+    }
+    url.query_pairs()
+        .find(|(key, _)| key == "__test_pause_ms")
+        .and_then(|(_, value)| value.parse::<u64>().ok())
+        .map_or(0, |ms| ms.min(10_000))
 }
 
 /// Where identities are looked up (sign-in, and handles of authors the firehose never named).

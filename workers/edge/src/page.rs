@@ -1,5 +1,5 @@
-//! `GET /`: the home page (rendered by `domain::page`) from one D1 batch (recent statuses,
-//! counts, the viewer's current status) and the broker's head; and the hashed static assets.
+//! `GET /`: the home page (rendered by `domain::page`) from the broker's head and then one D1
+//! batch (recent statuses, counts, the viewer's current status); and the hashed static assets.
 
 use domain::internal;
 pub use domain::page::Notice;
@@ -66,6 +66,20 @@ pub async fn render_page(
     now_ms: i64,
     status: u16,
 ) -> Result<Rendered> {
+    // The head first, then D1: whatever is published after the head was read reaches the page
+    // over its socket (`?since=<head>`), and whatever was published before it is already in D1
+    // (every publisher commits to D1 first). Read the other way round, a status published between
+    // the two reads would be in neither (docs/broker.md).
+    let seq = match broker_head(env).await {
+        Ok(seq) => Some(seq),
+        Err(error) => {
+            tracing::warn!(%error, "broker head unavailable; the page starts live");
+            None
+        }
+    };
+    if config.page_pause_ms > 0 {
+        worker::Delay::from(std::time::Duration::from_millis(config.page_pause_ms)).await;
+    }
     let db = env.d1("DB")?;
     let mut statements = vec![
         sql::recent_statuses(RECENT),
@@ -109,13 +123,6 @@ pub async fn render_page(
         Viewer::Nobody => None,
         Viewer::Known(signed_in) => Some(signed_in),
         Viewer::Cookie(_) => looked_up.as_ref(),
-    };
-    let seq = match broker_head(env).await {
-        Ok(seq) => Some(seq),
-        Err(error) => {
-            tracing::warn!(%error, "broker head unavailable; the page starts live");
-            None
-        }
     };
     let page = HomePage::new(PageData {
         viewer: viewer.map(|v| view::Viewer {
