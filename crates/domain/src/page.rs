@@ -68,9 +68,12 @@ pub struct FeedLine {
     pub did: String,
     pub label: String,
     pub status: String,
-    /// "is feeling X today" (else "was feeling X on {date}").
+    /// "is feeling X today" (else "was feeling X on {date}"), in UTC: the page's script says
+    /// it again in the reader's time zone.
     pub today: bool,
     pub date: String,
+    /// When the app first saw the status, ISO 8601 (the line's `<time datetime>`).
+    pub seen_at: String,
     /// Written by this app and not yet seen on the network.
     pub pending: bool,
 }
@@ -136,6 +139,7 @@ impl HomePage {
             .map(|s| FeedLine {
                 today: present::same_day(data.now_ms, s.indexed_at),
                 date: present::date(s.indexed_at),
+                seen_at: present::iso8601(s.indexed_at),
                 label: s.author_label().to_owned(),
                 pending: !s.confirmed,
                 uri: s.uri,
@@ -219,9 +223,13 @@ mod tests {
         let html = HomePage::new(data()).html().unwrap();
         assert!(html.contains("action=\"/login\""));
         assert!(html.contains("@alice.test"));
-        assert!(html.contains("is feeling"));
-        assert!(html.contains("was feeling"));
-        assert!(html.contains("Nov 21, 2026"));
+        assert!(html.contains("<span class=\"verb\">is</span> feeling"));
+        assert!(html.contains("<span class=\"verb\">was</span> feeling"));
+        assert!(html.contains(&format!(
+            "<time class=\"when\" datetime=\"{}\">today</time>",
+            present::iso8601(NOW - 1000)
+        )));
+        assert!(html.contains(">on Nov 21, 2026</time>"));
         assert!(
             html.contains("did:plc:b"),
             "a status without a known handle shows the DID"
@@ -251,6 +259,7 @@ mod tests {
             .replace("at://did:plc:a/xyz.statusphere.status/3k1795488743340", "")
             .replace("did:plc:a", "")
             .replace("alice.test", "")
+            .replace(&present::iso8601(NOW - 1000), "")
             .replace("🦋", "");
         assert!(
             template.contains(emptied.trim()),

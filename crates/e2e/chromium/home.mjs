@@ -225,6 +225,20 @@ await step("the visitor sees it arrive without a reload", async () => {
   const count = await visitor.page.locator('#grid .count[data-status="💙"]').textContent();
   check(count.trim() === "1", `the 💙 count went to 1 in place (shows ${count})`);
 });
+await step("times read in the reader's own zone, live lines too", async () => {
+  const fresh = /^today, (just now|\d+ min ago)$/;
+  const live = (await visitor.page.locator('#feed li[data-status="💙"] time.when').first().textContent()).trim();
+  check(fresh.test(live), `the live line's time: ${live}`);
+  const tokyo = await newPage("tokyo", { timezoneId: "Asia/Tokyo" });
+  await tokyo.page.goto(HOME);
+  const time = tokyo.page.locator('#feed li[data-status="💙"] time.when').first();
+  const text = (await time.textContent()).trim();
+  // Seen moments ago: "today" in Tokyo too, unless Tokyo's midnight fell in between.
+  check(fresh.test(text) || text.startsWith("on "), `the rendered line's time, in Tokyo: ${text}`);
+  const title = await time.getAttribute("title");
+  check(title && title.includes("GMT+9"), `its full time is Tokyo's: ${title}`);
+  await tokyo.context.close();
+});
 await step("the network confirms it: the listener saw it on the firehose", async () => {
   await visitor.page.waitForFunction(() =>
     Array.from(document.querySelectorAll("#feed li")).some(
@@ -346,6 +360,8 @@ await step("bob, JavaScript off, sets a status by form POST and redirect", async
   check((await grid(bob.page, "😉").getAttribute("aria-pressed")) === "true", "😉 is pressed");
   const feed = (await bob.page.locator("#feed").textContent()).replace(/\s+/g, " ");
   check(feed.includes("@bob.test is feeling 😉 today"), `his line is in the feed: ${feed}`);
+  const when = (await bob.page.locator('#feed li[data-status="😉"] time.when').first().textContent()).trim();
+  check(when === "today", `without script the time is the server's UTC word: ${when}`);
   await bob.page.screenshot({ path: join(SHOTS, "no-script.png"), fullPage: true });
   await signing.context.close();
   await bob.context.close();
@@ -379,10 +395,9 @@ await step("a bidi override or a tower of combining marks stays in its own box",
       const lines = Array.from(document.querySelectorAll("#feed li"));
       const reversing = lines.find((li) => li.dataset.status === override);
       const stacked = lines.find((li) => li.dataset.status === tower);
-      // In the override's line, "today" still reads left to right: its t left of its y.
-      const text = Array.from(reversing.querySelectorAll("span"))
-        .flatMap((span) => Array.from(span.childNodes))
-        .find((node) => node.nodeType === Node.TEXT_NODE && node.textContent.includes("today"));
+      // In the override's line, "today" (after the status) still reads left to right: its t left
+      // of its y.
+      const text = reversing.querySelector("time.when").firstChild;
       const at = text.textContent.indexOf("today");
       const left = (i) => {
         const range = document.createRange();

@@ -53,8 +53,36 @@
     a.href = profile + s.author_did;
     a.textContent = "@" + (s.handle || s.author_did);
     li.querySelector(".said").textContent = s.status;
+    var seen = new Date(s.indexed_at);
+    if (!isNaN(seen.getTime())) {
+      li.querySelector("time.when").dateTime = seen.toISOString();
+      when(li);
+    }
     return li;
   }
+  // Times in the reader's own zone, redone every minute: a status seen today (here) is "today,
+  // 3 min ago", an older one "on <local date>", and the verb follows the local day. The hover
+  // text is the full local time with its zone. Without this script the server's UTC wording stays.
+  function when(li) {
+    var t = li.querySelector("time.when");
+    var at = t && t.dateTime ? new Date(t.dateTime) : null;
+    if (!at || isNaN(at.getTime())) return;
+    var now = new Date();
+    var minutes = Math.max(0, Math.floor((now.getTime() - at.getTime()) / 60000));
+    var today = at.toDateString() === now.toDateString();
+    var ago = minutes < 1 ? "just now" : minutes < 60 ? minutes + " min ago" : Math.floor(minutes / 60) + " h ago";
+    t.textContent = today ? "today, " + ago : "on " + at.toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric" });
+    t.title = at.toLocaleString(undefined, {
+      year: "numeric", month: "short", day: "numeric", hour: "numeric", minute: "2-digit", timeZoneName: "short"
+    });
+    var verb = li.querySelector(".verb");
+    if (verb) verb.textContent = today ? "is" : "was";
+  }
+  function allWhen() {
+    Array.prototype.forEach.call(feed.children, when);
+  }
+  allWhen();
+  setInterval(allWhen, 60000);
   function byUri(uri) {
     return Array.prototype.filter.call(feed.children, function (li) { return li.dataset.uri === uri; })[0];
   }
