@@ -2,7 +2,7 @@
 //! budget and its session in one read, the session made fresh, the record created in the
 //! person's repository (`com.atproto.repo.createRecord` through atrium over DPoP; a token the PDS
 //! no longer takes is refreshed once), the answer checked (`domain::write`), and only then the
-//! optimistic row recorded and read back in one transaction.
+//! optimistic row recorded and read back in one transaction, with the counts it changed.
 //!
 //! Every way it can end is a [`Written`] or a [`Refused`] with its HTTP status and the sentence
 //! the person reads, so the worker only renders.
@@ -11,7 +11,7 @@ use atrium_api::client::AtpServiceClient;
 use atrium_api::com::atproto::repo::create_record;
 use atrium_xrpc::HttpClient;
 use domain::present::iso8601;
-use domain::sql::{self, StatusViewRow};
+use domain::sql::{self, CountRow, StatusViewRow};
 use domain::StatusView;
 use lexicon::{CreatedAt, StatusText, STATUS_NSID};
 use oauth::{PdsClient, Session};
@@ -27,9 +27,12 @@ pub const WRITTEN_NOT_RECORDED: &str =
 /// A write that reached the person's repository.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Written {
-    /// Recorded here too: the row as the database holds it (what the page shows and the broker
-    /// publishes).
-    Recorded(StatusView),
+    /// Recorded here too: the row as the database holds it, and the counts the write changed
+    /// with their versions (what the page shows and the broker publishes).
+    Recorded {
+        status: StatusView,
+        counts: Vec<CountRow>,
+    },
     /// In the repository, but the database failed: the listener records it when the network
     /// echoes it. Saying "failed" would invite a duplicate.
     NotRecorded,
@@ -198,10 +201,12 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
             tracing::warn!(did, %error, "a PDS's createRecord answer was refused");
             Refused::Unverified(error.to_string())
         })?;
-        let mut statements = sql::upsert_statuses(std::slice::from_ref(&row));
+        let mut statements = vec![sql::mark_counts()];
+        statements.extend(sql::upsert_statuses(std::slice::from_ref(&row)));
         // Read back in the same transaction: what the page and the broker get is what D1 holds.
         let read_back = statements.len();
         statements.push(sql::status_by_uri(&row.uri));
+        statements.push(sql::counts_changed());
         if let Some(nonce) = nonce.filter(|n| Some(n) != session.pds_nonce.as_ref()) {
             statements.push(sql::set_pds_nonce(did, &nonce));
         }
@@ -212,14 +217,23 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
                 return Ok(Written::NotRecorded);
             }
         };
+        let mut results = results.into_iter().skip(read_back);
         let view = results
-            .into_iter()
-            .nth(read_back)
+            .next()
             .and_then(|rows| rows.into_iter().next())
             .and_then(|row| serde_json::from_value::<StatusViewRow>(row).ok())
             .map(StatusViewRow::into_view);
+        let counts: Vec<CountRow> = results
+            .next()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|row| serde_json::from_value(row).ok())
+            .collect();
         tracing::info!(did, uri = %row.uri, "status written");
-        Ok(view.map_or(Written::NotRecorded, Written::Recorded))
+        Ok(match view {
+            Some(status) => Written::Recorded { status, counts },
+            None => Written::NotRecorded,
+        })
     }
 
     /// `createRecord` on the session's PDS; the record and the PDS's latest DPoP nonce.

@@ -570,10 +570,18 @@ impl Account {
 #[tokio::test]
 async fn a_write_reaches_the_repository_then_the_database_as_the_page_shows_it() {
     let account = Account::signed_in().await;
-    let Ok(Written::Recorded(view)) = account.write("🦀").await else {
+    let Ok(Written::Recorded {
+        status: view,
+        counts,
+    }) = account.write("🦀").await
+    else {
         panic!("not recorded");
     };
     assert_eq!(view.status, "🦀");
+    // The count it changed, as D1 holds it now, with the version a page orders counts by.
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert_eq!((counts[0].status.as_str(), counts[0].count), ("🦀", 1));
+    assert!(counts[0].version > 0, "{counts:?}");
     assert_eq!(view.author_did, account.did());
     let records = account.server.records();
     assert_eq!(records.len(), 1);
@@ -598,7 +606,7 @@ async fn the_write_over_budget_is_refused_before_the_server_is_asked() {
     for _ in 0..PER_MINUTE {
         assert!(matches!(
             account.write("🦀").await,
-            Ok(Written::Recorded(_))
+            Ok(Written::Recorded { .. })
         ));
     }
     let refused = account.write("🦀").await.unwrap_err();
@@ -609,7 +617,7 @@ async fn the_write_over_budget_is_refused_before_the_server_is_asked() {
     account.clock.advance(90_000);
     assert!(matches!(
         account.write("🦀").await,
-        Ok(Written::Recorded(_))
+        Ok(Written::Recorded { .. })
     ));
 }
 
@@ -619,7 +627,7 @@ async fn a_token_the_server_stopped_taking_is_refreshed_once_then_the_sign_in_en
     account.server.forget_access_tokens();
     assert!(matches!(
         account.write("🦀").await,
-        Ok(Written::Recorded(_))
+        Ok(Written::Recorded { .. })
     ));
     assert_eq!(account.server.refreshes(), 1);
     // A server that refuses even the refreshed token: one refresh, then sign in again.
@@ -694,6 +702,6 @@ async fn d1_failing_after_the_server_wrote_says_written_not_recorded() {
         .unwrap();
     assert!(matches!(
         account.write("🐢").await,
-        Ok(Written::Recorded(_))
+        Ok(Written::Recorded { .. })
     ));
 }

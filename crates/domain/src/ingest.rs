@@ -40,6 +40,10 @@ pub enum Part {
     Deletes,
     /// `sql::accounts_of`: `(did, handle, active)` of the upserted statuses' authors.
     Authors,
+    /// `sql::mark_counts`, first: returns nothing.
+    CountsMark,
+    /// `sql::counts_changed`, last: the counts the batch changed, with their versions.
+    Counts,
 }
 
 /// One batch of frames, planned.
@@ -122,6 +126,12 @@ impl Batch {
             Part::Authors,
             sql::accounts_of(&authors.iter().map(String::as_str).collect::<Vec<_>>()),
         );
+        if batch.changes > 0 {
+            // The counts this batch changed, published with their versions (migration 0011).
+            batch.statements.insert(0, sql::mark_counts());
+            batch.parts.insert(0, Part::CountsMark);
+            batch.add(Part::Counts, vec![sql::counts_changed()]);
+        }
         batch
     }
 
@@ -187,6 +197,7 @@ impl Batch {
 
         // In the order the statements ran, so that a page applying them in order ends where D1 is.
         let mut messages = Vec::new();
+        let mut counts = Vec::new();
         for (part, rows) in self.parts.iter().zip(results) {
             for row in rows {
                 let message = match part {
@@ -223,10 +234,17 @@ impl Batch {
                             author_did: row.author_did,
                         }
                     }
-                    Part::Purge | Part::Lookups | Part::Authors => continue,
+                    Part::Counts => {
+                        counts.push(read(row)?);
+                        continue;
+                    }
+                    Part::Purge | Part::Lookups | Part::Authors | Part::CountsMark => continue,
                 };
                 messages.push(message);
             }
+        }
+        if !counts.is_empty() {
+            messages.push(ServerMessage::CountsChanged { counts });
         }
         Ok(messages)
     }

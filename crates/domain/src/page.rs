@@ -58,8 +58,13 @@ impl Notice {
 pub struct EmojiButton {
     pub emoji: &'static str,
     pub count: i64,
+    /// The count's version (migration 0011), for the page's script.
+    pub version: i64,
     pub current: bool,
 }
+
+/// How many statuses the top list shows.
+pub const TOP: usize = 5;
 
 /// One line of the recent list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +93,8 @@ pub struct HomePage {
     pub emoji: Vec<EmojiButton>,
     /// Current statuses outside the picker's set, with their counts.
     pub others: Vec<CountRow>,
+    /// The most shown statuses, picker or not, most first ([`TOP`] of them).
+    pub top: Vec<CountRow>,
     pub feed: Vec<FeedLine>,
     /// The broker sequence number the page's socket resumes after ("" = start live).
     pub seq: String,
@@ -118,16 +125,18 @@ impl HomePage {
         let current = data.viewer.as_ref().and_then(|v| v.current.clone());
         let emoji = EMOJI
             .iter()
-            .map(|&emoji| EmojiButton {
-                emoji,
-                count: data
-                    .counts
-                    .iter()
-                    .find(|c| c.status == emoji)
-                    .map_or(0, |c| c.count),
-                current: current.as_deref() == Some(emoji),
+            .map(|&emoji| {
+                let count = data.counts.iter().find(|c| c.status == emoji);
+                EmojiButton {
+                    emoji,
+                    count: count.map_or(0, |c| c.count),
+                    version: count.map_or(0, |c| c.version),
+                    current: current.as_deref() == Some(emoji),
+                }
             })
             .collect();
+        // The counts come most shown first (`sql::status_counts`).
+        let top = data.counts.iter().take(TOP).cloned().collect();
         let others = data
             .counts
             .into_iter()
@@ -153,6 +162,7 @@ impl HomePage {
             handle_input: data.handle_input,
             emoji,
             others,
+            top,
             feed,
             seq: data.seq.map(|s| s.to_string()).unwrap_or_default(),
             css_url: data.css_url,
@@ -199,10 +209,12 @@ mod tests {
                 CountRow {
                     status: "🦋".into(),
                     count: 3,
+                    version: 1,
                 },
                 CountRow {
                     status: "🐙".into(),
                     count: 1,
+                    version: 1,
                 },
             ],
             recent: vec![
@@ -239,6 +251,12 @@ mod tests {
             "statuses outside the picker are counted too"
         );
         assert!(html.contains("data-seq=\"42\""));
+        // The top list: most shown first, each count with its version for the script.
+        let top = &html[html.find("<ol id=\"top\"").expect("a top list")..];
+        let top = &top[..top.find("</ol>").expect("the list ends")];
+        let (butterfly, octopus) = (top.find("🦋").unwrap(), top.find("🐙").unwrap());
+        assert!(butterfly < octopus, "{top}");
+        assert!(top.contains("data-version=\"1\">3</span>"), "{top}");
         assert!(html.contains("Sign in to set your status"));
         assert!(!html.contains("action=\"/logout\""));
     }
@@ -309,6 +327,7 @@ mod tests {
         data.counts.push(CountRow {
             status: override_.into(),
             count: 1,
+            version: 1,
         });
         data.recent
             .push(status("did:plc:e", None, override_, NOW, true));
@@ -346,6 +365,7 @@ mod tests {
         data.counts.push(CountRow {
             status: evil.into(),
             count: 2,
+            version: 1,
         });
         data.recent
             .push(status("did:plc:e", Some(evil), evil, NOW, true));

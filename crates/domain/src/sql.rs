@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::jetstream::{AccountUpdate, HandleUpdate, Tombstone};
 use crate::status::{Origin, Status, StatusView};
@@ -447,14 +447,35 @@ pub fn status_counts(picker: &[&str], others: i64) -> Statement {
     params.push(others.into());
     Statement {
         sql: Cow::Owned(format!(
-            "SELECT status, count FROM status_count WHERE count > 0 AND status IN ({}) \
-             UNION SELECT status, count FROM (SELECT status, count FROM status_count \
-             WHERE count > 0 ORDER BY count DESC, status LIMIT ?{limit}) \
+            "SELECT status, count, version FROM status_count WHERE count > 0 AND status IN ({}) \
+             UNION SELECT status, count, version FROM (SELECT status, count, version \
+             FROM status_count WHERE count > 0 ORDER BY count DESC, status LIMIT ?{limit}) \
              ORDER BY count DESC, status",
             marks.join(", ")
         )),
         params,
     }
+}
+
+/// First in a transaction that may change counts: marks the counts clock, so that
+/// [`counts_changed`] at its end finds the counts this transaction changed (and only those: D1
+/// runs one transaction at a time). Writes nothing when no count changed since the last mark.
+pub fn mark_counts() -> Statement {
+    Statement::new(
+        "UPDATE counts_clock SET mark = seq WHERE id = 1 AND mark != seq",
+        vec![],
+    )
+}
+
+/// Last in a transaction that began with [`mark_counts`]: the counts it changed, with their
+/// versions, zeros included (a page must learn that a status is no longer shown), oldest change
+/// first.
+pub fn counts_changed() -> Statement {
+    Statement::new(
+        "SELECT status, count, version FROM status_count \
+         WHERE version > (SELECT mark FROM counts_clock WHERE id = 1) ORDER BY version",
+        vec![],
+    )
 }
 
 /// One status by URI, with its handle (whether visible or not; `deleted` tells).
@@ -499,11 +520,15 @@ impl StatusViewRow {
     }
 }
 
-/// A row of [`status_counts`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A row of [`status_counts`] and [`counts_changed`]: how many active accounts show `status`,
+/// as of `version` (migration 0011: every change of a count takes the next version, so of two
+/// rows for one status the higher version is the newer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountRow {
     pub status: String,
     pub count: i64,
+    #[serde(default)]
+    pub version: i64,
 }
 
 // ---------------------------------------------------------------------------------------------

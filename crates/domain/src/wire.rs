@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::sql::CountRow;
 use crate::StatusView;
 
 /// The version of this protocol; a page that sees another version reloads.
@@ -73,6 +74,9 @@ pub enum ServerMessage {
     HandleChanged { did: String, handle: Option<String> },
     /// An account's statuses are hidden (inactive) or shown again.
     AccountChanged { did: String, active: bool },
+    /// Counts as D1 holds them after a change, each with its version: a page keeps, per status,
+    /// the count of the highest version it has seen (a count of 0: no longer shown).
+    CountsChanged { counts: Vec<CountRow> },
     /// The page fell too far behind: reload it.
     Reload { reason: String },
 }

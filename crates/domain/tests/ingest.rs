@@ -92,6 +92,7 @@ async fn the_fixture_stream_becomes_rows_and_messages_once() {
             ServerMessage::AccountChanged { .. } => "account",
             ServerMessage::StatusUpserted { .. } => "upsert",
             ServerMessage::StatusDeleted { .. } => "delete",
+            ServerMessage::CountsChanged { .. } => "counts",
             _ => "other",
         })
         .collect();
@@ -110,7 +111,23 @@ async fn the_fixture_stream_becomes_rows_and_messages_once() {
     // order they ran, with the delete of Alice's after hers: a page applying them in order ends
     // with what D1 has.
     assert_eq!(upserts.len(), 3, "{messages:#?}");
-    assert_eq!(kinds, ["upsert", "upsert", "delete", "upsert"]);
+    // Last, the counts the batch changed, as D1 holds them after it.
+    assert_eq!(kinds, ["upsert", "upsert", "delete", "upsert", "counts"]);
+    let Some(ServerMessage::CountsChanged { counts }) = messages.last() else {
+        panic!("{messages:#?}")
+    };
+    let in_d1: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count FROM status_count ORDER BY status")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut published: Vec<(String, i64)> =
+        counts.iter().map(|c| (c.status.clone(), c.count)).collect();
+    published.sort();
+    assert_eq!(
+        published, in_d1,
+        "every count the batch touched, as D1 holds it"
+    );
 
     // The same frames again (a rewound cursor): nothing changes, nothing is forwarded.
     let (again, messages) = ingest(&pool, &frames).await;
@@ -180,6 +197,7 @@ async fn an_optimistic_row_is_confirmed_and_forwarded_as_one_status() {
     };
     batch(&pool, &sql::upsert_statuses(&[optimistic])).await;
     let (_, messages) = ingest(&pool, &[a_status(ALICE, rkey, "🦋", 2_000_000)]).await;
+    // The confirmation changes no count: the optimistic row already counted.
     let [ServerMessage::StatusUpserted { status }] = messages.as_slice() else {
         panic!("{messages:#?}")
     };
@@ -253,13 +271,19 @@ async fn handles_ride_along_and_inactive_authors_are_not_pushed() {
                     "time": "2026-11-24T00:00:00Z"}})
     .to_string();
     let (_, messages) = ingest(&pool, &[deactivate, a_status(bob, &tid(3), "🤓", 40)]).await;
+    // His shown status no longer counts; the new one, hidden, never did.
+    let [ServerMessage::AccountChanged { did, active: false }, ServerMessage::CountsChanged { counts }] =
+        messages.as_slice()
+    else {
+        panic!("an inactive author's new status was pushed: {messages:?}");
+    };
+    assert_eq!(did, bob);
     assert_eq!(
-        messages,
-        vec![ServerMessage::AccountChanged {
-            did: bob.into(),
-            active: false
-        }],
-        "an inactive author's new status was pushed"
+        counts
+            .iter()
+            .map(|c| (c.status.as_str(), c.count))
+            .collect::<Vec<_>>(),
+        [("😎", 0)]
     );
     assert!(visible(&pool).await.is_empty());
 }
@@ -329,9 +353,18 @@ async fn a_clock_ahead_is_brought_back_to_now_and_the_future_is_dropped() {
     );
     assert_eq!(plan.dropped.len(), 1);
     assert_eq!(plan.dropped[0].reason, "future");
-    let [ServerMessage::StatusUpserted { status }] = messages.as_slice() else {
-        panic!("one status expected: {messages:?}");
+    let [ServerMessage::StatusUpserted { status }, ServerMessage::CountsChanged { counts }] =
+        messages.as_slice()
+    else {
+        panic!("one status and its count expected: {messages:?}");
     };
+    assert_eq!(
+        counts
+            .iter()
+            .map(|c| (c.status.as_str(), c.count))
+            .collect::<Vec<_>>(),
+        [("😎", 1)]
+    );
     assert_eq!(status.author_did, ALICE);
     assert_eq!(status.indexed_at, common::NOW_US / 1000, "sorted as of now");
 }
@@ -395,7 +428,7 @@ async fn tables(pool: &SqlitePool) -> Vec<Vec<serde_json::Value>> {
         "SELECT * FROM status ORDER BY uri",
         "SELECT * FROM account ORDER BY did",
         "SELECT * FROM current_status ORDER BY author_did",
-        "SELECT * FROM status_count ORDER BY status",
+        "SELECT status, count FROM status_count ORDER BY status",
     ];
     let statements: Vec<sql::Statement> = dumps
         .iter()

@@ -134,6 +134,7 @@ async fn migrations_create_every_table() {
     for table in [
         "account",
         "browser_session",
+        "counts_clock",
         "current_status",
         "health_probe",
         "identity_cache",
@@ -249,6 +250,100 @@ async fn a_delete_is_final_for_replays() {
     let newer = status(DID_A, 1, "🚀", 3, 3000, Origin::Network);
     assert_eq!(upsert(&pool, &[newer]).await.len(), 1);
     assert_eq!(current(&pool, DID_A).await.as_deref(), Some("🚀"));
+}
+
+/// What a transaction that began with `mark_counts` changed, read at its end: its counts and only
+/// its counts, zeros included, each version above any earlier one (migration 0011).
+async fn changed_by(pool: &SqlitePool, statements: Vec<Statement>) -> Vec<(String, i64, i64)> {
+    let mut all = vec![sql::mark_counts()];
+    all.extend(statements);
+    all.push(sql::counts_changed());
+    let results = crate::common::batch_json(pool, &all).await;
+    results
+        .last()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_str().unwrap().to_owned(),
+                r["count"].as_i64().unwrap(),
+                r["version"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_transaction_finds_exactly_the_counts_it_changed() {
+    let pool = database().await;
+    let first = changed_by(
+        &pool,
+        sql::upsert_statuses(&[status(DID_A, 1, "🦋", 1, 10, Origin::Network)]),
+    )
+    .await;
+    assert_eq!(first.len(), 1);
+    assert_eq!((first[0].0.as_str(), first[0].1), ("🦋", 1));
+    // Another author, another status: only that count.
+    let second = changed_by(
+        &pool,
+        sql::upsert_statuses(&[status(DID_B, 2, "🚀", 2, 20, Origin::Network)]),
+    )
+    .await;
+    assert_eq!(
+        second
+            .iter()
+            .map(|c| (c.0.as_str(), c.1))
+            .collect::<Vec<_>>(),
+        [("🚀", 1)]
+    );
+    // A moves from 🦋 to 🚀: both, 🦋 down to zero, at versions above everything before.
+    let third = changed_by(
+        &pool,
+        sql::upsert_statuses(&[status(DID_A, 3, "🚀", 3, 30, Origin::Network)]),
+    )
+    .await;
+    let mut moved: Vec<(&str, i64)> = third.iter().map(|c| (c.0.as_str(), c.1)).collect();
+    moved.sort();
+    assert_eq!(moved, [("🚀", 2), ("🦋", 0)]);
+    let before = first[0].2.max(second[0].2);
+    assert!(
+        third.iter().all(|c| c.2 > before),
+        "{third:?} after {before}"
+    );
+    // B's account deactivated: its count goes; reactivated: it comes back, newer again.
+    let hidden = changed_by(
+        &pool,
+        sql::set_account_states(&[account(DID_B, false, Some("deactivated"), 40)]),
+    )
+    .await;
+    assert_eq!(
+        hidden
+            .iter()
+            .map(|c| (c.0.as_str(), c.1))
+            .collect::<Vec<_>>(),
+        [("🚀", 1)]
+    );
+    let back = changed_by(
+        &pool,
+        sql::set_account_states(&[account(DID_B, true, None, 50)]),
+    )
+    .await;
+    assert_eq!(
+        back.iter().map(|c| (c.0.as_str(), c.1)).collect::<Vec<_>>(),
+        [("🚀", 2)]
+    );
+    assert!(back[0].2 > hidden[0].2);
+    // The same event again, or nothing at all: no count changed, none is named.
+    let replay = sql::upsert_statuses(&[status(DID_A, 3, "🚀", 3, 30, Origin::Network)]);
+    assert!(changed_by(&pool, replay).await.is_empty());
+    assert!(changed_by(&pool, Vec::new()).await.is_empty());
+    // What the page reads carries the same versions.
+    let page = one(&pool, sql::status_counts(&["🦋"], 5)).await;
+    let read: Vec<(String, i64)> = page
+        .iter()
+        .map(|r| (r.get("status"), r.get("version")))
+        .collect();
+    assert_eq!(read, [("🚀".to_owned(), back[0].2)]);
 }
 
 #[tokio::test]
@@ -1110,6 +1205,7 @@ async fn hot_queries_use_their_indexes() {
             "USING INDEX sqlite_autoindex_status_1",
         ),
         (sql::purge_statuses(DID_A), "INDEX status_author"),
+        (sql::counts_changed(), "USING INDEX status_count_version"),
         (
             sql::accounts_of(&[DID_A, DID_B]).remove(0),
             "USING INDEX sqlite_autoindex_account_1",

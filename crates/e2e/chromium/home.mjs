@@ -116,14 +116,15 @@ async function signIn(page, user, name = `${user}.test`) {
 
 // Another atproto app writing to someone's repo: the PDS's XRPC with a password session.
 async function xrpc(method, body, token) {
+  const auth = token ? { authorization: `Bearer ${token}` } : {};
   const response = await fetch(`${PDS_URL}/xrpc/${method}`, {
     method: "POST",
-    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-    body: JSON.stringify(body),
+    headers: body === undefined ? auth : { "content-type": "application/json", ...auth },
+    body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await response.text();
   if (!response.ok) throw new Error(`${method} answered ${response.status}: ${text}`);
-  return JSON.parse(text);
+  return text ? JSON.parse(text) : {};
 }
 async function writeRecord(user, collection, record, rkey) {
   const session = await xrpc("com.atproto.server.createSession", { identifier: `${user}.test`, password: PASSWORD });
@@ -428,6 +429,71 @@ await step("a bidi override or a tower of combining marks stays in its own box",
     check(Math.abs(seen.lineHeight - seen.normalHeight) <= 2, `${when}: the stacked line is as tall as any: ${JSON.stringify(seen)}`);
   }
   await visitor.page.screenshot({ path: join(SHOTS, "spoofing.png"), fullPage: true });
+});
+
+// Counts come from D1 and are published by whoever changed them, each with its version: a page
+// left open through creates, an update, a delete, a deactivation and a reactivation shows, after
+// each, the numbers a fresh page shows (the grid, "also in use", the top list).
+await step("counts stay true live through writes, updates, deletes, deactivation and reactivation", async () => {
+  const live = await newPage("counts-live");
+  const fresh = await newPage("counts-fresh");
+  await live.page.goto(HOME);
+  await live.page.evaluate(() => {
+    window.stillTheSamePage = true;
+  });
+  await live.page.waitForTimeout(500);
+  const numbers = (page) =>
+    page.evaluate(() => {
+      const read = (selector) =>
+        Array.from(document.querySelectorAll(selector)).map((el) => `${el.dataset.status}=${el.textContent.trim()}`).join(" ");
+      return { grid: read("#grid .count"), others: read("#others-list .count"), top: read("#top .count") };
+    });
+  // Read in one go: the page's script redraws "also in use" when counts change.
+  const countOf = (page, status) =>
+    page.evaluate((status) => {
+      const el = Array.from(document.querySelectorAll("#grid .count, #others-list .count")).find(
+        (c) => c.dataset.status === status,
+      );
+      return el ? Number(el.textContent.trim()) : 0;
+    }, status);
+  await fresh.page.goto(HOME);
+  const base = { "🐢": await countOf(fresh.page, "🐢"), "🦀": await countOf(fresh.page, "🦀") };
+  const session = await xrpc("com.atproto.server.createSession", { identifier: "carol.test", password: PASSWORD });
+  const auth = session.accessJwt;
+  const record = (status) => ({ $type: "xyz.statusphere.status", status, createdAt: new Date().toISOString() });
+  const put = (rkey, status) =>
+    xrpc("com.atproto.repo.putRecord", { repo: session.did, collection: "xyz.statusphere.status", rkey, record: record(status) }, auth);
+  const first = "3m2abc2abc2ab";
+  const second = "3m2abc2abc2ac";
+  const steps = [
+    ["carol sets 🐢", () => put(first, "🐢"), { "🐢": 1, "🦀": 0 }],
+    ["carol changes it to 🦀", () => put(first, "🦀"), { "🐢": 0, "🦀": 1 }],
+    ["carol sets 🐢 again", () => put(second, "🐢"), { "🐢": 1, "🦀": 0 }],
+    ["carol deletes it: 🦀 is current again",
+      () => xrpc("com.atproto.repo.deleteRecord", { repo: session.did, collection: "xyz.statusphere.status", rkey: second }, auth),
+      { "🐢": 0, "🦀": 1 }],
+    ["carol deactivates her account", () => xrpc("com.atproto.server.deactivateAccount", {}, auth), { "🐢": 0, "🦀": 0 }],
+    ["carol comes back", () => xrpc("com.atproto.server.activateAccount", undefined, auth), { "🐢": 0, "🦀": 1 }],
+  ];
+  for (const [what, act, plus] of steps) {
+    await act();
+    const deadline = Date.now() + TIMEOUT;
+    let seen = null;
+    for (;;) {
+      await fresh.page.goto(HOME);
+      const turtle = await countOf(fresh.page, "🐢");
+      const crab = await countOf(fresh.page, "🦀");
+      const want = turtle === base["🐢"] + plus["🐢"] && crab === base["🦀"] + plus["🦀"];
+      const reload = await numbers(fresh.page);
+      seen = { reload, live: await numbers(live.page), turtle, crab };
+      if (want && JSON.stringify(seen.reload) === JSON.stringify(seen.live)) break;
+      if (Date.now() > deadline) throw new Error(`${what}: the live page's counts are not a reload's: ${JSON.stringify(seen)}`);
+      await live.page.waitForTimeout(250);
+    }
+  }
+  check(await live.page.evaluate(() => window.stillTheSamePage === true), "no reload");
+  await live.context.close();
+  await fresh.context.close();
 });
 
 await step("signed out in another tab, her page says so when she picks a status", async () => {

@@ -370,7 +370,7 @@ fn reading(
     })
 }
 
-/// The whole local app: a network of its own (alice and bob), the sidecar bridging its PDS's
+/// The whole local app: a network of its own (alice, bob and carol), the sidecar bridging its PDS's
 /// firehose to a local Jetstream, and a stack whose listener reads it live; records written on
 /// the PDS by any client reach D1 and open pages.
 pub fn start_live(name: &str) -> Result<Net> {
@@ -387,6 +387,8 @@ pub fn start_live_with(
     xtask::sidecar::build()?;
     let mut devnet_config = DevnetConfig::for_test(name)?;
     devnet_config.https_app = Some(crate::shared::https_app()?);
+    // carol's statuses come and go in the Chromium test's count checks.
+    devnet_config.accounts.push("carol".into());
     let devnet = Arc::new(Devnet::start(&tools, &devnet_config)?);
     let dir = crate::listening::run_dir(name)?;
     let jetstream = Sidecar::start(

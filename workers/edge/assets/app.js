@@ -16,21 +16,89 @@
   var paused = false;
   var MAX_LINES = 50;
 
-  // Each account's current status, as far as the page knows: the newest line per author.
-  var current = {};
-  Array.prototype.forEach.call(feed.children, function (li) {
-    if (!(li.dataset.did in current)) current[li.dataset.did] = li.dataset.status;
-  });
-
-  function countOf(status) {
-    return Array.prototype.filter.call(document.querySelectorAll(".count"), function (el) {
-      return el.dataset.status === status;
-    })[0];
+  // Counts as D1 holds them: per status, the count of the highest version seen (the page as
+  // rendered, then `counts_changed` messages and write answers; docs/broker.md). Two publishes
+  // that arrive out of order cannot undo each other. The grid, "Also in use" and the top list are
+  // all drawn from them, in D1's order (most shown first, then by code point).
+  var counts = {};
+  var picker = Array.prototype.map.call(document.querySelectorAll("#grid .emoji"), function (b) { return b.value; });
+  var OTHERS = 20, TOP = 5;
+  function know(status, count, version) {
+    var known = counts[status];
+    if (known && known.version >= version) return false;
+    counts[status] = { count: Math.max(0, count), version: version };
+    return true;
   }
-  function bump(status, by) {
-    var el = countOf(status);
-    if (!el) return;
-    el.textContent = String(Math.max(0, (parseInt(el.textContent, 10) || 0) + by));
+  Array.prototype.forEach.call(document.querySelectorAll(".count[data-status]"), function (el) {
+    know(el.dataset.status, parseInt(el.textContent, 10) || 0, parseInt(el.dataset.version, 10) || 0);
+  });
+  function byUse(a, b) {
+    var d = counts[b].count - counts[a].count;
+    if (d) return d;
+    var x = Array.from(a), y = Array.from(b);
+    for (var i = 0; i < x.length && i < y.length; i++) {
+      var c = x[i].codePointAt(0) - y[i].codePointAt(0);
+      if (c) return c;
+    }
+    return x.length - y.length;
+  }
+  function countEl(status) {
+    var el = document.createElement("span");
+    el.className = "count";
+    el.dataset.status = status;
+    return el;
+  }
+  function glyph(status) {
+    var b = document.createElement("bdi");
+    b.className = "glyph net";
+    b.textContent = status;
+    return b;
+  }
+  function shown(filter, limit) {
+    return Object.keys(counts).filter(function (s) { return counts[s].count > 0 && filter(s); }).sort(byUse).slice(0, limit);
+  }
+  function drawCounts() {
+    var others = document.getElementById("others-list");
+    if (others) {
+      var rest = shown(function (s) { return picker.indexOf(s) < 0; }, OTHERS);
+      others.textContent = "";
+      rest.forEach(function (s) {
+        var span = document.createElement("span");
+        span.className = "other";
+        span.append(glyph(s), " ", countEl(s));
+        others.append(span, " ");
+      });
+      document.getElementById("others").hidden = rest.length === 0;
+    }
+    var top = document.getElementById("top");
+    if (top) {
+      var best = shown(function () { return true; }, TOP);
+      top.textContent = "";
+      best.forEach(function (s) {
+        var li = document.createElement("li");
+        li.append(glyph(s), " ", countEl(s));
+        top.append(li);
+      });
+      document.getElementById("top-card").hidden = best.length === 0;
+    }
+    Array.prototype.forEach.call(document.querySelectorAll(".count[data-status]"), function (el) {
+      var known = counts[el.dataset.status] || { count: 0, version: 0 };
+      el.textContent = String(known.count);
+      el.dataset.version = String(known.version);
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("#grid .emoji"), function (b) {
+      var n = (counts[b.value] || { count: 0 }).count;
+      b.setAttribute("aria-label", b.value + ", " + n + (n === 1 ? " person" : " people"));
+    });
+  }
+  function countsChanged(list) {
+    var changed = false;
+    (list || []).forEach(function (c) {
+      if (c && typeof c.status === "string" && typeof c.count === "number" && typeof c.version === "number") {
+        changed = know(c.status, c.count, c.version) || changed;
+      }
+    });
+    if (changed) drawCounts();
   }
   function highlight(status) {
     Array.prototype.forEach.call(document.querySelectorAll("#grid .emoji"), function (b) {
@@ -95,11 +163,6 @@
       while (feed.children.length > MAX_LINES) feed.lastElementChild.remove();
       var empty = document.getElementById("empty");
       if (empty) empty.remove();
-      if (current[s.author_did] !== s.status) {
-        if (current[s.author_did]) bump(current[s.author_did], -1);
-        bump(s.status, 1);
-        current[s.author_did] = s.status;
-      }
       if (s.author_did === viewer) highlight(s.status);
     } else if (m.type === "status_confirmed") {
       var li = byUri(m.uri);
@@ -111,6 +174,8 @@
       Array.prototype.forEach.call(feed.children, function (li) {
         if (li.dataset.did === m.did) li.querySelector(".author").textContent = "@" + (m.handle || m.did);
       });
+    } else if (m.type === "counts_changed") {
+      countsChanged(m.counts);
     } else if (m.type === "account_changed" && !m.active) {
       Array.prototype.forEach.call(feed.querySelectorAll("li"), function (li) {
         if (li.dataset.did === m.did) li.remove();
@@ -199,6 +264,7 @@
             highlight(button.value);
             // The new line at once; the same message over the socket then changes nothing.
             if (body.status && body.status.uri) apply({ type: "status_upserted", status: body.status });
+            countsChanged(body.counts);
             // Written to the repo but not recorded yet: the socket brings it when it is.
             if (body.notice) say(body.notice, true);
           } else if (response.status === 401) {

@@ -44,10 +44,10 @@ pub async fn set_status(
     match outcome {
         // The row as D1 holds it (what the broker publishes too): the script shows it at once,
         // whether or not its socket is connected.
-        Ok(Written::Recorded(view)) if reply == Reply::Json => {
-            Response::from_json(&serde_json::json!({ "status": view }))
+        Ok(Written::Recorded { status, counts }) if reply == Reply::Json => {
+            Response::from_json(&serde_json::json!({ "status": status, "counts": counts }))
         }
-        Ok(Written::Recorded(_)) => auth::see_other("/", &[]),
+        Ok(Written::Recorded { .. }) => auth::see_other("/", &[]),
         // Written to the repo, but not recorded here (D1 failed): say so, rather than "failed".
         Ok(Written::NotRecorded) if reply == Reply::Json => Ok(Response::from_json(
             &serde_json::json!({ "status": null, "notice": WRITTEN_NOT_RECORDED }),
@@ -110,11 +110,16 @@ async fn write(
     let written = sessions
         .write_status(&who.did, status, config.writes_per_minute)
         .await?;
-    if let Written::Recorded(view) = &written {
-        let message = ServerMessage::StatusUpserted {
-            status: view.clone(),
-        };
-        publish(env, message).await;
+    if let Written::Recorded { status, counts } = &written {
+        let mut messages = vec![ServerMessage::StatusUpserted {
+            status: status.clone(),
+        }];
+        if !counts.is_empty() {
+            messages.push(ServerMessage::CountsChanged {
+                counts: counts.clone(),
+            });
+        }
+        publish(env, messages).await;
     }
     Ok(written)
 }
@@ -147,10 +152,10 @@ fn json_refusal(status: u16, message: &str) -> Result<Response> {
 
 /// One publish to the broker; a failure is logged (pages catch up on reload), not an error:
 /// the status is already in the repo and in D1.
-async fn publish(env: &Env, message: ServerMessage) {
+async fn publish(env: &Env, messages: Vec<ServerMessage>) {
     let result = async {
         let broker = env.service("BROKER")?;
-        workers_common::broker::publish(&broker, vec![message]).await
+        workers_common::broker::publish(&broker, messages).await
     }
     .await;
     if let Err(error) = result {

@@ -143,6 +143,7 @@ fn native_costs() -> Result<(f64, f64)> {
             .map(|s| CountRow {
                 status: (*s).into(),
                 count: 7,
+                version: 1,
             })
             .collect(),
         recent: (0..30)
