@@ -1,16 +1,19 @@
 //! What the app does on behalf of a signed-in account, independent of any runtime: keep its OAuth
 //! session usable ([`session`]: stored sealed, refreshed under a lease because refresh tokens are
-//! single-use) and write its status ([`write`]: budget, repository, check, record).
+//! single-use), write its status ([`write`]: budget, repository, check, record) and clear it
+//! ([`clear`]: the same, with `deleteRecord` and a tombstone).
 //!
 //! The worker supplies what differs between runtimes through the small traits of [`port`] (the
 //! database and the clock) and an [`atrium_xrpc::HttpClient`]: D1, `Date.now` and `fetch` in edge;
 //! SQLite through sqlx, the system clock and reqwest in the native tests
 //! (`crates/account/tests/`). How the lease works and why: docs/auth.md.
 
+pub mod clear;
 pub mod port;
 pub mod session;
 pub mod write;
 
+pub use clear::Cleared;
 pub use port::{Clock, Database};
 pub use session::{Lease, Refresh, Sessions};
 pub use write::{Refused, Written};

@@ -38,11 +38,13 @@ pub enum Written {
     NotRecorded,
 }
 
-/// A write that did not happen: nothing was changed anywhere.
+/// A write (or clear) that did not happen: nothing was changed anywhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
     /// What was sent is not a status the lexicon allows.
     NotAStatus,
+    /// A clear, from an account that shows no status.
+    NothingToClear,
     /// The account spent its write budget.
     TooFast,
     /// No usable session: ended (sign in again), or its refresh could not finish.
@@ -61,7 +63,7 @@ impl Refused {
     /// The HTTP status to answer with.
     pub fn status(&self) -> u16 {
         match self {
-            Refused::NotAStatus => 400,
+            Refused::NotAStatus | Refused::NothingToClear => 400,
             Refused::TooFast => 429,
             Refused::Session(Error::Ended) => 401,
             Refused::Session(Error::Unavailable(_))
@@ -76,6 +78,7 @@ impl Refused {
     pub fn message(&self) -> String {
         match self {
             Refused::NotAStatus => "That is not a valid status: pick one emoji.".into(),
+            Refused::NothingToClear => "You have no status to clear.".into(),
             Refused::TooFast => {
                 "You are changing your status too quickly. Please wait a minute.".into()
             }
@@ -109,7 +112,26 @@ impl From<Error> for Refused {
     }
 }
 
-/// How a `createRecord` failed.
+/// The statement that keeps the PDS's newest DPoP nonce, if it changed.
+pub(crate) fn new_nonce(
+    did: &str,
+    nonce: Option<String>,
+    session: &Session,
+) -> Option<sql::Statement> {
+    nonce
+        .filter(|n| Some(n) != session.pds_nonce.as_ref())
+        .map(|nonce| sql::set_pds_nonce(did, &nonce))
+}
+
+/// The rows of `sql::counts_changed`.
+pub(crate) fn counts_of(rows: Option<Vec<serde_json::Value>>) -> Vec<CountRow> {
+    rows.unwrap_or_default()
+        .into_iter()
+        .filter_map(|row| serde_json::from_value(row).ok())
+        .collect()
+}
+
+/// How a `createRecord` (or `deleteRecord`) failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CreateError {
     /// The PDS does not take the access token any more.
@@ -118,8 +140,10 @@ pub enum CreateError {
     Unreachable(String),
 }
 
-/// What atrium's error means for the write.
-pub fn classify(error: atrium_xrpc::Error<create_record::Error>) -> CreateError {
+/// What atrium's error means for the write (or clear).
+pub fn classify<E: std::fmt::Debug + std::fmt::Display>(
+    error: atrium_xrpc::Error<E>,
+) -> CreateError {
     use atrium_xrpc::error::XrpcErrorKind;
     match error {
         atrium_xrpc::Error::XrpcResponse(e) if e.status == 401 => CreateError::Expired,
@@ -167,20 +191,13 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
         }
         let created_at = CreatedAt::parse(&iso8601(now_ms))
             .map_err(|e| Refused::Rejected(format!("clock error: {e}")))?;
-        let mut session = self.fresh_from(did, stored, Refresh::IfExpiring).await?;
-        let mut retried = false;
-        let (output, nonce) = loop {
-            match self.create(&session, status, &created_at).await {
-                Ok(done) => break done,
-                Err(CreateError::Expired) if !retried => {
-                    retried = true;
-                    session = self.fresh(did, Refresh::Now).await?;
-                }
-                Err(CreateError::Expired) => return Err(Refused::Session(Error::Ended)),
-                Err(CreateError::Rejected(why)) => return Err(Refused::Rejected(why)),
-                Err(CreateError::Unreachable(why)) => return Err(Refused::Unreachable(why)),
-            }
-        };
+        let session = self.fresh_from(did, stored, Refresh::IfExpiring).await?;
+        let created = &created_at;
+        let ((output, nonce), session) = self
+            .on_pds(did, session, |session| async move {
+                self.create(&session, status, created).await
+            })
+            .await?;
         // The PDS is the account's own choice of server: its answer must name this account's new
         // record before it touches the database (domain::write).
         let cid = output.cid.as_ref().to_string();
@@ -207,9 +224,7 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
         let read_back = statements.len();
         statements.push(sql::status_by_uri(&row.uri));
         statements.push(sql::counts_changed());
-        if let Some(nonce) = nonce.filter(|n| Some(n) != session.pds_nonce.as_ref()) {
-            statements.push(sql::set_pds_nonce(did, &nonce));
-        }
+        statements.extend(new_nonce(did, nonce, &session));
         let results = match self.db.batch(&statements).await {
             Ok(results) => results,
             Err(error) => {
@@ -223,17 +238,39 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
             .and_then(|rows| rows.into_iter().next())
             .and_then(|row| serde_json::from_value::<StatusViewRow>(row).ok())
             .map(StatusViewRow::into_view);
-        let counts: Vec<CountRow> = results
-            .next()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|row| serde_json::from_value(row).ok())
-            .collect();
+        let counts = counts_of(results.next());
         tracing::info!(did, uri = %row.uri, "status written");
         Ok(match view {
             Some(status) => Written::Recorded { status, counts },
             None => Written::NotRecorded,
         })
+    }
+
+    /// Runs `call` on the account's PDS with `session`; a token the PDS no longer takes is
+    /// refreshed once and the call made again. The answer, and the session that got it.
+    pub(crate) async fn on_pds<T, F, Fut>(
+        &self,
+        did: &str,
+        mut session: Session,
+        call: F,
+    ) -> Result<(T, Session), Refused>
+    where
+        F: Fn(Session) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CreateError>>,
+    {
+        let mut retried = false;
+        loop {
+            match call(session.clone()).await {
+                Ok(done) => return Ok((done, session)),
+                Err(CreateError::Expired) if !retried => {
+                    retried = true;
+                    session = self.fresh(did, Refresh::Now).await?;
+                }
+                Err(CreateError::Expired) => return Err(Refused::Session(Error::Ended)),
+                Err(CreateError::Rejected(why)) => return Err(Refused::Rejected(why)),
+                Err(CreateError::Unreachable(why)) => return Err(Refused::Unreachable(why)),
+            }
+        }
     }
 
     /// `createRecord` on the session's PDS; the record and the PDS's latest DPoP nonce.

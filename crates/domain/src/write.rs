@@ -1,6 +1,7 @@
-//! A status written through edge: the person's PDS answers `com.atproto.repo.createRecord` with
-//! the new record's `uri`, `cid` and the commit's `rev`, and that answer is checked here before
-//! anything reaches D1.
+//! A status written or cleared through edge: the person's PDS answers
+//! `com.atproto.repo.createRecord` with the new record's `uri`, `cid` and the commit's `rev`
+//! (`deleteRecord` with the commit's `rev`), and that answer is checked here before anything
+//! reaches D1.
 //!
 //! A PDS is whatever server an account's DID document names; anyone can run one. So its answer is
 //! remote input like a Jetstream frame: it must name a new `xyz.statusphere.status` record in the
@@ -10,7 +11,7 @@
 
 use atrium_api::types::string::{Cid, Tid};
 
-use crate::jetstream::MAX_CLOCK_SKEW_US;
+use crate::jetstream::{Tombstone, MAX_CLOCK_SKEW_US};
 use crate::status::{at_uri, Origin, Status};
 use crate::{bounded, Error, Result};
 
@@ -47,14 +48,7 @@ pub fn optimistic_row(
         .cid
         .parse::<Cid>()
         .map_err(|_| Error::invalid("cid", answer.cid))?;
-    let rev = answer.rev.ok_or(Error::Missing("rev"))?;
-    let tid = Tid::new(rev.to_owned()).map_err(|_| Error::invalid("rev", rev))?;
-    if tid_time_us(&tid) > (now_ms * 1000).saturating_add(MAX_CLOCK_SKEW_US) {
-        return Err(Error::Future {
-            field: "rev",
-            value: bounded(rev),
-        });
-    }
+    let rev = checked_rev(answer.rev, now_ms)?;
     Ok(Status {
         uri,
         author_did: did.to_owned(),
@@ -67,6 +61,41 @@ pub fn optimistic_row(
         origin: Origin::Edge,
         confirmed: false,
     })
+}
+
+/// The tombstone for `did`'s status at `uri` (its current one, read from D1: ours, not the PDS's)
+/// once its PDS answered `deleteRecord` with the commit's revision `rev`, if that holds up. No
+/// revision (a PDS answers none when the record was not there) is refused: without it the
+/// tombstone could not be ordered against the network's events.
+pub fn tombstone(
+    did: &str,
+    uri: &str,
+    rkey: &str,
+    rev: Option<&str>,
+    now_ms: i64,
+) -> Result<Tombstone> {
+    let rev = checked_rev(rev, now_ms)?;
+    Ok(Tombstone {
+        uri: uri.to_owned(),
+        author_did: did.to_owned(),
+        rkey: rkey.to_owned(),
+        rev: rev.to_owned(),
+        indexed_at: now_ms,
+    })
+}
+
+/// A commit's revision: present, a TID, and not from the future (a huge one would win over every
+/// later event of the record).
+fn checked_rev(rev: Option<&str>, now_ms: i64) -> Result<&str> {
+    let rev = rev.ok_or(Error::Missing("rev"))?;
+    let tid = Tid::new(rev.to_owned()).map_err(|_| Error::invalid("rev", rev))?;
+    if tid_time_us(&tid) > (now_ms * 1000).saturating_add(MAX_CLOCK_SKEW_US) {
+        return Err(Error::Future {
+            field: "rev",
+            value: bounded(rev),
+        });
+    }
+    Ok(rev)
 }
 
 /// The time a TID was made (unix µs): its first 53 bits, in base32-sortable.
@@ -103,6 +132,23 @@ mod tests {
 
     fn answer<'a>(uri: &'a str, cid: &'a str, rev: Option<&'a str>) -> CreateAnswer<'a> {
         CreateAnswer { uri, cid, rev }
+    }
+
+    #[test]
+    fn a_delete_answer_needs_a_present_revision() {
+        let rkey = tid(NOW_MS * 1000 - 5);
+        let uri = at_uri(DID, &rkey);
+        let rev = tid(NOW_MS * 1000 - 1);
+        let row = tombstone(DID, &uri, &rkey, Some(&rev), NOW_MS).unwrap();
+        assert_eq!(
+            (row.uri.as_str(), row.rev.as_str()),
+            (uri.as_str(), rev.as_str())
+        );
+        assert_eq!((row.author_did.as_str(), row.indexed_at), (DID, NOW_MS));
+        let future = tid(NOW_MS * 1000 + 10 * 60 * 1_000_000);
+        for bad in [None, Some("not-a-tid"), Some(future.as_str())] {
+            assert!(tombstone(DID, &uri, &rkey, bad, NOW_MS).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -431,6 +431,14 @@ await step("a bidi override or a tower of combining marks stays in its own box",
   await visitor.page.screenshot({ path: join(SHOTS, "spoofing.png"), fullPage: true });
 });
 
+// The numbers a page shows: the grid's counts, "also in use" and the top list.
+const numbers = (page) =>
+  page.evaluate(() => {
+    const read = (selector) =>
+      Array.from(document.querySelectorAll(selector)).map((el) => `${el.dataset.status}=${el.textContent.trim()}`).join(" ");
+    return { grid: read("#grid .count"), others: read("#others-list .count"), top: read("#top .count") };
+  });
+
 // Counts come from D1 and are published by whoever changed them, each with its version: a page
 // left open through creates, an update, a delete, a deactivation and a reactivation shows, after
 // each, the numbers a fresh page shows (the grid, "also in use", the top list).
@@ -442,12 +450,6 @@ await step("counts stay true live through writes, updates, deletes, deactivation
     window.stillTheSamePage = true;
   });
   await live.page.waitForTimeout(500);
-  const numbers = (page) =>
-    page.evaluate(() => {
-      const read = (selector) =>
-        Array.from(document.querySelectorAll(selector)).map((el) => `${el.dataset.status}=${el.textContent.trim()}`).join(" ");
-      return { grid: read("#grid .count"), others: read("#others-list .count"), top: read("#top .count") };
-    });
   // Read in one go: the page's script redraws "also in use" when counts change.
   const countOf = (page, status) =>
     page.evaluate((status) => {
@@ -493,6 +495,45 @@ await step("counts stay true live through writes, updates, deletes, deactivation
   }
   check(await live.page.evaluate(() => window.stillTheSamePage === true), "no reload");
   await live.context.close();
+  await fresh.context.close();
+});
+
+await step("alice clears her status: it leaves every page at once, and the one before is current again", async () => {
+  const page = alice.page;
+  await page.reload();
+  await visitor.page.reload();
+  await visitor.page.evaluate(() => {
+    window.stillTheSamePage = true;
+  });
+  const hers = await page.evaluate(() =>
+    Array.from(document.querySelectorAll("#feed li"))
+      .filter((li) => li.textContent.includes("@alice.test"))
+      .map((li) => ({ uri: li.dataset.uri, status: li.dataset.status })),
+  );
+  check(hers.length >= 2, `alice has two statuses to go back through: ${JSON.stringify(hers)}`);
+  const [latest, before] = hers;
+  await page.locator("#clear button").click();
+  const gone = (uri) => !Array.from(document.querySelectorAll("#feed li")).some((li) => li.dataset.uri === uri);
+  await page.waitForFunction(gone, latest.uri);
+  await visitor.page.waitForFunction(gone, latest.uri);
+  await page.waitForFunction(
+    (status) => document.querySelector(`#grid button[aria-pressed="true"]`)?.value === status,
+    before.status,
+  );
+  check(!(await page.locator("#clear").isHidden()), "her older status can be cleared too");
+  // The network's delete comes back through the listener and changes nothing more: the open
+  // page's numbers are a reload's.
+  const fresh = await newPage("after-clear");
+  const deadline = Date.now() + TIMEOUT;
+  for (;;) {
+    await fresh.page.goto(HOME);
+    const [live, reload] = [await numbers(visitor.page), await numbers(fresh.page)];
+    const shown = await fresh.page.evaluate((uri) => !!document.querySelector(`#feed li[data-uri="${uri}"]`), latest.uri);
+    if (!shown && JSON.stringify(live) === JSON.stringify(reload)) break;
+    if (Date.now() > deadline) throw new Error(`after the clear: ${JSON.stringify({ live, reload, shown })}`);
+    await fresh.page.waitForTimeout(250);
+  }
+  check(await visitor.page.evaluate(() => window.stillTheSamePage === true), "no reload");
   await fresh.context.close();
 });
 

@@ -63,11 +63,11 @@ pub fn https_app() -> Result<HttpsApp> {
 /// The accounts of the shared network (`alice` is `alice.test`), by the test that signs in as
 /// them: edge's flow (alice), its refusals (dave, erin), session expiry (frank), refreshes
 /// (ivan), the hostile network (grace, heidi), the OAuth client's two tests (judy, ken; liam,
-/// mia), the confidential client over HTTPS (nina, oscar), and a page rendered while a status is
-/// published (pat).
-pub const PEOPLE: [&str; 14] = [
+/// mia), the confidential client over HTTPS (nina, oscar), a page rendered while a status is
+/// published (pat), and clearing a status (quinn).
+pub const PEOPLE: [&str; 15] = [
     "alice", "dave", "erin", "frank", "ivan", "grace", "heidi", "judy", "ken", "liam", "mia",
-    "nina", "oscar", "pat",
+    "nina", "oscar", "pat", "quinn",
 ];
 
 /// The shared local atproto network, started on first use. A failed start is not kept: the next

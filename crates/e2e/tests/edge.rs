@@ -536,6 +536,137 @@ async fn publish_mid_render(net: &Net) -> Result<()> {
     Ok(())
 }
 
+/// A person clears their status: it is deleted from their repository, tombstoned in D1 and
+/// published (the delete and the counts) at once; the status before it is current again. The
+/// same CSRF check, sign-in and error handling as writing one; nothing to clear is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_clears_their_status() -> Result<()> {
+    let net = tokio::task::block_in_place(|| start("edge-clear"))?;
+    let result = clear_flow(&net).await;
+    net.with_log(result)
+}
+
+async fn clear_flow(net: &Net) -> Result<()> {
+    let quinn = did_of(&net.devnet, "quinn");
+    let mut browser = Browser::new(&net.stack);
+    let signed_out = browser.post("/status/clear", &[], None).await?;
+    ensure!(
+        signed_out.status() == StatusCode::UNAUTHORIZED,
+        "{}",
+        signed_out.status()
+    );
+    browser.sign_in_as("quinn").await?;
+    let page = browser.page().await?;
+    ensure!(
+        page.contains("id=\"clear\" hidden"),
+        "no status, no clear button shown: {page}"
+    );
+    let nothing = browser.post_from_script("/status/clear", &[]).await?;
+    ensure!(
+        nothing.status() == StatusCode::BAD_REQUEST,
+        "{}",
+        nothing.status()
+    );
+    ensure!(nothing.text().await?.contains("no status to clear"));
+
+    for emoji in ["🦋", "🚀"] {
+        let written = browser.post("/status", &[("status", emoji)], None).await?;
+        ensure!(
+            written.status() == StatusCode::SEE_OTHER,
+            "{}",
+            written.status()
+        );
+    }
+    let page = browser.page().await?;
+    ensure!(
+        page.contains("id=\"clear\">"),
+        "the clear button shows: {page}"
+    );
+
+    // Another site cannot clear it.
+    let cross = browser
+        .post("/status/clear", &[], Some("http://evil.example"))
+        .await?;
+    ensure!(
+        cross.status() == StatusCode::FORBIDDEN,
+        "{}",
+        cross.status()
+    );
+    ensure!(pds::repo_statuses(&net.devnet.pds_url, &quinn).await?.len() == 2);
+
+    // From the page's script: the record goes from the repo, the row becomes a tombstone, the
+    // status before is current again, and open pages hear of it with the counts.
+    let mut socket = Page::connect(net.stack.port(), None).await?;
+    let cleared = browser.post_from_script("/status/clear", &[]).await?;
+    ensure!(cleared.status() == StatusCode::OK, "{}", cleared.status());
+    let body: serde_json::Value = cleared.json().await?;
+    let uri = body["deleted"]
+        .as_str()
+        .context("no deleted uri")?
+        .to_owned();
+    ensure!(uri.starts_with(&format!("at://{quinn}/")), "{body}");
+    ensure!(body["current"] == "🦋", "{body}");
+    ensure!(pds::repo_statuses(&net.devnet.pds_url, &quinn).await? == ["🦋"]);
+    let frame = tokio::time::timeout(Duration::from_secs(10), socket.next_frame()).await??;
+    let ServerMessage::StatusDeleted {
+        uri: gone,
+        author_did,
+    } = frame.message
+    else {
+        bail!("expected the delete, got {:?}", frame.message);
+    };
+    ensure!(gone == uri && author_did == quinn);
+    let frame = tokio::time::timeout(Duration::from_secs(10), socket.next_frame()).await??;
+    let ServerMessage::CountsChanged { counts } = frame.message else {
+        bail!("expected the counts, got {:?}", frame.message);
+    };
+    let count = |status: &str| counts.iter().find(|c| c.status == status).map(|c| c.count);
+    ensure!(
+        count("🚀") == Some(0) && count("🦋") == Some(1),
+        "{counts:?}"
+    );
+    let tables = e2e::tables::Tables::of_stack(&net.stack.config().persist_dir).await?;
+    let row = tables
+        .status
+        .iter()
+        .find(|r| r["uri"] == uri.as_str())
+        .context("no row for the cleared status")?;
+    ensure!(
+        row["deleted"] == 1 && row["status"] == "",
+        "a tombstone: {row}"
+    );
+    let page = browser.page().await?;
+    ensure!(page_text(&page).contains("is feeling 🦋 today"), "{page}");
+    ensure!(
+        !page.contains(&format!("data-uri=\"{uri}\"")),
+        "the cleared line is gone"
+    );
+
+    // Without the script: the form posts and redirects; then nothing is left to clear.
+    let posted = browser.post("/status/clear", &[], None).await?;
+    ensure!(
+        posted.status() == StatusCode::SEE_OTHER,
+        "{}",
+        posted.status()
+    );
+    ensure!(pds::repo_statuses(&net.devnet.pds_url, &quinn)
+        .await?
+        .is_empty());
+    let page = browser.page().await?;
+    ensure!(
+        !page.contains("aria-pressed=\"true\""),
+        "no status is current: {page}"
+    );
+    ensure!(page.contains("id=\"clear\" hidden"), "{page}");
+    let again = browser.post("/status/clear", &[], None).await?;
+    ensure!(
+        again.status() == StatusCode::BAD_REQUEST,
+        "{}",
+        again.status()
+    );
+    Ok(())
+}
+
 /// A browser session ends when its time is up: the page is back at the sign-in form (no loop) and
 /// writes are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -244,42 +244,62 @@
     var p = document.getElementById("live-notice");
     if (p) p.remove();
   }
+  var clearForm = document.getElementById("clear");
+  // Posts a form with fetch, asking for JSON; `done(body)` on success, a sentence otherwise.
+  function send(path, params, done) {
+    if (posting) return;
+    posting = true;
+    grid.setAttribute("aria-busy", "true");
+    fetch(path, {
+      method: "POST",
+      headers: { "Accept": "application/json" },
+      body: new URLSearchParams(params),
+      credentials: "same-origin"
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (body) {
+        if (response.ok) {
+          unsay();
+          done(body);
+          // Done in the repo but not recorded yet: the socket brings it when it is.
+          if (body.notice) say(body.notice, true);
+        } else if (response.status === 401) {
+          // Signed out (elsewhere, or the sign-in ended): say why, and offer sign-in again.
+          say((body.error || "Your sign-in has ended.") + " Reload the page to sign in again.");
+          Array.prototype.forEach.call(document.querySelectorAll("#grid button, #clear button"), function (b) { b.disabled = true; });
+        } else {
+          say(body.error || "Something went wrong (" + response.status + "). Please try again.");
+        }
+      });
+    }).catch(function () {
+      say("Statusphere could not be reached. Check your connection and try again.");
+    }).then(function () {
+      posting = false;
+      grid.removeAttribute("aria-busy");
+    });
+  }
   if (grid && viewer && window.fetch && window.URLSearchParams) {
     grid.addEventListener("submit", function (event) {
       var button = event.submitter;
       if (!button || !button.value) return;
       event.preventDefault();
-      if (posting) return;
-      posting = true;
-      grid.setAttribute("aria-busy", "true");
-      fetch("/status", {
-        method: "POST",
-        headers: { "Accept": "application/json" },
-        body: new URLSearchParams({ status: button.value }),
-        credentials: "same-origin"
-      }).then(function (response) {
-        return response.json().catch(function () { return {}; }).then(function (body) {
-          if (response.ok) {
-            unsay();
-            highlight(button.value);
-            // The new line at once; the same message over the socket then changes nothing.
-            if (body.status && body.status.uri) apply({ type: "status_upserted", status: body.status });
-            countsChanged(body.counts);
-            // Written to the repo but not recorded yet: the socket brings it when it is.
-            if (body.notice) say(body.notice, true);
-          } else if (response.status === 401) {
-            // Signed out (elsewhere, or the sign-in ended): say why, and offer sign-in again.
-            say((body.error || "Your sign-in has ended.") + " Reload the page to sign in again.");
-            Array.prototype.forEach.call(grid.querySelectorAll("button"), function (b) { b.disabled = true; });
-          } else {
-            say(body.error || "Something went wrong (" + response.status + "). Please try again.");
-          }
-        });
-      }).catch(function () {
-        say("Statusphere could not be reached. Check your connection and try again.");
-      }).then(function () {
-        posting = false;
-        grid.removeAttribute("aria-busy");
+      send("/status", { status: button.value }, function (body) {
+        highlight(button.value);
+        if (clearForm) clearForm.hidden = false;
+        // The new line at once; the same message over the socket then changes nothing.
+        if (body.status && body.status.uri) apply({ type: "status_upserted", status: body.status });
+        countsChanged(body.counts);
+      });
+    });
+  }
+  // Clearing a status: the line goes at once, the grid shows the status that is current now.
+  if (clearForm && viewer && window.fetch && window.URLSearchParams) {
+    clearForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      send("/status/clear", {}, function (body) {
+        if (body.deleted) apply({ type: "status_deleted", uri: body.deleted });
+        highlight(body.current || "");
+        clearForm.hidden = !body.current;
+        countsChanged(body.counts);
       });
     });
   }

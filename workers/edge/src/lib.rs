@@ -99,7 +99,7 @@ async fn route(
     // Sign-ins and writes are rate-limited per network before anything else is spent on them.
     let guarded = match (&method, path) {
         (Method::Post, "/login") => Some(Guarded::SignIn),
-        (Method::Post, "/status") => Some(Guarded::Write),
+        (Method::Post, "/status") | (Method::Post, "/status/clear") => Some(Guarded::Write),
         _ => None,
     };
     if let Some(guarded) = guarded {
@@ -134,6 +134,9 @@ async fn route(
         (Method::Get, "/oauth/callback") => Ok(auth::callback(req, env, &config, now_ms).await?),
         (Method::Post, "/logout") => Ok(auth::logout(req, env, &config, now_ms).await?),
         (Method::Post, "/status") => Ok(write::set_status(req, env, &config, now_ms).await?),
+        (Method::Post, "/status/clear") => {
+            Ok(write::clear_status(req, env, &config, now_ms).await?)
+        }
         (Method::Get, p @ ("/oauth-client-metadata.json" | "/.well-known/jwks.json")) => {
             auth::client_document(&config, p)
         }

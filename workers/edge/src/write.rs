@@ -1,10 +1,12 @@
 //! `POST /status`: validates the status against the lexicon, has `account::write` spend one unit
 //! of the account's write budget, write the record to the person's repo and record the optimistic
 //! row in D1 (nothing reaches D1 unless the PDS accepted the record), then publishes it to the
-//! broker and answers the page or its script.
+//! broker and answers the page or its script. `POST /status/clear`: the same for deleting the
+//! person's current status (`account::clear`).
 
+use account::clear::CLEARED_NOT_RECORDED;
 use account::write::WRITTEN_NOT_RECORDED;
-use account::{Refused, Written};
+use account::{Cleared, Refused, Written};
 use domain::wire::ServerMessage;
 use lexicon::StatusText;
 use worker::{Env, Request, Response, Result};
@@ -22,15 +24,8 @@ pub async fn set_status(
     now_ms: i64,
 ) -> Result<Response> {
     let reply = Reply::asked_by(&req)?;
-    let db = env.d1("DB")?;
-    let signed_in = session::current(&req, &db, config.cookies, now_ms).await?;
-    let Some(signed_in) = signed_in else {
-        let message = "Sign in to set your status.";
-        if reply == Reply::Json {
-            return json_refusal(401, message);
-        }
-        let notice = Notice::error(message);
-        return page::render(env, config, Viewer::Nobody, Some(notice), "", now_ms, 401).await;
+    let Some(signed_in) = signed_in(&req, env, config, now_ms).await? else {
+        return refusal_to_sign_in(env, config, reply, now_ms, "set").await;
     };
     let form = req.form_data().await.ok();
     let text = form
@@ -49,51 +44,124 @@ pub async fn set_status(
         }
         Ok(Written::Recorded { .. }) => auth::see_other("/", &[]),
         // Written to the repo, but not recorded here (D1 failed): say so, rather than "failed".
-        Ok(Written::NotRecorded) if reply == Reply::Json => Ok(Response::from_json(
-            &serde_json::json!({ "status": null, "notice": WRITTEN_NOT_RECORDED }),
-        )?
-        .with_status(202)),
         Ok(Written::NotRecorded) => {
-            let notice = Notice::info(WRITTEN_NOT_RECORDED);
-            let known = Viewer::Known(&signed_in);
-            match page::render(env, config, known, Some(notice), "", now_ms, 202).await {
-                Ok(page) => Ok(page),
-                Err(_) => Ok(Response::ok(WRITTEN_NOT_RECORDED)?.with_status(202)),
-            }
+            not_recorded(env, config, &signed_in, reply, now_ms, WRITTEN_NOT_RECORDED).await
         }
-        Err(refused) => {
-            let (status, message) = (refused.status(), refused.message());
-            if let Refused::Store(why) | Refused::Session(account::Error::Store(why)) = &refused {
-                tracing::error!(%why, "D1 failed before a write");
-            }
-            tracing::warn!(did = %signed_in.did, status, message, "status write refused");
-            let response = if reply == Reply::Json {
-                json_refusal(status, &message)?
-            } else if status == 401 {
-                // The session is over: back to sign-in, with the reason, and no loop.
-                let notice = Notice::error(message);
-                page::render(env, config, Viewer::Nobody, Some(notice), "", now_ms, 401).await?
-            } else {
-                let notice = Notice::error(message);
-                page::render(
-                    env,
-                    config,
-                    Viewer::Known(&signed_in),
-                    Some(notice),
-                    "",
-                    now_ms,
-                    status,
-                )
-                .await?
-            };
-            if status == 401 {
-                response
-                    .headers()
-                    .set("Set-Cookie", &config.cookies.clear_session())?;
-            }
-            Ok(response)
-        }
+        Err(refused) => answer_refusal(env, config, &signed_in, reply, now_ms, refused).await,
     }
+}
+
+/// `POST /status/clear`: has `account::clear` delete the signed-in person's current status from
+/// their repository and tombstone it here, then publishes the delete and the counts.
+pub async fn clear_status(
+    req: Request,
+    env: &Env,
+    config: &Config,
+    now_ms: i64,
+) -> Result<Response> {
+    let reply = Reply::asked_by(&req)?;
+    let Some(signed_in) = signed_in(&req, env, config, now_ms).await? else {
+        return refusal_to_sign_in(env, config, reply, now_ms, "clear").await;
+    };
+    match clear(env, config, &signed_in).await {
+        Ok(Cleared::Recorded {
+            uri,
+            current,
+            counts,
+        }) if reply == Reply::Json => Response::from_json(
+            &serde_json::json!({ "deleted": uri, "current": current, "counts": counts }),
+        ),
+        Ok(Cleared::Recorded { .. }) => auth::see_other("/", &[]),
+        Ok(Cleared::NotRecorded) => {
+            not_recorded(env, config, &signed_in, reply, now_ms, CLEARED_NOT_RECORDED).await
+        }
+        Err(refused) => answer_refusal(env, config, &signed_in, reply, now_ms, refused).await,
+    }
+}
+
+/// The person signed in, if any.
+async fn signed_in(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    now_ms: i64,
+) -> Result<Option<SignedIn>> {
+    let db = env.d1("DB")?;
+    session::current(req, &db, config.cookies, now_ms).await
+}
+
+/// 401: sign in to `what` (set, clear) a status.
+async fn refusal_to_sign_in(
+    env: &Env,
+    config: &Config,
+    reply: Reply,
+    now_ms: i64,
+    what: &str,
+) -> Result<Response> {
+    let message = format!("Sign in to {what} your status.");
+    if reply == Reply::Json {
+        return json_refusal(401, &message);
+    }
+    let notice = Notice::error(message);
+    page::render(env, config, Viewer::Nobody, Some(notice), "", now_ms, 401).await
+}
+
+/// 202: done in the person's repository, not recorded here (D1 failed): say so, rather than
+/// "failed", which would invite doing it twice.
+async fn not_recorded(
+    env: &Env,
+    config: &Config,
+    signed_in: &SignedIn,
+    reply: Reply,
+    now_ms: i64,
+    message: &str,
+) -> Result<Response> {
+    if reply == Reply::Json {
+        return Ok(
+            Response::from_json(&serde_json::json!({ "status": null, "notice": message }))?
+                .with_status(202),
+        );
+    }
+    let notice = Notice::info(message);
+    let known = Viewer::Known(signed_in);
+    match page::render(env, config, known, Some(notice), "", now_ms, 202).await {
+        Ok(page) => Ok(page),
+        Err(_) => Ok(Response::ok(message)?.with_status(202)),
+    }
+}
+
+/// A refused write or clear: its status and sentence, as JSON for the script or on the page; a
+/// session that ended also clears the cookie and goes back to sign-in.
+async fn answer_refusal(
+    env: &Env,
+    config: &Config,
+    signed_in: &SignedIn,
+    reply: Reply,
+    now_ms: i64,
+    refused: Refused,
+) -> Result<Response> {
+    let (status, message) = (refused.status(), refused.message());
+    if let Refused::Store(why) | Refused::Session(account::Error::Store(why)) = &refused {
+        tracing::error!(%why, "D1 failed before a write");
+    }
+    tracing::warn!(did = %signed_in.did, status, message, "status write refused");
+    let response = if reply == Reply::Json {
+        json_refusal(status, &message)?
+    } else if status == 401 {
+        // The session is over: back to sign-in, with the reason, and no loop.
+        let notice = Notice::error(message);
+        page::render(env, config, Viewer::Nobody, Some(notice), "", now_ms, 401).await?
+    } else {
+        let notice = Notice::error(message);
+        let known = Viewer::Known(signed_in);
+        page::render(env, config, known, Some(notice), "", now_ms, status).await?
+    };
+    if status == 401 {
+        response
+            .headers()
+            .set("Set-Cookie", &config.cookies.clear_session())?;
+    }
+    Ok(response)
 }
 
 /// The write itself (`account::write`), and the broker told of a recorded one.
@@ -122,6 +190,34 @@ async fn write(
         publish(env, messages).await;
     }
     Ok(written)
+}
+
+/// The clear itself (`account::clear`), and the broker told of a recorded one.
+async fn clear(
+    env: &Env,
+    config: &Config,
+    who: &SignedIn,
+) -> std::result::Result<Cleared, Refused> {
+    let db = env.d1("DB").map_err(|e| Refused::Store(e.to_string()))?;
+    let d1 = D1(&db);
+    let http = crate::http::transport(env).map_err(|e| Refused::Store(e.to_string()))?;
+    let sessions = auth::sessions(&d1, config, &http)?;
+    let cleared = sessions
+        .clear_status(&who.did, config.writes_per_minute)
+        .await?;
+    if let Cleared::Recorded { uri, counts, .. } = &cleared {
+        let mut messages = vec![ServerMessage::StatusDeleted {
+            uri: uri.clone(),
+            author_did: who.did.clone(),
+        }];
+        if !counts.is_empty() {
+            messages.push(ServerMessage::CountsChanged {
+                counts: counts.clone(),
+            });
+        }
+        publish(env, messages).await;
+    }
+    Ok(cleared)
 }
 
 /// What a write (or its refusal) answers with.
