@@ -6,7 +6,7 @@
 use askama::Template;
 
 use crate::present::{self, EMOJI};
-use crate::sql::CountRow;
+use crate::sql::{Before, CountRow};
 use crate::StatusView;
 
 /// The signed-in person.
@@ -103,6 +103,87 @@ pub struct HomePage {
     pub icon_url: String,
     /// Where a profile link goes: this, then the DID.
     pub profile_base: String,
+    /// The feed's heading.
+    pub title: String,
+    /// The home page itself: the sign-in, the picker and the counts, and live updates. History
+    /// pages (older statuses, a person's page) are the feed alone, as it was.
+    pub full: bool,
+    /// The next page's address (older statuses), if there are more.
+    pub older: Option<String>,
+    /// The first page's address, on a page after the first.
+    pub newest: Option<String>,
+}
+
+/// Which statuses a page lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listing {
+    /// Everyone's, newest first: the home page (live, with the picker) or, after a cursor, one
+    /// of its older pages.
+    Everyone,
+    /// One person's, newest first (`/profile/<handle or DID>`).
+    Person { did: String, label: String },
+}
+
+impl Listing {
+    /// The first page's path.
+    pub fn path(&self) -> String {
+        match self {
+            Listing::Everyone => "/".to_owned(),
+            Listing::Person { did, .. } => format!("/profile/{}", url_component(did)),
+        }
+    }
+}
+
+/// How many statuses a page lists.
+pub const PAGE_SIZE: usize = 30;
+
+/// The `before` parameter of a page after the first: `<indexed_at>~<uri>`, from the last status
+/// a page showed.
+pub fn cursor_param(before: &Before) -> String {
+    url_component(&format!("{}~{}", before.indexed_at, before.uri))
+}
+
+/// Reads a `before` parameter (already percent-decoded); `None` for anything that is not one.
+/// Only ever a bound value in SQL, so a forged one can at most show another page.
+pub fn parse_cursor(value: &str) -> Option<Before> {
+    let (at, uri) = value.split_once('~')?;
+    let indexed_at: i64 = at.parse().ok().filter(|at: &i64| *at >= 0)?;
+    (uri.starts_with("at://") && uri.len() <= 512).then(|| Before {
+        indexed_at,
+        uri: uri.to_owned(),
+    })
+}
+
+/// Percent-decodes a path segment; `None` if it is not UTF-8 or a `%` is not followed by two hex
+/// digits.
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn url_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Everything the page shows, gathered by the worker.
@@ -118,6 +199,11 @@ pub struct PageData {
     pub js_url: String,
     pub icon_url: String,
     pub profile_base: String,
+    /// What the page lists, and from where: `None` is the home page itself.
+    pub listing: Listing,
+    pub before: Option<Before>,
+    /// Whether `recent` is followed by more (the worker reads one row beyond the page).
+    pub more: bool,
 }
 
 impl HomePage {
@@ -142,6 +228,23 @@ impl HomePage {
             .into_iter()
             .filter(|c| !EMOJI.contains(&c.status.as_str()))
             .collect();
+        let full = data.listing == Listing::Everyone && data.before.is_none();
+        let path = data.listing.path();
+        let older = match data.recent.last() {
+            Some(last) if data.more => Some(format!(
+                "{path}?before={}",
+                cursor_param(&Before {
+                    indexed_at: last.indexed_at,
+                    uri: last.uri.clone(),
+                })
+            )),
+            _ => None,
+        };
+        let title = match (&data.listing, data.before.is_some()) {
+            (Listing::Everyone, false) => "Recent".to_owned(),
+            (Listing::Everyone, true) => "Older statuses".to_owned(),
+            (Listing::Person { label, .. }, _) => format!("@{label}"),
+        };
         let feed = data
             .recent
             .into_iter()
@@ -169,6 +272,10 @@ impl HomePage {
             js_url: data.js_url,
             icon_url: data.icon_url,
             profile_base: data.profile_base,
+            title,
+            full,
+            older,
+            newest: data.before.is_some().then_some(path),
         }
     }
 
@@ -227,6 +334,9 @@ mod tests {
             js_url: "/assets/app.1.js".into(),
             icon_url: "/assets/icon.1.svg".into(),
             profile_base: "https://bsky.app/profile/".into(),
+            listing: Listing::Everyone,
+            before: None,
+            more: false,
         }
     }
 
@@ -285,6 +395,57 @@ mod tests {
         );
         for class in ["glyph net", "author net", "said net"] {
             assert!(template.contains(&format!("class=\"{class}\"")), "{class}");
+        }
+    }
+
+    #[test]
+    fn history_pages_are_the_feed_alone_with_a_stable_cursor() {
+        let mut first = data();
+        first.more = true;
+        let home = HomePage::new(first);
+        let last = home.feed.last().unwrap().clone();
+        let older = home
+            .older
+            .clone()
+            .expect("an older link when there is more");
+        assert!(older.starts_with("/?before="), "{older}");
+        let value = older.trim_start_matches("/?before=");
+        assert!(
+            !value.contains('/') && !value.contains(':'),
+            "percent-encoded: {value}"
+        );
+        let decoded = value
+            .replace("%3A", ":")
+            .replace("%2F", "/")
+            .replace("%7E", "~");
+        let cursor = parse_cursor(&decoded).unwrap();
+        assert_eq!(cursor.uri, last.uri);
+        assert!(home.full && home.newest.is_none());
+
+        let mut theirs = data();
+        theirs.listing = Listing::Person {
+            did: "did:plc:a".into(),
+            label: "alice.test".into(),
+        };
+        theirs.before = Some(cursor);
+        let person = HomePage::new(theirs);
+        assert!(!person.full);
+        assert_eq!(person.newest.as_deref(), Some("/profile/did%3Aplc%3Aa"));
+        assert!(person.older.is_none(), "no more: no older link");
+        let html = person.html().unwrap();
+        assert!(html.contains("@alice.test"));
+        assert!(!html.contains("action=\"/login\"") && !html.contains("id=\"grid\""));
+        assert!(!html.contains("data-live"), "history pages are not live");
+
+        for bad in ["", "12", "x~at://a", "-1~at://a", "12~https://a"] {
+            assert_eq!(parse_cursor(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            percent_decode("did%3Aplc%3Aa").as_deref(),
+            Some("did:plc:a")
+        );
+        for bad in ["%", "%4", "%zz", "%FF"] {
+            assert_eq!(percent_decode(bad), None, "{bad:?}");
         }
     }
 

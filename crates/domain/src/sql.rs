@@ -401,13 +401,68 @@ pub fn purge_statuses(did: &str) -> Statement {
 
 /// The most recent visible statuses (not deleted, author active), newest first, with handles.
 pub fn recent_statuses(limit: i64) -> Statement {
-    Statement::new(
+    statuses_page(None, None, limit)
+}
+
+/// Where a page of statuses ends, so the next page starts after it: a position in the feed's
+/// order (newest first: `indexed_at`, then `uri`), not an offset, so statuses arriving meanwhile
+/// do not shift what the next page shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Before {
+    pub indexed_at: i64,
+    pub uri: String,
+}
+
+/// Visible statuses older than `before` (all of them without it), newest first, with handles:
+/// everyone's, or `author`'s only. One index range either way (`status_recent`,
+/// `status_author`).
+pub fn statuses_page(author: Option<&str>, before: Option<&Before>, limit: i64) -> Statement {
+    let mut sql = String::from(
         "SELECT s.uri, s.author_did, a.handle, s.rkey, s.status, s.created_at, s.indexed_at, \
          s.origin, s.confirmed \
          FROM status AS s LEFT JOIN account AS a ON a.did = s.author_did \
-         WHERE s.deleted = 0 AND (a.active IS NULL OR a.active = 1) \
-         ORDER BY s.indexed_at DESC, s.uri DESC LIMIT ?1",
-        vec![limit.into()],
+         WHERE s.deleted = 0 AND (a.active IS NULL OR a.active = 1)",
+    );
+    let mut params: Vec<Value> = Vec::new();
+    if let Some(author) = author {
+        params.push(author.into());
+        sql += &format!(" AND s.author_did = ?{}", params.len());
+    }
+    if let Some(before) = before {
+        params.push(before.indexed_at.into());
+        params.push(before.uri.as_str().into());
+        sql += &format!(
+            " AND (s.indexed_at, s.uri) < (?{}, ?{})",
+            params.len() - 1,
+            params.len()
+        );
+    }
+    params.push(limit.into());
+    sql += &format!(
+        " ORDER BY s.indexed_at DESC, s.uri DESC LIMIT ?{}",
+        params.len()
+    );
+    Statement {
+        sql: Cow::Owned(sql),
+        params,
+    }
+}
+
+/// The account that holds `handle` now (verified handles only are stored; of two stale claims the
+/// newer wins).
+pub fn account_by_handle(handle: &str) -> Statement {
+    Statement::new(
+        "SELECT did, handle FROM account WHERE handle = ?1 \
+         ORDER BY handle_time_us DESC LIMIT 1",
+        vec![handle.into()],
+    )
+}
+
+/// What the app knows of `did`: its handle, if any.
+pub fn account_by_did(did: &str) -> Statement {
+    Statement::new(
+        "SELECT did, handle FROM account WHERE did = ?1",
+        vec![did.into()],
     )
 }
 
@@ -518,6 +573,13 @@ impl StatusViewRow {
             confirmed: self.confirmed != 0,
         }
     }
+}
+
+/// A row of [`account_by_handle`] and [`account_by_did`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AccountNameRow {
+    pub did: String,
+    pub handle: Option<String>,
 }
 
 /// A row of [`status_counts`] and [`counts_changed`]: how many active accounts show `status`,

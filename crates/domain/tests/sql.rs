@@ -346,6 +346,127 @@ async fn a_transaction_finds_exactly_the_counts_it_changed() {
     assert_eq!(read, [("🚀".to_owned(), back[0].2)]);
 }
 
+/// Every visible status, page by page through `statuses_page` with `Before` cursors.
+async fn all_pages(pool: &SqlitePool, author: Option<&str>, size: i64) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut before: Option<sql::Before> = None;
+    loop {
+        let rows = one(pool, sql::statuses_page(author, before.as_ref(), size)).await;
+        for row in &rows {
+            seen.push(row.get::<String, _>("uri"));
+        }
+        let Some(last) = rows.last() else { break };
+        before = Some(sql::Before {
+            indexed_at: last.get("indexed_at"),
+            uri: last.get("uri"),
+        });
+    }
+    seen
+}
+
+#[tokio::test]
+async fn pages_of_statuses_follow_a_stable_cursor() {
+    let pool = database().await;
+    // A's five statuses (two seen in the same millisecond), B's three; one of A's deleted.
+    let mut rows = Vec::new();
+    for (i, at) in [10, 20, 20, 30, 40].into_iter().enumerate() {
+        rows.push(status(
+            DID_A,
+            i as u32 + 1,
+            "🦋",
+            i as u32 + 1,
+            at,
+            Origin::Network,
+        ));
+    }
+    for (i, at) in [15, 25, 35].into_iter().enumerate() {
+        rows.push(status(
+            DID_B,
+            i as u32 + 10,
+            "🚀",
+            i as u32 + 10,
+            at,
+            Origin::Network,
+        ));
+    }
+    upsert(&pool, &rows).await;
+    batch(&pool, &sql::delete_statuses(&[tombstone(DID_A, 4, 50, 41)])).await;
+    let everyone = all_pages(&pool, None, 1_000).await;
+    assert_eq!(everyone.len(), 7);
+    for size in [1, 2, 3] {
+        assert_eq!(
+            all_pages(&pool, None, size).await,
+            everyone,
+            "pages of {size}"
+        );
+    }
+    let a_only = all_pages(&pool, Some(DID_A), 2).await;
+    assert_eq!(a_only.len(), 4);
+    assert!(a_only.iter().all(|u| u.contains(DID_A)), "{a_only:?}");
+    assert_eq!(
+        a_only,
+        everyone
+            .iter()
+            .filter(|u| u.contains(DID_A))
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+
+    // A status arriving after the first page does not shift the second.
+    let first = one(&pool, sql::statuses_page(None, None, 3)).await;
+    let last = first.last().unwrap();
+    let before = sql::Before {
+        indexed_at: last.get("indexed_at"),
+        uri: last.get("uri"),
+    };
+    let second = one(&pool, sql::statuses_page(None, Some(&before), 3)).await;
+    upsert(&pool, &[status(DID_B, 20, "🌈", 20, 99, Origin::Network)]).await;
+    let again = one(&pool, sql::statuses_page(None, Some(&before), 3)).await;
+    let uris = |rows: &[SqliteRow]| {
+        rows.iter()
+            .map(|r| r.get::<String, _>("uri"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(uris(&second), uris(&again));
+
+    // An inactive author's statuses leave the pages.
+    batch(
+        &pool,
+        &sql::set_account_states(&[account(DID_B, false, Some("deactivated"), 60)]),
+    )
+    .await;
+    assert!(all_pages(&pool, Some(DID_B), 2).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_handle_finds_its_account() {
+    let pool = database().await;
+    upsert(&pool, &[status(DID_A, 1, "🦋", 1, 10, Origin::Network)]).await;
+    upsert(&pool, &[status(DID_B, 2, "🚀", 2, 20, Origin::Network)]).await;
+    batch(
+        &pool,
+        &sql::set_handles(&[handle(DID_A, Some("same.test"), 10)]),
+    )
+    .await;
+    // B claimed the handle later: B holds it (A's row is stale until A's next identity event).
+    batch(
+        &pool,
+        &sql::set_handles(&[handle(DID_B, Some("same.test"), 20)]),
+    )
+    .await;
+    let found = one(&pool, sql::account_by_handle("same.test")).await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].get::<String, _>("did"), DID_B);
+    assert!(one(&pool, sql::account_by_handle("nobody.test"))
+        .await
+        .is_empty());
+    let named = one(&pool, sql::account_by_did(DID_A)).await;
+    assert_eq!(
+        named[0].get::<Option<String>, _>("handle").as_deref(),
+        Some("same.test")
+    );
+}
+
 #[tokio::test]
 async fn counts_are_a_bounded_read_exact_for_the_picker() {
     let pool = database().await;
@@ -1206,6 +1327,29 @@ async fn hot_queries_use_their_indexes() {
         ),
         (sql::purge_statuses(DID_A), "INDEX status_author"),
         (sql::counts_changed(), "USING INDEX status_count_version"),
+        (
+            sql::statuses_page(
+                None,
+                Some(&sql::Before {
+                    indexed_at: 1,
+                    uri: "at://x".into(),
+                }),
+                30,
+            ),
+            "USING INDEX status_recent",
+        ),
+        (
+            sql::statuses_page(
+                Some(DID_A),
+                Some(&sql::Before {
+                    indexed_at: 1,
+                    uri: "at://x".into(),
+                }),
+                30,
+            ),
+            "USING INDEX status_author",
+        ),
+        (sql::account_by_handle("h"), "USING INDEX account_handle"),
         (
             sql::accounts_of(&[DID_A, DID_B]).remove(0),
             "USING INDEX sqlite_autoindex_account_1",

@@ -667,6 +667,130 @@ async fn clear_flow(net: &Net) -> Result<()> {
     Ok(())
 }
 
+/// History: the home page pages back through everyone's statuses with an "older" link (a plain
+/// link, a cursor that statuses arriving later do not shift), and each person has a page by
+/// handle or DID; history pages are the feed alone, not live. Strange addresses get a 400 or 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_back_by_cursor() -> Result<()> {
+    let net = tokio::task::block_in_place(|| start("edge-history"))?;
+    let result = history(&net).await;
+    net.with_log(result)
+}
+
+/// `did:plc:` and 24 characters, one per author.
+fn history_did(n: usize) -> String {
+    format!("did:plc:history{n:0>17}")
+}
+
+async fn history(net: &Net) -> Result<()> {
+    // 35 statuses of three authors, one known by handle, as the listener would have stored them.
+    let mut rows = Vec::new();
+    for i in 0..35usize {
+        let did = history_did(i % 3);
+        let rkey = format!("3lbk222222{:03}", i);
+        rows.push(format!(
+            "('at://{did}/xyz.statusphere.status/{rkey}', '{did}', '{rkey}', '🦋', \
+             '2026-11-24T00:00:00.000Z', {}, '{rkey}', 'network', 1)",
+            1_700_000_000_000u64 + i as u64 * 1000
+        ));
+    }
+    e2e::tables::Tables::execute(
+        &net.stack,
+        &format!(
+            "INSERT INTO status (uri, author_did, rkey, status, created_at, indexed_at, rev, origin, confirmed) \
+             VALUES {}; INSERT INTO account (did, handle) VALUES ('{}', 'hist.test');",
+            rows.join(", "),
+            history_did(0)
+        ),
+    )
+    .await?;
+    let uris = |page: &str| -> Vec<String> {
+        page.split("data-uri=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|uri| !uri.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let older_link = |page: &str| -> Option<String> {
+        let at = page.find("rel=\"next\"")?;
+        let start = page[..at].rfind("href=\"")? + 6;
+        Some(page[start..].split('"').next()?.replace("&amp;", "&"))
+    };
+    let mut browser = Browser::new(&net.stack);
+    let first = browser.page().await?;
+    let newest = uris(&first);
+    ensure!(newest.len() == 30, "{} lines", newest.len());
+    ensure!(
+        first.contains(&format!("href=\"/profile/{}\"", history_did(0))),
+        "authors link to their page here"
+    );
+    let older = older_link(&first).context("no older link")?;
+    ensure!(older.starts_with("/?before="), "{older}");
+    let second = browser.get(&older).await?;
+    ensure!(second.status() == StatusCode::OK, "{}", second.status());
+    let second = second.text().await?;
+    let rest = uris(&second);
+    ensure!(rest.len() == 5, "{rest:?}");
+    ensure!(rest.iter().all(|u| !newest.contains(u)), "no line twice");
+    ensure!(
+        !second.contains("data-live") && !second.contains("id=\"grid\""),
+        "the feed alone"
+    );
+    ensure!(second.contains(">Newest</a>") && older_link(&second).is_none());
+
+    // A status arriving later does not shift the older page.
+    e2e::tables::Tables::execute(
+        &net.stack,
+        &format!(
+            "INSERT INTO status (uri, author_did, rkey, status, created_at, indexed_at, rev, origin, confirmed) \
+             VALUES ('at://{did}/xyz.statusphere.status/3lbk222222999', '{did}', '3lbk222222999', '🚀', \
+             '2026-11-24T00:00:00.000Z', 1800000000000, '3lbk222222999', 'network', 1)",
+            did = history_did(1)
+        ),
+    )
+    .await?;
+    let again = browser.get(&older).await?.text().await?;
+    ensure!(uris(&again) == rest, "the cursor is stable");
+
+    // A person's page, by handle and by DID: theirs only.
+    for id in ["hist.test", "@HIST.test", history_did(0).as_str()] {
+        let response = browser.get(&format!("/profile/{id}")).await?;
+        ensure!(
+            response.status() == StatusCode::OK,
+            "{id}: {}",
+            response.status()
+        );
+        let page = response.text().await?;
+        let theirs = uris(&page);
+        ensure!(theirs.len() == 12, "{id}: {theirs:?}");
+        ensure!(
+            theirs.iter().all(|u| u.contains(&history_did(0))),
+            "{id}: {theirs:?}"
+        );
+        ensure!(
+            page_text(&page).contains("@hist.test"),
+            "{id}: titled by handle"
+        );
+    }
+    let unknown = browser.get(&format!("/profile/{}", history_did(7))).await?;
+    ensure!(
+        unknown.status() == StatusCode::OK,
+        "a DID with nothing yet is an empty page"
+    );
+    ensure!(unknown.text().await?.contains("No statuses yet"));
+    for (path, status) in [
+        ("/profile/nobody.test", StatusCode::NOT_FOUND),
+        ("/profile/%zz", StatusCode::BAD_REQUEST),
+        ("/profile/not%20a%20handle", StatusCode::BAD_REQUEST),
+        ("/?before=yesterday", StatusCode::BAD_REQUEST),
+    ] {
+        let response = browser.get(path).await?;
+        ensure!(response.status() == status, "{path}: {}", response.status());
+    }
+    Ok(())
+}
+
 /// A browser session ends when its time is up: the page is back at the sign-in form (no loop) and
 /// writes are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -224,7 +224,8 @@
       delay = Math.min(delay * 2, event.code === 1013 ? 120000 : 30000);
     };
   }
-  connect();
+  // History pages (older statuses, a person's page) show the feed as it was: not live.
+  if (app.dataset.live === "on") connect();
 
   // Picking a status without a reload. Browsers without `event.submitter` post the plain form.
   var grid = document.getElementById("grid");

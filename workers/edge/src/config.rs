@@ -55,7 +55,7 @@ impl Config {
     pub fn from_env(env: &Env, url: &Url) -> Config {
         Config {
             cookies: Cookies::for_origin(url),
-            profile_base: text_or(env, "PROFILE_URL", "https://bsky.app/profile/"),
+            profile_base: text_or(env, "PROFILE_URL", "/profile/"),
             writes_per_minute: number(env, "WRITES_PER_MINUTE", WRITES_PER_MINUTE, 1..=i64::MAX),
             session_ttl_s: number(env, "SESSION_TTL_SECONDS", SESSION_TTL_S, 1..=i64::MAX),
             refresh_margin_s: number(

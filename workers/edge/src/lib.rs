@@ -112,6 +112,16 @@ async fn route(
     let url = req.url()?;
     let config = Config::from_env(env, &url);
     match (method, path) {
+        (Method::Get, p)
+            if p.starts_with("/profile/")
+                || (p == "/" && url.query().is_some_and(|q| q.contains("before="))) =>
+        {
+            let viewer = match config.cookies.session_id(&req) {
+                Some(id) => Viewer::Cookie(session::hash(&id)),
+                None => Viewer::Nobody,
+            };
+            Ok(page::history(env, &config, viewer, &url, now_ms).await?)
+        }
         (Method::Get, "/") => {
             let viewer = match config.cookies.session_id(&req) {
                 Some(id) => Viewer::Cookie(session::hash(&id)),

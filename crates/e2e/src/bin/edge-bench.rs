@@ -125,7 +125,7 @@ async fn main() -> Result<()> {
 
 /// Native time per home-page render (30 statuses, signed in) and per DPoP proof, in µs.
 fn native_costs() -> Result<(f64, f64)> {
-    use domain::page::{HomePage, PageData, Viewer};
+    use domain::page::{HomePage, Listing, PageData, Viewer};
     use domain::sql::CountRow;
     use domain::{Origin, StatusView};
     let now_ms = 1_800_000_000_000;
@@ -165,6 +165,9 @@ fn native_costs() -> Result<(f64, f64)> {
         js_url: "/assets/app.0.js".into(),
         icon_url: "/assets/icon.0.svg".into(),
         profile_base: "https://bsky.app/profile/".into(),
+        listing: Listing::Everyone,
+        before: None,
+        more: false,
     };
     let render = per_call_us(|| {
         let html = HomePage::new(data()).html().map_err(anyhow::Error::msg)?;
