@@ -1,7 +1,8 @@
 //! What the app does on behalf of a signed-in account, independent of any runtime: keep its OAuth
 //! session usable ([`session`]: stored sealed, refreshed under a lease because refresh tokens are
 //! single-use), write its status ([`write`]: budget, repository, check, record) and clear it
-//! ([`clear`]: the same, with `deleteRecord` and a tombstone).
+//! ([`clear`]: the same, with `deleteRecord` and a tombstone), and read their own statuses from
+//! their repository when they sign in ([`repo`]).
 //!
 //! The worker supplies what differs between runtimes through the small traits of [`port`] (the
 //! database and the clock) and an [`atrium_xrpc::HttpClient`]: D1, `Date.now` and `fetch` in edge;
@@ -10,6 +11,7 @@
 
 pub mod clear;
 pub mod port;
+pub mod repo;
 pub mod session;
 pub mod write;
 

@@ -1,5 +1,7 @@
 //! The domain of Statusphere, shared by every worker, the sidecar and the tests: Jetstream events,
-//! the listener's batching and ingest plan, statuses as the app knows them, the checks on a PDS's answer to a write, the broker's wire messages, the per-client limits, the SQL
+//! the listener's batching and ingest plan, statuses as the app knows them, the checks on a PDS's
+//! answers (a write, a clear, a repository read at sign-in), the broker's wire messages, the
+//! per-client limits, the SQL
 //! the workers run, and pure presentation helpers.
 //!
 //! Pure Rust: no `worker`, no tokio. It builds for `wasm32-unknown-unknown` and for native.
@@ -12,6 +14,7 @@ pub mod jetstream;
 pub mod limit;
 pub mod page;
 pub mod present;
+pub mod repo;
 pub mod sql;
 pub mod status;
 pub mod wire;

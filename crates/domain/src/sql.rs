@@ -145,28 +145,56 @@ const UPSERT_TAIL: &str = "ON CONFLICT (uri) DO UPDATE SET \
        OR (excluded.rev = status.rev AND status.deleted = 0 AND excluded.confirmed > status.confirmed)) \
     RETURNING uri, author_did, rkey, status, created_at, indexed_at, rev, cid, origin, confirmed";
 
+/// A status read from its repository (`domain::repo`) carries the repository's revision, newer
+/// than the record's own commit: it lands only where the app's row is missing, a tombstone, or of
+/// other content (another CID), so that reading a repository the app already knows changes and
+/// publishes nothing.
+const IMPORT_TAIL: &str = "ON CONFLICT (uri) DO UPDATE SET \
+    status = excluded.status, \
+    created_at = excluded.created_at, \
+    cid = excluded.cid, \
+    indexed_at = excluded.indexed_at, \
+    rev = excluded.rev, \
+    confirmed = 1, \
+    deleted = 0 \
+    WHERE excluded.author_did = status.author_did AND excluded.rev > status.rev \
+      AND (status.deleted = 1 OR excluded.cid IS NOT status.cid) \
+    RETURNING uri, author_did, rkey, status, created_at, indexed_at, rev, cid, origin, confirmed";
+
+/// Records statuses read from their repository (see `IMPORT_TAIL`); returns the rows written.
+pub fn import_statuses(statuses: &[Status]) -> Vec<Statement> {
+    multi_row(
+        UPSERT_HEAD,
+        IMPORT_TAIL,
+        statuses.iter().map(status_row).collect(),
+    )
+}
+
+/// One status as the values of `UPSERT_HEAD`.
+fn status_row(s: &Status) -> Vec<Value> {
+    vec![
+        s.uri.as_str().into(),
+        s.author_did.as_str().into(),
+        s.rkey.as_str().into(),
+        s.status.as_str().into(),
+        s.created_at.as_str().into(),
+        s.indexed_at.into(),
+        s.rev.as_str().into(),
+        s.cid.as_deref().into(),
+        s.origin.as_str().into(),
+        s.confirmed.into(),
+    ]
+}
+
 /// Upserts statuses by URI, idempotently, in as few statements as D1's limits allow. Each
 /// statement returns the rows it changed (to forward to the broker). Run them in one D1 batch (one
 /// transaction).
 pub fn upsert_statuses(statuses: &[Status]) -> Vec<Statement> {
-    let rows = statuses
-        .iter()
-        .map(|s| {
-            vec![
-                s.uri.as_str().into(),
-                s.author_did.as_str().into(),
-                s.rkey.as_str().into(),
-                s.status.as_str().into(),
-                s.created_at.as_str().into(),
-                s.indexed_at.into(),
-                s.rev.as_str().into(),
-                s.cid.as_deref().into(),
-                s.origin.as_str().into(),
-                s.confirmed.into(),
-            ]
-        })
-        .collect();
-    multi_row(UPSERT_HEAD, UPSERT_TAIL, rows)
+    multi_row(
+        UPSERT_HEAD,
+        UPSERT_TAIL,
+        statuses.iter().map(status_row).collect(),
+    )
 }
 
 const DELETE_HEAD: &str = "INSERT INTO status \

@@ -48,7 +48,7 @@ pub fn optimistic_row(
         .cid
         .parse::<Cid>()
         .map_err(|_| Error::invalid("cid", answer.cid))?;
-    let rev = checked_rev(answer.rev, now_ms)?;
+    let rev = check_rev(answer.rev, now_ms)?;
     Ok(Status {
         uri,
         author_did: did.to_owned(),
@@ -74,7 +74,7 @@ pub fn tombstone(
     rev: Option<&str>,
     now_ms: i64,
 ) -> Result<Tombstone> {
-    let rev = checked_rev(rev, now_ms)?;
+    let rev = check_rev(rev, now_ms)?;
     Ok(Tombstone {
         uri: uri.to_owned(),
         author_did: did.to_owned(),
@@ -86,7 +86,7 @@ pub fn tombstone(
 
 /// A commit's revision: present, a TID, and not from the future (a huge one would win over every
 /// later event of the record).
-fn checked_rev(rev: Option<&str>, now_ms: i64) -> Result<&str> {
+pub fn check_rev(rev: Option<&str>, now_ms: i64) -> Result<&str> {
     let rev = rev.ok_or(Error::Missing("rev"))?;
     let tid = Tid::new(rev.to_owned()).map_err(|_| Error::invalid("rev", rev))?;
     if tid_time_us(&tid) > (now_ms * 1000).saturating_add(MAX_CLOCK_SKEW_US) {

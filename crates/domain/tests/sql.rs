@@ -468,6 +468,47 @@ async fn a_handle_finds_its_account() {
 }
 
 #[tokio::test]
+async fn a_repository_read_changes_only_what_the_app_does_not_know() {
+    let pool = database().await;
+    // Known from the network: 1 (shown), 2 (deleted there since).
+    upsert(&pool, &[status(DID_A, 1, "🦋", 1, 10, Origin::Network)]).await;
+    upsert(&pool, &[status(DID_A, 2, "🚀", 2, 20, Origin::Network)]).await;
+    batch(&pool, &sql::delete_statuses(&[tombstone(DID_A, 2, 3, 30)])).await;
+    // The repository at revision 9: 1 unchanged, 3 new, and 4 that the app never saw.
+    let read = |rkey: u32, emoji: &str, cid: &str| {
+        let mut s = status(DID_A, rkey, emoji, 9, 5, Origin::Network);
+        s.cid = Some(cid.into());
+        s
+    };
+    // Written at revision 1, so its CID is `bafy1` (see `status`).
+    let known = read(1, "🦋", "bafy1");
+    let written = batch(
+        &pool,
+        &sql::import_statuses(&[known, read(3, "🌈", "c3"), read(4, "🧠", "c4")]),
+    )
+    .await;
+    let uris: Vec<String> = written.iter().map(|r| r.get("uri")).collect();
+    assert_eq!(
+        uris,
+        [uri(DID_A, 3), uri(DID_A, 4)],
+        "the known record is left alone"
+    );
+    // A replayed Jetstream event older than the read changes nothing; a newer one wins.
+    assert!(
+        upsert(&pool, &[status(DID_A, 3, "💀", 8, 40, Origin::Network)])
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        upsert(&pool, &[status(DID_A, 3, "🎉", 10, 50, Origin::Network)])
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(current(&pool, DID_A).await.as_deref(), Some("🎉"));
+}
+
+#[tokio::test]
 async fn counts_are_a_bounded_read_exact_for_the_picker() {
     let pool = database().await;
     // Forty accounts, each showing a status of its own, and one showing a picker emoji.

@@ -64,10 +64,11 @@ pub fn https_app() -> Result<HttpsApp> {
 /// them: edge's flow (alice), its refusals (dave, erin), session expiry (frank), refreshes
 /// (ivan), the hostile network (grace, heidi), the OAuth client's two tests (judy, ken; liam,
 /// mia), the confidential client over HTTPS (nina, oscar), a page rendered while a status is
-/// published (pat), and clearing a status (quinn).
-pub const PEOPLE: [&str; 15] = [
+/// published (pat), clearing a status (quinn), and a sign-in that reads the person's own
+/// statuses (rose).
+pub const PEOPLE: [&str; 16] = [
     "alice", "dave", "erin", "frank", "ivan", "grace", "heidi", "judy", "ken", "liam", "mia",
-    "nina", "oscar", "pat", "quinn",
+    "nina", "oscar", "pat", "quinn", "rose",
 ];
 
 /// The shared local atproto network, started on first use. A failed start is not kept: the next

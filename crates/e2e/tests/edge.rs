@@ -791,6 +791,89 @@ async fn history(net: &Net) -> Result<()> {
     Ok(())
 }
 
+/// A person whose statuses the app never saw (written before it was deployed, or by another app
+/// while its listener was away: here the stack reads no Jetstream at all) signs in, and the first
+/// page they see knows them: their statuses are read from their repository (the revision first,
+/// then the records, each checked: a hostile one is dropped), recorded, counted and published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_reads_ones_own_statuses() -> Result<()> {
+    let net = tokio::task::block_in_place(|| start("edge-import"))?;
+    let result = own_statuses(&net).await;
+    net.with_log(result)
+}
+
+async fn own_statuses(net: &Net) -> Result<()> {
+    let rose = did_of(&net.devnet, "rose");
+    let pds_url = &net.devnet.pds_url;
+    let now = "2026-12-04T00:00:00.000Z";
+    for status in ["💙", "🥹", "two words"] {
+        let record = serde_json::json!({ "status": status, "createdAt": now });
+        pds::write_record(pds_url, "rose.test", "xyz.statusphere.status", record).await?;
+    }
+    let mut visitor = Browser::new(&net.stack);
+    ensure!(
+        !visitor.page().await?.contains(&rose),
+        "the app has not seen rose"
+    );
+    let mut socket = Page::connect(net.stack.port(), None).await?;
+
+    let mut browser = Browser::new(&net.stack);
+    browser.sign_in_as("rose").await?;
+    let page = browser.page().await?;
+    ensure!(
+        page.contains("value=\"🥹\" class=\"emoji current\" aria-pressed=\"true\""),
+        "her latest valid status is hers on the first page: {page}"
+    );
+    let text = page_text(&page);
+    ensure!(
+        text.contains("@rose.test is feeling 🥹") && text.contains("@rose.test is feeling 💙"),
+        "{text}"
+    );
+    ensure!(
+        !text.contains("two words"),
+        "the hostile record is not shown"
+    );
+
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next_frame()).await??;
+        seen.push(frame.message);
+    }
+    let statuses: Vec<&str> = seen
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::StatusUpserted { status } if status.author_did == rose => {
+                Some(status.status.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    ensure!(statuses.len() == 2 && statuses.contains(&"🥹"), "{seen:?}");
+    ensure!(
+        matches!(seen.last(), Some(ServerMessage::CountsChanged { counts }) if counts.iter().any(|c| c.status == "🥹" && c.count == 1)),
+        "{seen:?}"
+    );
+    let tables = e2e::tables::Tables::of_stack(&net.stack.config().persist_dir).await?;
+    let hers: Vec<_> = tables
+        .status
+        .iter()
+        .filter(|r| r["author_did"] == rose.as_str())
+        .collect();
+    ensure!(hers.len() == 2, "{hers:?}");
+    ensure!(
+        hers.iter()
+            .all(|r| r["origin"] == "network" && r["confirmed"] == 1),
+        "recorded as the network's: {hers:?}"
+    );
+
+    // Signing in again reads them again and changes nothing.
+    let mut again = Browser::new(&net.stack);
+    again.sign_in_as("rose").await?;
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), socket.next_frame()).await;
+    ensure!(quiet.is_err(), "nothing new was published: {quiet:?}");
+    Ok(())
+}
+
 /// A browser session ends when its time is up: the page is back at the sign-in form (no loop) and
 /// writes are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

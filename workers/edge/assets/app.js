@@ -159,7 +159,13 @@
       var s = m.status;
       var old = byUri(s.uri);
       if (old) old.remove();
-      feed.prepend(line(s));
+      // In the feed's order (newest first): a status new to the page but old (read from a
+      // repository at sign-in, say) goes where a reload would put it, not on top.
+      var after = Array.prototype.find.call(feed.children, function (li) {
+        var t = li.querySelector("time.when");
+        return t && t.dateTime && new Date(t.dateTime).getTime() < s.indexed_at;
+      });
+      feed.insertBefore(line(s), after || null);
       while (feed.children.length > MAX_LINES) feed.lastElementChild.remove();
       var empty = document.getElementById("empty");
       if (empty) empty.remove();

@@ -235,9 +235,45 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
     }
     workers_common::d1::batch(&db, &statements).await?;
     tracing::info!(did = %session.did, "signed in");
+    import_own_statuses(env, config, &db, &http, &session).await;
     let cookie = config.cookies.session(&id, config.session_ttl_s);
     let done = config.cookies.clear_sign_in();
     see_other("/", &[&cookie, &done])
+}
+
+/// The person's own statuses, read from their repository (`account::repo`) so that the page they
+/// land on shows their status even if the network never brought it here; what changed goes to
+/// the broker. A failure is logged: the sign-in goes on.
+async fn import_own_statuses(
+    env: &Env,
+    config: &Config,
+    db: &worker::D1Database,
+    http: &EdgeHttp,
+    session: &Session,
+) {
+    let d1 = D1(db);
+    let imported = match sessions(&d1, config, http) {
+        Ok(sessions) => sessions.import_own_statuses(session).await,
+        Err(error) => Err(error.to_string()),
+    };
+    match imported {
+        Ok(imported) => {
+            if !imported.dropped.is_empty() {
+                tracing::warn!(did = %session.did, dropped = ?imported.dropped, "records of the repository refused");
+            }
+            tracing::info!(did = %session.did, read = imported.read, changed = imported.messages.len(), "own statuses read");
+            if !imported.messages.is_empty() {
+                let published = async {
+                    let broker = env.service("BROKER")?;
+                    workers_common::broker::publish(&broker, imported.messages).await
+                };
+                if let Err(error) = published.await {
+                    tracing::error!(%error, "publishing imported statuses failed");
+                }
+            }
+        }
+        Err(error) => tracing::warn!(did = %session.did, %error, "own statuses not read"),
+    }
 }
 
 /// The display name from the person's `app.bsky.actor.profile/self` record, if they have one

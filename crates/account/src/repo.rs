@@ -1,0 +1,96 @@
+//! A person's own statuses, read from their repository when they sign in
+//! ([`Sessions::import_own_statuses`]), so that the first page they see knows their status even
+//! if this app never saw it on the network (it was written before the app was deployed, or while
+//! its listener was behind). The revision is read first, then one page of records
+//! (`domain::repo`); they are recorded like Jetstream events, idempotently, with the counts they
+//! changed, and what changed is returned for the broker.
+
+use atrium_xrpc::HttpClient;
+use domain::sql::{self, StatusViewRow};
+use domain::wire::ServerMessage;
+use oauth::fetch;
+use oauth::Session;
+use serde::Deserialize;
+
+use crate::port::{Clock, Database};
+use crate::session::Sessions;
+use crate::write::counts_of;
+
+/// What a sign-in's read of the repository did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Imported {
+    /// What changed here, for the broker (statuses, then counts).
+    pub messages: Vec<ServerMessage>,
+    /// Records read.
+    pub read: usize,
+    /// Records refused, with their reasons.
+    pub dropped: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct LatestCommit {
+    rev: String,
+}
+
+impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
+    /// Reads the signed-in person's statuses from their PDS and records them. A failure (the
+    /// PDS down, an answer that does not hold up, D1) is an error for the caller to log: the
+    /// sign-in itself goes on.
+    pub async fn import_own_statuses(&self, session: &Session) -> Result<Imported, String> {
+        let reach = self.client.identity.reach;
+        let did = session.did.as_str();
+        let pds = session.pds.trim_end_matches('/');
+        // The revision first: whatever the repository does after it reaches us on Jetstream with
+        // a greater revision, and wins.
+        let url = format!("{pds}/xrpc/com.atproto.sync.getLatestCommit?did={did}");
+        let commit: LatestCommit = fetch::get_json(self.http, &url, reach, "the latest commit")
+            .await
+            .map_err(|e| e.to_string())?;
+        let url = format!(
+            "{pds}/xrpc/com.atproto.repo.listRecords?repo={did}&collection={}&limit={}",
+            lexicon::STATUS_NSID,
+            domain::repo::SIGN_IN_RECORDS
+        );
+        let body = fetch::get(self.http, &url, reach, "application/json", "the statuses")
+            .await
+            .map_err(|e| e.to_string())?;
+        let now_ms = self.clock.now_ms();
+        let (statuses, dropped) = domain::repo::statuses_of(did, &commit.rev, &body, now_ms)
+            .map_err(|e| e.to_string())?;
+        let mut imported = Imported {
+            read: statuses.len() + dropped.len(),
+            dropped: dropped.into_iter().map(|d| d.detail).collect(),
+            ..Imported::default()
+        };
+        if statuses.is_empty() {
+            return Ok(imported);
+        }
+        let mut statements = vec![sql::mark_counts()];
+        let upserts = sql::import_statuses(&statuses);
+        let written = upserts.len();
+        statements.extend(upserts);
+        statements.push(sql::counts_changed());
+        let results = self
+            .db
+            .batch(&statements)
+            .await
+            .map_err(|e| e.to_string())?;
+        for rows in results.iter().skip(1).take(written) {
+            for row in rows {
+                let mut row: StatusViewRow =
+                    serde_json::from_value(row.clone()).map_err(|e| e.to_string())?;
+                row.handle = session.handle.clone();
+                imported.messages.push(ServerMessage::StatusUpserted {
+                    status: row.into_view(),
+                });
+            }
+        }
+        let counts = counts_of(results.into_iter().nth(1 + written));
+        if !counts.is_empty() {
+            imported
+                .messages
+                .push(ServerMessage::CountsChanged { counts });
+        }
+        Ok(imported)
+    }
+}
