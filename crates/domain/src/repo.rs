@@ -13,7 +13,7 @@ use atrium_api::types::string::Cid;
 use serde::Deserialize;
 
 use crate::ingest::Dropped;
-use crate::status::{at_uri, Origin, Status};
+use crate::status::{at_uri, rkey_in, Origin, Status};
 use crate::{bounded, Error, Result};
 
 /// The most records a sign-in reads (one page of `listRecords`).
@@ -59,14 +59,7 @@ pub fn statuses_of(
 }
 
 fn status_of(did: &str, rev: &str, record: &Listed, now_ms: i64) -> Result<Status> {
-    let rkey = record
-        .uri
-        .strip_prefix("at://")
-        .and_then(|rest| rest.strip_prefix(did))
-        .and_then(|rest| rest.strip_prefix('/'))
-        .and_then(|rest| rest.strip_prefix(lexicon::STATUS_NSID))
-        .and_then(|rest| rest.strip_prefix('/'))
-        .ok_or_else(|| Error::invalid("uri", &record.uri))?;
+    let rkey = rkey_in(did, &record.uri).ok_or_else(|| Error::invalid("uri", &record.uri))?;
     lexicon::validate_rkey(rkey)?;
     record
         .cid

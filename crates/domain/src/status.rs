@@ -75,3 +75,13 @@ impl StatusView {
 pub fn at_uri(did: &str, rkey: &str) -> String {
     format!("at://{did}/{}/{rkey}", lexicon::STATUS_NSID)
 }
+
+/// The record key of `uri` if it is exactly `at://<did>/xyz.statusphere.status/<key>` (the key
+/// itself not yet checked): a status of this account's own.
+pub fn rkey_in<'a>(did: &str, uri: &'a str) -> Option<&'a str> {
+    uri.strip_prefix("at://")
+        .and_then(|rest| rest.strip_prefix(did))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.strip_prefix(lexicon::STATUS_NSID))
+        .and_then(|rest| rest.strip_prefix('/'))
+}

@@ -12,7 +12,7 @@
 use atrium_api::types::string::{Cid, Tid};
 
 use crate::jetstream::{Tombstone, MAX_CLOCK_SKEW_US};
-use crate::status::{at_uri, Origin, Status};
+use crate::status::{at_uri, rkey_in, Origin, Status};
 use crate::{bounded, Error, Result};
 
 /// What a PDS answered to `createRecord` (as sent: nothing is believed yet).
@@ -33,14 +33,7 @@ pub fn optimistic_row(
     answer: CreateAnswer<'_>,
     now_ms: i64,
 ) -> Result<Status> {
-    let rkey = answer
-        .uri
-        .strip_prefix("at://")
-        .and_then(|rest| rest.strip_prefix(did))
-        .and_then(|rest| rest.strip_prefix('/'))
-        .and_then(|rest| rest.strip_prefix(lexicon::STATUS_NSID))
-        .and_then(|rest| rest.strip_prefix('/'))
-        .ok_or_else(|| Error::invalid("uri", answer.uri))?;
+    let rkey = rkey_in(did, answer.uri).ok_or_else(|| Error::invalid("uri", answer.uri))?;
     lexicon::validate_rkey(rkey).map_err(|_| Error::invalid("uri", answer.uri))?;
     let uri = at_uri(did, rkey);
     debug_assert_eq!(uri, answer.uri);
