@@ -36,7 +36,12 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
     /// Reads the signed-in person's statuses from their PDS and records them. A failure (the
     /// PDS down, an answer that does not hold up, D1) is an error for the caller to log: the
     /// sign-in itself goes on.
-    pub async fn import_own_statuses(&self, session: &Session) -> Result<Imported, String> {
+    /// Their lines carry `display_name`, read at the same sign-in.
+    pub async fn import_own_statuses(
+        &self,
+        session: &Session,
+        display_name: Option<&str>,
+    ) -> Result<Imported, String> {
         let reach = self.client.identity.reach;
         let did = session.did.as_str();
         let pds = session.pds.trim_end_matches('/');
@@ -80,6 +85,7 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
                 let mut row: StatusViewRow =
                     serde_json::from_value(row.clone()).map_err(|e| e.to_string())?;
                 row.handle = session.handle.clone();
+                row.display_name = display_name.map(str::to_owned);
                 imported.messages.push(ServerMessage::StatusUpserted {
                     status: row.into_view(),
                 });

@@ -30,7 +30,7 @@ pub enum Written {
     /// Recorded here too: the row as the database holds it, and the counts the write changed
     /// with their versions (what the page shows and the broker publishes).
     Recorded {
-        status: StatusView,
+        status: Box<StatusView>,
         counts: Vec<CountRow>,
     },
     /// In the repository, but the database failed: the listener records it when the network
@@ -241,7 +241,10 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
         let counts = counts_of(results.next());
         tracing::info!(did, uri = %row.uri, "status written");
         Ok(match view {
-            Some(status) => Written::Recorded { status, counts },
+            Some(status) => Written::Recorded {
+                status: Box::new(status),
+                counts,
+            },
             None => Written::NotRecorded,
         })
     }

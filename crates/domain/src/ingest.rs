@@ -223,6 +223,7 @@ impl Batch {
                             continue;
                         }
                         row.handle = known.and_then(|a| a.handle.clone());
+                        row.display_name = known.and_then(|a| a.display_name.clone());
                         ServerMessage::StatusUpserted {
                             status: row.into_view(),
                         }
@@ -307,4 +308,5 @@ struct AuthorRow {
     did: String,
     handle: Option<String>,
     active: Option<i64>,
+    display_name: Option<String>,
 }

@@ -72,6 +72,8 @@ pub struct FeedLine {
     pub uri: String,
     pub did: String,
     pub label: String,
+    /// The author's display name, or "" (the handle alone then).
+    pub name: String,
     pub status: String,
     /// "is feeling X today" (else "was feeling X on {date}"), in UTC: the page's script says
     /// it again in the reader's time zone.
@@ -253,6 +255,7 @@ impl HomePage {
                 date: present::date(s.indexed_at),
                 seen_at: present::iso8601(s.indexed_at),
                 label: s.author_label().to_owned(),
+                name: s.display_name.clone().unwrap_or_default(),
                 pending: !s.confirmed,
                 uri: s.uri,
                 did: s.author_did,
@@ -298,6 +301,7 @@ mod tests {
             uri: format!("at://{did}/xyz.statusphere.status/3k{at}"),
             author_did: did.into(),
             handle: handle.map(str::to_owned),
+            display_name: None,
             rkey: format!("3k{at}"),
             status: text.into(),
             created_at: "2026-11-24T00:00:00Z".into(),
@@ -528,9 +532,14 @@ mod tests {
             count: 2,
             version: 1,
         });
-        data.recent
-            .push(status("did:plc:e", Some(evil), evil, NOW, true));
+        let mut line = status("did:plc:e", Some(evil), evil, NOW, true);
+        line.display_name = Some(evil.into());
+        data.recent.push(line);
         let html = HomePage::new(data).html().unwrap();
+        assert!(
+            html.contains("<bdi class=\"name net\">&#60;script&#62;alert(1)"),
+            "a display name sits escaped in its own isolated box"
+        );
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(!html.contains("<img src=x"), "{html}");
         assert!(!html.contains("\"'>"), "attribute values cannot be closed");

@@ -44,6 +44,16 @@ pub fn date(ms: i64) -> String {
     format!("{} {day}, {year}", MONTHS[(month - 1) as usize])
 }
 
+/// The display name in an `app.bsky.actor.profile` record (the `value` of `getRecord`'s answer):
+/// trimmed, without control characters, at most 64 characters (the lexicon's grapheme cap; a
+/// page stays tidy whatever a profile says); `None` when there is none.
+pub fn display_name(record: &serde_json::Value) -> Option<String> {
+    let name = record.get("displayName")?.as_str()?.trim();
+    let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    let name = name.trim().to_owned();
+    (!name.is_empty()).then_some(name)
+}
+
 /// `2026-11-24T02:52:24.340Z`: an atproto datetime (UTC, milliseconds) for unix ms `ms`.
 pub fn iso8601(ms: i64) -> String {
     let (year, month, day) = civil_from_days(ms.div_euclid(DAY));
@@ -82,6 +92,30 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_795_488_744_340; // 2026-11-24T02:52:24Z
+
+    #[test]
+    fn display_names_are_tidy_or_absent() {
+        let name = |v: serde_json::Value| display_name(&v);
+        assert_eq!(
+            name(serde_json::json!({"displayName": " Alice "})).as_deref(),
+            Some("Alice")
+        );
+        assert_eq!(
+            name(serde_json::json!({"displayName": "a\u{0007}b\n"})).as_deref(),
+            Some("ab")
+        );
+        assert_eq!(
+            name(serde_json::json!({"displayName": "x".repeat(100)})).map(|n| n.len()),
+            Some(64)
+        );
+        for none in [
+            serde_json::json!({}),
+            serde_json::json!({"displayName": "  "}),
+            serde_json::json!({"displayName": 7}),
+        ] {
+            assert_eq!(name(none), None);
+        }
+    }
 
     #[test]
     fn dates() {

@@ -292,6 +292,45 @@ pub fn learn_handle(did: &str, handle: &str, now_us: i64) -> Statement {
     )
 }
 
+/// How long a display name is kept before its author's profile is read again.
+pub const PROFILE_RECHECK_MS: i64 = 24 * 3_600 * 1_000;
+
+/// Claims, for a background read of their profile, up to `limit` authors among the newest 200
+/// statuses whose display name was never read or was read more than [`PROFILE_RECHECK_MS`] ago;
+/// returns their DIDs. Claiming writes `checked_at`, so a profile that cannot be read is tried
+/// again a day later, not on every run.
+pub fn claim_profile_checks(now_ms: i64, limit: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO profile (did, checked_at) \
+         SELECT did, ?1 FROM (SELECT DISTINCT s.author_did AS did \
+             FROM (SELECT author_did FROM status WHERE deleted = 0 \
+                   ORDER BY indexed_at DESC, uri DESC LIMIT 200) AS s \
+             LEFT JOIN profile AS p ON p.did = s.author_did \
+             WHERE p.did IS NULL OR p.checked_at < ?2 LIMIT ?3) WHERE true \
+         ON CONFLICT (did) DO UPDATE SET checked_at = excluded.checked_at \
+         RETURNING did",
+        vec![
+            now_ms.into(),
+            (now_ms - PROFILE_RECHECK_MS).into(),
+            limit.into(),
+        ],
+    )
+}
+
+/// Records `did`'s display name as read now (`None`: no profile, or no name in it); returns
+/// `(did, display_name)` when it is new or changed, for the broker (an unchanged name is not
+/// written again: the claim already dated the read).
+pub fn set_display_name(did: &str, name: Option<&str>, now_ms: i64) -> Statement {
+    Statement::new(
+        "INSERT INTO profile (did, display_name, checked_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (did) DO UPDATE SET display_name = excluded.display_name, \
+             checked_at = excluded.checked_at \
+             WHERE profile.display_name IS NOT excluded.display_name \
+         RETURNING did, display_name",
+        vec![did.into(), name.into(), now_ms.into()],
+    )
+}
+
 /// Makes `dids` due for a handle lookup at once (their identity changed: the stored handle was
 /// dropped, and the next claim verifies a new one). Deleting rows that do not exist writes nothing.
 pub fn requeue_handle_lookups(dids: &[&str]) -> Vec<Statement> {
@@ -401,14 +440,20 @@ pub fn set_account_states(updates: &[AccountUpdate]) -> Vec<Statement> {
     multi_row(&head, &tail, rows)
 }
 
-/// The handle and active flag of each of `dids` that the app knows, in as few statements as D1's
+/// The handle, active flag and display name of each of `dids` that the app knows, in as few statements as D1's
 /// limits allow (the listener reads its upserted statuses' authors with this, in the same batch).
 pub fn accounts_of(dids: &[&str]) -> Vec<Statement> {
     dids.chunks(D1_MAX_PARAMS)
         .map(|chunk| Statement {
             sql: Cow::Owned(format!(
-                "SELECT did, handle, active FROM account WHERE did IN ({})",
-                vec!["?"; chunk.len()].join(", ")
+                "SELECT k.did, a.handle, a.active, p.display_name \
+                 FROM (SELECT did FROM account WHERE did IN ({marks}) \
+                       UNION SELECT did FROM profile WHERE did IN ({marks})) AS k \
+                 LEFT JOIN account AS a ON a.did = k.did LEFT JOIN profile AS p ON p.did = k.did",
+                marks = (1..=chunk.len())
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
             params: chunk.iter().map(|did| (*did).into()).collect(),
         })
@@ -446,9 +491,10 @@ pub struct Before {
 /// `status_author`).
 pub fn statuses_page(author: Option<&str>, before: Option<&Before>, limit: i64) -> Statement {
     let mut sql = String::from(
-        "SELECT s.uri, s.author_did, a.handle, s.rkey, s.status, s.created_at, s.indexed_at, \
-         s.origin, s.confirmed \
+        "SELECT s.uri, s.author_did, a.handle, p.display_name, s.rkey, s.status, s.created_at, \
+         s.indexed_at, s.origin, s.confirmed \
          FROM status AS s LEFT JOIN account AS a ON a.did = s.author_did \
+         LEFT JOIN profile AS p ON p.did = s.author_did \
          WHERE s.deleted = 0 AND (a.active IS NULL OR a.active = 1)",
     );
     let mut params: Vec<Value> = Vec::new();
@@ -497,10 +543,11 @@ pub fn account_by_did(did: &str) -> Statement {
 /// One account's current status (its newest, not deleted), with its handle.
 pub fn current_status(did: &str) -> Statement {
     Statement::new(
-        "SELECT s.uri, s.author_did, a.handle, s.rkey, s.status, s.created_at, s.indexed_at, \
-         s.origin, s.confirmed \
+        "SELECT s.uri, s.author_did, a.handle, p.display_name, s.rkey, s.status, s.created_at, \
+         s.indexed_at, s.origin, s.confirmed \
          FROM current_status AS c JOIN status AS s ON s.uri = c.uri \
          LEFT JOIN account AS a ON a.did = c.author_did \
+         LEFT JOIN profile AS p ON p.did = c.author_did \
          WHERE c.author_did = ?1",
         vec![did.into()],
     )
@@ -564,9 +611,10 @@ pub fn counts_changed() -> Statement {
 /// One status by URI, with its handle (whether visible or not; `deleted` tells).
 pub fn status_by_uri(uri: &str) -> Statement {
     Statement::new(
-        "SELECT s.uri, s.author_did, a.handle, s.rkey, s.status, s.created_at, s.indexed_at, \
-         s.origin, s.confirmed, s.deleted \
-         FROM status AS s LEFT JOIN account AS a ON a.did = s.author_did WHERE s.uri = ?1",
+        "SELECT s.uri, s.author_did, a.handle, p.display_name, s.rkey, s.status, s.created_at, \
+         s.indexed_at, s.origin, s.confirmed, s.deleted \
+         FROM status AS s LEFT JOIN account AS a ON a.did = s.author_did \
+         LEFT JOIN profile AS p ON p.did = s.author_did WHERE s.uri = ?1",
         vec![uri.into()],
     )
 }
@@ -578,6 +626,8 @@ pub struct StatusViewRow {
     pub uri: String,
     pub author_did: String,
     pub handle: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
     pub rkey: String,
     pub status: String,
     pub created_at: String,
@@ -592,6 +642,7 @@ impl StatusViewRow {
             uri: self.uri,
             author_did: self.author_did,
             handle: self.handle,
+            display_name: self.display_name,
             rkey: self.rkey,
             status: self.status,
             created_at: self.created_at,

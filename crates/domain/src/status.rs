@@ -56,6 +56,9 @@ pub struct StatusView {
     pub uri: String,
     pub author_did: String,
     pub handle: Option<String>,
+    /// The author's display name (their profile's `displayName`), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     pub rkey: String,
     pub status: String,
     pub created_at: String,

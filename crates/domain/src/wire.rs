@@ -72,6 +72,11 @@ pub enum ServerMessage {
     StatusDeleted { uri: String, author_did: String },
     /// An account's handle changed (or is no longer known).
     HandleChanged { did: String, handle: Option<String> },
+    /// An account's display name changed (or is no longer known).
+    ProfileChanged {
+        did: String,
+        display_name: Option<String>,
+    },
     /// An account's statuses are hidden (inactive) or shown again.
     AccountChanged { did: String, active: bool },
     /// Counts as D1 holds them after a change, each with its version: a page keeps, per status,
@@ -245,6 +250,7 @@ mod tests {
             uri: "at://did:plc:a/xyz.statusphere.status/3l3qo2vutsw2b".into(),
             author_did: "did:plc:a".into(),
             handle: Some("alice.test".into()),
+            display_name: None,
             rkey: "3l3qo2vutsw2b".into(),
             status: "😎".into(),
             created_at: "2026-11-24T00:00:00Z".into(),

@@ -509,6 +509,56 @@ async fn a_repository_read_changes_only_what_the_app_does_not_know() {
 }
 
 #[tokio::test]
+async fn display_names_are_claimed_once_a_day_and_shown_with_statuses() {
+    let pool = database().await;
+    upsert(&pool, &[status(DID_A, 1, "🦋", 1, 10, Origin::Network)]).await;
+    upsert(&pool, &[status(DID_B, 2, "🚀", 2, 20, Origin::Network)]).await;
+    let day = sql::PROFILE_RECHECK_MS;
+    let claim = |now: i64, limit: i64| one(&pool, sql::claim_profile_checks(now, limit));
+    let first: Vec<String> = claim(1_000, 10)
+        .await
+        .iter()
+        .map(|r| r.get("did"))
+        .collect();
+    assert_eq!(first.len(), 2, "both authors, never read");
+    assert!(
+        claim(2_000, 10).await.is_empty(),
+        "claimed: not again within a day"
+    );
+    assert_eq!(
+        claim(1_000 + day + 1, 1).await.len(),
+        1,
+        "a day later, as many as asked"
+    );
+
+    let changed = one(
+        &pool,
+        sql::set_display_name(DID_A, Some("Alice <b>"), 5_000),
+    )
+    .await;
+    assert_eq!(changed.len(), 1, "a new name is published");
+    assert!(one(
+        &pool,
+        sql::set_display_name(DID_A, Some("Alice <b>"), 6_000)
+    )
+    .await
+    .is_empty());
+    let shown = one(&pool, sql::recent_statuses(10)).await;
+    let names: Vec<(String, Option<String>)> = shown
+        .iter()
+        .map(|r| (r.get("author_did"), r.get("display_name")))
+        .collect();
+    assert!(
+        names.contains(&(DID_A.to_owned(), Some("Alice <b>".to_owned()))),
+        "{names:?}"
+    );
+    assert!(names.contains(&(DID_B.to_owned(), None)), "{names:?}");
+    // The listener's authors lookup has it too (B has no account row, only a profile row).
+    let authors = one(&pool, sql::accounts_of(&[DID_A, DID_B]).remove(0)).await;
+    assert_eq!(authors.len(), 2);
+}
+
+#[tokio::test]
 async fn counts_are_a_bounded_read_exact_for_the_picker() {
     let pool = database().await;
     // Forty accounts, each showing a status of its own, and one showing a picker emoji.
@@ -651,6 +701,7 @@ async fn recent_statuses_are_newest_first_with_handles_and_limited() {
         uri: first.get("uri"),
         author_did: first.get("author_did"),
         handle: first.get("handle"),
+        display_name: None,
         rkey: first.get("rkey"),
         status: first.get("status"),
         created_at: first.get("created_at"),

@@ -223,6 +223,13 @@ await step("the visitor sees it arrive without a reload", async () => {
     ),
   );
   check(await visitor.page.evaluate(() => window.stillTheSamePage === true), "no reload");
+  // Her display name (hostile markup) beside her handle, as text, in its own box.
+  const name = await visitor.page.evaluate(() => {
+    const li = Array.from(document.querySelectorAll("#feed li")).find((l) => l.dataset.status === "💙");
+    const el = li.querySelector(".name");
+    return { text: el.textContent, hidden: el.hidden, injected: li.querySelectorAll("img, script").length };
+  });
+  check(name.text === HOSTILE_NAME && !name.hidden && name.injected === 0, `her name on the live line: ${JSON.stringify(name)}`);
   const count = await visitor.page.locator('#grid .count[data-status="💙"]').textContent();
   check(count.trim() === "1", `the 💙 count went to 1 in place (shows ${count})`);
 });

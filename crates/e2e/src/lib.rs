@@ -244,6 +244,7 @@ pub fn upsert(uri_rkey: &str, status: &str, origin: domain::Origin) -> ServerMes
             uri: domain::status::at_uri(did, uri_rkey),
             author_did: did.to_owned(),
             handle: Some("alice.test".to_owned()),
+            display_name: None,
             rkey: uri_rkey.to_owned(),
             status: status.to_owned(),
             created_at: "2026-11-24T00:00:00.000Z".to_owned(),

@@ -183,6 +183,17 @@ pub async fn write_record(
     collection: &str,
     record: Value,
 ) -> Result<String> {
+    put_record(pds_url, user, collection, None, record).await
+}
+
+/// [`write_record`] under the record key `rkey` (`putRecord`: created or replaced), or a new key.
+pub async fn put_record(
+    pds_url: &str,
+    user: &str,
+    collection: &str,
+    rkey: Option<&str>,
+    record: Value,
+) -> Result<String> {
     let http = reqwest::Client::new();
     let session: Value = http
         .post(format!("{pds_url}/xrpc/com.atproto.server.createSession"))
@@ -196,10 +207,20 @@ pub async fn write_record(
     let token = session["accessJwt"].as_str().context("no accessJwt")?;
     let mut record = record;
     record["$type"] = collection.into();
+    let (method, input) = match rkey {
+        None => (
+            "createRecord",
+            json!({ "repo": did, "collection": collection, "record": record }),
+        ),
+        Some(rkey) => (
+            "putRecord",
+            json!({ "repo": did, "collection": collection, "rkey": rkey, "record": record }),
+        ),
+    };
     let created: Value = http
-        .post(format!("{pds_url}/xrpc/com.atproto.repo.createRecord"))
+        .post(format!("{pds_url}/xrpc/com.atproto.repo.{method}"))
         .bearer_auth(token)
-        .json(&json!({ "repo": did, "collection": collection, "record": record }))
+        .json(&input)
         .send()
         .await?
         .error_for_status()?

@@ -810,6 +810,16 @@ async fn own_statuses(net: &Net) -> Result<()> {
         let record = serde_json::json!({ "status": status, "createdAt": now });
         pds::write_record(pds_url, "rose.test", "xyz.statusphere.status", record).await?;
     }
+    let profile = |name: &str| serde_json::json!({ "displayName": name });
+    let (profiles, self_key) = ("app.bsky.actor.profile", Some("self"));
+    pds::put_record(
+        pds_url,
+        "rose.test",
+        profiles,
+        self_key,
+        profile("Rose <b>"),
+    )
+    .await?;
     let mut visitor = Browser::new(&net.stack);
     ensure!(
         !visitor.page().await?.contains(&rose),
@@ -871,6 +881,25 @@ async fn own_statuses(net: &Net) -> Result<()> {
     again.sign_in_as("rose").await?;
     let quiet = tokio::time::timeout(Duration::from_millis(1500), socket.next_frame()).await;
     ensure!(quiet.is_err(), "nothing new was published: {quiet:?}");
+
+    // She renames herself elsewhere; a day later the cron reads her profile again, and open
+    // pages relabel her lines.
+    pds::put_record(pds_url, "rose.test", profiles, self_key, profile("Rose II")).await?;
+    let cron = format!("{}/__scheduled?cron=*+*+*+*+*", net.stack.base_url());
+    reqwest::get(&cron).await?.error_for_status()?;
+    let too_soon = tokio::time::timeout(Duration::from_millis(1500), socket.next_frame()).await;
+    ensure!(too_soon.is_err(), "read again within the day: {too_soon:?}");
+    e2e::tables::Tables::execute(&net.stack, "UPDATE profile SET checked_at = 0").await?;
+    reqwest::get(&cron).await?.error_for_status()?;
+    let frame = tokio::time::timeout(Duration::from_secs(10), socket.next_frame()).await??;
+    let ServerMessage::ProfileChanged { did, display_name } = frame.message else {
+        bail!("expected her new name, got {:?}", frame.message);
+    };
+    ensure!(did == rose && display_name.as_deref() == Some("Rose II"));
+    ensure!(visitor
+        .page()
+        .await?
+        .contains("<bdi class=\"name net\">Rose II</bdi>"));
     Ok(())
 }
 

@@ -120,6 +120,9 @@
     var a = li.querySelector(".author");
     a.href = profile + s.author_did;
     a.textContent = "@" + (s.handle || s.author_did);
+    var name = li.querySelector(".name");
+    name.textContent = s.display_name || "";
+    name.hidden = !s.display_name;
     li.querySelector(".said").textContent = s.status;
     var seen = new Date(s.indexed_at);
     if (!isNaN(seen.getTime())) {
@@ -179,6 +182,13 @@
     } else if (m.type === "handle_changed") {
       Array.prototype.forEach.call(feed.children, function (li) {
         if (li.dataset.did === m.did) li.querySelector(".author").textContent = "@" + (m.handle || m.did);
+      });
+    } else if (m.type === "profile_changed") {
+      Array.prototype.forEach.call(feed.children, function (li) {
+        if (li.dataset.did !== m.did) return;
+        var name = li.querySelector(".name");
+        name.textContent = m.display_name || "";
+        name.hidden = !m.display_name;
       });
     } else if (m.type === "counts_changed") {
       countsChanged(m.counts);

@@ -11,7 +11,7 @@ use worker::{Env, Request, Response, Result};
 
 use crate::config::Config;
 use crate::error::{self, Error};
-use crate::http::{EdgeHttp, WorkerHttp};
+use crate::http::EdgeHttp;
 use crate::page::{self, Notice, Viewer};
 use crate::ports::{WorkerClock, D1};
 use crate::session;
@@ -214,7 +214,7 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
             return fail(status, text).await;
         }
     };
-    let display_name = display_name(&session).await;
+    let display_name = crate::profiles::display_name_at(&session.pds, &session.did).await;
     let id = oauth::random::token().map_err(|e| worker::Error::RustError(e.to_string()))?;
     let sealed = match seal(config, &serde_json::to_string(&session)?, &session.did) {
         Ok(sealed) => sealed,
@@ -233,9 +233,14 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
     if let Some(handle) = &session.handle {
         statements.push(sql::learn_handle(&session.did, handle, now_ms * 1000));
     }
+    statements.push(sql::set_display_name(
+        &session.did,
+        display_name.as_deref(),
+        now_ms,
+    ));
     workers_common::d1::batch(&db, &statements).await?;
     tracing::info!(did = %session.did, "signed in");
-    import_own_statuses(env, config, &db, &http, &session).await;
+    import_own_statuses(env, config, &db, &http, &session, display_name.as_deref()).await;
     let cookie = config.cookies.session(&id, config.session_ttl_s);
     let done = config.cookies.clear_sign_in();
     see_other("/", &[&cookie, &done])
@@ -250,10 +255,11 @@ async fn import_own_statuses(
     db: &worker::D1Database,
     http: &EdgeHttp,
     session: &Session,
+    display_name: Option<&str>,
 ) {
     let d1 = D1(db);
     let imported = match sessions(&d1, config, http) {
-        Ok(sessions) => sessions.import_own_statuses(session).await,
+        Ok(sessions) => sessions.import_own_statuses(session, display_name).await,
         Err(error) => Err(error.to_string()),
     };
     match imported {
@@ -274,29 +280,6 @@ async fn import_own_statuses(
         }
         Err(error) => tracing::warn!(did = %session.did, %error, "own statuses not read"),
     }
-}
-
-/// The display name from the person's `app.bsky.actor.profile/self` record, if they have one
-/// (public data, read without the session; failure only means the handle is shown instead).
-async fn display_name(session: &Session) -> Option<String> {
-    use atrium_xrpc::HttpClient;
-    let url = format!(
-        "{}/xrpc/com.atproto.repo.getRecord?repo={}&collection=app.bsky.actor.profile&rkey=self",
-        session.pds, session.did
-    );
-    let mut request = http::Request::get(url).body(Vec::new()).ok()?;
-    request
-        .extensions_mut()
-        .insert(oauth::fetch::BodyLimit(oauth::fetch::MAX_BODY));
-    let response = WorkerHttp.send_http(request).await.ok()?;
-    if response.status() != 200 {
-        return None;
-    }
-    let record: serde_json::Value = serde_json::from_slice(response.body()).ok()?;
-    let name = record["value"]["displayName"].as_str()?.trim();
-    // The lexicon caps display names at 64 graphemes / 640 bytes; keep the page tidy either way.
-    let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
-    (!name.is_empty()).then_some(name)
 }
 
 /// `POST /logout`: revokes the grant at the person's server (best effort), forgets the OAuth

@@ -12,6 +12,7 @@ mod http;
 mod limits;
 mod page;
 mod ports;
+mod profiles;
 mod session;
 mod write;
 
@@ -170,6 +171,9 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         let now_ms = workers_common::now_ms();
         if let Err(error) = handles::look_up_recent(&env, now_ms).await {
             tracing::error!(%error, "handle lookups failed");
+        }
+        if let Err(error) = profiles::refresh(&env, now_ms).await {
+            tracing::error!(%error, "profile reads failed");
         }
         // Abandoned sign-ins, expired browser sessions and spent budget windows: whatever
         // strangers leave behind goes within a minute, not only when somebody finishes a sign-in.

@@ -180,7 +180,7 @@ async fn write(
         .await?;
     if let Written::Recorded { status, counts } = &written {
         let mut messages = vec![ServerMessage::StatusUpserted {
-            status: status.clone(),
+            status: (**status).clone(),
         }];
         if !counts.is_empty() {
             messages.push(ServerMessage::CountsChanged {

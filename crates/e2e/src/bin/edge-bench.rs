@@ -151,6 +151,7 @@ fn native_costs() -> Result<(f64, f64)> {
                 uri: format!("at://did:plc:user{i}/xyz.statusphere.status/3k{i:011}"),
                 author_did: format!("did:plc:user{i}"),
                 handle: (i % 3 != 0).then(|| format!("user{i}.bsky.social")),
+                display_name: None,
                 rkey: format!("3k{i:011}"),
                 status: ["🦋", "🚀", "🧠", "🌈"][i % 4].into(),
                 created_at: "2026-11-24T10:00:00Z".into(),
