@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::fault::{Faults, Next};
 use crate::filter::{parse_subscriber_message, Filter, SubscribeRequest, Wire};
 use crate::frame::EVENTS_NSID;
-use crate::window::Hub;
+use crate::window::{Hub, MAX_REPOS_PAGE};
 
 /// The v2 stream's path: `/xrpc/` and [`EVENTS_NSID`] (checked by a unit test).
 pub const EVENTS_PATH: &str = "/xrpc/network.bsky.jetstream.subscribeEvents";
@@ -298,18 +298,63 @@ async fn connection(
             let body = serde_json::to_string(&hub.stats()).unwrap_or_default();
             respond(&mut stream, 200, "application/json", &body).await
         }
+        ("GET", REPOS_PATH) => {
+            let (status, body) = list_repos(&hub, query);
+            respond(&mut stream, status, "application/json", &body).await
+        }
         ("GET", "/") => {
             respond(
                 &mut stream,
                 200,
                 "text/plain",
-                "statusphere-sidecar: a local Jetstream. Subscribe at /subscribe (v1 JSON) or /xrpc/network.bsky.jetstream.subscribeEvents (v2); counters at /stats.\n",
+                "statusphere-sidecar: a local Jetstream. Subscribe at /subscribe (v1 JSON) or /xrpc/network.bsky.jetstream.subscribeEvents (v2); counters at /stats; repositories by collection at /xrpc/com.atproto.sync.listReposByCollection.\n",
             )
             .await
         }
-        (_, "/subscribe" | EVENTS_PATH | "/stats" | "/") => respond(&mut stream, 405, "text/plain", "only GET is allowed\n").await,
+        (_, "/subscribe" | EVENTS_PATH | "/stats" | "/" | REPOS_PATH) => respond(&mut stream, 405, "text/plain", "only GET is allowed\n").await,
         _ => respond(&mut stream, 404, "text/plain", "not found\n").await,
     }
+}
+
+/// The relay's `com.atproto.sync.listReposByCollection`, which a backfill starts from: every DID
+/// this instance has seen commit to a collection (from whatever source it serves: for the local
+/// network, the PDS's firehose from its first event), in order, paged by the last DID.
+pub const REPOS_PATH: &str = "/xrpc/com.atproto.sync.listReposByCollection";
+
+/// `?collection=<nsid>&limit=<1..=2000, default 500>&cursor=<did>` → `{"repos":[{"did":…}],
+/// "cursor":…}`, or an XRPC error.
+fn list_repos(hub: &Hub, query: &str) -> (u16, String) {
+    let invalid = |message: &str| {
+        let body = serde_json::json!({ "error": "InvalidRequest", "message": message });
+        (400, body.to_string())
+    };
+    let mut collection = None;
+    let mut limit = 500usize;
+    let mut cursor = None;
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "collection" => collection = Some(value.into_owned()),
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_REPOS_PAGE).contains(&n) => limit = n,
+                _ => return invalid("limit must be a number from 1 to 2000"),
+            },
+            "cursor" => cursor = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    let Some(collection) = collection.filter(|c| !c.is_empty() && c.len() <= 317) else {
+        return invalid("collection is required");
+    };
+    let (repos, next) = hub.repos_with(&collection, cursor.as_deref(), limit);
+    let repos: Vec<serde_json::Value> = repos
+        .into_iter()
+        .map(|did| serde_json::json!({ "did": did }))
+        .collect();
+    let mut body = serde_json::json!({ "repos": repos });
+    if let Some(next) = next {
+        body["cursor"] = next.into();
+    }
+    (200, body.to_string())
 }
 
 /// What the reading half reports to the writing half.

@@ -5,7 +5,7 @@
 //! more memory than a replay to one, and a client that falls so far behind that its position has
 //! been evicted is disconnected instead of buffering without bound.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -151,7 +151,13 @@ pub struct Hub {
     publish: Mutex<()>,
     head: watch::Sender<Position>,
     pub counters: Counters,
+    /// Every DID seen committing to each collection, as a relay indexes them for
+    /// `com.atproto.sync.listReposByCollection` (kept whatever leaves the window).
+    repos: Mutex<BTreeMap<Box<str>, BTreeSet<Box<str>>>>,
 }
+
+/// The most DIDs one `listReposByCollection` page holds (the relay's own cap).
+pub const MAX_REPOS_PAGE: usize = 2_000;
 
 /// How far ahead of this machine's clock a recorded `time_us` may place a frame.
 const FUTURE_SLACK_US: i64 = 24 * 3_600 * 1_000_000;
@@ -173,6 +179,7 @@ impl Hub {
             publish: Mutex::new(()),
             head,
             counters: Counters::default(),
+            repos: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -212,6 +219,23 @@ impl Hub {
             })
             .collect();
         let count = frames.len() as u64;
+        {
+            let mut repos = self.repos.lock().unwrap_or_else(|p| p.into_inner());
+            for frame in &frames {
+                if let (Some("commit"), Some(did), Some(collection)) =
+                    (frame.kind.as_deref(), &frame.did, &frame.collection)
+                {
+                    // A relay indexes real repositories only: a frame's claims are not checked
+                    // further here, but nothing that is not a DID is listed.
+                    if did.starts_with("did:") && did.len() <= 256 && collection.len() <= 317 {
+                        repos
+                            .entry(collection.clone())
+                            .or_default()
+                            .insert(did.clone());
+                    }
+                }
+            }
+        }
         let head = {
             let mut window = self.window.write().unwrap_or_else(|p| p.into_inner());
             window.last_time_us = last;
@@ -228,6 +252,30 @@ impl Hub {
         self.counters.published.fetch_add(count, Ordering::Relaxed);
         self.head.send_replace(head);
         Some(last)
+    }
+
+    /// One page of the DIDs that committed to `collection`, in order, after `cursor` (a DID from
+    /// the previous page), at most `limit`; and the cursor of the next page, if there may be one.
+    pub fn repos_with(
+        &self,
+        collection: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> (Vec<String>, Option<String>) {
+        let repos = self.repos.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(dids) = repos.get(collection) else {
+            return (Vec::new(), None);
+        };
+        let after = cursor.unwrap_or("");
+        let page: Vec<String> = dids
+            .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            .take(limit)
+            .map(|did| did.to_string())
+            .collect();
+        let next = (page.len() == limit)
+            .then(|| page.last().cloned())
+            .flatten();
+        (page, next)
     }
 
     fn read_window(&self) -> std::sync::RwLockReadGuard<'_, Window> {

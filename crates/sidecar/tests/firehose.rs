@@ -130,6 +130,21 @@ async fn pds_writes_come_out_as_jetstream_events() {
     );
     assert_eq!(create["commit"]["cid"], created["cid"]);
     assert_eq!(create["commit"]["collection"], STATUS);
+    // As a relay would, the sidecar now lists alice among the repositories with statuses (a
+    // backfill starts there); bob has written none.
+    let repos: Value = pds
+        .http
+        .get(format!(
+            "http://{}/xrpc/com.atproto.sync.listReposByCollection?collection={STATUS}",
+            server.addr
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(repos["repos"], json!([{ "did": alice.did }]), "{repos}");
     assert!(create["commit"]["rev"]
         .as_str()
         .is_some_and(|r| r.len() == 13));

@@ -497,3 +497,66 @@ async fn now_mode_gives_fresh_monotonic_times_and_cursors_work_on_them() {
     let mut resumed = connect(&server, &format!("cursor={}", served[3])).await;
     assert_eq!(times(&mut resumed, 2).await, served[3..].to_vec());
 }
+
+/// `com.atproto.sync.listReposByCollection`, as a relay answers it: every DID seen committing to
+/// the collection, in order, paged by the last DID; nothing that is not a DID; XRPC errors for a
+/// missing collection or a limit out of range.
+#[tokio::test]
+async fn repositories_are_listed_by_collection_as_a_relay_lists_them() {
+    let (hub, server) = server().await;
+    hub.publish([
+        commit("did:plc:cccc", 1, STATUS, "3lbk222222222"),
+        commit("did:plc:aaaa", 2, STATUS, "3lbk222222223"),
+        commit("did:plc:aaaa", 3, STATUS, "3lbk222222224"),
+        commit("did:plc:bbbb", 4, STATUS, "3lbk222222225"),
+        commit("did:plc:dddd", 5, POST, "3lbk222222226"),
+        commit("not a did", 6, STATUS, "3lbk222222227"),
+        identity("did:plc:eeee", 7),
+    ]);
+    let http = reqwest::Client::new();
+    let get = |query: String| {
+        let http = http.clone();
+        let url = format!(
+            "http://{}/xrpc/com.atproto.sync.listReposByCollection?{query}",
+            server.addr
+        );
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, first) = get(format!("collection={STATUS}&limit=2")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        first["repos"],
+        serde_json::json!([{ "did": "did:plc:aaaa" }, { "did": "did:plc:bbbb" }])
+    );
+    let cursor = first["cursor"].as_str().unwrap();
+    let (_, second) = get(format!("collection={STATUS}&limit=2&cursor={cursor}")).await;
+    assert_eq!(
+        second["repos"],
+        serde_json::json!([{ "did": "did:plc:cccc" }])
+    );
+    assert!(second.get("cursor").is_none(), "{second}");
+    let (_, posts) = get(format!("collection={POST}")).await;
+    assert_eq!(
+        posts["repos"],
+        serde_json::json!([{ "did": "did:plc:dddd" }])
+    );
+    let (_, none) = get("collection=xyz.nothing.here".into()).await;
+    assert_eq!(none["repos"], serde_json::json!([]));
+    for query in [
+        "",
+        "collection=",
+        "collection=x&limit=0",
+        "collection=x&limit=2001",
+    ] {
+        let (status, body) = get(query.to_owned()).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("InvalidRequest")),
+            "{query}"
+        );
+    }
+}
