@@ -207,7 +207,7 @@ impl Stack {
     /// Applies the migrations, starts `wrangler dev` and waits until edge answers.
     pub fn start(tools: &Tools, config: StackConfig) -> Result<Stack> {
         workers::check_built()?;
-        apply_migrations(tools, &config.persist_dir, config.log_file.as_deref())?;
+        prepare_d1(tools, &config.persist_dir, config.log_file.as_deref())?;
         let inspector_port = free_port()?;
         let mut cmd = tools.wrangler();
         cmd.arg("dev");
@@ -414,6 +414,86 @@ fn write_patched_config(
     }
     std::fs::write(to, toml::to_string(&table)?)
         .with_context(|| format!("writing {}", to.display()))
+}
+
+/// Where a stack's local D1 lives under its state folder.
+const D1_STATE: &str = "v3/d1";
+
+/// Gives `persist_dir` a local D1 database with every migration applied. A fresh state folder gets
+/// a copy of a database migrated once per set of migrations (`target/statusphere/d1-template/
+/// <hash>`): `wrangler d1 migrations apply` costs about 8 s of CPU, once per test stack otherwise.
+/// A folder that has a database already (`dev`'s, kept between runs) gets the migrations applied
+/// in place, new ones included.
+pub fn prepare_d1(tools: &Tools, persist_dir: &Path, log_file: Option<&Path>) -> Result<()> {
+    if persist_dir.join(D1_STATE).exists() {
+        return apply_migrations(tools, persist_dir, log_file);
+    }
+    let template = migrated_template(tools, log_file)?;
+    copy_tree(&template.join(D1_STATE), &persist_dir.join(D1_STATE))
+}
+
+/// The state folder of a database with every migration in `migrations/` applied, made on first use
+/// (under a lock within this process; made elsewhere and renamed into place, so that another
+/// process sees it whole or not at all).
+fn migrated_template(tools: &Tools, log_file: Option<&Path>) -> Result<PathBuf> {
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MAKING.lock().unwrap_or_else(|p| p.into_inner());
+    let template = paths::scratch()
+        .join("d1-template")
+        .join(migrations_hash()?);
+    if template.exists() {
+        return Ok(template);
+    }
+    let making = template.with_extension(format!("making-{}", std::process::id()));
+    if making.exists() {
+        std::fs::remove_dir_all(&making)?;
+    }
+    apply_migrations(tools, &making, log_file)?;
+    match std::fs::rename(&making, &template) {
+        Ok(()) => Ok(template),
+        // Another process made it first: theirs is as good.
+        Err(_) if template.exists() => {
+            let _ = std::fs::remove_dir_all(&making);
+            Ok(template)
+        }
+        Err(e) => Err(e).with_context(|| format!("moving {} into place", making.display())),
+    }
+}
+
+/// A hash of every migration's name and text, and of the config that names the database.
+fn migrations_hash() -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let dir = paths::root().join("migrations");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let mut hash = Sha256::new();
+    for file in files.iter().chain([&Worker::Edge.wrangler_config()]) {
+        hash.update(file.file_name().unwrap_or_default().as_encoded_bytes());
+        hash.update(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?);
+    }
+    Ok(hash.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Copies the files under `from` to `to`, folders included.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Applies `migrations/` to the local D1 database in `persist_dir`.
