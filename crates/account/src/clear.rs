@@ -13,7 +13,7 @@ use oauth::{PdsClient, Session};
 
 use crate::port::{Clock, Database};
 use crate::session::{Refresh, Sessions};
-use crate::write::{classify, counts_of, new_nonce, CreateError, Refused};
+use crate::write::{classify, new_nonce, CreateError, Refused};
 
 /// What a person is told when their PDS deleted the status but D1 could not record it.
 pub const CLEARED_NOT_RECORDED: &str =
@@ -38,28 +38,10 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
     /// Deletes `did`'s current status, if its budget (`per_minute` writes, shared with writing a
     /// status) allows and it has one.
     pub async fn clear_status(&self, did: &str, per_minute: i64) -> Result<Cleared, Refused> {
-        let now_ms = self.clock.now_ms();
         // One round trip: a unit of the budget, the tokens, and what is to be cleared.
-        let read = self
-            .db
-            .batch(&[
-                sql::count_write(did, now_ms),
-                sql::get_oauth_session(did),
-                sql::current_status(did),
-            ])
+        let (stored, current) = self
+            .spend_budget(did, per_minute, Some(sql::current_status(did)))
             .await?;
-        let [counted, stored, current]: [Vec<serde_json::Value>; 3] = read
-            .try_into()
-            .map_err(|_| Refused::Store("a batch of three gave another count of results".into()))?;
-        let counted = counted
-            .into_iter()
-            .next()
-            .and_then(|row| serde_json::from_value::<sql::WriteCount>(row).ok())
-            .ok_or_else(|| Refused::Store("the write budget returned no row".into()))?;
-        let stored = self.decode(did, stored);
-        if sql::writes_in_last_minute(counted, now_ms) > per_minute as f64 {
-            return Err(Refused::TooFast);
-        }
         let Some(current) = current
             .into_iter()
             .next()
@@ -86,28 +68,20 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
             tracing::warn!(did, %error, "a PDS's deleteRecord answer was refused");
             Refused::Unverified(error.to_string())
         })?;
-        let mut statements = vec![sql::mark_counts()];
-        statements.extend(sql::delete_statuses(std::slice::from_ref(&tombstone)));
-        let read_back = statements.len();
-        statements.push(sql::current_status(did));
-        statements.push(sql::counts_changed());
-        statements.extend(new_nonce(did, nonce, &session));
-        let results = match self.db.batch(&statements).await {
-            Ok(results) => results,
-            Err(error) => {
-                tracing::error!(%error, did, uri = %current.uri, "status cleared, but D1 failed");
-                return Ok(Cleared::NotRecorded);
-            }
+        let changes = sql::delete_statuses(std::slice::from_ref(&tombstone));
+        let read = sql::current_status(did);
+        let extra = new_nonce(did, nonce, &session);
+        let Some(recorded) = self.record_with_counts(changes, Some(read), extra).await else {
+            tracing::error!(did, uri = %current.uri, "status cleared, but D1 failed");
+            return Ok(Cleared::NotRecorded);
         };
-        let mut results = results.into_iter().skip(read_back);
-        let now_current = results
-            .next()
-            .unwrap_or_default()
+        let now_current = recorded
+            .read
             .into_iter()
             .next()
             .and_then(|row| serde_json::from_value::<StatusViewRow>(row).ok())
             .map(|row| row.status);
-        let counts = counts_of(results.next());
+        let counts = recorded.counts;
         tracing::info!(did, uri = %current.uri, "status cleared");
         Ok(Cleared::Recorded {
             uri: current.uri,

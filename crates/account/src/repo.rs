@@ -7,14 +7,13 @@
 
 use atrium_xrpc::HttpClient;
 use domain::sql::{self, StatusViewRow};
-use domain::wire::ServerMessage;
+use domain::wire::{with_counts, ServerMessage};
 use oauth::fetch;
 use oauth::Session;
 use serde::Deserialize;
 
 use crate::port::{Clock, Database};
 use crate::session::Sessions;
-use crate::write::counts_of;
 
 /// What a sign-in's read of the repository did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -70,33 +69,20 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
         if statuses.is_empty() {
             return Ok(imported);
         }
-        let mut statements = vec![sql::mark_counts()];
-        let upserts = sql::import_statuses(&statuses);
-        let written = upserts.len();
-        statements.extend(upserts);
-        statements.push(sql::counts_changed());
-        let results = self
-            .db
-            .batch(&statements)
+        let recorded = self
+            .record_with_counts(sql::import_statuses(&statuses), None, None)
             .await
-            .map_err(|e| e.to_string())?;
-        for rows in results.iter().skip(1).take(written) {
-            for row in rows {
-                let mut row: StatusViewRow =
-                    serde_json::from_value(row.clone()).map_err(|e| e.to_string())?;
-                row.handle = session.handle.clone();
-                row.display_name = display_name.map(str::to_owned);
-                imported.messages.push(ServerMessage::StatusUpserted {
-                    status: row.into_view(),
-                });
-            }
+            .ok_or("D1 failed")?;
+        let mut messages = Vec::new();
+        for row in recorded.changed {
+            let mut row: StatusViewRow = serde_json::from_value(row).map_err(|e| e.to_string())?;
+            row.handle = session.handle.clone();
+            row.display_name = display_name.map(str::to_owned);
+            messages.push(ServerMessage::StatusUpserted {
+                status: row.into_view(),
+            });
         }
-        let counts = counts_of(results.into_iter().nth(1 + written));
-        if !counts.is_empty() {
-            imported
-                .messages
-                .push(ServerMessage::CountsChanged { counts });
-        }
+        imported.messages = with_counts(messages, recorded.counts);
         Ok(imported)
     }
 }

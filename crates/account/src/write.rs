@@ -123,8 +123,16 @@ pub(crate) fn new_nonce(
         .map(|nonce| sql::set_pds_nonce(did, &nonce))
 }
 
+/// What [`Sessions::record_with_counts`] read back: the rows the changes returned, the rows of
+/// the read after them, and the counts they changed.
+pub(crate) struct Recorded {
+    pub changed: Vec<serde_json::Value>,
+    pub read: Vec<serde_json::Value>,
+    pub counts: Vec<CountRow>,
+}
+
 /// The rows of `sql::counts_changed`.
-pub(crate) fn counts_of(rows: Option<Vec<serde_json::Value>>) -> Vec<CountRow> {
+fn counts_of(rows: Option<Vec<serde_json::Value>>) -> Vec<CountRow> {
     rows.unwrap_or_default()
         .into_iter()
         .filter_map(|row| serde_json::from_value(row).ok())
@@ -172,23 +180,7 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
         per_minute: i64,
     ) -> Result<Written, Refused> {
         let now_ms = self.clock.now_ms();
-        // One round trip: a unit of the budget, and the tokens.
-        let read = self
-            .db
-            .batch(&[sql::count_write(did, now_ms), sql::get_oauth_session(did)])
-            .await?;
-        let [counted, stored]: [Vec<serde_json::Value>; 2] = read
-            .try_into()
-            .map_err(|_| Refused::Store("a batch of two gave another count of results".into()))?;
-        let counted = counted
-            .into_iter()
-            .next()
-            .and_then(|row| serde_json::from_value::<sql::WriteCount>(row).ok())
-            .ok_or_else(|| Refused::Store("the write budget returned no row".into()))?;
-        let stored = self.decode(did, stored);
-        if sql::writes_in_last_minute(counted, now_ms) > per_minute as f64 {
-            return Err(Refused::TooFast);
-        }
+        let (stored, _) = self.spend_budget(did, per_minute, None).await?;
         let created_at = CreatedAt::parse(&iso8601(now_ms))
             .map_err(|e| Refused::Rejected(format!("clock error: {e}")))?;
         let session = self.fresh_from(did, stored, Refresh::IfExpiring).await?;
@@ -218,27 +210,21 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
             tracing::warn!(did, %error, "a PDS's createRecord answer was refused");
             Refused::Unverified(error.to_string())
         })?;
-        let mut statements = vec![sql::mark_counts()];
-        statements.extend(sql::upsert_statuses(std::slice::from_ref(&row)));
         // Read back in the same transaction: what the page and the broker get is what D1 holds.
-        let read_back = statements.len();
-        statements.push(sql::status_by_uri(&row.uri));
-        statements.push(sql::counts_changed());
-        statements.extend(new_nonce(did, nonce, &session));
-        let results = match self.db.batch(&statements).await {
-            Ok(results) => results,
-            Err(error) => {
-                tracing::error!(%error, did, uri = %row.uri, "status written, but D1 failed");
-                return Ok(Written::NotRecorded);
-            }
+        let changes = sql::upsert_statuses(std::slice::from_ref(&row));
+        let read = sql::status_by_uri(&row.uri);
+        let extra = new_nonce(did, nonce, &session);
+        let Some(recorded) = self.record_with_counts(changes, Some(read), extra).await else {
+            tracing::error!(did, uri = %row.uri, "status written, but D1 failed");
+            return Ok(Written::NotRecorded);
         };
-        let mut results = results.into_iter().skip(read_back);
-        let view = results
+        let view = recorded
+            .read
+            .into_iter()
             .next()
-            .and_then(|rows| rows.into_iter().next())
             .and_then(|row| serde_json::from_value::<StatusViewRow>(row).ok())
             .map(StatusViewRow::into_view);
-        let counts = counts_of(results.next());
+        let counts = recorded.counts;
         tracing::info!(did, uri = %row.uri, "status written");
         Ok(match view {
             Some(status) => Written::Recorded {
@@ -246,6 +232,68 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
                 counts,
             },
             None => Written::NotRecorded,
+        })
+    }
+
+    /// The first round trip of a write or a clear: one unit of `did`'s write budget (refused when
+    /// it is spent: `per_minute` writes in any minute), its stored session, and the rows of
+    /// `also`, read in the same batch.
+    pub(crate) async fn spend_budget(
+        &self,
+        did: &str,
+        per_minute: i64,
+        also: Option<sql::Statement>,
+    ) -> Result<(Option<Session>, Vec<serde_json::Value>), Refused> {
+        let now_ms = self.clock.now_ms();
+        let mut statements = vec![sql::count_write(did, now_ms), sql::get_oauth_session(did)];
+        statements.extend(also);
+        let mut read = self.db.batch(&statements).await?.into_iter();
+        let (Some(counted), Some(stored)) = (read.next(), read.next()) else {
+            return Err(Refused::Store(
+                "a batch gave fewer results than statements".into(),
+            ));
+        };
+        let counted = counted
+            .into_iter()
+            .next()
+            .and_then(|row| serde_json::from_value::<sql::WriteCount>(row).ok())
+            .ok_or_else(|| Refused::Store("the write budget returned no row".into()))?;
+        if sql::writes_in_last_minute(counted, now_ms) > per_minute as f64 {
+            return Err(Refused::TooFast);
+        }
+        Ok((self.decode(did, stored), read.next().unwrap_or_default()))
+    }
+
+    /// Runs `changes` in one transaction that finds the counts they changed (between
+    /// `sql::mark_counts` and `sql::counts_changed`), with `read` after them and `extra` (which
+    /// returns nothing) last; `None` when D1 failed.
+    pub(crate) async fn record_with_counts(
+        &self,
+        changes: Vec<sql::Statement>,
+        read: Option<sql::Statement>,
+        extra: Option<sql::Statement>,
+    ) -> Option<Recorded> {
+        let written = changes.len();
+        let mut statements = vec![sql::mark_counts()];
+        statements.extend(changes);
+        let reads = usize::from(read.is_some());
+        statements.extend(read);
+        statements.push(sql::counts_changed());
+        statements.extend(extra);
+        let results = match self.db.batch(&statements).await {
+            Ok(results) => results,
+            Err(error) => {
+                tracing::error!(%error, "recording in D1 failed");
+                return None;
+            }
+        };
+        let mut results = results.into_iter().skip(1);
+        let changed: Vec<serde_json::Value> = results.by_ref().take(written).flatten().collect();
+        let read = results.by_ref().take(reads).flatten().collect();
+        Some(Recorded {
+            changed,
+            read,
+            counts: counts_of(results.next()),
         })
     }
 

@@ -244,10 +244,7 @@ impl Batch {
                 messages.push(message);
             }
         }
-        if !counts.is_empty() {
-            messages.push(ServerMessage::CountsChanged { counts });
-        }
-        Ok(messages)
+        Ok(crate::wire::with_counts(messages, counts))
     }
 }
 

@@ -86,6 +86,15 @@ pub enum ServerMessage {
     Reload { reason: String },
 }
 
+/// `messages`, then the counts they changed (as one `counts_changed`), if any: what every writer
+/// publishes.
+pub fn with_counts(mut messages: Vec<ServerMessage>, counts: Vec<CountRow>) -> Vec<ServerMessage> {
+    if !counts.is_empty() {
+        messages.push(ServerMessage::CountsChanged { counts });
+    }
+    messages
+}
+
 /// What edge and listener send to the broker through its binding: changes to push, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Publish {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::toolchain::Tools;
 use crate::{paths, process};
@@ -87,7 +87,57 @@ impl FromStr for Worker {
 
 /// Builds one worker (release, size-optimised) into `workers/<name>/build/`.
 pub fn build(tools: &Tools, worker: Worker) -> Result<()> {
-    process::run(&mut tools.worker_build(&worker.crate_dir()))
+    process::run(&mut tools.worker_build(&worker.crate_dir()))?;
+    strip_names(worker)
+}
+
+/// Drops the `name` custom section (function names, only for readable wasm stack traces; a
+/// panic's message is still logged) from a built worker's wasm: 75-105 KiB of each gzipped bundle
+/// (docs/benchmarks.md). Done after wasm-bindgen, which needs the module's other custom sections.
+pub fn strip_names(worker: Worker) -> Result<()> {
+    let path = worker.crate_dir().join("build/index_bg.wasm");
+    let wasm = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let stripped = without_name_section(&wasm)
+        .with_context(|| format!("{} is not a wasm module this tool can read", path.display()))?;
+    std::fs::write(&path, stripped).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `wasm` without its `name` custom section; `None` if it is not a well-formed module.
+fn without_name_section(wasm: &[u8]) -> Option<Vec<u8>> {
+    fn leb(bytes: &[u8], at: &mut usize) -> Option<usize> {
+        let (mut value, mut shift) = (0usize, 0);
+        loop {
+            let byte = *bytes.get(*at)?;
+            *at += 1;
+            value |= usize::from(byte & 0x7f).checked_shl(shift)?;
+            if byte < 0x80 {
+                return Some(value);
+            }
+            shift += 7;
+        }
+    }
+    if wasm.get(..4)? != b"\0asm" {
+        return None;
+    }
+    let mut out = wasm.get(..8)?.to_vec();
+    let mut at = 8;
+    while at < wasm.len() {
+        let start = at;
+        let id = wasm[at];
+        at += 1;
+        let size = leb(wasm, &mut at)?;
+        let end = at.checked_add(size).filter(|end| *end <= wasm.len())?;
+        let is_names = id == 0 && {
+            let mut name_at = at;
+            let len = leb(wasm, &mut name_at)?;
+            wasm.get(name_at..name_at.checked_add(len)?) == Some(b"name".as_slice())
+        };
+        if !is_names {
+            out.extend_from_slice(&wasm[start..end]);
+        }
+        at = end;
+    }
+    Some(out)
 }
 
 /// Builds all three workers at once. Cargo still compiles them one at a time (they share the
@@ -120,10 +170,13 @@ pub fn build_all(tools: &Tools) -> Result<()> {
         for (worker, mut group, log) in running {
             match group.exited() {
                 None => still.push((worker, group, log)),
-                Some(status) if status.success() => eprintln!(
-                    "built {worker} ({:.1} s from the start)",
-                    started.elapsed().as_secs_f64()
-                ),
+                Some(status) if status.success() => {
+                    strip_names(worker)?;
+                    eprintln!(
+                        "built {worker} ({:.1} s from the start)",
+                        started.elapsed().as_secs_f64()
+                    )
+                }
                 Some(status) => bail!(
                     "building {worker} failed ({status}); the end of {}:\n{}",
                     log.display(),
@@ -148,4 +201,39 @@ pub fn check_built() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_name_section;
+
+    /// A module with a type section, a `name` section and another custom section.
+    fn module() -> Vec<u8> {
+        let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+        wasm.extend([1, 1, 0x60]); // a type section of one byte (not a valid body; not read)
+        wasm.extend([0, 6, 4, b'n', b'a', b'm', b'e', 9]); // the name section
+        wasm.extend([0, 5, 3, b'x', b'y', b'z', 7]); // another custom section, kept
+        wasm
+    }
+
+    #[test]
+    fn only_the_name_section_goes() {
+        let stripped = without_name_section(&module()).unwrap();
+        let mut expected = b"\0asm\x01\0\0\0".to_vec();
+        expected.extend([1, 1, 0x60, 0, 5, 3, b'x', b'y', b'z', 7]);
+        assert_eq!(stripped, expected);
+        assert_eq!(without_name_section(&stripped).unwrap(), stripped);
+    }
+
+    #[test]
+    fn what_is_not_a_module_is_refused() {
+        assert_eq!(without_name_section(b"not wasm at all"), None);
+        let mut cut = module();
+        cut.truncate(cut.len() - 2);
+        assert_eq!(
+            without_name_section(&cut),
+            None,
+            "a section running past the end"
+        );
+    }
 }

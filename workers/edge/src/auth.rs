@@ -269,13 +269,7 @@ async fn import_own_statuses(
             }
             tracing::info!(did = %session.did, read = imported.read, changed = imported.messages.len(), "own statuses read");
             if !imported.messages.is_empty() {
-                let published = async {
-                    let broker = env.service("BROKER")?;
-                    workers_common::broker::publish(&broker, imported.messages).await
-                };
-                if let Err(error) = published.await {
-                    tracing::error!(%error, "publishing imported statuses failed");
-                }
+                crate::write::publish(env, imported.messages).await;
             }
         }
         Err(error) => tracing::warn!(did = %session.did, %error, "own statuses not read"),

@@ -6,15 +6,17 @@
 
 use account::clear::CLEARED_NOT_RECORDED;
 use account::write::WRITTEN_NOT_RECORDED;
+use account::Sessions;
 use account::{Cleared, Refused, Written};
-use domain::wire::ServerMessage;
+use domain::wire::{with_counts, ServerMessage};
 use lexicon::StatusText;
 use worker::{Env, Request, Response, Result};
 
 use crate::auth;
 use crate::config::Config;
+use crate::http::EdgeHttp;
 use crate::page::{self, Notice, Viewer};
-use crate::ports::D1;
+use crate::ports::{WorkerClock, D1};
 use crate::session::{self, SignedIn};
 
 pub async fn set_status(
@@ -171,23 +173,16 @@ async fn write(
     who: &SignedIn,
     status: &StatusText,
 ) -> std::result::Result<Written, Refused> {
-    let db = env.d1("DB").map_err(|e| Refused::Store(e.to_string()))?;
-    let d1 = D1(&db);
-    let http = crate::http::transport(env).map_err(|e| Refused::Store(e.to_string()))?;
-    let sessions = auth::sessions(&d1, config, &http)?;
-    let written = sessions
-        .write_status(&who.did, status, config.writes_per_minute)
-        .await?;
+    let per_minute = config.writes_per_minute;
+    let written = with_sessions(env, config, async |sessions| {
+        sessions.write_status(&who.did, status, per_minute).await
+    })
+    .await?;
     if let Written::Recorded { status, counts } = &written {
-        let mut messages = vec![ServerMessage::StatusUpserted {
+        let upserted = ServerMessage::StatusUpserted {
             status: (**status).clone(),
-        }];
-        if !counts.is_empty() {
-            messages.push(ServerMessage::CountsChanged {
-                counts: counts.clone(),
-            });
-        }
-        publish(env, messages).await;
+        };
+        publish(env, with_counts(vec![upserted], counts.clone())).await;
     }
     Ok(written)
 }
@@ -198,26 +193,34 @@ async fn clear(
     config: &Config,
     who: &SignedIn,
 ) -> std::result::Result<Cleared, Refused> {
+    let per_minute = config.writes_per_minute;
+    let cleared = with_sessions(env, config, async |sessions| {
+        sessions.clear_status(&who.did, per_minute).await
+    })
+    .await?;
+    if let Cleared::Recorded { uri, counts, .. } = &cleared {
+        let deleted = ServerMessage::StatusDeleted {
+            uri: uri.clone(),
+            author_did: who.did.clone(),
+        };
+        publish(env, with_counts(vec![deleted], counts.clone())).await;
+    }
+    Ok(cleared)
+}
+
+/// Runs `act` with the account sessions of this worker (D1, the Workers clock, edge's fetch).
+async fn with_sessions<T>(
+    env: &Env,
+    config: &Config,
+    act: impl AsyncFnOnce(
+        &Sessions<'_, D1<'_>, WorkerClock, EdgeHttp>,
+    ) -> std::result::Result<T, Refused>,
+) -> std::result::Result<T, Refused> {
     let db = env.d1("DB").map_err(|e| Refused::Store(e.to_string()))?;
     let d1 = D1(&db);
     let http = crate::http::transport(env).map_err(|e| Refused::Store(e.to_string()))?;
     let sessions = auth::sessions(&d1, config, &http)?;
-    let cleared = sessions
-        .clear_status(&who.did, config.writes_per_minute)
-        .await?;
-    if let Cleared::Recorded { uri, counts, .. } = &cleared {
-        let mut messages = vec![ServerMessage::StatusDeleted {
-            uri: uri.clone(),
-            author_did: who.did.clone(),
-        }];
-        if !counts.is_empty() {
-            messages.push(ServerMessage::CountsChanged {
-                counts: counts.clone(),
-            });
-        }
-        publish(env, messages).await;
-    }
-    Ok(cleared)
+    act(&sessions).await
 }
 
 /// What a write (or its refusal) answers with.
@@ -247,14 +250,14 @@ fn json_refusal(status: u16, message: &str) -> Result<Response> {
 }
 
 /// One publish to the broker; a failure is logged (pages catch up on reload), not an error:
-/// the status is already in the repo and in D1.
-async fn publish(env: &Env, messages: Vec<ServerMessage>) {
+/// the change is already in the repo and in D1.
+pub async fn publish(env: &Env, messages: Vec<ServerMessage>) {
     let result = async {
         let broker = env.service("BROKER")?;
         workers_common::broker::publish(&broker, messages).await
     }
     .await;
     if let Err(error) = result {
-        tracing::error!(%error, "publishing a status to the broker failed");
+        tracing::error!(%error, "publishing to the broker failed");
     }
 }
