@@ -2,7 +2,8 @@
 //! session usable ([`session`]: stored sealed, refreshed under a lease because refresh tokens are
 //! single-use), write its status ([`write`]: budget, repository, check, record) and clear it
 //! ([`clear`]: the same, with `deleteRecord` and a tombstone), and read their own statuses from
-//! their repository when they sign in ([`repo`]).
+//! their repository when they sign in ([`repo`], whose reads the listener's backfill makes for
+//! every account too).
 //!
 //! The worker supplies what differs between runtimes through the small traits of [`port`] (the
 //! database and the clock) and an [`atrium_xrpc::HttpClient`]: D1, `Date.now` and `fetch` in edge;

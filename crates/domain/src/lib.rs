@@ -1,11 +1,13 @@
 //! The domain of Statusphere, shared by every worker, the sidecar and the tests: Jetstream events,
 //! the listener's batching and ingest plan, statuses as the app knows them, the checks on a PDS's
-//! answers (a write, a clear, a repository read at sign-in), the broker's wire messages, the
+//! answers (a write, a clear, a repository read at sign-in or by the backfill), the backfill's
+//! budgets and progress, the broker's wire messages, the
 //! per-client limits, the SQL
 //! the workers run, and pure presentation helpers.
 //!
 //! Pure Rust: no `worker`, no tokio. It builds for `wasm32-unknown-unknown` and for native.
 
+pub mod backfill;
 pub mod batch;
 pub mod cursor;
 pub mod ingest;

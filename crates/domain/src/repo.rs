@@ -2,7 +2,8 @@
 //! `com.atproto.repo.listRecords` on their PDS, taken as the state of the repository at the
 //! revision `com.atproto.sync.getLatestCommit` gave just before (read first, so that anything the
 //! repository does afterwards arrives on Jetstream with a greater revision and wins). Used at
-//! sign-in (the person's own statuses, so the first page they see knows their status).
+//! sign-in (the person's own statuses, so the first page they see knows their status) and by the
+//! backfill (every account the relay lists, `crate::backfill`), a page of records at a time.
 //!
 //! A PDS is remote input like a Jetstream frame: every record is checked as the listener checks
 //! one (its URI names this account's own status under a TID key, its CID parses, the record is a
@@ -16,8 +17,12 @@ use crate::ingest::Dropped;
 use crate::status::{at_uri, rkey_in, Origin, Status};
 use crate::{bounded, Error, Result};
 
-/// The most records a sign-in reads (one page of `listRecords`).
-pub const SIGN_IN_RECORDS: usize = 100;
+/// The most records one page of `listRecords` is asked for (the protocol's own cap); a page
+/// that sends more is cut there.
+pub const PAGE_RECORDS: usize = 100;
+
+/// The longest `listRecords` cursor followed to the next page; a longer one ends the listing.
+pub const MAX_CURSOR_CHARS: usize = 512;
 
 /// One record of a `listRecords` answer, as sent.
 #[derive(Debug, Deserialize)]
@@ -30,32 +35,44 @@ struct Listed {
 #[derive(Debug, Deserialize)]
 struct ListRecords {
     records: Vec<Listed>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// One page of a repository's statuses.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Page {
+    pub statuses: Vec<Status>,
+    /// Records refused, each with its reason.
+    pub dropped: Vec<Dropped>,
+    /// Where the next page starts, if the PDS says there is one (and the cursor is usable).
+    pub cursor: Option<String>,
 }
 
 /// `did`'s statuses from a `listRecords` answer (`body`, JSON), as of revision `rev`, and what
 /// was dropped. Each status is dated by its `createdAt`, never later than `now_ms`, so an old
 /// status sorts where it belongs rather than as new.
-pub fn statuses_of(
-    did: &str,
-    rev: &str,
-    body: &[u8],
-    now_ms: i64,
-) -> Result<(Vec<Status>, Vec<Dropped>)> {
+pub fn statuses_of(did: &str, rev: &str, body: &[u8], now_ms: i64) -> Result<Page> {
     let rev = crate::write::check_rev(Some(rev), now_ms)?;
     let listed: ListRecords =
         serde_json::from_slice(body).map_err(|e| Error::Json(bounded(&e.to_string())))?;
-    let mut statuses = Vec::new();
-    let mut dropped = Vec::new();
-    for record in listed.records.into_iter().take(SIGN_IN_RECORDS) {
+    let mut page = Page {
+        // An empty page ends the listing whatever its cursor says (a PDS looping on nothing).
+        cursor: listed
+            .cursor
+            .filter(|c| !c.is_empty() && c.len() <= MAX_CURSOR_CHARS && !listed.records.is_empty()),
+        ..Page::default()
+    };
+    for record in listed.records.into_iter().take(PAGE_RECORDS) {
         match status_of(did, rev, &record, now_ms) {
-            Ok(status) => statuses.push(status),
-            Err(error) => dropped.push(Dropped {
+            Ok(status) => page.statuses.push(status),
+            Err(error) => page.dropped.push(Dropped {
                 reason: error.reason(),
                 detail: bounded(&error.to_string()),
             }),
         }
     }
-    Ok((statuses, dropped))
+    Ok(page)
 }
 
 fn status_of(did: &str, rev: &str, record: &Listed, now_ms: i64) -> Result<Status> {
@@ -108,10 +125,11 @@ mod tests {
             r#"{{"records":[{}],"cursor":"x"}}"#,
             record(&own, &status("🦋", "2026-11-30T00:00:00.000Z"))
         );
-        let (statuses, dropped) = statuses_of(DID, REV, body.as_bytes(), NOW_MS).unwrap();
-        assert!(dropped.is_empty(), "{dropped:?}");
-        let [s] = statuses.as_slice() else {
-            panic!("{statuses:?}")
+        let page = statuses_of(DID, REV, body.as_bytes(), NOW_MS).unwrap();
+        assert!(page.dropped.is_empty(), "{:?}", page.dropped);
+        assert_eq!(page.cursor.as_deref(), Some("x"));
+        let [s] = page.statuses.as_slice() else {
+            panic!("{:?}", page.statuses)
         };
         assert_eq!(
             (s.uri.as_str(), s.status.as_str(), s.rev.as_str()),
@@ -150,7 +168,9 @@ mod tests {
             ),
         ];
         let body = format!(r#"{{"records":[{}]}}"#, records.join(","));
-        let (statuses, dropped) = statuses_of(DID, REV, body.as_bytes(), NOW_MS).unwrap();
+        let Page {
+            statuses, dropped, ..
+        } = statuses_of(DID, REV, body.as_bytes(), NOW_MS).unwrap();
         assert_eq!(statuses.len(), 1);
         assert_eq!(
             statuses[0].indexed_at, NOW_MS,
@@ -165,5 +185,33 @@ mod tests {
             );
         }
         assert!(statuses_of(DID, REV, b"{\"records\":7}", NOW_MS).is_err());
+    }
+
+    #[test]
+    fn a_page_is_cut_at_its_size_and_a_cursor_on_nothing_ends_the_listing() {
+        const DIGITS: &[u8] = b"234567abcdefghijklmnopqrstuvwxyz";
+        let own = |i: usize| {
+            let tail: String = [i / 32, i % 32]
+                .iter()
+                .map(|d| char::from(DIGITS[*d]))
+                .collect();
+            format!("at://{DID}/xyz.statusphere.status/3lbk2222222{tail}")
+        };
+        let many: Vec<String> = (0..PAGE_RECORDS + 5)
+            .map(|i| record(&own(i), &status("🦋", "2026-11-30T00:00:00.000Z")))
+            .collect();
+        let body = format!(r#"{{"records":[{}],"cursor":"next"}}"#, many.join(","));
+        let page = statuses_of(DID, REV, body.as_bytes(), NOW_MS).unwrap();
+        assert_eq!(page.statuses.len(), PAGE_RECORDS);
+        assert_eq!(page.cursor.as_deref(), Some("next"));
+        let empty = br#"{"records":[],"cursor":"again"}"#;
+        assert_eq!(statuses_of(DID, REV, empty, NOW_MS).unwrap().cursor, None);
+        let long = format!(
+            r#"{{"records":[{}],"cursor":"{}"}}"#,
+            many[0],
+            "c".repeat(MAX_CURSOR_CHARS + 1)
+        );
+        let page = statuses_of(DID, REV, long.as_bytes(), NOW_MS).unwrap();
+        assert_eq!(page.cursor, None);
     }
 }

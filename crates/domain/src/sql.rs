@@ -73,7 +73,7 @@ pub struct Statement {
 }
 
 impl Statement {
-    fn new(sql: &'static str, params: Vec<Value>) -> Statement {
+    pub(crate) fn new(sql: &'static str, params: Vec<Value>) -> Statement {
         Statement {
             sql: Cow::Borrowed(sql),
             params,
@@ -88,7 +88,7 @@ impl Statement {
 
 /// Builds multi-row `INSERT … VALUES (…), (…) <tail>` statements, as many rows per statement as
 /// D1's limits allow. Every row has the same number of values.
-fn multi_row(head: &str, tail: &str, rows: Vec<Vec<Value>>) -> Vec<Statement> {
+pub(crate) fn multi_row(head: &str, tail: &str, rows: Vec<Vec<Value>>) -> Vec<Statement> {
     let Some(width) = rows.first().map(Vec::len) else {
         return Vec::new();
     };

@@ -133,6 +133,7 @@ async fn migrations_create_every_table() {
             .collect();
     for table in [
         "account",
+        "backfill_repo",
         "browser_session",
         "counts_clock",
         "current_status",
@@ -1539,5 +1540,117 @@ async fn identity_lookups_are_kept_until_they_expire() {
     assert_eq!(
         count_rows(&pool, "SELECT COUNT(*) FROM identity_cache").await,
         1
+    );
+}
+
+#[tokio::test]
+async fn the_backfill_lists_once_claims_what_is_due_and_records_in_one_transaction() {
+    use domain::backfill::{self, Account, Claimed, Outcome, Progress, Recording, Settings};
+    use domain::wire::ServerMessage;
+    let pool = database().await;
+    let settings = Settings {
+        relay: Some("https://relay.example".into()),
+        run: "1".into(),
+        subrequests: 50,
+        daily_rows: 100_000,
+        max_pages: 3,
+        retry_ms: 60_000,
+    };
+    let dids: Vec<String> = [DID_A, DID_B, DID_C].map(str::to_owned).to_vec();
+    let new = batch(&pool, &backfill::insert_listed(&dids, 1)).await;
+    assert_eq!(new.len(), 3);
+    let again = batch(&pool, &backfill::insert_listed(&dids[..1], 2)).await;
+    assert!(again.is_empty(), "listed twice, counted once");
+
+    let due = crate::common::batch_json(&pool, &[backfill::claim_due(10, 2)]).await;
+    let claimed: Vec<Claimed> = due[0]
+        .iter()
+        .map(|row| serde_json::from_value(row.clone()).unwrap())
+        .collect();
+    assert_eq!(claimed.len(), 2);
+
+    // A has a status the app already knows at a newer revision, and one it never saw; B's PDS
+    // is down.
+    upsert(&pool, &[status(DID_A, 1, "🎉", 9, 900, Origin::Network)]).await;
+    let mut progress = Progress::start(&settings, 100);
+    progress.listed(3);
+    let read = |rkey, emoji: &str| Status {
+        rev: tid(5),
+        cid: Some(format!("bafyread{rkey}")),
+        ..status(DID_A, rkey, emoji, 5, 50, Origin::Network)
+    };
+    let accounts = [Account {
+        did: DID_A.into(),
+        handle: Some("a.test".into()),
+        display_name: Some(Some("Ada".into())),
+        statuses: vec![read(1, "💀"), read(2, "🦋"), read(2, "🦋")],
+    }];
+    let rows: Vec<_> = [
+        (
+            &claimed[0],
+            Outcome::Read {
+                rev: tid(5),
+                records: 2,
+                dropped: 0,
+                truncated: false,
+                note: None,
+            },
+        ),
+        (
+            &claimed[1],
+            Outcome::Failed {
+                error: "refused".into(),
+            },
+        ),
+    ]
+    .iter()
+    .filter_map(|(c, o)| progress.settle(&settings, c, o, 100))
+    .collect();
+    let recording = Recording::plan(&accounts, &rows, 100);
+    let results = crate::common::batch_json(&pool, &recording.statements).await;
+    let messages = recording.messages(&results).unwrap();
+    let upserted: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::StatusUpserted { status } => {
+                assert_eq!(status.handle.as_deref(), Some("a.test"));
+                Some(status.status.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        upserted,
+        ["🦋"],
+        "the newer write is kept; a duplicate lands once"
+    );
+    assert!(messages.iter().any(
+        |m| matches!(m, ServerMessage::ProfileChanged { display_name: Some(n), .. } if n == "Ada")
+    ));
+    assert!(matches!(
+        messages.last(),
+        Some(ServerMessage::CountsChanged { .. })
+    ));
+    assert_eq!(handle_of(&pool, DID_A).await.as_deref(), Some("a.test"));
+    assert_eq!(
+        (progress.done, progress.retrying, progress.pending),
+        (1, 1, 2)
+    );
+
+    // The failed account is not due again before its wait; the third is.
+    let due = crate::common::batch_json(&pool, &[backfill::claim_due(101, 10)]).await;
+    let left: Vec<&str> = due[0].iter().map(|r| r["did"].as_str().unwrap()).collect();
+    assert_eq!(left.len(), 1);
+    assert_ne!(left[0], claimed[1].did);
+    let next = crate::common::batch_json(&pool, &[backfill::next_due()]).await;
+    assert_eq!(
+        next[0][0]["next_try"].as_i64(),
+        Some(0),
+        "the third, due since listed"
+    );
+    one(&pool, backfill::forget_all()).await;
+    assert_eq!(
+        count_rows(&pool, "SELECT COUNT(*) FROM backfill_repo").await,
+        0
     );
 }

@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod d1;
+pub mod http;
 pub mod log;
 pub mod vars;
 

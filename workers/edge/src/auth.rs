@@ -11,10 +11,14 @@ use worker::{Env, Request, Response, Result};
 
 use crate::config::Config;
 use crate::error::{self, Error};
-use crate::http::EdgeHttp;
 use crate::page::{self, Notice, Viewer};
 use crate::ports::{WorkerClock, D1};
 use crate::session;
+use workers_common::http::CachedHttp;
+
+/// The fetches one refresh makes at most: the DID document, the PDS's protected-resource
+/// metadata, the authorization server's metadata, the token request and its nonce retry.
+const REFRESH_FETCHES: u64 = 5;
 
 /// How long a sign-in may stay pending in D1.
 const PENDING_TTL_MS: i64 = oauth::client::PENDING_TTL_S * 1000;
@@ -22,15 +26,15 @@ const PENDING_TTL_MS: i64 = oauth::client::PENDING_TTL_S * 1000;
 // off at its deadline), so that a slow server cannot make two refreshers overlap.
 const _: () = assert!(
     Lease::DEFAULT.hold_ms as u64
-        > crate::http::REFRESH_FETCHES * crate::http::FETCH_DEADLINE_MS + 5_000
+        > REFRESH_FETCHES * workers_common::http::FETCH_DEADLINE_MS + 5_000
 );
 
 /// The flows, or (for a deploy whose client is misconfigured) why sign-in is unavailable.
 fn oauth<'a>(
     config: &'a Config,
-    http: &'a EdgeHttp,
+    http: &'a CachedHttp,
     now_ms: i64,
-) -> std::result::Result<OAuth<'a, EdgeHttp>, oauth::Error> {
+) -> std::result::Result<OAuth<'a, CachedHttp>, oauth::Error> {
     match config.client() {
         Ok(client) => Ok(OAuth {
             http,
@@ -90,7 +94,7 @@ pub async fn login(mut req: Request, env: &Env, config: &Config, now_ms: i64) ->
         .unwrap_or_default();
     let input: String = input.chars().take(512).collect();
     let db = env.d1("DB")?;
-    let http = crate::http::transport(env)?;
+    let http = workers_common::http::transport(env)?;
     match async { oauth(config, &http, now_ms)?.authorize(&input).await }.await {
         Ok((url, pending)) => {
             let data = match seal(config, &serde_json::to_string(&pending)?, &pending.state) {
@@ -199,7 +203,7 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
             .await;
         }
     };
-    let http = crate::http::transport(env)?;
+    let http = workers_common::http::transport(env)?;
     let session = match async {
         oauth(config, &http, now_ms)?
             .callback(&params, pending)
@@ -214,7 +218,11 @@ pub async fn callback(req: Request, env: &Env, config: &Config, now_ms: i64) -> 
             return fail(status, text).await;
         }
     };
-    let display_name = crate::profiles::display_name_at(&session.pds, &session.did).await;
+    let reach = crate::config::identity(env).reach;
+    let display_name = account::repo::display_name(&http, reach, &session.pds, &session.did)
+        .await
+        .ok()
+        .flatten();
     let id = oauth::random::token().map_err(|e| worker::Error::RustError(e.to_string()))?;
     let sealed = match seal(config, &serde_json::to_string(&session)?, &session.did) {
         Ok(sealed) => sealed,
@@ -253,7 +261,7 @@ async fn import_own_statuses(
     env: &Env,
     config: &Config,
     db: &worker::D1Database,
-    http: &EdgeHttp,
+    http: &CachedHttp,
     session: &Session,
     display_name: Option<&str>,
 ) {
@@ -282,7 +290,7 @@ pub async fn logout(req: Request, env: &Env, config: &Config, now_ms: i64) -> Re
     let db = env.d1("DB")?;
     if let Some(signed_in) = session::current(&req, &db, config.cookies, now_ms).await? {
         let d1 = D1(&db);
-        let http = crate::http::transport(env)?;
+        let http = workers_common::http::transport(env)?;
         // Misconfigured keys or a failing D1 only mean no revocation: signing out still happens.
         let stored = match sessions(&d1, config, &http) {
             Ok(sessions) => sessions.load(&signed_in.did).await.unwrap_or_default(),
@@ -340,8 +348,8 @@ async fn sign_in_unavailable(
 pub fn sessions<'a>(
     db: &'a D1<'a>,
     config: &'a Config,
-    http: &'a EdgeHttp,
-) -> account::Result<Sessions<'a, D1<'a>, WorkerClock, EdgeHttp>> {
+    http: &'a CachedHttp,
+) -> account::Result<Sessions<'a, D1<'a>, WorkerClock, CachedHttp>> {
     let misconfigured = |why: &String| {
         tracing::error!(%why, "sessions are misconfigured");
         account::Error::Unavailable("sign-in is not available on this server right now".into())

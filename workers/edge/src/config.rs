@@ -5,7 +5,7 @@
 use std::cell::OnceCell;
 
 use oauth::sealed::Keyring;
-use oauth::{Client, HandleResolution, IdentityConfig, KeyRing, Reach};
+use oauth::{Client, IdentityConfig, KeyRing};
 use worker::{Env, Url};
 use workers_common::vars::{number, text_or};
 
@@ -104,23 +104,7 @@ fn test_page_pause_ms(env: &Env, url: &Url) -> u64 {
 
 /// Where identities are looked up (sign-in, and handles of authors the firehose never named).
 pub fn identity(env: &Env) -> IdentityConfig {
-    let reach = match text_or(env, "ALLOW_PRIVATE_NETWORK", "off").as_str() {
-        "on" => Reach::Local,
-        _ => Reach::Public,
-    };
-    let handles = match text_or(env, "HANDLE_RESOLVER", "dns").as_str() {
-        "dns" => HandleResolution::Dns {
-            doh_url: text_or(env, "DOH_URL", "https://cloudflare-dns.com/dns-query"),
-        },
-        service => HandleResolution::Service {
-            url: service.trim_end_matches('/').to_owned(),
-        },
-    };
-    IdentityConfig {
-        plc_url: text_or(env, "PLC_URL", "https://plc.directory"),
-        handles,
-        reach,
-    }
+    workers_common::http::identity(env)
 }
 
 fn client(env: &Env, url: &Url) -> Result<Client, String> {

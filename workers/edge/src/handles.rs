@@ -51,7 +51,7 @@ async fn look_up(env: &Env, claim: &Statement, now_ms: i64) -> Result<usize> {
         return Ok(0);
     }
     let identity = crate::config::identity(env);
-    let http = crate::http::transport(env)?;
+    let http = workers_common::http::transport(env)?;
     let mut statements = Vec::new();
     for Claimed { did } in claimed {
         match oauth::identity::resolve_did_handle(&http, &identity, &did).await {

@@ -8,7 +8,6 @@ mod config;
 mod error;
 mod handles;
 mod health;
-mod http;
 mod limits;
 mod page;
 mod ports;

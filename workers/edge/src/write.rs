@@ -14,10 +14,10 @@ use worker::{Env, Request, Response, Result};
 
 use crate::auth;
 use crate::config::Config;
-use crate::http::EdgeHttp;
 use crate::page::{self, Notice, Viewer};
 use crate::ports::{WorkerClock, D1};
 use crate::session::{self, SignedIn};
+use workers_common::http::CachedHttp;
 
 pub async fn set_status(
     mut req: Request,
@@ -213,12 +213,12 @@ async fn with_sessions<T>(
     env: &Env,
     config: &Config,
     act: impl AsyncFnOnce(
-        &Sessions<'_, D1<'_>, WorkerClock, EdgeHttp>,
+        &Sessions<'_, D1<'_>, WorkerClock, CachedHttp>,
     ) -> std::result::Result<T, Refused>,
 ) -> std::result::Result<T, Refused> {
     let db = env.d1("DB").map_err(|e| Refused::Store(e.to_string()))?;
     let d1 = D1(&db);
-    let http = crate::http::transport(env).map_err(|e| Refused::Store(e.to_string()))?;
+    let http = workers_common::http::transport(env).map_err(|e| Refused::Store(e.to_string()))?;
     let sessions = auth::sessions(&d1, config, &http)?;
     act(&sessions).await
 }

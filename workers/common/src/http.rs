@@ -4,12 +4,14 @@
 //! are read as a stream and cut off at a byte cap (whether or not a length was declared: a chunked
 //! answer can be endless), and the whole exchange has a deadline, after which it is aborted.
 //!
-//! [`EdgeHttp`] puts `oauth::cache` in front of it, on D1 ([`D1Cache`]): identity lookups are kept
-//! for a few minutes; every other request goes straight through.
+//! [`CachedHttp`] puts `oauth::cache` in front of it, on D1 ([`D1Cache`]): identity lookups are
+//! kept for a few minutes; every other request goes straight through. Edge uses that; the
+//! listener's backfill, whose lookups are each of another account, uses [`WorkerHttp`] bare.
 
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use oauth::fetch::BodyLimit;
+use oauth::{HandleResolution, IdentityConfig, Reach};
 use worker::js_sys::Uint8Array;
 use worker::send::SendFuture;
 use worker::{
@@ -22,21 +24,40 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// PDSes and authorization servers send.
 const MAX_BODY: usize = 1024 * 1024;
 
-/// How long one outbound exchange (connect, answer, whole body) may take. A refresh makes at
-/// most [`REFRESH_FETCHES`] of them, which the refresh lease must outlast (`auth::LEASE_MS`).
+/// How long one outbound exchange (connect, answer, whole body) may take.
 pub const FETCH_DEADLINE_MS: u64 = 5_000;
-
-/// The fetches one refresh makes at most: the DID document, the PDS's protected-resource
-/// metadata, the authorization server's metadata, the token request and its nonce retry.
-pub const REFRESH_FETCHES: u64 = 5;
 
 pub struct WorkerHttp;
 
-/// Edge's transport: fetch, with identity lookups cached in D1.
-pub type EdgeHttp = oauth::cache::Cached<WorkerHttp, D1Cache>;
+/// Where identities are looked up, from the worker's vars (docs/auth.md): `PLC_URL`,
+/// `HANDLE_RESOLVER` (`dns`, or a service's URL on a local network), `DOH_URL`,
+/// `ALLOW_PRIVATE_NETWORK`.
+pub fn identity(env: &worker::Env) -> IdentityConfig {
+    use crate::vars::text_or;
+    let reach = match text_or(env, "ALLOW_PRIVATE_NETWORK", "off").as_str() {
+        "on" => Reach::Local,
+        _ => Reach::Public,
+    };
+    let handles = match text_or(env, "HANDLE_RESOLVER", "dns").as_str() {
+        "dns" => HandleResolution::Dns {
+            doh_url: text_or(env, "DOH_URL", "https://cloudflare-dns.com/dns-query"),
+        },
+        service => HandleResolution::Service {
+            url: service.trim_end_matches('/').to_owned(),
+        },
+    };
+    IdentityConfig {
+        plc_url: text_or(env, "PLC_URL", "https://plc.directory"),
+        handles,
+        reach,
+    }
+}
 
-/// [`EdgeHttp`] on this deploy's D1.
-pub fn transport(env: &worker::Env) -> worker::Result<EdgeHttp> {
+/// Fetch, with identity lookups cached in D1.
+pub type CachedHttp = oauth::cache::Cached<WorkerHttp, D1Cache>;
+
+/// [`CachedHttp`] on this deploy's D1.
+pub fn transport(env: &worker::Env) -> worker::Result<CachedHttp> {
     Ok(oauth::cache::Cached {
         inner: WorkerHttp,
         store: D1Cache(env.d1("DB")?),
@@ -53,9 +74,9 @@ impl oauth::cache::CacheStore for D1Cache {
         struct Row {
             value: String,
         }
-        let statement = domain::sql::get_identity_cache(key, workers_common::now_ms());
+        let statement = domain::sql::get_identity_cache(key, crate::now_ms());
         // Single-threaded, as in `WorkerHttp::send_http`.
-        match SendFuture::new(workers_common::d1::rows::<Row>(&self.0, &statement)).await {
+        match SendFuture::new(crate::d1::rows::<Row>(&self.0, &statement)).await {
             Ok(rows) => rows
                 .into_iter()
                 .next()
@@ -68,9 +89,9 @@ impl oauth::cache::CacheStore for D1Cache {
     }
 
     async fn put(&self, key: &str, entry: &oauth::cache::Entry, ttl_s: u32) {
-        let expires_ms = workers_common::now_ms() + i64::from(ttl_s) * 1000;
+        let expires_ms = crate::now_ms() + i64::from(ttl_s) * 1000;
         let statement = domain::sql::put_identity_cache(key, &entry.to_text(), expires_ms);
-        let put = workers_common::d1::rows::<serde_json::Value>(&self.0, &statement);
+        let put = crate::d1::rows::<serde_json::Value>(&self.0, &statement);
         if let Err(error) = SendFuture::new(put).await {
             tracing::warn!(%error, "keeping an identity lookup failed");
         }
