@@ -140,6 +140,10 @@ pub struct ListenerStatus {
     /// Failed connections in a row (sets the backoff; 0 once one works).
     pub consecutive_failures: u32,
     pub counters: ListenerCounters,
+    /// The backfill's progress (docs/backfill.md), added by the listener worker to the status it
+    /// answers; never stored with the listener's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<crate::backfill::Progress>,
 }
 
 /// The listener's running totals (since its storage was created).

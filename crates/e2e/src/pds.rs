@@ -194,39 +194,10 @@ pub async fn put_record(
     rkey: Option<&str>,
     record: Value,
 ) -> Result<String> {
-    let http = reqwest::Client::new();
-    let session: Value = http
-        .post(format!("{pds_url}/xrpc/com.atproto.server.createSession"))
-        .json(&json!({ "identifier": user, "password": DEMO_PASSWORD }))
-        .send()
+    Writer::sign_in(pds_url, user)
         .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let did = session["did"].as_str().context("no did")?;
-    let token = session["accessJwt"].as_str().context("no accessJwt")?;
-    let mut record = record;
-    record["$type"] = collection.into();
-    let (method, input) = match rkey {
-        None => (
-            "createRecord",
-            json!({ "repo": did, "collection": collection, "record": record }),
-        ),
-        Some(rkey) => (
-            "putRecord",
-            json!({ "repo": did, "collection": collection, "rkey": rkey, "record": record }),
-        ),
-    };
-    let created: Value = http
-        .post(format!("{pds_url}/xrpc/com.atproto.repo.{method}"))
-        .bearer_auth(token)
-        .json(&input)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(created["uri"].as_str().context("no uri")?.to_owned())
+        .put(collection, rkey, record)
+        .await
 }
 
 /// The `oauth` crate's transport, natively: reqwest, never following redirects.
@@ -266,5 +237,102 @@ impl atrium_xrpc::HttpClient for Reqwest {
             builder = builder.header(name, value);
         }
         Ok(builder.body(response.bytes().await?.to_vec())?)
+    }
+}
+
+/// One account's password session on a PDS, for writing many records as any atproto app would
+/// (one `createSession`, then `createRecord`, `putRecord`, `deleteRecord`).
+pub struct Writer {
+    http: reqwest::Client,
+    pds_url: String,
+    pub did: String,
+    token: String,
+}
+
+impl Writer {
+    pub async fn sign_in(pds_url: &str, user: &str) -> Result<Writer> {
+        let http = reqwest::Client::new();
+        let session: Value = http
+            .post(format!("{pds_url}/xrpc/com.atproto.server.createSession"))
+            .json(&json!({ "identifier": user, "password": DEMO_PASSWORD }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(Writer {
+            did: session["did"].as_str().context("no did")?.to_owned(),
+            token: session["accessJwt"]
+                .as_str()
+                .context("no accessJwt")?
+                .to_owned(),
+            pds_url: pds_url.to_owned(),
+            http,
+        })
+    }
+
+    async fn call(&self, method: &str, input: Value) -> Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}/xrpc/com.atproto.repo.{method}", self.pds_url))
+            .bearer_auth(&self.token)
+            .json(&input)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or_default();
+        ensure!(status.is_success(), "{method} answered {status}: {body}");
+        Ok(body)
+    }
+
+    /// Writes `record` (its `$type` set to `collection`) under `rkey`, or a new key; returns its
+    /// AT URI.
+    pub async fn put(&self, collection: &str, rkey: Option<&str>, record: Value) -> Result<String> {
+        let mut record = record;
+        record["$type"] = collection.into();
+        let written = match rkey {
+            None => {
+                let input = json!({ "repo": self.did, "collection": collection, "record": record });
+                self.call("createRecord", input).await?
+            }
+            Some(rkey) => {
+                let input = json!({ "repo": self.did, "collection": collection, "rkey": rkey, "record": record });
+                self.call("putRecord", input).await?
+            }
+        };
+        Ok(written["uri"].as_str().context("no uri")?.to_owned())
+    }
+
+    /// Deletes the record at `uri` (of this account).
+    pub async fn delete(&self, uri: &str) -> Result<()> {
+        let mut parts = uri.rsplitn(3, '/');
+        let (rkey, collection) = (parts.next(), parts.next());
+        let (Some(rkey), Some(collection)) = (rkey, collection) else {
+            bail!("not an AT URI: {uri}");
+        };
+        let input = json!({ "repo": self.did, "collection": collection, "rkey": rkey });
+        self.call("deleteRecord", input).await.map(drop)
+    }
+}
+
+/// Every record of `collection` in `did`'s repository on the PDS at `pds_url` (all pages), as
+/// `listRecords` gives them (newest first): what the network holds, for comparing D1 with.
+pub async fn all_records(pds_url: &str, did: &str, collection: &str) -> Result<Vec<Value>> {
+    let mut records = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!(
+            "{pds_url}/xrpc/com.atproto.repo.listRecords?repo={did}&collection={collection}&limit=100"
+        );
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let body: Value = reqwest::get(url).await?.error_for_status()?.json().await?;
+        let page = body["records"].as_array().context("no records")?;
+        records.extend(page.iter().cloned());
+        cursor = body["cursor"].as_str().map(str::to_owned);
+        if page.is_empty() || cursor.is_none() {
+            return Ok(records);
+        }
     }
 }

@@ -78,6 +78,14 @@ impl Tables {
         Ok(data?)
     }
 
+    /// The rows of `sql` (a read) on the stack's local D1 database, as JSON objects.
+    pub async fn query(stack: &Stack, sql: &str) -> Result<Vec<serde_json::Value>> {
+        let pool = open_d1(&stack.config().persist_dir).await?;
+        let rows = sqlx::query(sql).fetch_all(&pool).await;
+        pool.close().await;
+        Ok(rows?.iter().map(row_json).collect())
+    }
+
     /// The keys of the identity lookups edge keeps (`identity_cache`) that have not expired.
     pub async fn identity_cache(stack: &Stack) -> Result<Vec<String>> {
         let pool = open_d1(&stack.config().persist_dir).await?;

@@ -2,6 +2,7 @@
 //! of the system under real `wrangler dev`, a real local atproto network and real Chromium.
 //! `cargo test -p e2e --test e2e edge::` runs one part.
 
+mod backfill;
 mod broker;
 mod chromium;
 mod confidential;

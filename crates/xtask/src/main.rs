@@ -128,6 +128,8 @@ fn dev(args: &[String]) -> Result<()> {
     // Live mode locally: a status written on the PDS shows up within a second.
     .with_var(Worker::Listener, "JETSTREAM_URLS", &jetstream.url)
     .with_var(Worker::Listener, "MODE", "live")
+    // The sidecar lists the local network's accounts by collection, as a relay does.
+    .with_var(Worker::Listener, "BACKFILL_RELAY", "http://127.0.0.1:6008")
     .with_local_sign_in(&devnet.plc_url, &devnet.pds_url)
     .with_session_keys()?
     .with_health_token()?;

@@ -119,6 +119,8 @@ impl StackConfig {
         .with_unreached_limits()
         // Never the public network: a test that wants a Jetstream starts a sidecar and says so.
         .with_var(Worker::Listener, "JETSTREAM_URLS", NO_JETSTREAM)
+        // Nor a relay: a test that wants the backfill says so (`with_backfill`).
+        .with_var(Worker::Listener, "BACKFILL_RELAY", "off")
         .with_local_sign_in(NO_PLC, NO_PLC)
         .with_session_keys()?
         .with_health_token()
@@ -163,13 +165,30 @@ impl StackConfig {
             .map(|v| v.value.as_str())
     }
 
-    /// Edge signs in as the loopback client against a local network: identities from the PLC
-    /// at `plc_url`, handles resolved by the PDS at `pds_url`, plain http allowed.
+    /// Edge signs in as the loopback client against a local network: identities (edge's and the
+    /// backfill's) from the PLC at `plc_url`, handles resolved by the PDS at `pds_url`, plain
+    /// http allowed.
     pub fn with_local_sign_in(self, plc_url: &str, pds_url: &str) -> StackConfig {
-        self.with_var(Worker::Edge, "OAUTH_CLIENT", "loopback")
-            .with_var(Worker::Edge, "PLC_URL", plc_url)
-            .with_var(Worker::Edge, "HANDLE_RESOLVER", pds_url)
-            .with_var(Worker::Edge, "ALLOW_PRIVATE_NETWORK", "on")
+        let mut config = self.with_var(Worker::Edge, "OAUTH_CLIENT", "loopback");
+        for worker in [Worker::Edge, Worker::Listener] {
+            config = config
+                .with_var(worker, "PLC_URL", plc_url)
+                .with_var(worker, "HANDLE_RESOLVER", pds_url)
+                .with_var(worker, "ALLOW_PRIVATE_NETWORK", "on");
+        }
+        config
+    }
+
+    /// The listener's backfill lists accounts at `relay` (the sidecar's
+    /// `com.atproto.sync.listReposByCollection`), with `subrequests` per invocation.
+    pub fn with_backfill(self, relay: &str, subrequests: u32) -> StackConfig {
+        self.with_var(Worker::Listener, "BACKFILL_RELAY", relay)
+            .with_var(
+                Worker::Listener,
+                "BACKFILL_SUBREQUESTS",
+                &subrequests.to_string(),
+            )
+            .with_var(Worker::Listener, "BACKFILL_RETRY_SECONDS", "2")
     }
 
     /// Edge signs in as the confidential client production runs, served at `public` (an HTTPS

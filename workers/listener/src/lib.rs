@@ -10,6 +10,7 @@
 //!
 //! This worker has no public route: edge reaches it through a service binding.
 
+mod backfill;
 mod config;
 mod record;
 mod session;
@@ -24,7 +25,7 @@ use config::Config;
 use record::KEY_STATUS;
 use workers_common::now_ms;
 
-const LISTENER_NAME: &str = "main";
+pub(crate) const LISTENER_NAME: &str = "main";
 /// How soon the first alarm fires after a wake-up.
 const FIRST_TICK_MS: i64 = 1_000;
 /// How soon the next connection starts when reading goes on at once.
@@ -39,16 +40,31 @@ fn start() {
     workers_common::log::init("listener");
 }
 
-/// Entry point for service-binding calls: everything goes to the one listener object.
+/// Entry point for service-binding calls, to the one listener object and the one backfill
+/// object: a wake wakes both; the status is the listener's, with the backfill's progress in it.
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    match req.path().as_str() {
-        internal::LISTENER_WAKE | internal::LISTENER_STATUS => {
-            let listener = env.durable_object("LISTENER")?.get_by_name(LISTENER_NAME)?;
-            listener.fetch_with_request(req).await
-        }
-        _ => workers_common::text_error(404, "no such listener route"),
+    let path = req.path();
+    if path != internal::LISTENER_WAKE && path != internal::LISTENER_STATUS {
+        return workers_common::text_error(404, "no such listener route");
     }
+    let listener = env.durable_object("LISTENER")?.get_by_name(LISTENER_NAME)?;
+    let mut status: ListenerStatus = listener.fetch_with_request(req).await?.json().await?;
+    let backfill = env
+        .durable_object("BACKFILL")?
+        .get_by_name(backfill::NAME)?;
+    if path == internal::LISTENER_WAKE {
+        let url = format!("https://backfill{}", backfill::WAKE);
+        if let Err(error) = backfill.fetch_with_str(&url).await {
+            tracing::error!(%error, "waking the backfill failed");
+        }
+    }
+    let url = format!("https://backfill{}", backfill::STATUS);
+    match backfill.fetch_with_str(&url).await {
+        Ok(mut answer) => status.backfill = answer.json().await.ok(),
+        Err(error) => tracing::error!(%error, "the backfill's status failed"),
+    }
+    workers_common::json_response(200, &status)
 }
 
 #[durable_object]

@@ -39,6 +39,14 @@ pub async fn run(
         config.start_from_us,
         woke_us,
     );
+    if status.cursor_us.is_none() {
+        // The first connection pins where reading starts, so that every later one (this one
+        // failing, a poll a minute on) goes on from there rather than from its own "now": the
+        // backfill's seam (docs/backfill.md) counts on no event after this position being
+        // skipped.
+        status.cursor_us = Some(resume.time_us());
+        storage.put(crate::record::KEY_STATUS, &*status).await?;
+    }
     let subscribe = subscribe_url(url, &resume)?;
     status.url = Some(url.to_owned());
     status.counters.connects += 1;

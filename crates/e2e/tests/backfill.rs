@@ -1,0 +1,386 @@
+//! The backfill (docs/backfill.md) end to end: a local network of 200+ accounts written before
+//! the app was deployed, the sidecar listing them as a relay does, `wrangler dev` reading them
+//! through the listener's Backfill object while the listener reads the same network live, a stack
+//! killed and restarted in the middle, and D1 compared with what the PDS holds (every account's
+//! repository, listed in full) once both have caught up: statuses written before, during and
+//! after the backfill, deletes among them, and records that are not valid statuses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use e2e::pds::{all_records, Writer};
+use e2e::tables::Tables;
+use e2e::web::page_text;
+use futures_util::{stream, StreamExt, TryStreamExt};
+use serde_json::{json, Value};
+use xtask::devnet::{Devnet, DevnetConfig};
+use xtask::sidecar::Sidecar;
+use xtask::stack::{Stack, StackConfig};
+use xtask::toolchain::Tools;
+use xtask::workers::Worker;
+
+const STATUS: &str = "xyz.statusphere.status";
+/// Accounts on the network; every 50th writes no status (the relay does not list it).
+const ACCOUNTS: usize = 210;
+/// The first account's statuses: two pages of `listRecords`.
+const MANY: usize = 130;
+
+fn status(emoji: &str) -> Value {
+    json!({ "status": emoji, "createdAt": now() })
+}
+
+fn now() -> String {
+    domain::present::iso8601(e2e::now_ms())
+}
+
+const EMOJIS: [&str; 6] = ["🦋", "🚀", "🌈", "🧠", "🎉", "☕"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_written_before_the_deploy_is_read_in_full_across_a_restart() {
+    let tools = Tools::ensure().expect("tools");
+    xtask::sidecar::build().expect("sidecar");
+    let mut devnet_config = DevnetConfig::for_test("backfill").expect("devnet config");
+    devnet_config.accounts = (0..ACCOUNTS).map(|i| format!("b{i:03}")).collect();
+    let started = Instant::now();
+    let devnet =
+        tokio::task::block_in_place(|| Devnet::start(&tools, &devnet_config)).expect("devnet");
+    eprintln!("{ACCOUNTS} accounts in {:?}", started.elapsed());
+    let writers: Vec<Writer> = stream::iter(devnet.accounts.iter())
+        .map(|account| Writer::sign_in(&devnet.pds_url, &account.handle))
+        .buffered(8)
+        .try_collect()
+        .await
+        .expect("sessions");
+    let before = write_before(&writers).await.expect("statuses before");
+    eprintln!("statuses written in {:?}", started.elapsed());
+
+    let dir = e2e::listening::run_dir("backfill").expect("run dir");
+    let port = xtask::net::free_port().expect("port");
+    let sidecar = Sidecar::start(
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--firehose".into(),
+            devnet.pds_ws(),
+        ],
+        &dir.join("sidecar.log"),
+    )
+    .expect("sidecar");
+    let relay = format!("http://127.0.0.1:{port}");
+    wait_for_relay(&relay, before).await.expect("relay");
+
+    let config = StackConfig::for_test("backfill")
+        .expect("config")
+        .with_var(Worker::Listener, "JETSTREAM_URLS", &sidecar.url)
+        .with_var(Worker::Listener, "MODE", "live")
+        .with_local_sign_in(&devnet.plc_url, &devnet.pds_url)
+        .with_backfill(&relay, 50);
+    let mut stack = e2e::listening::start(config.clone()).await.expect("stack");
+    let result = async {
+        // Killed in the middle: what was recorded stays, the rest is read after the restart.
+        let progress = wait_for(&stack, "40 accounts read", |p| {
+            p["done"].as_u64() >= Some(40)
+        })
+        .await?;
+        ensure!(
+            progress["jetstream_from_us"].as_i64().is_some(),
+            "the backfill read before the listener had a position: {progress}"
+        );
+        write_during(&writers).await?;
+        tokio::task::block_in_place(|| stack.restart(&tools, config.clone()))?;
+        wake(&stack).await?;
+        let progress = wait_for(&stack, "the backfill done", |p| p["phase"] == "done").await?;
+        let listed = (ACCOUNTS - ACCOUNTS / 50) as u64;
+        ensure!(
+            progress["listed"].as_u64() == Some(listed)
+                && progress["done"].as_u64() == Some(listed)
+                && progress["failed"].as_u64() == Some(0)
+                && progress["pending"].as_u64() == Some(0),
+            "not every listed account was read once: {progress}"
+        );
+        ensure!(
+            progress["dropped"].as_u64() >= Some(2),
+            "the invalid records were not counted: {progress}"
+        );
+        let subrequests = progress["subrequests"].as_u64().unwrap_or(0);
+        let invocations = progress["invocations"].as_u64().unwrap_or(1);
+        ensure!(
+            subrequests <= invocations * 50,
+            "an invocation made more than 50 subrequests: {progress}"
+        );
+        eprintln!(
+            "backfill of {listed} accounts: {invocations} invocations, {subrequests} subrequests, \
+             {} D1 rows written, {} ms",
+            progress["rows_written"],
+            progress["finished_ms"].as_i64().unwrap_or(0)
+                - progress["started_ms"].as_i64().unwrap_or(0)
+        );
+        let after = write_after(&writers).await?;
+        // The listener has everything once the last write is in D1.
+        wait_for_status(&stack, &after).await?;
+        same_as_the_network(&stack, &devnet, &writers).await?;
+
+        // The first page of the deploy shows the network's statuses (the newest are the first
+        // account's 130), by handle, with names, and counts over every account.
+        let home = reqwest::get(stack.base_url()).await?.text().await?;
+        let text = page_text(&home);
+        let top = format!("Top statuses {}", top_counts(&stack).await?);
+        ensure!(
+            text.contains("Person 0 @b000.test is feeling") && text.contains(&top),
+            "the first page does not show the backfilled network ({top}): {text}"
+        );
+        Ok(())
+    }
+    .await;
+    if let Err(error) = result {
+        panic!(
+            "{error:#}\n--- wrangler output (tail) ---\n{}",
+            stack.log_tail(120)
+        );
+    }
+}
+
+/// The top five counts as the page shows them (`🎉 68 🚀 64 …`).
+async fn top_counts(stack: &Stack) -> Result<String> {
+    let rows = Tables::query(
+        stack,
+        "SELECT status, count FROM status_count WHERE count > 0 ORDER BY count DESC, status LIMIT 5",
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| format!("{} {}", r["status"].as_str().unwrap_or(""), r["count"]))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// Before the deploy: a status for most accounts, a second for every third, a display name for
+/// every tenth, two pages for the first, records that are not valid statuses, and a status
+/// written then deleted. Returns how many accounts have statuses.
+async fn write_before(writers: &[Writer]) -> Result<usize> {
+    stream::iter(writers.iter().enumerate())
+        .map(|(i, w)| async move {
+            if i % 50 == 49 {
+                return Ok(());
+            }
+            w.put(STATUS, None, status(EMOJIS[i % EMOJIS.len()]))
+                .await?;
+            if i % 3 == 0 {
+                w.put(STATUS, None, status(EMOJIS[(i + 1) % EMOJIS.len()]))
+                    .await?;
+            }
+            if i % 10 == 0 {
+                let profile = json!({ "displayName": format!("Person {i}") });
+                w.put("app.bsky.actor.profile", Some("self"), profile)
+                    .await?;
+            }
+            match i {
+                0 => {
+                    for n in 0..MANY {
+                        w.put(STATUS, None, status(EMOJIS[n % EMOJIS.len()]))
+                            .await?;
+                    }
+                }
+                1 => {
+                    let bad = json!({ "status": "two words", "createdAt": now() });
+                    w.put(STATUS, None, bad).await?;
+                    w.put(STATUS, None, json!({ "status": "🦋" })).await?;
+                }
+                2 => {
+                    let gone = w.put(STATUS, None, status("💀")).await?;
+                    w.delete(&gone).await?;
+                }
+                _ => {}
+            }
+            anyhow::Ok(())
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(writers.len() - writers.len() / 50)
+}
+
+/// While the backfill runs: new statuses, one deleted, on accounts read and not yet read.
+async fn write_during(writers: &[Writer]) -> Result<()> {
+    for i in [4, 5, 150, 151, 200] {
+        writers[i].put(STATUS, None, status("🔥")).await?;
+    }
+    let gone = writers[160].put(STATUS, None, status("👻")).await?;
+    writers[160].delete(&gone).await?;
+    Ok(())
+}
+
+/// After it: one more status; returns its URI.
+async fn write_after(writers: &[Writer]) -> Result<String> {
+    writers[7].put(STATUS, None, status("🌙")).await
+}
+
+/// Waits until the sidecar lists `expected` accounts for the app's collection.
+async fn wait_for_relay(relay: &str, expected: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let url = format!(
+            "{relay}/xrpc/com.atproto.sync.listReposByCollection?collection={STATUS}&limit=2000"
+        );
+        let body: Value = reqwest::get(url).await?.json().await?;
+        let listed = body["repos"].as_array().map_or(0, Vec::len);
+        if listed >= expected {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the relay lists {listed} accounts, not {expected}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Fires edge's cron, which wakes the listener and the backfill.
+async fn wake(stack: &Stack) -> Result<()> {
+    let cron = format!("{}/__scheduled?cron=*+*+*+*+*", stack.base_url());
+    ensure!(reqwest::get(&cron).await?.status() == 200, "cron refused");
+    Ok(())
+}
+
+/// Waits (up to three minutes) until the backfill's progress in `/health` satisfies `done`.
+async fn wait_for(stack: &Stack, what: &str, done: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let progress = e2e::health(stack).await?["listener"]["backfill"].clone();
+        if done(&progress) {
+            return Ok(progress);
+        }
+        if Instant::now() > deadline {
+            bail!("waited for {what}: {progress}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until D1 has the status at `uri`.
+async fn wait_for_status(stack: &Stack, uri: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = Tables::query(
+            stack,
+            &format!("SELECT uri FROM status WHERE uri = '{uri}' AND deleted = 0"),
+        )
+        .await?;
+        if !rows.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{uri} never reached D1");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// D1 against the network: every valid status each repository holds, and no other; each
+/// account's current status its newest; handles and display names.
+async fn same_as_the_network(stack: &Stack, devnet: &Devnet, writers: &[Writer]) -> Result<()> {
+    let mut network: BTreeMap<String, String> = BTreeMap::new();
+    let mut newest: BTreeMap<String, String> = BTreeMap::new();
+    for w in writers {
+        let records = all_records(&devnet.pds_url, &w.did, STATUS).await?;
+        for record in &records {
+            let valid = lexicon::StatusRecord::from_json(&record["value"].to_string()).is_ok();
+            if !valid {
+                continue;
+            }
+            let uri = record["uri"].as_str().context("uri")?.to_owned();
+            let emoji = record["value"]["status"]
+                .as_str()
+                .context("status")?
+                .to_owned();
+            newest.entry(w.did.clone()).or_insert_with(|| emoji.clone());
+            network.insert(uri, emoji);
+        }
+    }
+    let stored: BTreeMap<String, String> =
+        Tables::query(stack, "SELECT uri, status FROM status WHERE deleted = 0")
+            .await?
+            .into_iter()
+            .map(|r| {
+                (
+                    r["uri"].as_str().unwrap_or_default().to_owned(),
+                    r["status"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+    let missing: Vec<_> = network
+        .keys()
+        .filter(|u| !stored.contains_key(*u))
+        .collect();
+    let extra: Vec<_> = stored
+        .keys()
+        .filter(|u| !network.contains_key(*u))
+        .collect();
+    ensure!(
+        missing.is_empty() && extra.is_empty(),
+        "D1 is not the network: {} missing {missing:?}, {} extra {extra:?}",
+        missing.len(),
+        extra.len()
+    );
+    ensure!(network == stored, "a status differs");
+    let current: BTreeMap<String, String> =
+        Tables::query(stack, "SELECT author_did, status FROM current_status")
+            .await?
+            .into_iter()
+            .map(|r| {
+                (
+                    r["author_did"].as_str().unwrap_or_default().to_owned(),
+                    r["status"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+    ensure!(
+        current == newest,
+        "current statuses differ: {current:?} vs {newest:?}"
+    );
+    let counts: BTreeMap<String, i64> = Tables::query(
+        stack,
+        "SELECT status, count FROM status_count WHERE count > 0",
+    )
+    .await?
+    .into_iter()
+    .map(|r| {
+        (
+            r["status"].as_str().unwrap_or_default().to_owned(),
+            r["count"].as_i64().unwrap_or(0),
+        )
+    })
+    .collect();
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    for emoji in newest.values() {
+        *expected.entry(emoji.clone()).or_default() += 1;
+    }
+    ensure!(
+        counts == expected,
+        "counts differ: {counts:?} vs {expected:?}"
+    );
+    let handles: BTreeSet<String> =
+        Tables::query(stack, "SELECT handle FROM account WHERE handle IS NOT NULL")
+            .await?
+            .into_iter()
+            .filter_map(|r| r["handle"].as_str().map(str::to_owned))
+            .collect();
+    let authors = newest.len();
+    ensure!(
+        handles.len() >= authors,
+        "{} handles for {authors} authors",
+        handles.len()
+    );
+    let names = Tables::query(
+        stack,
+        "SELECT display_name FROM profile WHERE display_name IS NOT NULL",
+    )
+    .await?;
+    ensure!(
+        names.len() == ACCOUNTS / 10,
+        "{} display names, not {}",
+        names.len(),
+        ACCOUNTS / 10
+    );
+    Ok(())
+}

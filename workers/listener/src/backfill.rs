@@ -1,0 +1,389 @@
+//! The backfill (docs/backfill.md): one named, SQLite-backed Durable Object, beside the listener,
+//! that reads every account the relay lists as having statuses from its own repository, so that
+//! a new deploy shows the network's statuses from its first page.
+//!
+//! Each alarm is one invocation within the free plan's budgets: at most `BACKFILL_SUBREQUESTS`
+//! outbound calls (each account's identity, commit, records and profile; the claim, the write
+//! and the publish) and, per UTC day, `BACKFILL_DAILY_ROWS` D1 rows. It claims the accounts due
+//! (`backfill_repo`, migration 0014), lists the relay's next page when none is, reads what the
+//! budget allows, and records it all in one D1 transaction (`domain::backfill::Recording`) before
+//! its progress is stored; then it publishes, and sets the next alarm. The rules are
+//! `domain::backfill`; the reads are `account::repo`; this file moves bytes.
+//!
+//! The seam with Jetstream: nothing is read before the listener has a position on Jetstream
+//! (kept in `Progress::jetstream_from_us`), so whatever an account does after its read reaches
+//! D1 through the listener, and the revision order decides between the two.
+
+use std::cell::Cell;
+
+use account::repo::{read_account, Metered};
+use domain::backfill::{self, Claimed, Next, Outcome, Phase, Progress, Recording, Settings};
+use domain::internal::{self, ListenerStatus};
+use serde::Deserialize;
+use tracing::Instrument;
+use worker::*;
+use workers_common::http::WorkerHttp;
+use workers_common::now_ms;
+
+use crate::config;
+
+/// The backfill object's name (there is one).
+pub const NAME: &str = "main";
+/// Its routes, reached from the listener worker's own fetch handler only.
+pub const WAKE: &str = "/backfill/wake";
+pub const STATUS: &str = "/backfill/status";
+
+const KEY_PROGRESS: &str = "progress";
+/// How soon an invocation follows one that stopped with work left.
+const CONTINUE_MS: i64 = 100;
+/// How long to wait for the listener's first position on Jetstream.
+const WAIT_FOR_LISTENER_MS: i64 = 2_000;
+/// Set at the start of an invocation: if it dies, the next one runs this much later (or at the
+/// next wake, which tells this alarm from a planned one).
+const WATCHDOG_MS: i64 = 120_000;
+/// When the watchdog alarm of the current invocation is due (unix ms).
+const KEY_WATCHDOG: &str = "watchdog_ms";
+
+#[durable_object]
+pub struct Backfill {
+    state: State,
+    env: Env,
+    /// Whether this instance is in an invocation right now.
+    running: Cell<bool>,
+}
+
+/// Clears `running` when the invocation ends, however it ends.
+struct Running<'a>(&'a Cell<bool>);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+impl DurableObject for Backfill {
+    fn new(state: State, env: Env) -> Self {
+        Self {
+            state,
+            env,
+            running: Cell::new(false),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let span = workers_common::log::request_span(&req);
+        self.serve(req).instrument(span).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let span = tracing::info_span!("backfill");
+        match self.invocation().instrument(span).await {
+            Ok(()) => Response::empty(),
+            Err(error) => {
+                // The watchdog alarm set at the start runs the next invocation.
+                tracing::error!(%error, "backfill invocation failed");
+                let storage = self.state.storage();
+                if let Ok(Some(mut progress)) = storage.get::<Progress>(KEY_PROGRESS).await {
+                    progress.last_error = Some(domain::bounded(&error.to_string()));
+                    let _ = storage.put(KEY_PROGRESS, &progress).await;
+                }
+                Response::empty()
+            }
+        }
+    }
+}
+
+impl Backfill {
+    async fn serve(&self, req: Request) -> Result<Response> {
+        let settings = config::backfill(&self.env);
+        let storage = self.state.storage();
+        let stored: Option<Progress> = storage.get(KEY_PROGRESS).await?;
+        match req.path().as_str() {
+            WAKE => {
+                // A wake starts work that is not under way: a first deploy, a new run, or an
+                // invocation that died (the object restarted in the middle: its watchdog is the
+                // alarm, and nothing runs). A finished backfill stays asleep.
+                let wanted = match &stored {
+                    None => settings.relay.is_some(),
+                    Some(progress) => {
+                        progress.is_stale(&settings)
+                            || !matches!(progress.phase, Phase::Done | Phase::Off)
+                    }
+                };
+                let alarm = storage.get_alarm().await?;
+                let stale = !self.running.get()
+                    && alarm.is_some()
+                    && alarm == storage.get::<i64>(KEY_WATCHDOG).await?;
+                if wanted && (alarm.is_none() || stale) {
+                    storage.set_alarm(CONTINUE_MS).await?;
+                    tracing::info!(run = settings.run, stale, "backfill woken");
+                }
+                Response::empty()
+            }
+            STATUS => {
+                let mut progress = stored.unwrap_or_else(|| Progress::start(&settings, now_ms()));
+                progress.next_alarm_ms = storage.get_alarm().await?;
+                workers_common::json_response(200, &progress)
+            }
+            _ => workers_common::text_error(404, "no such backfill route"),
+        }
+    }
+
+    /// One invocation: wait for the listener, or list and read within the budgets.
+    async fn invocation(&self) -> Result<()> {
+        let storage = self.state.storage();
+        storage.set_alarm(WATCHDOG_MS).await?;
+        if let Some(at) = storage.get_alarm().await? {
+            storage.put(KEY_WATCHDOG, at).await?;
+        }
+        self.running.set(true);
+        let _running = Running(&self.running);
+        let settings = config::backfill(&self.env);
+        let db = self.env.d1("DB")?;
+        let now = now_ms();
+        let mut progress = match storage.get::<Progress>(KEY_PROGRESS).await? {
+            Some(progress) if !progress.is_stale(&settings) => progress,
+            stale => {
+                if stale.is_some() {
+                    // An operator's restart (a new BACKFILL_RUN) or another relay: start over.
+                    workers_common::d1::rows::<serde_json::Value>(&db, &backfill::forget_all())
+                        .await?;
+                    tracing::info!(run = settings.run, "backfill starts over");
+                }
+                Progress::start(&settings, now)
+            }
+        };
+        if settings.relay.is_none() {
+            progress.phase = Phase::Off;
+            storage.put(KEY_PROGRESS, &progress).await?;
+            return storage.delete_alarm().await;
+        }
+        progress.invocations += 1;
+        let http = WorkerHttp;
+        let metered = Metered::new(&http, settings.subrequests);
+
+        if progress.jetstream_from_us.is_none() {
+            metered.spend(1);
+            let listener = self
+                .env
+                .durable_object("LISTENER")?
+                .get_by_name(crate::LISTENER_NAME)?;
+            let url = format!("https://listener{}", internal::LISTENER_STATUS);
+            let status: ListenerStatus = listener.fetch_with_str(&url).await?.json().await?;
+            let Some(cursor_us) = status.cursor_us else {
+                progress.phase = Phase::Waiting;
+                progress.subrequests += u64::from(metered.used());
+                storage.put(KEY_PROGRESS, &progress).await?;
+                return storage.set_alarm(WAIT_FOR_LISTENER_MS).await;
+            };
+            progress.jetstream_from_us = Some(cursor_us);
+            progress.started_ms = Some(now);
+            progress.phase = Phase::Running;
+            tracing::info!(cursor_us, "backfill starts after the listener's position");
+        }
+
+        // The counters move on a copy, kept only once D1 has what they count.
+        let mut next = progress.clone();
+        let identity = workers_common::http::identity(&self.env);
+        let mut accounts = Vec::new();
+        let mut rows = Vec::new();
+        let mut more_now = false;
+        let mut retry_listing = false;
+        // One claim per invocation (what it claimed is written at its end): listing the relay's
+        // next page first whenever nothing is due.
+        while !next.day_spent(&settings, now) && settings.can_read(metered.left()) {
+            metered.spend(1);
+            let limit = settings.claim_size(metered.left());
+            let claim = backfill::claim_due(now_ms(), limit);
+            let claimed: Vec<Claimed> = workers_common::d1::rows(&db, &claim).await?;
+            if claimed.is_empty() {
+                if next.listed_all {
+                    break;
+                }
+                match self
+                    .list_page(&metered, &settings, &identity, &db, &mut next)
+                    .await
+                {
+                    Ok(()) => {
+                        // Listed accounts are in D1: the listing's place is kept at once.
+                        progress.clone_from(&next);
+                        storage.put(KEY_PROGRESS, &progress).await?;
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the relay's list failed; tried again later");
+                        next.last_error = Some(domain::bounded(&error));
+                        retry_listing = true;
+                        break;
+                    }
+                }
+            }
+            // A full claim may have left more due.
+            more_now = claimed.len() as i64 == limit;
+            for claimed in claimed {
+                if !settings.can_read(metered.left()) {
+                    more_now = true;
+                    break;
+                }
+                let (account, outcome) = read_account(
+                    &metered,
+                    &identity,
+                    &claimed.did,
+                    settings.max_pages,
+                    now_ms(),
+                )
+                .await;
+                match &outcome {
+                    Outcome::Failed { error } => {
+                        tracing::warn!(
+                            did = claimed.did,
+                            error,
+                            "account not read; tried again later"
+                        )
+                    }
+                    Outcome::Read {
+                        records, dropped, ..
+                    } => tracing::info!(did = claimed.did, records, dropped, "account read"),
+                    Outcome::Unfinished => more_now = true,
+                }
+                rows.extend(next.settle(&settings, &claimed, &outcome, now_ms()));
+                accounts.extend(account);
+            }
+            break;
+        }
+        if !settings.can_read(metered.left()) && !next.listed_all {
+            more_now = true;
+        }
+
+        if !rows.is_empty() {
+            let recording = Recording::plan(&accounts, &rows, now_ms());
+            metered.spend(1);
+            let results = workers_common::d1::batch(&db, &recording.statements).await?;
+            let written: usize = results
+                .iter()
+                .filter_map(|r| r.meta().ok().flatten())
+                .filter_map(|meta| meta.rows_written)
+                .sum();
+            next.wrote(written as u64, now_ms());
+            let rows_json = results
+                .iter()
+                .map(|r| r.results::<serde_json::Value>())
+                .collect::<Result<Vec<_>>>()?;
+            let messages = recording
+                .messages(&rows_json)
+                .map_err(|e| Error::RustError(e.to_string()))?;
+            progress = next;
+            storage.put(KEY_PROGRESS, &progress).await?;
+            tracing::info!(
+                accounts = rows.len(),
+                rows_written = written,
+                "backfill recorded"
+            );
+            if !messages.is_empty() {
+                metered.spend(1);
+                if let Err(error) =
+                    workers_common::broker::publish(&self.env.service("BROKER")?, messages).await
+                {
+                    // D1 has it: pages see it on their next load.
+                    tracing::error!(%error, "publishing the backfill failed");
+                }
+            }
+        } else {
+            progress = next;
+        }
+
+        let due = if progress.listed_all && !more_now {
+            #[derive(Deserialize)]
+            struct Due {
+                next_try: Option<i64>,
+            }
+            let due: Vec<Due> = workers_common::d1::rows(&db, &backfill::next_due()).await?;
+            metered.spend(1);
+            due.into_iter().next().and_then(|d| d.next_try)
+        } else {
+            None
+        };
+        let now = now_ms();
+        let next_alarm = if retry_listing {
+            progress.phase = Phase::Running;
+            Next::At(now + settings.retry_ms)
+        } else {
+            progress.next_alarm_ms(&settings, more_now, due, now)
+        };
+        progress.subrequests += u64::from(metered.used());
+        storage.put(KEY_PROGRESS, &progress).await?;
+        match next_alarm {
+            Next::Soon => storage.set_alarm(CONTINUE_MS).await,
+            Next::At(at) => storage.set_alarm((at - now).max(CONTINUE_MS)).await,
+            Next::Idle => {
+                tracing::info!(
+                    done = progress.done,
+                    failed = progress.failed,
+                    records = progress.records,
+                    "backfill finished"
+                );
+                storage.delete_alarm().await
+            }
+        }
+    }
+
+    /// Lists the relay's next page of accounts into `backfill_repo`.
+    async fn list_page(
+        &self,
+        metered: &Metered<'_, WorkerHttp>,
+        settings: &Settings,
+        identity: &oauth::IdentityConfig,
+        db: &D1Database,
+        progress: &mut Progress,
+    ) -> std::result::Result<(), String> {
+        let relay = settings.relay.as_deref().unwrap_or_default();
+        let mut url = Url::parse(&format!(
+            "{}/xrpc/com.atproto.sync.listReposByCollection",
+            relay.trim_end_matches('/')
+        ))
+        .map_err(|e| e.to_string())?;
+        url.query_pairs_mut()
+            .append_pair("collection", lexicon::STATUS_NSID)
+            .append_pair("limit", &backfill::RELAY_PAGE.to_string());
+        if let Some(cursor) = &progress.relay_cursor {
+            url.query_pairs_mut().append_pair("cursor", cursor);
+        }
+        let body = oauth::fetch::get(
+            metered,
+            url.as_str(),
+            identity.reach,
+            "application/json",
+            "the relay's list",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let page = backfill::relay_page(&body, progress.relay_cursor.as_deref())
+            .map_err(|e| format!("the relay's list: {e}"))?;
+        metered.spend(1);
+        let insert = backfill::insert_listed(&page.dids, now_ms());
+        let results = workers_common::d1::batch(db, &insert)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut new = 0;
+        for result in &results {
+            new += result
+                .results::<serde_json::Value>()
+                .map_err(|e| e.to_string())?
+                .len() as u64;
+            if let Some(rows) = result.meta().ok().flatten().and_then(|m| m.rows_written) {
+                progress.wrote(rows as u64, now_ms());
+            }
+        }
+        progress.listed(new);
+        progress.listed_all = page.cursor.is_none();
+        progress.relay_cursor = page.cursor;
+        tracing::info!(
+            listed = page.dids.len(),
+            new,
+            skipped = page.skipped,
+            done = progress.listed_all,
+            "relay page listed"
+        );
+        Ok(())
+    }
+}
