@@ -25,7 +25,7 @@ use worker::*;
 use workers_common::http::WorkerHttp;
 use workers_common::now_ms;
 
-use crate::config;
+use crate::{config, Running};
 
 /// The backfill object's name (there is one).
 pub const NAME: &str = "main";
@@ -50,15 +50,6 @@ pub struct Backfill {
     env: Env,
     /// Whether this instance is in an invocation right now.
     running: Cell<bool>,
-}
-
-/// Clears `running` when the invocation ends, however it ends.
-struct Running<'a>(&'a Cell<bool>);
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.set(false);
-    }
 }
 
 impl DurableObject for Backfill {

@@ -76,8 +76,9 @@ pub struct Listener {
     running: Cell<bool>,
 }
 
-/// Clears `running` when the alarm ends, however it ends.
-struct Running<'a>(&'a Cell<bool>);
+/// Clears a `running` flag when an alarm ends, however it ends (the listener's and the
+/// backfill's).
+pub(crate) struct Running<'a>(pub(crate) &'a Cell<bool>);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
