@@ -63,6 +63,9 @@ pub async fn statuses<H: HttpClient>(
     let commit: LatestCommit = fetch::get_json(http, &url, reach, "the latest commit")
         .await
         .map_err(|e| e.to_string())?;
+    // A revision that is no TID, or from the future, is refused before any record is asked for.
+    domain::write::check_rev(Some(&commit.rev), now_ms)
+        .map_err(|e| format!("the latest commit: {e}"))?;
     let mut read = Statuses {
         rev: commit.rev,
         ..Statuses::default()

@@ -8,12 +8,15 @@
 //! mid-refresh, a refresh refused, a busy server, D1 failing after a successful refresh (once, and
 //! every time), and a sign-in that replaces the session while its refresh is refused; a write's
 //! budget, a token the PDS stopped taking, a refusing PDS, an answer naming another record, and
-//! D1 failing after the PDS wrote.
+//! D1 failing after the PDS wrote; the backfill's read of an account, in pages within its
+//! subrequest budget, from a PDS that lies, fails or redirects.
 
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use account::repo::{read_account, Metered};
 use account::{Clock, Database, Error, Lease, Refresh, Refused, Sessions, Written};
+use domain::backfill::Outcome;
 use domain::sql::{self, Statement};
 use e2e::hostile::{Hostile, Misbehaviour};
 use e2e::pds::Reqwest;
@@ -704,4 +707,160 @@ async fn d1_failing_after_the_server_wrote_says_written_not_recorded() {
         account.write("🐢").await,
         Ok(Written::Recorded { .. })
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backfill's read of an account (`account::repo::read_account`)
+
+/// A repository of `statuses` valid statuses (and a display name) on a server of its own, and
+/// the identity settings that find it.
+async fn repository(statuses: usize) -> (Hostile, IdentityConfig) {
+    let server = Hostile::start("someone.test").await.unwrap();
+    let now_us = e2e::now_ms() * 1000;
+    for n in 0..statuses {
+        let created = domain::present::iso8601(now_us / 1000 - 60_000);
+        let record = serde_json::json!({ "status": "🦀", "createdAt": created });
+        server.put_record(
+            lexicon::STATUS_NSID,
+            &e2e::hostile::tid(now_us - n as i64, 1),
+            record,
+        );
+    }
+    let profile = serde_json::json!({ "displayName": "Someone" });
+    server.put_record("app.bsky.actor.profile", "self", profile);
+    let identity = IdentityConfig {
+        plc_url: "http://127.0.0.1:9".into(),
+        handles: HandleResolution::Service {
+            url: server.url.clone(),
+        },
+        reach: Reach::Local,
+    };
+    (server, identity)
+}
+
+async fn read(
+    server: &Hostile,
+    identity: &IdentityConfig,
+    budget: u32,
+    max_pages: u32,
+) -> (Option<domain::backfill::Account>, Outcome, u32) {
+    let http = Reqwest::default();
+    let metered = Metered::new(&http, budget);
+    let now = e2e::now_ms();
+    let (account, outcome) = read_account(&metered, identity, &server.did, max_pages, now).await;
+    (account, outcome, metered.used())
+}
+
+#[tokio::test]
+async fn the_backfill_reads_an_account_in_pages_within_its_budget() {
+    let (server, identity) = repository(130).await;
+    let (account, outcome, used) = read(&server, &identity, 50, 3).await;
+    let Outcome::Read {
+        records,
+        dropped,
+        truncated,
+        ..
+    } = outcome
+    else {
+        panic!("not read: {outcome:?}");
+    };
+    assert_eq!((records, dropped, truncated), (130, 0, false));
+    let account = account.unwrap();
+    assert_eq!(account.statuses.len(), 130);
+    assert!(account.statuses.iter().all(|s| s.author_did == server.did));
+    assert_eq!(account.display_name, Some(Some("Someone".to_owned())));
+    // Its handle does not resolve back to it (the server answers no resolveHandle).
+    assert_eq!(account.handle, None);
+    // The DID document, the handle's check, the commit, two pages, the profile.
+    assert_eq!(used, 6);
+
+    // One page allowed: the newest 100, and the rest said to be missing.
+    let (_, outcome, _) = read(&server, &identity, 50, 1).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Read {
+                records: 100,
+                truncated: true,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    // A budget that runs out in the middle leaves the account unfinished, not failed.
+    let (account, outcome, used) = read(&server, &identity, 4, 3).await;
+    assert_eq!((account, outcome, used), (None, Outcome::Unfinished, 4));
+}
+
+#[tokio::test]
+async fn a_pds_that_lies_or_fails_fails_the_read_and_its_bad_records_are_dropped() {
+    let (server, identity) = repository(2).await;
+    let commit = "/xrpc/com.atproto.sync.getLatestCommit";
+    let now_us = e2e::now_ms() * 1000;
+    let future = e2e::hostile::tid(now_us + 86_400_000_000, 1);
+    server.misbehave_times(
+        commit,
+        Misbehaviour::Json(serde_json::json!({ "cid": "x", "rev": future })),
+        1,
+    );
+    let (account, outcome, used) = read(&server, &identity, 50, 3).await;
+    assert!(account.is_none());
+    assert!(
+        matches!(&outcome, Outcome::Failed { error } if error.contains("rev")),
+        "a revision from the future: {outcome:?}"
+    );
+    assert_eq!(used, 3, "no record is asked for after a lying commit");
+    server.misbehave_times(
+        "/xrpc/com.atproto.repo.listRecords",
+        Misbehaviour::Status(503),
+        1,
+    );
+    let (_, outcome, _) = read(&server, &identity, 50, 3).await;
+    assert!(
+        matches!(&outcome, Outcome::Failed { error } if error.contains("503")),
+        "a PDS that is down: {outcome:?}"
+    );
+    let elsewhere = Misbehaviour::Redirect("http://127.0.0.1:9/elsewhere".into());
+    server.misbehave_times(commit, elsewhere, 1);
+    let (_, outcome, _) = read(&server, &identity, 50, 3).await;
+    assert!(
+        matches!(outcome, Outcome::Failed { .. }),
+        "a PDS that sends it elsewhere: {outcome:?}"
+    );
+
+    // Records that are not valid statuses, or not this account's, are dropped one by one.
+    let words = serde_json::json!({ "status": "two words", "createdAt": "2026-01-01T00:00:00Z" });
+    server.put_record(
+        lexicon::STATUS_NSID,
+        &e2e::hostile::tid(now_us - 10, 1),
+        words,
+    );
+    let theirs = serde_json::json!({ "status": "😈", "createdAt": "2026-01-01T00:00:00Z" });
+    server.list_as_is(serde_json::json!({
+        "uri": format!("at://did:plc:someoneelse/{}/{}", lexicon::STATUS_NSID,
+                       e2e::hostile::tid(now_us, 5)),
+        "cid": e2e::hostile::cid_of(&theirs),
+        "value": theirs,
+    }));
+    // And a profile that fails only leaves the name unknown.
+    server.misbehave_times(
+        "/xrpc/com.atproto.repo.getRecord",
+        Misbehaviour::Status(503),
+        1,
+    );
+    let (account, outcome, _) = read(&server, &identity, 50, 3).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Read {
+                records: 2,
+                dropped: 2,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    let account = account.unwrap();
+    assert!(account.statuses.iter().all(|s| s.status == "🦀"));
+    assert_eq!(account.display_name, None);
 }

@@ -18,8 +18,8 @@ use crate::{bounded, Error, Result};
 pub const RELAY_PAGE: usize = 500;
 /// The longest relay cursor kept; a longer one ends the listing (a relay that lies).
 pub const MAX_RELAY_CURSOR: usize = 512;
-/// Failed reads after which an account is given up (`failed`, reported, not tried again until
-/// an operator's restart).
+/// Failed reads after which an account is given up by default (`failed`, reported, not tried
+/// again until an operator's restart).
 pub const MAX_ATTEMPTS: i64 = 6;
 /// The longest wait between two reads of a failing account.
 pub const MAX_RETRY_MS: i64 = 6 * 3_600_000;
@@ -47,6 +47,8 @@ pub struct Settings {
     pub max_pages: u32,
     /// The first wait after a failed read; it doubles with each further failure.
     pub retry_ms: i64,
+    /// Failed reads after which an account is given up.
+    pub attempts: i64,
 }
 
 impl Settings {
@@ -91,7 +93,9 @@ pub enum Phase {
     Running,
     /// The day's D1 rows are spent: it goes on after midnight UTC.
     Paused,
-    /// Every listed account is read or given up; only retries may be due.
+    /// Every listed account was tried; some failed and wait for their next try.
+    Retrying,
+    /// Every listed account is read or given up.
     Done,
 }
 
@@ -317,7 +321,7 @@ impl Progress {
             }
             Outcome::Failed { error } => {
                 let attempts = claimed.attempts + 1;
-                let give_up = attempts >= MAX_ATTEMPTS;
+                let give_up = attempts >= settings.attempts;
                 if give_up {
                     self.failed += 1;
                     self.retrying -= u64::from(was_retrying).min(self.retrying);
@@ -370,7 +374,7 @@ impl Progress {
         match due_ms {
             Some(due) if due <= now_ms => Next::Soon,
             Some(due) => {
-                self.mark_done(now_ms);
+                self.phase = Phase::Retrying;
                 Next::At(due)
             }
             None => {
@@ -619,6 +623,7 @@ mod tests {
             daily_rows: 1_000,
             max_pages: 3,
             retry_ms: 60_000,
+            attempts: MAX_ATTEMPTS,
         }
     }
 
@@ -740,9 +745,11 @@ mod tests {
             p.next_alarm_ms(&s, false, Some(NOW + 5), NOW),
             Next::At(NOW + 5)
         );
-        assert_eq!((p.phase, p.finished_ms), (Phase::Done, Some(NOW)));
+        assert_eq!((p.phase, p.finished_ms), (Phase::Retrying, None));
         assert_eq!(p.next_alarm_ms(&s, false, None, NOW + 9), Next::Idle);
-        assert_eq!(p.finished_ms, Some(NOW), "finished once");
+        assert_eq!((p.phase, p.finished_ms), (Phase::Done, Some(NOW + 9)));
+        assert_eq!(p.next_alarm_ms(&s, false, None, NOW + 20), Next::Idle);
+        assert_eq!(p.finished_ms, Some(NOW + 9), "finished once");
 
         p.wrote(1_000, NOW);
         let midnight = (NOW / DAY_MS + 1) * DAY_MS;

@@ -1555,6 +1555,7 @@ async fn the_backfill_lists_once_claims_what_is_due_and_records_in_one_transacti
         daily_rows: 100_000,
         max_pages: 3,
         retry_ms: 60_000,
+        attempts: domain::backfill::MAX_ATTEMPTS,
     };
     let dids: Vec<String> = [DID_A, DID_B, DID_C].map(str::to_owned).to_vec();
     let new = batch(&pool, &backfill::insert_listed(&dids, 1)).await;

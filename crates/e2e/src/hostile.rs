@@ -2,12 +2,17 @@
 //! network can run. It is one `did:web` identity (`did:web:localhost%3A<port>`, its document
 //! naming this server as the PDS and claiming whatever handle it is told to), the OAuth
 //! endpoints a sign-in needs (protected-resource and authorization-server metadata, PAR, the
-//! authorization endpoint, token, revoke) and `com.atproto.repo.createRecord`.
+//! authorization endpoint, token, revoke), `com.atproto.repo.createRecord`, the public reads of
+//! its repository the backfill makes (`com.atproto.sync.getLatestCommit`,
+//! `com.atproto.repo.listRecords`, `com.atproto.repo.getRecord`), and a relay's
+//! `com.atproto.sync.listReposByCollection` answering whatever list it is given
+//! ([`Hostile::list_repos`]).
 //!
 //! It speaks the wire formats of the reference PDS and checks what a real one checks (DPoP
 //! proofs: signature, `htm`, `htu`, nonce, `ath` and the key the token is bound to; PKCE S256;
 //! single-use codes), so that an honest run signs in and writes; then it lies where a test tells
-//! it to ([`Hostile::answer_creates_with`], [`Hostile::misbehave`]). The authorization endpoint
+//! it to ([`Hostile::answer_creates_with`], [`Hostile::misbehave`], [`Hostile::misbehave_times`],
+//! [`Hostile::put_record`] with a record naming someone else). The authorization endpoint
 //! consents at once (303 back to the client) instead of showing a page. The CIDs it mints hash the
 //! record's JSON, not its DAG-CBOR: real CID syntax, which is all a client can check.
 //!
@@ -43,7 +48,13 @@ pub enum Misbehaviour {
     Redirect(String),
     /// An OAuth-style error answer with this status (429 with `Retry-After`).
     Status(u16),
+    /// A 200 with this JSON in place of the honest answer (a lie in the protocol's own shape).
+    Json(Value),
 }
+
+/// Entries per page of the relay's `listReposByCollection`, whatever the client asks (small,
+/// so that a short list still spans pages).
+pub const RELAY_PAGE: usize = 3;
 
 type Edit = Box<dyn Fn(&mut Value) + Send + Sync>;
 
@@ -61,10 +72,16 @@ struct State {
     refresh: HashMap<String, String>,
     /// How createRecord answers are changed before they are sent (honest when unset).
     create_edit: Option<Edit>,
-    /// Paths that misbehave.
-    misbehaving: HashMap<String, Misbehaviour>,
+    /// Paths that misbehave, and for how many more requests (`None`: until told otherwise).
+    misbehaving: HashMap<String, (Misbehaviour, Option<u32>)>,
     /// Records written, `(collection, rkey, record)`.
     records: Vec<(String, String, Value)>,
+    /// Records `listRecords` lists as they are, URI and all (lies about whose they are).
+    listed_as: Vec<Value>,
+    /// The repository's revision: a TID, moved on by each write.
+    rev: String,
+    /// What the relay's `listReposByCollection` lists, entry by entry, as sent.
+    relay: Vec<Value>,
     nonce: String,
     /// The `expires_in` of the access tokens it issues.
     token_lifetime_s: i64,
@@ -97,6 +114,7 @@ impl Hostile {
             claimed_handle: handle.to_owned(),
             nonce: token(),
             token_lifetime_s: 3600,
+            rev: tid(crate::now_ms() * 1000, 2),
             ..State::default()
         }));
         let server = Server {
@@ -135,9 +153,45 @@ impl Hostile {
     pub fn misbehave(&self, path: &str, how: Option<Misbehaviour>) {
         let mut state = self.lock();
         match how {
-            Some(how) => state.misbehaving.insert(path.to_owned(), how),
+            Some(how) => state.misbehaving.insert(path.to_owned(), (how, None)),
             None => state.misbehaving.remove(path),
         };
+    }
+
+    /// Makes `path` misbehave for its next `times` requests, then behave.
+    pub fn misbehave_times(&self, path: &str, how: Misbehaviour, times: u32) {
+        self.lock()
+            .misbehaving
+            .insert(path.to_owned(), (how, Some(times)));
+    }
+
+    /// Writes `record` at `collection`/`rkey` in this server's repository (a new revision),
+    /// with the collection as its `$type` if it has none, as the reference PDS writes it.
+    pub fn put_record(&self, collection: &str, rkey: &str, mut record: Value) {
+        if let Some(fields) = record.as_object_mut() {
+            fields
+                .entry("$type")
+                .or_insert_with(|| Value::from(collection));
+        }
+        let mut state = self.lock();
+        state
+            .records
+            .retain(|(c, k, _)| !(c == collection && k == rkey));
+        state
+            .records
+            .push((collection.to_owned(), rkey.to_owned(), record));
+        state.rev = tid(crate::now_ms() * 1000, 3);
+    }
+
+    /// Has `listRecords` list `entry` (`{uri, cid, value}`) as it is, whatever its URI says.
+    pub fn list_as_is(&self, entry: Value) {
+        self.lock().listed_as.push(entry);
+    }
+
+    /// What `listReposByCollection` lists from now on (any JSON, each entry as sent; pages of
+    /// [`RELAY_PAGE`]).
+    pub fn list_repos(&self, entries: Vec<Value>) {
+        self.lock().relay = entries;
     }
 
     /// Access tokens issued from now on say they expire after `seconds`.
@@ -221,8 +275,7 @@ impl Server {
 
     async fn serve(&self, mut stream: TcpStream) -> Result<()> {
         let incoming = read_request(&mut stream).await?;
-        let misbehaviour = self.lock().misbehaving.get(&incoming.path).cloned();
-        if let Some(how) = misbehaviour {
+        if let Some(how) = self.misbehaviour(&incoming.path) {
             return misbehave(stream, how).await;
         }
         let answer = self.route(&incoming);
@@ -238,6 +291,22 @@ impl Server {
         stream.write_all(&answer.body).await?;
         stream.shutdown().await?;
         Ok(())
+    }
+
+    /// How `path` misbehaves this time, if it does (one of its counted times spent).
+    fn misbehaviour(&self, path: &str) -> Option<Misbehaviour> {
+        let mut state = self.lock();
+        let (how, times) = state.misbehaving.get_mut(path)?;
+        let how = how.clone();
+        match times {
+            Some(0) => {
+                state.misbehaving.remove(path);
+                return None;
+            }
+            Some(left) => *left -= 1,
+            None => {}
+        }
+        Some(how)
     }
 
     fn route(&self, req: &Incoming) -> Answer {
@@ -263,11 +332,106 @@ impl Server {
                 Answer::json(200, json!({}))
             }
             ("POST", "/xrpc/com.atproto.repo.createRecord") => self.create_record(req),
-            ("GET", "/xrpc/com.atproto.repo.getRecord") => {
-                Answer::error(400, "RecordNotFound", "Could not locate record")
+            ("GET", "/xrpc/com.atproto.repo.getRecord") => self.get_record(req),
+            ("GET", "/xrpc/com.atproto.repo.listRecords") => self.list_records(req),
+            ("GET", "/xrpc/com.atproto.sync.getLatestCommit") => {
+                let rev = self.lock().rev.clone();
+                Answer::json(
+                    200,
+                    json!({ "cid": cid_of(&json!({ "rev": rev })), "rev": rev }),
+                )
             }
+            ("GET", "/xrpc/com.atproto.sync.listReposByCollection") => self.list_repos(req),
             _ => Answer::error(404, "NotFound", "no such route"),
         }
+    }
+
+    /// Whether a query's `repo` names this server's DID (a query decodes its `%3A`).
+    fn is_me(&self, repo: Option<&String>) -> bool {
+        repo.is_some_and(|r| *r == self.did || *r == self.did.replace("%3A", ":"))
+    }
+
+    fn get_record(&self, req: &Incoming) -> Answer {
+        let query = form(req.query.as_bytes());
+        let state = self.lock();
+        let found = state.records.iter().find(|(c, k, _)| {
+            self.is_me(query.get("repo"))
+                && query.get("collection") == Some(c)
+                && query.get("rkey") == Some(k)
+        });
+        match found {
+            Some((collection, rkey, value)) => Answer::json(
+                200,
+                json!({
+                    "uri": format!("at://{}/{collection}/{rkey}", self.did),
+                    "cid": cid_of(value),
+                    "value": value,
+                }),
+            ),
+            None => Answer::error(400, "RecordNotFound", "Could not locate record"),
+        }
+    }
+
+    /// The collection's records, newest (greatest key) first, a page of `limit` after `cursor`
+    /// (the last key of the page before), then whatever [`Hostile::list_as_is`] was given.
+    fn list_records(&self, req: &Incoming) -> Answer {
+        let query = form(req.query.as_bytes());
+        if !self.is_me(query.get("repo")) {
+            return Answer::error(400, "InvalidRequest", "Could not find repo");
+        }
+        let collection = query.get("collection").cloned().unwrap_or_default();
+        let limit: usize = query
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(50)
+            .clamp(1, 100);
+        let state = self.lock();
+        let mut records: Vec<&(String, String, Value)> = state
+            .records
+            .iter()
+            .filter(|(c, k, _)| {
+                *c == collection && query.get("cursor").is_none_or(|after| k < after)
+            })
+            .collect();
+        records.sort_by(|a, b| b.1.cmp(&a.1));
+        let more = records.len() > limit;
+        records.truncate(limit);
+        let mut listed: Vec<Value> = records
+            .iter()
+            .map(|(c, k, v)| {
+                json!({ "uri": format!("at://{}/{c}/{k}", self.did), "cid": cid_of(v), "value": v })
+            })
+            .collect();
+        let mut answer = json!({ "records": [] });
+        if more {
+            answer["cursor"] = json!(records.last().map(|r| r.1.clone()));
+        } else {
+            listed.extend(state.listed_as.iter().cloned());
+        }
+        answer["records"] = Value::Array(listed);
+        Answer::json(200, answer)
+    }
+
+    /// The relay: [`RELAY_PAGE`] entries after the offset in `cursor`; the last page's cursor is
+    /// the one it was asked with (a relay that would loop on it).
+    fn list_repos(&self, req: &Incoming) -> Answer {
+        let query = form(req.query.as_bytes());
+        let state = self.lock();
+        let asked = query.get("cursor").cloned();
+        let from: usize = asked.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
+        let page: Vec<Value> = state
+            .relay
+            .iter()
+            .skip(from)
+            .take(RELAY_PAGE)
+            .cloned()
+            .collect();
+        let next = if from + RELAY_PAGE < state.relay.len() {
+            Some((from + RELAY_PAGE).to_string())
+        } else {
+            asked
+        };
+        Answer::json(200, json!({ "repos": page, "cursor": next }))
     }
 
     fn did_document(&self) -> Value {
@@ -484,6 +648,7 @@ impl Server {
             "validationStatus": "unknown",
         });
         state.records.push((collection, rkey, record));
+        state.rev = rev;
         if let Some(edit) = &state.create_edit {
             edit(&mut answer);
         }
@@ -533,6 +698,17 @@ async fn misbehave(mut stream: TcpStream, how: Misbehaviour) -> Result<()> {
             let head = format!(
                 "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nretry-after: 30\r\n\
                  content-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body.as_bytes()).await?;
+            Ok(())
+        }
+        Misbehaviour::Json(body) => {
+            let body = body.to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n",
                 body.len()
             );
             stream.write_all(head.as_bytes()).await?;

@@ -327,6 +327,15 @@ pub fn start_signing_in(
 /// written once the network's accounts exist, so that the frames can name them (a hostile
 /// Jetstream's claims about real accounts, say).
 pub fn start_with_replay(name: &str, frames: impl FnOnce(&Devnet) -> Vec<String>) -> Result<Net> {
+    start_with_replay_and(name, frames, |config| config)
+}
+
+/// [`start_with_replay`], the stack's configuration adjusted first.
+pub fn start_with_replay_and(
+    name: &str,
+    frames: impl FnOnce(&Devnet) -> Vec<String>,
+    adjust: impl FnOnce(StackConfig) -> StackConfig,
+) -> Result<Net> {
     let tools = Tools::ensure()?;
     xtask::sidecar::build()?;
     let devnet = crate::shared::devnet()?;
@@ -341,7 +350,7 @@ pub fn start_with_replay(name: &str, frames: impl FnOnce(&Devnet) -> Vec<String>
         jetstream,
         "poll",
         SignIn::Loopback,
-        |config| config.with_var(Worker::Listener, "START_FROM_US", "0"),
+        |config| adjust(config.with_var(Worker::Listener, "START_FROM_US", "0")),
     )
 }
 

@@ -3,12 +3,15 @@
 //! through the listener's Backfill object while the listener reads the same network live, a stack
 //! killed and restarted in the middle, and D1 compared with what the PDS holds (every account's
 //! repository, listed in full) once both have caught up: statuses written before, during and
-//! after the backfill, deletes among them, and records that are not valid statuses.
+//! after the backfill, deletes among them, and records that are not valid statuses. Then the open
+//! network's version: a relay that lists junk and loops, a PDS that lies, is down, then answers
+//! with records that are not its own, and accounts that resolve to nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use e2e::hostile::{cid_of, tid, Hostile, Misbehaviour};
 use e2e::pds::{all_records, Writer};
 use e2e::tables::Tables;
 use e2e::web::page_text;
@@ -103,12 +106,7 @@ async fn a_network_written_before_the_deploy_is_read_in_full_across_a_restart() 
             progress["dropped"].as_u64() >= Some(2),
             "the invalid records were not counted: {progress}"
         );
-        let subrequests = progress["subrequests"].as_u64().unwrap_or(0);
-        let invocations = progress["invocations"].as_u64().unwrap_or(1);
-        ensure!(
-            subrequests <= invocations * 50,
-            "an invocation made more than 50 subrequests: {progress}"
-        );
+        let (invocations, subrequests) = within_budget(&progress)?;
         eprintln!(
             "backfill of {listed} accounts: {invocations} invocations, {subrequests} subrequests, \
              {} D1 rows written, {} ms",
@@ -139,6 +137,210 @@ async fn a_network_written_before_the_deploy_is_read_in_full_across_a_restart() 
             stack.log_tail(120)
         );
     }
+}
+
+/// The relay is the hostile server: it answers 503 first, then lists, three to a page and looping
+/// on its last cursor, junk (not DIDs, a `did:key`), one account twice, two honest accounts of
+/// the shared network (uma, vic), itself, a `did:plc` the PLC does not know and a `did:web`
+/// nobody serves. As a PDS it claims uma's handle, lies about its latest commit (a revision from
+/// the future), is down once, then lists a valid status, two invalid records and a status of
+/// uma's it has no say over, and a display name written as markup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_relay_and_a_failing_pds_hold_back_no_one_else() {
+    let devnet = e2e::shared::devnet().expect("devnet");
+    let uma = Writer::sign_in(&devnet.pds_url, "uma.test")
+        .await
+        .expect("uma");
+    let vic = Writer::sign_in(&devnet.pds_url, "vic.test")
+        .await
+        .expect("vic");
+    uma.put(STATUS, None, status("🌵"))
+        .await
+        .expect("uma's status");
+    vic.put(STATUS, None, status("🍀"))
+        .await
+        .expect("vic's status");
+    let profile = json!({ "displayName": "Vic" });
+    vic.put("app.bsky.actor.profile", Some("self"), profile)
+        .await
+        .expect("vic's name");
+
+    let hostile = Hostile::start("uma.test").await.expect("hostile");
+    let now_us = e2e::now_ms() * 1000;
+    hostile.put_record(STATUS, &tid(now_us - 3_000_000, 1), status("🦊"));
+    let words = json!({ "status": "two words", "createdAt": now() });
+    hostile.put_record(STATUS, &tid(now_us - 2_000_000, 1), words);
+    hostile.put_record(STATUS, "not-a-tid", status("🦊"));
+    let stolen = status("😈");
+    hostile.list_as_is(json!({
+        "uri": format!("at://{}/{STATUS}/{}", uma.did, tid(now_us, 7)),
+        "cid": cid_of(&stolen),
+        "value": stolen,
+    }));
+    let markup = "<img src=x onerror=alert(1)>";
+    hostile.put_record(
+        "app.bsky.actor.profile",
+        "self",
+        json!({ "displayName": markup }),
+    );
+    let future = tid(now_us + 86_400_000_000, 1);
+    hostile.misbehave_times(
+        "/xrpc/com.atproto.sync.getLatestCommit",
+        Misbehaviour::Json(json!({ "cid": cid_of(&json!(future)), "rev": future })),
+        1,
+    );
+    hostile.misbehave_times(
+        "/xrpc/com.atproto.repo.listRecords",
+        Misbehaviour::Status(503),
+        1,
+    );
+    hostile.misbehave_times(
+        "/xrpc/com.atproto.sync.listReposByCollection",
+        Misbehaviour::Status(503),
+        1,
+    );
+    let unknown = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
+    let unserved = "did:web:localhost%3A9";
+    hostile.list_repos(vec![
+        json!({ "did": "not a did" }),
+        json!({ "did": uma.did }),
+        json!(42),
+        json!({ "did": hostile.did }),
+        json!({ "did": unknown }),
+        json!({ "did": vic.did }),
+        json!({ "did": uma.did }),
+        json!({ "did": unserved }),
+        json!({ "did": "did:key:z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK" }),
+    ]);
+
+    let net = tokio::task::block_in_place(|| {
+        e2e::web::start_with_replay_and(
+            "backfill-hostile",
+            |_| Vec::new(),
+            |config| {
+                config
+                    .with_backfill(&hostile.url, 50)
+                    .with_var(Worker::Listener, "BACKFILL_RETRY_SECONDS", "1")
+                    .with_var(Worker::Listener, "BACKFILL_ATTEMPTS", "4")
+            },
+        )
+    })
+    .expect("stack");
+    let stack = &net.stack;
+    let result = async {
+        wake(stack).await?;
+        let progress = wait_for(stack, "every listed account settled", |p| {
+            p["phase"] == "done"
+        })
+        .await?;
+        ensure!(
+            progress["listed"].as_u64() == Some(5)
+                && progress["done"].as_u64() == Some(3)
+                && progress["failed"].as_u64() == Some(2)
+                && progress["retrying"].as_u64() == Some(0)
+                && progress["pending"].as_u64() == Some(0),
+            "not read: the honest and the recovered accounts, given up: the two that resolve \
+             to nothing: {progress}"
+        );
+        ensure!(
+            progress["dropped"].as_u64() == Some(3),
+            "the hostile records were not all dropped: {progress}"
+        );
+        let last_error = progress["last_error"].as_str().unwrap_or_default();
+        ensure!(
+            last_error.contains(unknown) || last_error.contains(unserved),
+            "the give-up is not reported: {progress}"
+        );
+        within_budget(&progress)?;
+
+        let rows: BTreeMap<String, (String, i64)> =
+            Tables::query(stack, "SELECT did, state, attempts FROM backfill_repo")
+                .await?
+                .into_iter()
+                .map(|r| {
+                    let did = r["did"].as_str().unwrap_or_default().to_owned();
+                    let state = r["state"].as_str().unwrap_or_default().to_owned();
+                    (did, (state, r["attempts"].as_i64().unwrap_or(-1)))
+                })
+                .collect();
+        let expected: BTreeMap<String, (String, i64)> = [
+            (uma.did.clone(), ("done".to_owned(), 0)),
+            (vic.did.clone(), ("done".to_owned(), 0)),
+            // Its commit from the future, then its 503: read at the third try.
+            (hostile.did.clone(), ("done".to_owned(), 2)),
+            (unknown.to_owned(), ("failed".to_owned(), 4)),
+            (unserved.to_owned(), ("failed".to_owned(), 4)),
+        ]
+        .into_iter()
+        .collect();
+        ensure!(rows == expected, "the accounts' progress: {rows:?}");
+
+        // D1 holds what each repository holds, and nothing the liar said about uma.
+        let stored: BTreeSet<(String, String)> = Tables::query(
+            stack,
+            "SELECT author_did, status FROM status WHERE deleted = 0",
+        )
+        .await?
+        .into_iter()
+        .map(|r| {
+            let did = r["author_did"].as_str().unwrap_or_default().to_owned();
+            (did, r["status"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+        let expected: BTreeSet<(String, String)> = [
+            (uma.did.clone(), "🌵".to_owned()),
+            (vic.did.clone(), "🍀".to_owned()),
+            (hostile.did.clone(), "🦊".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        ensure!(stored == expected, "D1 is not the repositories: {stored:?}");
+
+        // The handle the hostile server claims stays uma's; the names are as written.
+        let handles = Tables::query(stack, "SELECT did, handle FROM account").await?;
+        let handle_of = |did: &str| {
+            handles
+                .iter()
+                .find(|r| r["did"] == did)
+                .and_then(|r| r["handle"].as_str().map(str::to_owned))
+        };
+        ensure!(
+            handle_of(&uma.did).as_deref() == Some("uma.test")
+                && handle_of(&vic.did).as_deref() == Some("vic.test")
+                && handle_of(&hostile.did).is_none(),
+            "handles: {handles:?}"
+        );
+        let home = reqwest::get(stack.base_url()).await?.text().await?;
+        ensure!(
+            !home.contains(markup) && home.contains("img src=x onerror=alert(1)"),
+            "the hostile name is not shown as text: {home}"
+        );
+        ensure!(
+            page_text(&home).contains("Vic @vic.test is feeling 🍀"),
+            "vic's line: {}",
+            page_text(&home)
+        );
+        Ok(())
+    }
+    .await;
+    if let Err(error) = result {
+        panic!(
+            "{error:#}\n--- wrangler output (tail) ---\n{}",
+            stack.log_tail(120)
+        );
+    }
+}
+
+/// Checks that no invocation made more than 50 subrequests; returns the invocations and the
+/// subrequests.
+fn within_budget(progress: &Value) -> Result<(u64, u64)> {
+    let subrequests = progress["subrequests"].as_u64().unwrap_or(0);
+    let invocations = progress["invocations"].as_u64().unwrap_or(1);
+    ensure!(
+        subrequests <= invocations * 50,
+        "an invocation made more than 50 subrequests: {progress}"
+    );
+    Ok((invocations, subrequests))
 }
 
 /// The top five counts as the page shows them (`🎉 68 🚀 64 …`).

@@ -99,7 +99,7 @@ impl Config {
 /// The backfill's settings (docs/backfill.md lists them). `BACKFILL_RELAY` is the relay's base
 /// URL, or `off`.
 pub fn backfill(env: &Env) -> domain::backfill::Settings {
-    use domain::backfill::{Settings, OVERHEAD};
+    use domain::backfill::{Settings, MAX_ATTEMPTS, OVERHEAD};
     let relay = text(env, "BACKFILL_RELAY")
         .map(|r| r.trim().trim_end_matches('/').to_owned())
         .filter(|r| !r.is_empty() && r != "off");
@@ -111,6 +111,7 @@ pub fn backfill(env: &Env) -> domain::backfill::Settings {
         daily_rows: number(env, "BACKFILL_DAILY_ROWS", 50_000, 1..=10_000_000) as u64,
         max_pages,
         retry_ms: number(env, "BACKFILL_RETRY_SECONDS", 60, 1..=86_400) * 1_000,
+        attempts: number(env, "BACKFILL_ATTEMPTS", MAX_ATTEMPTS, 1..=20),
     };
     // At least one account's read, whatever the var says.
     let least = i64::from(settings.per_account() + OVERHEAD);
