@@ -2,6 +2,7 @@
 //! the load benchmark (`src/bin/e2e-bench.rs`): a page's WebSocket, and the broker's internal
 //! routes reached through edge's test hooks (`TEST_HOOKS=on` stacks only).
 
+pub mod backfilling;
 pub mod hostile;
 pub mod listening;
 pub mod names;

@@ -11,33 +11,26 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use e2e::backfilling::{
+    relay, status, wait_for, wait_for_relay, wake, within_budget, writers, EMOJIS, STATUS,
+};
 use e2e::hostile::{cid_of, tid, Hostile, Misbehaviour};
 use e2e::pds::{all_records, Writer};
 use e2e::tables::Tables;
 use e2e::web::page_text;
 use futures_util::{stream, StreamExt, TryStreamExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use xtask::devnet::{Devnet, DevnetConfig};
-use xtask::sidecar::Sidecar;
 use xtask::stack::{Stack, StackConfig};
 use xtask::toolchain::Tools;
 use xtask::workers::Worker;
 
-const STATUS: &str = "xyz.statusphere.status";
 /// Accounts on the network; every 50th writes no status (the relay does not list it).
 const ACCOUNTS: usize = 210;
 /// The first account's statuses: two pages of `listRecords`.
 const MANY: usize = 130;
-
-fn status(emoji: &str) -> Value {
-    json!({ "status": emoji, "createdAt": now() })
-}
-
-fn now() -> String {
-    domain::present::iso8601(e2e::now_ms())
-}
-
-const EMOJIS: [&str; 6] = ["🦋", "🚀", "🌈", "🧠", "🎉", "☕"];
+/// The longest wait for the backfill to get somewhere.
+const WITHIN: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_network_written_before_the_deploy_is_read_in_full_across_a_restart() {
@@ -49,28 +42,12 @@ async fn a_network_written_before_the_deploy_is_read_in_full_across_a_restart() 
     let devnet =
         tokio::task::block_in_place(|| Devnet::start(&tools, &devnet_config)).expect("devnet");
     eprintln!("{ACCOUNTS} accounts in {:?}", started.elapsed());
-    let writers: Vec<Writer> = stream::iter(devnet.accounts.iter())
-        .map(|account| Writer::sign_in(&devnet.pds_url, &account.handle))
-        .buffered(8)
-        .try_collect()
-        .await
-        .expect("sessions");
+    let writers = writers(&devnet).await.expect("sessions");
     let before = write_before(&writers).await.expect("statuses before");
     eprintln!("statuses written in {:?}", started.elapsed());
 
     let dir = e2e::listening::run_dir("backfill").expect("run dir");
-    let port = xtask::net::free_port().expect("port");
-    let sidecar = Sidecar::start(
-        &[
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--firehose".into(),
-            devnet.pds_ws(),
-        ],
-        &dir.join("sidecar.log"),
-    )
-    .expect("sidecar");
-    let relay = format!("http://127.0.0.1:{port}");
+    let (sidecar, relay) = relay(&devnet, &dir).expect("sidecar");
     wait_for_relay(&relay, before).await.expect("relay");
 
     let config = StackConfig::for_test("backfill")
@@ -82,7 +59,7 @@ async fn a_network_written_before_the_deploy_is_read_in_full_across_a_restart() 
     let mut stack = e2e::listening::start(config.clone()).await.expect("stack");
     let result = async {
         // Killed in the middle: what was recorded stays, the rest is read after the restart.
-        let progress = wait_for(&stack, "40 accounts read", |p| {
+        let progress = wait_for(&stack, "40 accounts read", WITHIN, |p| {
             p["done"].as_u64() >= Some(40)
         })
         .await?;
@@ -93,7 +70,10 @@ async fn a_network_written_before_the_deploy_is_read_in_full_across_a_restart() 
         write_during(&writers).await?;
         tokio::task::block_in_place(|| stack.restart(&tools, config.clone()))?;
         wake(&stack).await?;
-        let progress = wait_for(&stack, "the backfill done", |p| p["phase"] == "done").await?;
+        let progress = wait_for(&stack, "the backfill done", WITHIN, |p| {
+            p["phase"] == "done"
+        })
+        .await?;
         let listed = (ACCOUNTS - ACCOUNTS / 50) as u64;
         ensure!(
             progress["listed"].as_u64() == Some(listed)
@@ -106,7 +86,7 @@ async fn a_network_written_before_the_deploy_is_read_in_full_across_a_restart() 
             progress["dropped"].as_u64() >= Some(2),
             "the invalid records were not counted: {progress}"
         );
-        let (invocations, subrequests) = within_budget(&progress)?;
+        let (invocations, subrequests) = within_budget(&progress, 50)?;
         eprintln!(
             "backfill of {listed} accounts: {invocations} invocations, {subrequests} subrequests, \
              {} D1 rows written, {} ms",
@@ -168,7 +148,7 @@ async fn a_lying_relay_and_a_failing_pds_hold_back_no_one_else() {
     let hostile = Hostile::start("uma.test").await.expect("hostile");
     let now_us = e2e::now_ms() * 1000;
     hostile.put_record(STATUS, &tid(now_us - 3_000_000, 1), status("🦊"));
-    let words = json!({ "status": "two words", "createdAt": now() });
+    let words = json!({ "status": "two words", "createdAt": status("🦋")["createdAt"] });
     hostile.put_record(STATUS, &tid(now_us - 2_000_000, 1), words);
     hostile.put_record(STATUS, "not-a-tid", status("🦊"));
     let stolen = status("😈");
@@ -229,7 +209,7 @@ async fn a_lying_relay_and_a_failing_pds_hold_back_no_one_else() {
     let stack = &net.stack;
     let result = async {
         wake(stack).await?;
-        let progress = wait_for(stack, "every listed account settled", |p| {
+        let progress = wait_for(stack, "every listed account settled", WITHIN, |p| {
             p["phase"] == "done"
         })
         .await?;
@@ -251,7 +231,7 @@ async fn a_lying_relay_and_a_failing_pds_hold_back_no_one_else() {
             last_error.contains(unknown) || last_error.contains(unserved),
             "the give-up is not reported: {progress}"
         );
-        within_budget(&progress)?;
+        within_budget(&progress, 50)?;
 
         let rows: BTreeMap<String, (String, i64)> =
             Tables::query(stack, "SELECT did, state, attempts FROM backfill_repo")
@@ -331,18 +311,6 @@ async fn a_lying_relay_and_a_failing_pds_hold_back_no_one_else() {
     }
 }
 
-/// Checks that no invocation made more than 50 subrequests; returns the invocations and the
-/// subrequests.
-fn within_budget(progress: &Value) -> Result<(u64, u64)> {
-    let subrequests = progress["subrequests"].as_u64().unwrap_or(0);
-    let invocations = progress["invocations"].as_u64().unwrap_or(1);
-    ensure!(
-        subrequests <= invocations * 50,
-        "an invocation made more than 50 subrequests: {progress}"
-    );
-    Ok((invocations, subrequests))
-}
-
 /// The top five counts as the page shows them (`🎉 68 🚀 64 …`).
 async fn top_counts(stack: &Stack) -> Result<String> {
     let rows = Tables::query(
@@ -385,7 +353,8 @@ async fn write_before(writers: &[Writer]) -> Result<usize> {
                     }
                 }
                 1 => {
-                    let bad = json!({ "status": "two words", "createdAt": now() });
+                    let bad =
+                        json!({ "status": "two words", "createdAt": status("🦋")["createdAt"] });
                     w.put(STATUS, None, bad).await?;
                     w.put(STATUS, None, json!({ "status": "🦋" })).await?;
                 }
@@ -416,47 +385,6 @@ async fn write_during(writers: &[Writer]) -> Result<()> {
 /// After it: one more status; returns its URI.
 async fn write_after(writers: &[Writer]) -> Result<String> {
     writers[7].put(STATUS, None, status("🌙")).await
-}
-
-/// Waits until the sidecar lists `expected` accounts for the app's collection.
-async fn wait_for_relay(relay: &str, expected: usize) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let url = format!(
-            "{relay}/xrpc/com.atproto.sync.listReposByCollection?collection={STATUS}&limit=2000"
-        );
-        let body: Value = reqwest::get(url).await?.json().await?;
-        let listed = body["repos"].as_array().map_or(0, Vec::len);
-        if listed >= expected {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the relay lists {listed} accounts, not {expected}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Fires edge's cron, which wakes the listener and the backfill.
-async fn wake(stack: &Stack) -> Result<()> {
-    let cron = format!("{}/__scheduled?cron=*+*+*+*+*", stack.base_url());
-    ensure!(reqwest::get(&cron).await?.status() == 200, "cron refused");
-    Ok(())
-}
-
-/// Waits (up to three minutes) until the backfill's progress in `/health` satisfies `done`.
-async fn wait_for(stack: &Stack, what: &str, done: impl Fn(&Value) -> bool) -> Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let progress = e2e::health(stack).await?["listener"]["backfill"].clone();
-        if done(&progress) {
-            return Ok(progress);
-        }
-        if Instant::now() > deadline {
-            bail!("waited for {what}: {progress}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// Waits until D1 has the status at `uri`.

@@ -40,6 +40,7 @@ fn the_benchmarks_explain_themselves_without_running() {
     for bin in [
         env!("CARGO_BIN_EXE_edge-bench"),
         env!("CARGO_BIN_EXE_broker-bench"),
+        env!("CARGO_BIN_EXE_backfill-bench"),
     ] {
         let out = help_of(bin.as_ref(), &["--help"]);
         assert!(

@@ -11,7 +11,7 @@ use crate::toolchain::Tools;
 use crate::{deploy, net, paths, process, sidecar};
 
 /// The benchmarks, by name; `cargo xtask bench` runs all, `cargo xtask bench NAME...` some.
-pub const NAMES: [&str; 4] = ["foundation", "sidecar", "broker", "edge"];
+pub const NAMES: [&str; 5] = ["foundation", "sidecar", "broker", "edge", "backfill"];
 
 pub fn run(tools: &Tools, names: &[String]) -> Result<()> {
     let chosen: Vec<&str> = if names.is_empty() {
@@ -25,6 +25,7 @@ pub fn run(tools: &Tools, names: &[String]) -> Result<()> {
             "sidecar" => sidecar_throughput()?,
             "broker" => load_client(tools, "broker-bench")?,
             "edge" => load_client(tools, "edge-bench")?,
+            "backfill" => load_client(tools, "backfill-bench")?,
             other => anyhow::bail!("unknown benchmark {other:?} (known: {NAMES:?})"),
         };
         write_section(name, &section)?;
@@ -120,7 +121,8 @@ fn sidecar_throughput() -> Result<String> {
 
 /// A benchmark that is a load client with its own stack, one of `e2e`'s binaries built with the
 /// `bench-client` profile: `broker-bench` (publish-to-delivery at 1,000 and 9,500 pages, memory
-/// per socket), `edge-bench` (CPU per request of pages and status writes).
+/// per socket), `edge-bench` (CPU per request of pages and status writes), `backfill-bench` (the
+/// backfill's subrequests, D1 rows, time and CPU per 1,000 accounts).
 fn load_client(tools: &Tools, bin: &str) -> Result<String> {
     crate::workers::build_all(tools)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -19,8 +19,13 @@ pub async fn rows<T: serde::de::DeserializeOwned>(
     prepare(db, statement)?.all().await?.results()
 }
 
-/// Runs `statements` as one batch (one transaction) and returns each one's rows.
+/// Runs `statements` as one batch (one transaction) and returns each one's rows. No statements
+/// is no call: D1 refuses an empty batch ("No SQL statements detected"), and a builder with no
+/// rows to write (`domain::sql`'s multi-row inserts) gives none.
 pub async fn batch(db: &D1Database, statements: &[Statement]) -> Result<Vec<worker::D1Result>> {
+    if statements.is_empty() {
+        return Ok(Vec::new());
+    }
     let prepared = statements
         .iter()
         .map(|s| prepare(db, s))
