@@ -12,6 +12,9 @@ pub const BROKER_PUBLISH: &str = "/publish";
 pub const BROKER_STATS: &str = "/stats";
 /// Broker: the last sequence number given out; a page rendered after asking passes it as `since`.
 pub const BROKER_HEAD: &str = "/head";
+/// Broker, on a stack with `TEST_HOOKS=on` only: refuse publishes (503) for the next
+/// `?ms=<ms>` (a broker outage for the outbox's tests).
+pub const BROKER_REFUSE: &str = "/refuse";
 /// Broker: on a forwarded upgrade, the page's network (`crate::limit::network_of`), which its
 /// connection cap counts by. Edge always sets it (replacing whatever the browser sent).
 pub const NETWORK_HEADER: &str = "x-statusphere-network";
@@ -20,6 +23,9 @@ pub const NETWORK_HEADER: &str = "x-statusphere-network";
 pub const LISTENER_WAKE: &str = "/wake";
 /// Listener: counters and state for edge's `/health`.
 pub const LISTENER_STATUS: &str = "/status";
+/// Listener: a publish the broker did not take from edge, to keep in the listener's outbox
+/// (POST, body is a [`crate::wire::Publish`]).
+pub const LISTENER_OUTBOX: &str = "/outbox";
 
 /// The broker's answer to a publish.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -92,6 +98,11 @@ pub struct BrokerCounters {
     pub refused_network_full: u64,
     /// Sockets refused because the broker held its total cap.
     pub refused_full: u64,
+    /// Publishes sent again with an id already sequenced (their answer was lost): acknowledged
+    /// with their first sequence numbers, not shown twice.
+    pub repeats: u64,
+    /// Publishes refused while a test hook made the broker fail (`BROKER_REFUSE`).
+    pub refused_publishes: u64,
 }
 
 /// Publish-to-fan-out times (ms) over the last publishes that said when they were sent.
@@ -144,6 +155,36 @@ pub struct ListenerStatus {
     /// answers; never stored with the listener's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backfill: Option<crate::backfill::Progress>,
+    /// What waits for the broker (`crate::outbox`), added when the status is asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxStatus>,
+}
+
+/// The listener's outbox as `/health` reports it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct OutboxStatus {
+    /// Publishes waiting.
+    pub publishes: usize,
+    /// Messages in them.
+    pub messages: usize,
+    /// Failed tries in a row.
+    pub attempts: u32,
+    /// When the next try is due (unix ms), if anything waits.
+    pub next_try_ms: Option<i64>,
+    pub counters: crate::outbox::OutboxCounters,
+}
+
+impl OutboxStatus {
+    pub fn of(outbox: &crate::outbox::Outbox) -> OutboxStatus {
+        OutboxStatus {
+            publishes: outbox.pending.len(),
+            messages: outbox.messages(),
+            attempts: outbox.attempts,
+            next_try_ms: (!outbox.is_empty()).then_some(outbox.next_try_ms),
+            counters: outbox.counters.clone(),
+        }
+    }
 }
 
 /// The listener's running totals (since its storage was created).
@@ -162,7 +203,7 @@ pub struct ListenerCounters {
     pub batches: u64,
     /// Messages published to the broker.
     pub published: u64,
-    /// Publishes the broker refused or did not answer (D1 has the data; pages catch up on reload).
+    /// Publishes the broker refused or did not answer (kept in the outbox and tried again).
     pub publish_failures: u64,
     /// Connections opened to Jetstream.
     pub connects: u64,

@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod internal;
 pub mod jetstream;
 pub mod limit;
+pub mod outbox;
 pub mod page;
 pub mod present;
 pub mod repo;

@@ -102,6 +102,10 @@ pub struct Publish {
     /// When the publisher sent this (unix ms), so the broker can report publish-to-fan-out time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sent_at_ms: Option<i64>,
+    /// The publisher's id for this publish, the same on every try (`crate::outbox`): the broker
+    /// sequences an id once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// The most messages one publish may carry (the listener sends one publish per D1 batch).
@@ -377,6 +381,7 @@ mod tests {
         let json = serde_json::to_string(&Publish {
             messages: vec![],
             sent_at_ms: Some(5),
+            id: None,
         })
         .unwrap();
         assert_eq!(json, r#"{"messages":[],"sent_at_ms":5}"#);

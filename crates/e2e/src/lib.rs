@@ -179,13 +179,38 @@ impl Broker {
 
     /// Publishes messages, stamped with the send time, and returns the broker's answer.
     pub async fn publish(&self, messages: Vec<ServerMessage>) -> Result<PublishAck> {
+        self.publish_as(None, messages).await
+    }
+
+    /// [`Broker::publish`] with the publisher's id (`Publish::id`).
+    pub async fn publish_as(
+        &self,
+        id: Option<&str>,
+        messages: Vec<ServerMessage>,
+    ) -> Result<PublishAck> {
         let publish = Publish {
             messages,
             sent_at_ms: Some(now_ms()),
+            id: id.map(str::to_owned),
         };
         let (status, body) = self.publish_raw(serde_json::to_vec(&publish)?).await?;
         ensure!(status == 200, "publish answered {status}: {body}");
         serde_json::from_str(&body).with_context(|| format!("publish ack {body}"))
+    }
+
+    /// Makes the broker refuse publishes (503) for the next `ms` (its test hook).
+    pub async fn refuse(&self, ms: u64) -> Result<()> {
+        let response = self
+            .http
+            .post(format!("{}/refuse?ms={ms}", self.base))
+            .send()
+            .await?;
+        ensure!(
+            response.status() == 200,
+            "refuse answered {}",
+            response.status()
+        );
+        Ok(())
     }
 
     /// Posts any body to the publish route; returns the status and the body.

@@ -61,6 +61,10 @@ async fn broker_end_to_end() {
         ("wrong Origin refused", wrong_origin(port).await),
         ("bad publishes refused", bad_publishes(&broker).await),
         (
+            "a publish sent again is shown once",
+            sent_again(port, &broker).await,
+        ),
+        (
             "silent and vanished sockets pruned",
             idle_pruned(port, &broker).await,
         ),
@@ -155,6 +159,32 @@ async fn in_order(port: u16, broker: &Broker) -> Result<()> {
     ensure!(stats.fanout.last_sockets == 25, "last fan-out {stats:?}");
     close_all(pages).await?;
     connections_become(broker, 0).await
+}
+
+/// A publish sent again with the same id (its answer was lost, the outbox tried again) gets its
+/// first sequence numbers back and reaches no page twice; another id is a new publish.
+async fn sent_again(port: u16, broker: &Broker) -> Result<()> {
+    let mut page = Page::connect(port, None).await?;
+    let first = broker
+        .publish_as(Some("p-1"), vec![confirmed(1), confirmed(2)])
+        .await?;
+    let again = broker
+        .publish_as(Some("p-1"), vec![confirmed(1), confirmed(2)])
+        .await?;
+    ensure!(
+        (again.first_seq, again.last_seq) == (first.first_seq, first.last_seq),
+        "{first:?} then {again:?}"
+    );
+    let other = broker.publish_as(Some("p-2"), vec![confirmed(3)]).await?;
+    for expected in [first.first_seq, first.last_seq, other.first_seq] {
+        let frame = page.next_frame().await?;
+        ensure!(Some(frame.seq) == expected, "{frame:?}, not {expected:?}");
+    }
+    page.silent_for(Duration::from_millis(300)).await?;
+    page.close().await?;
+    let stats = broker.stats().await?;
+    ensure!(stats.counters.repeats == 1, "{:?}", stats.counters);
+    Ok(())
 }
 
 /// A page rendered at `head` that connects after more was published gets what it missed, then

@@ -8,6 +8,7 @@
 //! scenarios share the replay, written and read by the oracle once per run ([`replay`]), and
 //! nothing else: each starts its own sidecars and stack.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -454,4 +455,155 @@ async fn a_restart_mid_replay_loses_and_duplicates_nothing() {
     }
     .await;
     report(result, Some(&stack));
+}
+
+/// The broker refuses every publish for a while (its test hook) as the listener records the whole
+/// replay: what changed waits in the listener's outbox and reaches the pages once the broker
+/// takes publishes again. A page open throughout and one that left during the outage and came
+/// back (`since`) end with every message once, in order, and what they show is what D1 holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_delays_pages_and_loses_them_nothing() {
+    let replay = replay().await.expect("replay");
+    let sidecar =
+        listening::start_sidecar(&replay.dir, &replay.file, "outage", &[]).expect("sidecar");
+    let config = listening::test_config("listener-outage", "poll", &[&sidecar.url])
+        .expect("config")
+        // Room for every message, so the page that comes back is sent what it missed.
+        .with_var(Worker::Broker, "LOG_CAPACITY", "100000");
+    let tools = xtask::toolchain::Tools::locate().expect("tools");
+    let stack = tokio::task::block_in_place(|| Stack::start(&tools, config)).expect("stack");
+    let result = async {
+        let broker = e2e::Broker::new(stack.port());
+        broker.refuse(600_000).await?;
+        let head = broker.head().await?;
+        let mut open = Page::connect(stack.port(), Some(head)).await?;
+        let leaving = Page::connect(stack.port(), Some(head)).await?;
+        e2e::backfilling::wake(&stack).await?;
+        // The whole replay is in D1 while the broker takes nothing.
+        let status =
+            listening::wait_for_cursor(&stack, replay.last_us, Duration::from_secs(90)).await?;
+        same_tables(&stack, replay).await?;
+        let waiting = status["outbox"]["messages"].as_u64().unwrap_or(0);
+        ensure!(
+            waiting > 0 && counter(&status, "publish_failures") > 0,
+            "nothing waits in the outbox: {status}"
+        );
+        leaving.close().await?;
+        open.silent_for(Duration::from_millis(500)).await?;
+
+        broker.refuse(0).await?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        let status = loop {
+            // The counters are stored at the end of the alarm that emptied the outbox.
+            let status = listening::status(&stack).await?;
+            if status["outbox"]["publishes"].as_u64() == Some(0)
+                && counter(&status, "published") >= waiting
+            {
+                break status;
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the outbox never emptied: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let published = counter(&status, "published");
+        ensure!(
+            published == waiting,
+            "{published} messages published, {waiting} waited: {status}"
+        );
+        let mut back = Page::connect(stack.port(), Some(head)).await?;
+        let open = shown(&mut open, head, published).await?;
+        let back = shown(&mut back, head, published).await?;
+        let tables = Tables::of_stack(&stack.config().persist_dir).await?;
+        for (page, shown) in [("the open page", &open), ("the page back", &back)] {
+            let expected = shown_by_d1(&tables, &shown.reactivated);
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|(u, s)| shown.statuses.get(*u) != Some(s))
+                .collect();
+            let extra: Vec<_> = shown
+                .statuses
+                .iter()
+                .filter(|(u, s)| !shown.reactivated.contains(&s.0) && !expected.contains_key(*u))
+                .collect();
+            ensure!(
+                missing.is_empty() && extra.is_empty(),
+                "{page} differs from D1 ({} shown): missing or other {} {:?}, extra {} {:?}",
+                expected.len(),
+                missing.len(),
+                missing.iter().take(3).collect::<Vec<_>>(),
+                extra.len(),
+                extra.iter().take(3).collect::<Vec<_>>()
+            );
+        }
+        Ok(())
+    }
+    .await;
+    report(result, Some(&stack));
+}
+
+/// What a page shows after applying its messages as the page's script does: statuses by uri
+/// (author, emoji); an account's deactivation hides its statuses; a reactivation is shown on the
+/// next load (those authors are left out of the comparison).
+#[derive(Default)]
+struct Shown {
+    statuses: BTreeMap<String, (String, String)>,
+    reactivated: BTreeSet<String>,
+}
+
+/// What D1 has a page show: statuses not deleted, of active accounts, but for `left_out`'s.
+fn shown_by_d1(tables: &Tables, left_out: &BTreeSet<String>) -> BTreeMap<String, (String, String)> {
+    let inactive: BTreeSet<&str> = tables
+        .account
+        .iter()
+        .filter(|row| row["active"] == 0)
+        .filter_map(|row| row["did"].as_str())
+        .collect();
+    tables
+        .status
+        .iter()
+        .filter(|row| row["deleted"] == 0)
+        .filter_map(|row| {
+            let text = |key: &str| row[key].as_str().unwrap_or_default().to_owned();
+            let did = text("author_did");
+            (!inactive.contains(did.as_str()) && !left_out.contains(&did))
+                .then(|| (text("uri"), (did, text("status"))))
+        })
+        .collect()
+}
+
+/// Reads `count` frames from `page`, which must be numbered `after + 1` onwards without a gap or
+/// a repeat, then nothing more; returns what they leave shown.
+async fn shown(page: &mut Page, after: u64, count: u64) -> Result<Shown> {
+    let mut shown = Shown::default();
+    for k in 1..=count {
+        let frame = page.next_frame().await?;
+        ensure!(
+            frame.seq == after + k,
+            "frame {k} of {count} is numbered {}, not {}",
+            frame.seq,
+            after + k
+        );
+        match frame.message {
+            ServerMessage::StatusUpserted { status } => {
+                shown
+                    .statuses
+                    .insert(status.uri, (status.author_did, status.status));
+            }
+            ServerMessage::StatusDeleted { uri, .. } => {
+                shown.statuses.remove(&uri);
+            }
+            ServerMessage::AccountChanged { did, active } => {
+                if active {
+                    shown.reactivated.insert(did);
+                } else {
+                    shown.statuses.retain(|_, (author, _)| *author != did);
+                }
+            }
+            _ => {}
+        }
+    }
+    page.silent_for(Duration::from_millis(500)).await?;
+    Ok(shown)
 }

@@ -116,6 +116,7 @@ impl StackConfig {
             public: None,
         }
         .with_var(Worker::Edge, "TEST_HOOKS", "on")
+        .with_var(Worker::Broker, "TEST_HOOKS", "on")
         .with_unreached_limits()
         // Never the public network: a test that wants a Jetstream starts a sidecar and says so.
         .with_var(Worker::Listener, "JETSTREAM_URLS", NO_JETSTREAM)

@@ -1,6 +1,6 @@
 //! The broker's durable state, in its Durable Object's own SQLite: the recent log of sequenced
-//! frames (what a reconnecting page can be sent), the head sequence number, and the counters that
-//! `/health` reports.
+//! frames (what a reconnecting page can be sent), the ids of the publishes in it (a publish sent
+//! again is sequenced once), the head sequence number, and the counters that `/health` reports.
 //!
 //! Every method is synchronous: SQL storage calls do not yield, so nothing else runs in the object
 //! between giving out a sequence number, logging the frame and sending it. Writes made in one event
@@ -16,7 +16,9 @@ use worker::{Result, SqlStorage, SqlStorageValue};
 
 const SCHEMA: &str =
     "CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY NOT NULL);";
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY NOT NULL);
+CREATE TABLE IF NOT EXISTS published (id TEXT PRIMARY KEY, first_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL);";
 
 /// How many publish-to-fan-out samples the timings are computed over.
 const SAMPLES: usize = 128;
@@ -50,6 +52,12 @@ struct OldestRow {
 #[derive(Deserialize)]
 struct FrameRow {
     frame: String,
+}
+
+#[derive(Deserialize)]
+struct PublishedRow {
+    first_seq: i64,
+    last_seq: i64,
 }
 
 /// The open log. One per object instance, opened on first use.
@@ -144,8 +152,54 @@ impl Feed {
             let keep_from = self.head.saturating_sub(self.capacity) + 1;
             self.sql
                 .exec("DELETE FROM log WHERE seq < ?", vec![int(keep_from)])?;
+            self.sql.exec(
+                "DELETE FROM published WHERE last_seq < ?",
+                vec![int(keep_from)],
+            )?;
         }
         Ok(frames)
+    }
+
+    /// The sequence numbers the publish `id` was given, if it is still in the log.
+    pub fn sequenced(&self, id: &str) -> Result<Option<(u64, u64)>> {
+        Ok(self
+            .sql
+            .exec(
+                "SELECT first_seq, last_seq FROM published WHERE id = ?",
+                vec![id.into()],
+            )?
+            .to_array::<PublishedRow>()?
+            .first()
+            .map(|row| (row.first_seq as u64, row.last_seq as u64)))
+    }
+
+    /// Remembers that the publish `id` was given `first..=last` (kept as long as its frames are).
+    pub fn remember(&self, id: &str, first: u64, last: u64) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR IGNORE INTO published (id, first_seq, last_seq) VALUES (?, ?, ?)",
+            vec![id.into(), int(first), int(last)],
+        )?;
+        Ok(())
+    }
+
+    /// Until when publishes are refused (a test hook's outage; 0: they are not).
+    pub fn refusing_until(&self) -> Result<i64> {
+        Ok(self
+            .sql
+            .exec("SELECT value FROM meta WHERE key = 'refuse_until'", None)?
+            .to_array::<IntValue>()?
+            .first()
+            .map_or(0, |row| row.value))
+    }
+
+    /// Refuses publishes until `until_ms`.
+    pub fn refuse_until(&self, until_ms: i64) -> Result<()> {
+        self.sql.exec(
+            "INSERT INTO meta (key, value) VALUES ('refuse_until', ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            vec![until_ms.into()],
+        )?;
+        Ok(())
     }
 
     /// The logged frames after `seq`, oldest first.

@@ -10,7 +10,7 @@ mod feed;
 
 use std::cell::{Cell, RefCell, RefMut};
 use workers_common::now_ms;
-use workers_common::vars::number;
+use workers_common::vars::{number, text};
 
 use domain::internal::{self, BrokerHead, BrokerStats, PublishAck};
 use domain::limit::{Admission, SocketCaps};
@@ -40,7 +40,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         internal::BROKER_WS
         | internal::BROKER_PUBLISH
         | internal::BROKER_STATS
-        | internal::BROKER_HEAD => {
+        | internal::BROKER_HEAD
+        | internal::BROKER_REFUSE => {
             let hub = env.durable_object("BROKER")?.get_by_name(HUB_NAME)?;
             hub.fetch_with_request(req).await
         }
@@ -56,6 +57,8 @@ struct Config {
     idle_timeout_ms: i64,
     /// Open sockets kept per network and in all (`MAX_SOCKETS_PER_NETWORK`, `MAX_SOCKETS`).
     caps: SocketCaps,
+    /// `TEST_HOOKS=on` (test stacks only; the deploy refuses it): [`internal::BROKER_REFUSE`].
+    test_hooks: bool,
 }
 
 impl Config {
@@ -73,6 +76,7 @@ impl Config {
                 ) as usize,
                 total: number(env, "MAX_SOCKETS", default.total as i64, 1..=32_768) as usize,
             },
+            test_hooks: text(env, "TEST_HOOKS").as_deref() == Some("on"),
         }
     }
 
@@ -229,6 +233,17 @@ impl Broker {
             (Method::Get, internal::BROKER_HEAD) => {
                 let seq = self.feed()?.head();
                 workers_common::json_response(200, &BrokerHead { seq })
+            }
+            (Method::Post, internal::BROKER_REFUSE) if self.config.test_hooks => {
+                let ms: i64 = req
+                    .url()?
+                    .query_pairs()
+                    .find(|(key, _)| key == "ms")
+                    .and_then(|(_, value)| value.parse().ok())
+                    .unwrap_or(0);
+                self.feed()?.refuse_until(now_ms() + ms.clamp(0, 600_000))?;
+                tracing::warn!(ms, "publishes refused (test hook)");
+                Response::empty()
             }
             _ => workers_common::text_error(404, "no such broker route"),
         }
@@ -404,7 +419,31 @@ impl Broker {
         }
         let now = now_ms();
         let mut feed = self.feed()?;
+        if self.config.test_hooks && now < feed.refusing_until()? {
+            feed.count(|c| c.refused_publishes += 1);
+            feed.save(now)?;
+            return workers_common::text_error(503, "refusing publishes (test hook)");
+        }
+        // A publish sent again (its answer was lost) is acknowledged as it was, not shown twice.
+        if let Some(id) = &publish.id {
+            if let Some((first, last)) = feed.sequenced(id)? {
+                feed.count(|c| c.repeats += 1);
+                feed.save(now)?;
+                tracing::info!(id, first, last, "a publish sent again; already sequenced");
+                let ack = PublishAck {
+                    first_seq: Some(first),
+                    last_seq: Some(last),
+                    delivered: 0,
+                };
+                return workers_common::json_response(200, &ack);
+            }
+        }
         let frames = feed.append(publish.messages)?;
+        if let (Some(id), Some((first, _)), Some((last, _))) =
+            (&publish.id, frames.first(), frames.last())
+        {
+            feed.remember(id, *first, *last)?;
+        }
         let sockets = open_sockets(&self.state);
         let (sent, failed) = send_all(&sockets, &frames);
         feed.count(|c| {

@@ -1,16 +1,67 @@
 //! Talking to the broker (and the listener) over their service bindings: one publish of changes
-//! to push, and GETs of the internal JSON routes (`domain::internal`).
+//! to push (handed to the listener's outbox when the broker does not take it), and GETs of the
+//! internal JSON routes (`domain::internal`).
 
 use domain::internal;
 use domain::wire::{Publish, ServerMessage};
-use worker::{Error, Fetcher, Method, Request, RequestInit, Result};
+use worker::{Error, Fetcher, Method, Request, RequestInit, Result, Stub};
 
-/// Sends `messages` to the broker in one publish, stamped with the time sent.
-pub async fn publish(broker: &Fetcher, messages: Vec<ServerMessage>) -> Result<()> {
-    let body = serde_json::to_string(&Publish {
+/// Where a publish the broker did not take is kept (the listener's outbox, docs/broker.md):
+/// through the listener's service binding (edge), or its object's stub (the backfill, in the
+/// listener's own worker).
+pub enum Keeper<'a> {
+    Service(&'a Fetcher),
+    Object(&'a Stub),
+}
+
+/// Sends `messages` to the broker in one publish with a new id; if the broker does not take it,
+/// hands it to `keeper`, which sends it again (same id) until the broker does. `Err` only when
+/// neither took it: then it is lost to open pages (D1 has it; they see it on reload).
+pub async fn publish(
+    broker: &Fetcher,
+    keeper: Keeper<'_>,
+    messages: Vec<ServerMessage>,
+) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let publish = new_publish(messages);
+    let Err(error) = send(broker, &publish).await else {
+        return Ok(());
+    };
+    tracing::warn!(%error, messages = publish.messages.len(), "the broker did not take a publish; handing it to the listener's outbox");
+    let body = serde_json::to_string(&publish)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(body.into()));
+    let request = Request::new_with_init(
+        &format!("https://listener{}", internal::LISTENER_OUTBOX),
+        &init,
+    )?;
+    let response = match keeper {
+        Keeper::Service(listener) => listener.fetch_request(request).await?,
+        Keeper::Object(stub) => stub.fetch_with_request(request).await?,
+    };
+    match response.status_code() {
+        200 => Ok(()),
+        code => Err(Error::RustError(format!(
+            "the broker failed ({error}) and the outbox answered {code}"
+        ))),
+    }
+}
+
+/// A publish of `messages` with a new id, stamped with the time sent.
+pub fn new_publish(messages: Vec<ServerMessage>) -> Publish {
+    let id = oauth::random::short_token().unwrap_or_else(|_| crate::now_ms().to_string());
+    Publish {
         messages,
         sent_at_ms: Some(crate::now_ms()),
-    })?;
+        id: Some(id),
+    }
+}
+
+/// Sends `publish` to the broker; `Ok` once the broker answered that it has it.
+pub async fn send(broker: &Fetcher, publish: &Publish) -> Result<()> {
+    let body = serde_json::to_string(publish)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));
     let url = format!("https://broker{}", internal::BROKER_PUBLISH);

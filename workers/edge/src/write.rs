@@ -249,15 +249,18 @@ fn json_refusal(status: u16, message: &str) -> Result<Response> {
     Ok(Response::from_json(&serde_json::json!({ "error": message }))?.with_status(status))
 }
 
-/// One publish to the broker; a failure is logged (pages catch up on reload), not an error:
-/// the change is already in the repo and in D1.
+/// One publish to the broker, handed to the listener's outbox if the broker does not take it; a
+/// failure of both is logged (pages catch up on reload), not an error: the change is already in
+/// the repo and in D1.
 pub async fn publish(env: &Env, messages: Vec<ServerMessage>) {
     let result = async {
         let broker = env.service("BROKER")?;
-        workers_common::broker::publish(&broker, messages).await
+        let listener = env.service("LISTENER")?;
+        let keeper = workers_common::broker::Keeper::Service(&listener);
+        workers_common::broker::publish(&broker, keeper, messages).await
     }
     .await;
     if let Err(error) = result {
-        tracing::error!(%error, "publishing to the broker failed");
+        tracing::error!(%error, "publishing to the broker failed, and keeping it too");
     }
 }

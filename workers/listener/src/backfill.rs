@@ -272,11 +272,16 @@ impl Backfill {
             );
             if !messages.is_empty() {
                 metered.spend(1);
-                if let Err(error) =
-                    workers_common::broker::publish(&self.env.service("BROKER")?, messages).await
+                let listener = self
+                    .env
+                    .durable_object("LISTENER")?
+                    .get_by_name(crate::LISTENER_NAME)?;
+                let keeper = workers_common::broker::Keeper::Object(&listener);
+                let broker = self.env.service("BROKER")?;
+                if let Err(error) = workers_common::broker::publish(&broker, keeper, messages).await
                 {
                     // D1 has it: pages see it on their next load.
-                    tracing::error!(%error, "publishing the backfill failed");
+                    tracing::error!(%error, "publishing the backfill failed, and keeping it too");
                 }
             }
         } else {

@@ -6,12 +6,14 @@
 //! up, `live` mode reconnects at once, a failure moves to the next URL after a backoff. Before a
 //! connection starts, the alarm is set as a watchdog past its longest possible end, so an
 //! invocation that dies is followed all the same. The pure work (validation, the D1 batch, the
-//! broker messages) is `domain::ingest`; docs/listener.md has the rules and their tests.
+//! broker messages) is `domain::ingest`; docs/listener.md has the rules and their tests. What
+//! the broker has not taken waits in the object's outbox ([`outbox`]), edge's included.
 //!
 //! This worker has no public route: edge reaches it through a service binding.
 
 mod backfill;
 mod config;
+mod outbox;
 mod record;
 mod session;
 
@@ -41,14 +43,18 @@ fn start() {
 }
 
 /// Entry point for service-binding calls, to the one listener object and the one backfill
-/// object: a wake wakes both; the status is the listener's, with the backfill's progress in it.
+/// object: a wake wakes both; the status is the listener's, with the backfill's progress in it;
+/// a publish edge could not deliver goes to the listener's outbox.
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let path = req.path();
+    let listener = env.durable_object("LISTENER")?.get_by_name(LISTENER_NAME)?;
+    if path == internal::LISTENER_OUTBOX {
+        return listener.fetch_with_request(req).await;
+    }
     if path != internal::LISTENER_WAKE && path != internal::LISTENER_STATUS {
         return workers_common::text_error(404, "no such listener route");
     }
-    let listener = env.durable_object("LISTENER")?.get_by_name(LISTENER_NAME)?;
     let mut status: ListenerStatus = listener.fetch_with_request(req).await?.json().await?;
     let backfill = env
         .durable_object("BACKFILL")?
@@ -74,6 +80,7 @@ pub struct Listener {
     config: Config,
     /// Whether this instance is in its alarm (reading) right now.
     running: Cell<bool>,
+    mailbox: outbox::Mailbox,
 }
 
 /// Clears a `running` flag when an alarm ends, however it ends (the listener's and the
@@ -89,11 +96,13 @@ impl Drop for Running<'_> {
 impl DurableObject for Listener {
     fn new(state: State, env: Env) -> Self {
         let config = Config::from_env(&env);
+        let mailbox = outbox::Mailbox::new(config.retry_ms);
         Self {
             state,
             env,
             config,
             running: Cell::new(false),
+            mailbox,
         }
     }
 
@@ -133,8 +142,43 @@ impl Listener {
                 workers_common::json_response(200, &self.status().await?)
             }
             internal::LISTENER_STATUS => workers_common::json_response(200, &self.status().await?),
+            internal::LISTENER_OUTBOX => self.keep(req).await,
             _ => workers_common::text_error(404, "no such listener route"),
         }
+    }
+
+    /// A publish edge could not deliver: kept in the outbox, tried at once if a try is due, and
+    /// the alarm set no later than the next try.
+    async fn keep(&self, mut req: Request) -> Result<Response> {
+        let publish: domain::wire::Publish = match req.json().await {
+            Ok(publish) => publish,
+            Err(error) => {
+                let message = format!("not a publish: {}", domain::bounded(&error.to_string()));
+                return workers_common::text_error(400, &message);
+            }
+        };
+        if publish.messages.len() > domain::wire::MAX_PUBLISH_MESSAGES {
+            return workers_common::text_error(413, "too many messages in one publish");
+        }
+        let storage = self.state.storage();
+        self.mailbox.load(&storage).await?;
+        self.mailbox.push_publish(publish);
+        storage
+            .put(outbox::KEY_OUTBOX, self.mailbox.snapshot())
+            .await?;
+        if self.mailbox.due() {
+            let broker = self.env.service("BROKER")?;
+            self.mailbox.flush(&broker, &storage, 1).await?;
+        }
+        if let Some(next_try) = self.mailbox.next_try_ms() {
+            let alarm = storage.get_alarm().await?;
+            if alarm.is_none_or(|at| at > next_try) {
+                storage
+                    .set_alarm((next_try - now_ms()).max(CONTINUE_MS))
+                    .await?;
+            }
+        }
+        workers_common::json_response(200, &self.mailbox.status())
     }
 
     /// One alarm: one connection to Jetstream, then the next alarm.
@@ -152,6 +196,22 @@ impl Listener {
         }
         self.running.set(true);
         let _running = Running(&self.running);
+        // What waits for the broker goes first (each batch after adds to it and tries again).
+        self.mailbox.load(&storage).await?;
+        if self.mailbox.due() {
+            let broker = self.env.service("BROKER")?;
+            match self
+                .mailbox
+                .flush(&broker, &storage, outbox::QUIET_TRIES)
+                .await
+            {
+                Ok(flushed) => {
+                    status.counters.published += flushed.delivered;
+                    status.counters.publish_failures += flushed.failures;
+                }
+                Err(error) => tracing::error!(%error, "storing the outbox failed"),
+            }
+        }
 
         let index = storage.get::<usize>(KEY_URL_INDEX).await?.unwrap_or(0);
         let url = self.config.url(index).to_owned();
@@ -163,9 +223,16 @@ impl Listener {
             number = status.counters.connects + 1
         );
         let seen_before = status.counters.seen;
-        let outcome = session::run(&self.config, &self.env, &storage, &mut status, &url)
-            .instrument(span)
-            .await;
+        let outcome = session::run(
+            &self.config,
+            &self.env,
+            &storage,
+            &mut status,
+            &url,
+            &self.mailbox,
+        )
+        .instrument(span)
+        .await;
         let next_ms = match outcome {
             Ok(end) if !end.is_failure() => {
                 status.consecutive_failures = 0;
@@ -205,6 +272,11 @@ impl Listener {
                 wait
             }
         };
+        // An outbox waiting for the broker is tried again when its wait is over.
+        let next_ms = match self.mailbox.next_try_ms() {
+            Some(at) => next_ms.min((at - now_ms()).max(CONTINUE_MS)),
+            None => next_ms,
+        };
         status.last_end_ms = Some(now_ms());
         storage.put(KEY_STATUS, &status).await?;
         storage.set_alarm(next_ms).await?;
@@ -224,7 +296,10 @@ impl Listener {
 
     async fn status(&self) -> Result<ListenerStatus> {
         let mut status = self.stored_status().await?;
-        status.next_alarm_ms = self.state.storage().get_alarm().await?;
+        let storage = self.state.storage();
+        status.next_alarm_ms = storage.get_alarm().await?;
+        self.mailbox.load(&storage).await?;
+        status.outbox = Some(self.mailbox.status());
         // Now, not as of the last batch: a stuck or stopped listener shows its lag growing.
         status.lag_ms = status.cursor_us.map(|cursor| now_ms() - cursor / 1_000);
         Ok(status)

@@ -1,5 +1,6 @@
 //! Recording one batch: `domain::ingest` plans it, D1 runs it as one transaction, the cursor is
-//! stored only after that committed, and what changed goes to the broker in one publish.
+//! stored only after that committed, in the same storage write as what changed, queued in the
+//! outbox (`crate::outbox`); then the outbox goes to the broker.
 
 use domain::cursor::InstanceSeq;
 use domain::ingest::Batch;
@@ -9,15 +10,28 @@ use worker::*;
 
 use workers_common::now_ms;
 
+use crate::outbox::{Mailbox, QUIET_TRIES};
+
 /// The storage key of the [`ListenerStatus`]: the cursor and the counters, saved after every
 /// batch that committed.
 pub const KEY_STATUS: &str = "status";
 
-pub struct Recorder {
+/// The status and the outbox, written together (their keys: [`KEY_STATUS`] and
+/// `crate::outbox::KEY_OUTBOX`).
+#[derive(serde::Serialize)]
+struct StatusAndOutbox<'a> {
+    status: &'a ListenerStatus,
+    outbox: domain::outbox::Outbox,
+}
+
+pub struct Recorder<'a> {
     db: D1Database,
     broker: Fetcher,
     /// The URL being read: the instance whose sequence numbers the batches carry.
     url: String,
+    mailbox: &'a Mailbox,
+    /// Tries of the outbox left while no batch comes.
+    quiet_tries: std::cell::Cell<u32>,
 }
 
 /// What a recorded batch covered.
@@ -29,12 +43,14 @@ pub struct Covered {
     pub events: u64,
 }
 
-impl Recorder {
-    pub fn new(env: &Env, url: &str) -> Result<Recorder> {
+impl<'a> Recorder<'a> {
+    pub fn new(env: &Env, url: &str, mailbox: &'a Mailbox) -> Result<Recorder<'a>> {
         Ok(Recorder {
             db: env.d1("DB")?,
             broker: env.service("BROKER")?,
             url: url.to_owned(),
+            mailbox,
+            quiet_tries: std::cell::Cell::new(QUIET_TRIES),
         })
     }
 
@@ -105,12 +121,20 @@ impl Recorder {
                 (None, _) => None,
             };
         }
-        // The cursor is stored (with the counters) only now that D1 has the batch; the publish
-        // comes after, so what pages are told is always in D1.
-        storage.put(KEY_STATUS, &*status).await?;
-        if !messages.is_empty() {
-            self.publish(status, messages).await;
+        // The cursor is stored (with the counters) only now that D1 has the batch, and in the
+        // same write as what changed, queued for the broker: what pages are told is always in
+        // D1, and a crash between the two loses neither.
+        if messages.is_empty() {
+            storage.put(KEY_STATUS, &*status).await?;
+        } else {
+            self.mailbox.push(messages);
+            let both = StatusAndOutbox {
+                status,
+                outbox: self.mailbox.snapshot(),
+            };
+            storage.put_multiple(both).await?;
         }
+        self.flush(storage, status, 1).await;
         tracing::info!(
             frames = batch.seen,
             changes = batch.changes,
@@ -124,20 +148,29 @@ impl Recorder {
         })
     }
 
-    /// One publish per batch. A failure is counted and logged, not retried: D1 already has the
-    /// data, and a page that missed it catches up when it reloads.
-    async fn publish(
-        &self,
-        status: &mut ListenerStatus,
-        messages: Vec<domain::wire::ServerMessage>,
-    ) {
-        let count = messages.len() as u64;
-        match workers_common::broker::publish(&self.broker, messages).await {
-            Ok(()) => status.counters.published += count,
-            Err(error) => {
-                status.counters.publish_failures += 1;
-                tracing::error!(%error, messages = count, "publishing to the broker failed");
-            }
+    /// Sends what is due in the outbox (at most `tries` publishes); a failure is counted and
+    /// logged, and the outbox tries again after its wait.
+    pub async fn flush(&self, storage: &Storage, status: &mut ListenerStatus, tries: u32) {
+        if !self.mailbox.due() {
+            return;
         }
+        match self.mailbox.flush(&self.broker, storage, tries).await {
+            Ok(flushed) => {
+                status.counters.published += flushed.delivered;
+                status.counters.publish_failures += flushed.failures;
+            }
+            Err(error) => tracing::error!(%error, "storing the outbox failed"),
+        }
+    }
+
+    /// While no batch comes: tries the outbox if it is due, a few times a connection (each try
+    /// is a subrequest).
+    pub async fn flush_quiet(&self, storage: &Storage, status: &mut ListenerStatus) {
+        let left = self.quiet_tries.get();
+        if left == 0 || !self.mailbox.due() {
+            return;
+        }
+        self.quiet_tries.set(left - 1);
+        self.flush(storage, status, 1).await;
     }
 }

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use worker::*;
 
 use crate::config::Config;
+use crate::outbox::Mailbox;
 use crate::record::Recorder;
 use workers_common::now_ms;
 
@@ -27,6 +28,7 @@ pub async fn run(
     storage: &Storage,
     status: &mut ListenerStatus,
     url: &str,
+    mailbox: &Mailbox,
 ) -> Result<End> {
     let started_ms = now_ms();
     let woke_us = started_ms * 1_000;
@@ -64,7 +66,7 @@ pub async fn run(
     let socket = WebSocket::connect(subscribe).await?;
     socket.accept()?;
     let mut events = socket.events()?;
-    let recorder = Recorder::new(env, url)?;
+    let recorder = Recorder::new(env, url, mailbox)?;
 
     let mut batcher = Batcher::new(config.rules, started_ms, resume.time_us(), status.pace);
     let outcome: Result<End> = loop {
@@ -92,7 +94,10 @@ pub async fn run(
             }
             Some(Some(Err(error))) => break Err(error),
             Some(None) => break Ok(End::Closed(1006)),
-            None => Event::Nothing,
+            None => {
+                recorder.flush_quiet(storage, status).await;
+                Event::Nothing
+            }
         };
         if let Some(frames) = batcher.on(now, event) {
             let covered = recorder.record(storage, status, &frames).await?;

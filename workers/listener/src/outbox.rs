@@ -1,0 +1,150 @@
+//! The listener's outbox (`domain::outbox`; docs/broker.md, "When the broker fails"): what the
+//! broker has not taken yet, its own and what edge could not deliver, held in memory and in the
+//! object's storage, and sent in order with a doubling wait between failed tries.
+//!
+//! The object is single-threaded but its handlers interleave at every `await` (edge's handing
+//! over a publish arrives while an alarm reads Jetstream), so the outbox lives in one
+//! `RefCell` that is never borrowed across an `await`: each change is made and stored whole.
+
+use std::cell::{Cell, RefCell};
+
+use domain::internal::OutboxStatus;
+use domain::outbox::Outbox;
+use domain::wire::{Publish, ServerMessage};
+use worker::{Fetcher, Result, Storage};
+
+use workers_common::now_ms;
+
+/// The storage key of the [`Outbox`].
+pub const KEY_OUTBOX: &str = "outbox";
+
+/// Tries one connection makes while no batch comes (a quiet network); each batch makes its own.
+pub const QUIET_TRIES: u32 = 5;
+
+pub struct Mailbox {
+    outbox: RefCell<Option<Outbox>>,
+    /// Ids of the publishes made here: this instance's prefix and a counter.
+    prefix: String,
+    next: Cell<u64>,
+    retry_ms: i64,
+}
+
+/// What one flush did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Flushed {
+    /// Messages the broker took.
+    pub delivered: u64,
+    /// Tries that failed.
+    pub failures: u64,
+}
+
+impl Mailbox {
+    pub fn new(retry_ms: i64) -> Mailbox {
+        let prefix = oauth::random::short_token().unwrap_or_else(|_| now_ms().to_string());
+        Mailbox {
+            outbox: RefCell::new(None),
+            prefix,
+            next: Cell::new(0),
+            retry_ms,
+        }
+    }
+
+    /// Reads the stored outbox, once per instance.
+    pub async fn load(&self, storage: &Storage) -> Result<()> {
+        if self.outbox.borrow().is_some() {
+            return Ok(());
+        }
+        let stored: Option<Outbox> = storage.get(KEY_OUTBOX).await?;
+        let mut slot = self.outbox.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(stored.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    fn with<T>(&self, change: impl FnOnce(&mut Outbox) -> T) -> T {
+        change(self.outbox.borrow_mut().get_or_insert_with(Outbox::default))
+    }
+
+    /// Queues the listener's own `messages` (after [`Mailbox::load`]); returns the messages
+    /// dropped to keep the outbox bounded.
+    pub fn push(&self, messages: Vec<ServerMessage>) -> u64 {
+        let id = || {
+            let n = self.next.get() + 1;
+            self.next.set(n);
+            format!("listener-{}-{n}", self.prefix)
+        };
+        let dropped = self.with(|outbox| outbox.push(messages, id));
+        if dropped > 0 {
+            tracing::error!(
+                dropped,
+                "the outbox is full; its oldest messages are dropped"
+            );
+        }
+        dropped
+    }
+
+    /// Queues a publish edge could not deliver, as it is (its id may already be sequenced).
+    pub fn push_publish(&self, publish: Publish) -> u64 {
+        let id = publish
+            .id
+            .unwrap_or_else(|| format!("edge-{}-{}", self.prefix, now_ms()));
+        let dropped = self.with(|outbox| outbox.push_fixed(id, publish.messages));
+        if dropped > 0 {
+            tracing::error!(
+                dropped,
+                "the outbox is full; its oldest messages are dropped"
+            );
+        }
+        dropped
+    }
+
+    /// The outbox as it is now, to store.
+    pub fn snapshot(&self) -> Outbox {
+        self.with(|outbox| outbox.clone())
+    }
+
+    pub fn due(&self) -> bool {
+        self.with(|outbox| outbox.due(now_ms()))
+    }
+
+    /// When the next try is due (unix ms), if anything waits.
+    pub fn next_try_ms(&self) -> Option<i64> {
+        self.with(|outbox| (!outbox.is_empty()).then_some(outbox.next_try_ms))
+    }
+
+    pub fn status(&self) -> OutboxStatus {
+        self.with(|outbox| OutboxStatus::of(outbox))
+    }
+
+    /// Sends up to `tries` due publishes, oldest first, stopping at the first failure; stores
+    /// the outbox after.
+    pub async fn flush(&self, broker: &Fetcher, storage: &Storage, tries: u32) -> Result<Flushed> {
+        let mut flushed = Flushed::default();
+        for _ in 0..tries {
+            let now = now_ms();
+            let Some(publish) = self.with(|outbox| outbox.next(now, now)) else {
+                break;
+            };
+            let id = publish.id.clone().unwrap_or_default();
+            let count = publish.messages.len() as u64;
+            match workers_common::broker::send(broker, &publish).await {
+                Ok(()) => {
+                    self.with(|outbox| outbox.delivered(&id));
+                    flushed.delivered += count;
+                }
+                Err(error) => {
+                    self.with(|outbox| outbox.failed(now_ms(), self.retry_ms));
+                    flushed.failures += 1;
+                    let status = self.status();
+                    tracing::error!(%error, messages = status.messages, attempts = status.attempts, "the broker did not take a publish; kept in the outbox");
+                    break;
+                }
+            }
+        }
+        if flushed.delivered > 0 || flushed.failures > 0 {
+            storage.put(KEY_OUTBOX, self.snapshot()).await?;
+        }
+        Ok(flushed)
+    }
+}
