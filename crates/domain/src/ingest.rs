@@ -148,14 +148,14 @@ impl Batch {
             sql::requeue_handle_lookups(&changed.into_iter().collect::<Vec<_>>()),
         );
         self.add(Part::Accounts, sql::set_account_states(&run.accounts));
-        let purged: BTreeSet<&str> = run
-            .accounts
-            .iter()
-            .filter(|a| a.purges())
-            .map(|a| a.did.as_str())
-            .collect();
-        for did in purged {
-            self.add(Part::Purge, vec![sql::purge_statuses(did)]);
+        // Per account, its latest deletion in the run.
+        let mut purged: std::collections::BTreeMap<&str, i64> = Default::default();
+        for account in run.accounts.iter().filter(|a| a.purges()) {
+            let at = purged.entry(account.did.as_str()).or_default();
+            *at = (*at).max(account.time_us);
+        }
+        for (did, time_us) in purged {
+            self.add(Part::Purge, vec![sql::purge_statuses(did, time_us)]);
         }
     }
 

@@ -460,12 +460,15 @@ pub fn accounts_of(dids: &[&str]) -> Vec<Statement> {
         .collect()
 }
 
-/// Turns all of a deleted account's statuses into tombstones (content cleared).
-pub fn purge_statuses(did: &str) -> Statement {
+/// Turns a deleted account's statuses into tombstones (content cleared): those the app saw by
+/// the deletion's time (`time_us`), not any written after it (the account came back). A deletion
+/// read again after a crash (Jetstream is read at least once) then purges what it purged the
+/// first time and nothing the account wrote since.
+pub fn purge_statuses(did: &str, time_us: i64) -> Statement {
     Statement::new(
         "UPDATE status SET status = '', created_at = '', cid = NULL, deleted = 1 \
-         WHERE author_did = ?1 AND deleted = 0",
-        vec![did.into()],
+         WHERE author_did = ?1 AND deleted = 0 AND indexed_at <= ?2",
+        vec![did.into(), (time_us / 1000).into()],
     )
 }
 

@@ -779,10 +779,10 @@ async fn deleted_accounts_are_purged() {
         ],
     )
     .await;
-    let deleted = account(DID_A, false, Some("deleted"), 10);
+    let deleted = account(DID_A, false, Some("deleted"), 3_000_000);
     assert!(deleted.purges());
     let mut statements = sql::set_account_states(&[deleted]);
-    statements.push(sql::purge_statuses(DID_A));
+    statements.push(sql::purge_statuses(DID_A, 3_000_000));
     batch(&pool, &statements).await;
     let left = sqlx::query("SELECT COUNT(*) FROM status WHERE author_did = ? AND status <> ''")
         .bind(DID_A)
@@ -798,6 +798,23 @@ async fn deleted_accounts_are_purged() {
         upsert(&pool, &[replay]).await.is_empty(),
         "a replay stays purged"
     );
+
+    // The account comes back and writes; the deletion read again (after a crash) purges only
+    // what it purged the first time.
+    let back = account(DID_A, true, None, 4_000_000);
+    batch(&pool, &sql::set_account_states(&[back])).await;
+    let later = status(DID_A, 5, "🌱", 5, 5000, Origin::Network);
+    assert_eq!(upsert(&pool, &[later]).await.len(), 1);
+    let again = account(DID_A, false, Some("deleted"), 3_000_000);
+    let mut statements = sql::set_account_states(&[again]);
+    statements.push(sql::purge_statuses(DID_A, 3_000_000));
+    batch(&pool, &statements).await;
+    let shown: Vec<String> = recent(&pool, 10)
+        .await
+        .into_iter()
+        .map(|(_, status, _)| status)
+        .collect();
+    assert_eq!(shown, ["🌱", "👀"], "what came after the deletion stays");
 }
 
 #[tokio::test]
@@ -1418,7 +1435,7 @@ async fn hot_queries_use_their_indexes() {
             sql::status_by_uri("at://x"),
             "USING INDEX sqlite_autoindex_status_1",
         ),
-        (sql::purge_statuses(DID_A), "INDEX status_author"),
+        (sql::purge_statuses(DID_A, 1), "INDEX status_author"),
         (sql::counts_changed(), "USING INDEX status_count_version"),
         (
             sql::statuses_page(

@@ -3,6 +3,7 @@
 //! routes reached through edge's test hooks (`TEST_HOOKS=on` stacks only).
 
 pub mod backfilling;
+pub mod chaos;
 pub mod hostile;
 pub mod listening;
 pub mod names;

@@ -26,6 +26,36 @@ pub fn generate(file: &Path, seed: u64, events: usize, malformed: f64) -> Result
     Ok(())
 }
 
+/// Writes to `dir` a replay of the generator's `events` (seeded by `seed`, 30% of them broken)
+/// with every hostile fixture of `crates/domain/tests/data/jetstream/hostile` mixed in, one
+/// every 80 frames; returns its path.
+pub fn hostile_replay(dir: &Path, seed: u64, events: usize) -> Result<PathBuf> {
+    let generated = dir.join("generated.jsonl");
+    generate(&generated, seed, events, 0.3)?;
+    let generated = std::fs::read_to_string(&generated)?;
+    let hostile_dir = xtask::paths::root().join("crates/domain/tests/data/jetstream/hostile");
+    let mut hostile: Vec<PathBuf> = std::fs::read_dir(&hostile_dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    hostile.sort();
+    let mut lines: Vec<String> = Vec::new();
+    let mut hostile = hostile.iter();
+    for (i, line) in generated.lines().enumerate() {
+        if i % 80 == 40 {
+            if let Some(path) = hostile.next() {
+                let bytes = std::fs::read(path)?;
+                let text = String::from_utf8_lossy(&bytes);
+                lines.push(text.trim_end_matches('\n').to_owned());
+            }
+        }
+        lines.push(line.to_owned());
+    }
+    ensure!(hostile.next().is_none(), "not every hostile fixture fit in");
+    let file = dir.join("replay.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n")?;
+    Ok(file)
+}
+
 /// A sidecar replaying `file` as fast as it is read, with its recorded times, and `faults`.
 pub fn start_sidecar(dir: &Path, file: &Path, name: &str, faults: &[&str]) -> Result<Sidecar> {
     let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--time", "keep", "--pace", "max"]

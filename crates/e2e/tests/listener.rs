@@ -47,30 +47,7 @@ async fn replay() -> Result<&'static Replay> {
 
 async fn make_replay() -> Result<Replay> {
     let dir = listening::run_dir("listener-replay")?;
-    let generated = dir.join("generated.jsonl");
-    tokio::task::block_in_place(|| listening::generate(&generated, 11, EVENTS, 0.3))?;
-    let generated = std::fs::read_to_string(&generated)?;
-    let hostile_dir = xtask::paths::root().join("crates/domain/tests/data/jetstream/hostile");
-    let mut hostile: Vec<PathBuf> = std::fs::read_dir(&hostile_dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()?;
-    hostile.sort();
-    // One hostile frame every 80 generated ones.
-    let mut lines: Vec<String> = Vec::new();
-    let mut hostile = hostile.iter();
-    for (i, line) in generated.lines().enumerate() {
-        if i % 80 == 40 {
-            if let Some(path) = hostile.next() {
-                let bytes = std::fs::read(path)?;
-                let text = String::from_utf8_lossy(&bytes);
-                lines.push(text.trim_end_matches('\n').to_owned());
-            }
-        }
-        lines.push(line.to_owned());
-    }
-    ensure!(hostile.next().is_none(), "not every hostile fixture fit in");
-    let file = dir.join("replay.jsonl");
-    std::fs::write(&file, lines.join("\n") + "\n")?;
+    let file = tokio::task::block_in_place(|| listening::hostile_replay(&dir, 11, EVENTS))?;
 
     let sidecar = listening::start_sidecar(&dir, &file, "plain", &[])?;
     let frames = tables::served_frames(&sidecar.url, Duration::from_secs(2)).await?;

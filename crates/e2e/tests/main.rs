@@ -4,6 +4,7 @@
 
 mod backfill;
 mod broker;
+mod chaos;
 mod chromium;
 mod confidential;
 mod deploy;

@@ -124,20 +124,25 @@ fn sidecar_throughput() -> Result<String> {
 /// per socket), `edge-bench` (CPU per request of pages and status writes), `backfill-bench` (the
 /// backfill's subrequests, D1 rows, time and CPU per 1,000 accounts).
 fn load_client(tools: &Tools, bin: &str) -> Result<String> {
+    process::output(&mut client(tools, bin, &[])?)
+}
+
+/// `cargo xtask chaos ARGS`: the crash campaign (`e2e`'s `chaos` binary, built like the load
+/// clients), its progress and its table row on this terminal.
+pub fn chaos(tools: &Tools, args: &[String]) -> Result<()> {
+    process::run(&mut client(tools, "chaos", args)?)
+}
+
+/// The workers built, and the command that runs `e2e`'s binary `bin` with `args`.
+fn client(tools: &Tools, bin: &str, args: &[String]) -> Result<std::process::Command> {
     crate::workers::build_all(tools)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
-    cmd.current_dir(paths::root()).args([
-        "run",
-        "--quiet",
-        "--profile",
-        "bench-client",
-        "-p",
-        "e2e",
-        "--bin",
-        bin,
-    ]);
-    process::output(&mut cmd)
+    cmd.current_dir(paths::root())
+        .args(["run", "--quiet", "--profile", "bench-client", "-p", "e2e"])
+        .args(["--bin", bin, "--"])
+        .args(args);
+    Ok(cmd)
 }
 
 /// Bundle sizes, stack start-up and request latency of the skeleton.

@@ -27,6 +27,9 @@ usage: cargo xtask <command>
   session-key             print a new entry for the SESSION_KEYS secret (sessions sealed at rest)
   bench [NAME...]         benchmarks (foundation, sidecar, broker, edge, backfill; default all)
                           into docs/benchmarks.md
+  chaos [--events N] [--rounds R] [--seed S]
+                          a crash campaign: the stack and the sidecar killed at random points,
+                          D1 compared with the oracle (docs/reliability.md)
 ";
 
 fn main() {
@@ -60,6 +63,7 @@ fn run(args: &[String]) -> Result<()> {
         "oauth-key" => oauth_key(),
         "session-key" => session_key(),
         "bench" => bench::run(&Tools::ensure()?, rest),
+        "chaos" => bench::chaos(&Tools::ensure()?, rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -406,6 +406,12 @@ impl Group {
         let _ = self.child.wait();
     }
 
+    /// Ends the group at once with SIGKILL (a crash: nothing gets to clean up).
+    pub fn kill(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+
     fn signal(&self, signal: &str) {
         let pid = self.child.id();
         let target = if self.own_group {

@@ -40,7 +40,7 @@ pub fn build() -> Result<()> {
 
 /// A running sidecar.
 pub struct Sidecar {
-    _group: Group,
+    group: Group,
     /// `ws://127.0.0.1:<port>/subscribe`
     pub url: String,
 }
@@ -67,6 +67,11 @@ impl Sidecar {
         let Some(url) = url else {
             bail!("the sidecar did not start:\n{}", file_tail(log_file, 30));
         };
-        Ok(Sidecar { _group: group, url })
+        Ok(Sidecar { group, url })
+    }
+
+    /// Kills it with SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        self.group.kill();
     }
 }

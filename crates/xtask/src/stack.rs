@@ -276,6 +276,14 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Kills the whole stack with SIGKILL (wrangler and every workerd: a crash, nothing flushed)
+    /// and starts it again on the same state with `config`.
+    pub fn crash_and_restart(&mut self, tools: &Tools, config: StackConfig) -> Result<()> {
+        self.group.kill();
+        *self = Stack::start(tools, config)?;
+        Ok(())
+    }
+
     /// Ends wrangler and starts it again with `config` (usually this stack's own with a var
     /// changed, as a redeploy changes it): same port, same state folder if `config` says so.
     pub fn restart(&mut self, tools: &Tools, config: StackConfig) -> Result<()> {
