@@ -88,8 +88,13 @@ impl Page {
 
     /// The next text frame (pings and pongs at the WebSocket level are skipped).
     pub async fn next_text(&mut self) -> Result<String> {
+        self.next_text_within(FRAME_TIMEOUT).await
+    }
+
+    /// [`Page::next_text`], waiting at most `wait`.
+    pub async fn next_text_within(&mut self, wait: Duration) -> Result<String> {
         loop {
-            let message = tokio::time::timeout(FRAME_TIMEOUT, self.socket.next())
+            let message = tokio::time::timeout(wait, self.socket.next())
                 .await
                 .context("no frame within the timeout")?
                 .context("the socket ended")??;
@@ -103,7 +108,12 @@ impl Page {
 
     /// The next sequenced frame from the broker.
     pub async fn next_frame(&mut self) -> Result<ServerFrame> {
-        let text = self.next_text().await?;
+        self.next_frame_within(FRAME_TIMEOUT).await
+    }
+
+    /// [`Page::next_frame`], waiting at most `wait`.
+    pub async fn next_frame_within(&mut self, wait: Duration) -> Result<ServerFrame> {
+        let text = self.next_text_within(wait).await?;
         serde_json::from_str(&text).with_context(|| format!("not a server frame: {text}"))
     }
 

@@ -213,7 +213,8 @@ fn row_json(row: &SqliteRow) -> serde_json::Value {
     serde_json::Value::Object(object)
 }
 
-/// Every frame a Jetstream URL serves from `cursor=0`, read until it has been silent for `quiet`.
+/// Every frame a Jetstream URL serves from `cursor=0`, read until it has been silent for `quiet`
+/// (the first may take up to a minute: a large replay is read before it is served).
 pub async fn served_frames(subscribe_url: &str, quiet: std::time::Duration) -> Result<Vec<String>> {
     let url = format!(
         "{subscribe_url}?wantedCollections={}&cursor=0",
@@ -221,7 +222,10 @@ pub async fn served_frames(subscribe_url: &str, quiet: std::time::Duration) -> R
     );
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await?;
     let mut frames = Vec::new();
-    while let Ok(Some(message)) = tokio::time::timeout(quiet, socket.next()).await {
+    let first = std::time::Duration::from_secs(60);
+    while let Ok(Some(message)) =
+        tokio::time::timeout(if frames.is_empty() { first } else { quiet }, socket.next()).await
+    {
         if let tokio_tungstenite::tungstenite::Message::Text(text) = message? {
             frames.push(text.to_string());
         }

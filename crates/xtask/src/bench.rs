@@ -133,6 +133,11 @@ pub fn chaos(tools: &Tools, args: &[String]) -> Result<()> {
     process::run(&mut client(tools, "chaos", args)?)
 }
 
+/// `cargo xtask soak ARGS`: the soak (`e2e`'s `soak` binary), its table on this terminal.
+pub fn soak(tools: &Tools, args: &[String]) -> Result<()> {
+    process::run(&mut client(tools, "soak", args)?)
+}
+
 /// The workers built, and the command that runs `e2e`'s binary `bin` with `args`.
 fn client(tools: &Tools, bin: &str, args: &[String]) -> Result<std::process::Command> {
     crate::workers::build_all(tools)?;

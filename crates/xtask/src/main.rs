@@ -30,6 +30,9 @@ usage: cargo xtask <command>
   chaos [--events N] [--rounds R] [--seed S]
                           a crash campaign: the stack and the sidecar killed at random points,
                           D1 compared with the oracle (docs/reliability.md)
+  soak [--minutes M] [--pages P]
+                          the local app live for M minutes (30) with P pages (1000), memory,
+                          lag and delivery sampled (docs/reliability.md)
 ";
 
 fn main() {
@@ -64,6 +67,7 @@ fn run(args: &[String]) -> Result<()> {
         "session-key" => session_key(),
         "bench" => bench::run(&Tools::ensure()?, rest),
         "chaos" => bench::chaos(&Tools::ensure()?, rest),
+        "soak" => bench::soak(&Tools::ensure()?, rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -70,6 +70,11 @@ impl Sidecar {
         Ok(Sidecar { group, url })
     }
 
+    /// Its resident memory (bytes).
+    pub fn rss(&self) -> u64 {
+        self.group.rss().iter().map(|(_, bytes)| bytes).sum()
+    }
+
     /// Kills it with SIGKILL (a crash).
     pub fn kill(&mut self) {
         self.group.kill();
