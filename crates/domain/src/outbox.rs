@@ -7,8 +7,11 @@
 //! with an id of its own ([`Publish::id`]), the same on every try, and the broker sequences an
 //! id once: a publish whose answer was lost and is sent again is not shown twice.
 //!
-//! The outbox is bounded ([`MAX_MESSAGES`]): past it, the oldest publishes are dropped and
-//! counted (those pages catch up when they reload, as they would after a broker restart).
+//! The outbox is bounded by its stored size ([`MAX_BYTES`], under the platform's 2 MB a stored
+//! value): past it, the oldest publishes are dropped and counted, and a `reload` goes first to
+//! the pages, so that they learn they missed something and load what D1 holds. A publish the
+//! broker refuses for good (a 4xx: too big, not a publish) is dropped and counted too, so that
+//! it cannot hold back the rest for ever.
 
 use std::collections::VecDeque;
 
@@ -16,19 +19,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::{Publish, ServerMessage, MAX_PUBLISH_MESSAGES};
 
-/// The most messages the outbox keeps; past it the oldest publishes are dropped.
-pub const MAX_MESSAGES: usize = 20_000;
+/// The most the publishes waiting may weigh as stored (JSON), well under the 2 MB a Durable
+/// Object's stored value may be.
+pub const MAX_BYTES: usize = 1_500_000;
 /// The longest wait between two tries (or 16 times the first wait, if that is shorter).
 pub const MAX_RETRY_MS: i64 = 60_000;
+/// Why pages are told to reload when the outbox dropped what they should have been sent.
+pub const RELOAD_REASON: &str = "updates were missed while the broker was down";
 
 /// One publish waiting for the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     pub id: String,
     pub messages: Vec<ServerMessage>,
-    /// Sent at least once: its content is fixed (the broker may have sequenced it).
+    /// Sent at least once (or perhaps, before a restart): its content is fixed (the broker may
+    /// have sequenced it under its id).
     #[serde(default)]
     pub sent: bool,
+    /// Its messages' size as JSON.
+    #[serde(default)]
+    pub bytes: usize,
+}
+
+impl Pending {
+    fn new(id: String, messages: Vec<ServerMessage>, sent: bool) -> Pending {
+        let bytes = json_size(&messages);
+        Pending {
+            id,
+            messages,
+            sent,
+            bytes,
+        }
+    }
+}
+
+fn json_size(messages: &[ServerMessage]) -> usize {
+    serde_json::to_string(messages).map_or(0, |json| json.len())
 }
 
 /// What the outbox has done, for `/health`.
@@ -43,6 +69,9 @@ pub struct OutboxCounters {
     /// Messages dropped because the outbox was full.
     #[serde(default)]
     pub dropped: u64,
+    /// Messages of publishes the broker refused for good (a 4xx).
+    #[serde(default)]
+    pub rejected: u64,
 }
 
 /// The publishes waiting, oldest first, and when the next try is due.
@@ -61,52 +90,71 @@ pub struct Outbox {
 
 impl Outbox {
     /// Queues `messages` after what is waiting: into the last publish if it was never sent and
-    /// has room, else as a new one with the id `new_id` gives. Returns the messages dropped to
-    /// keep the outbox within [`MAX_MESSAGES`].
-    pub fn push(&mut self, messages: Vec<ServerMessage>, new_id: impl FnOnce() -> String) -> u64 {
-        if messages.is_empty() {
-            return 0;
+    /// has room, else as new ones (at most [`MAX_PUBLISH_MESSAGES`] each) with ids from `new_id`.
+    /// Returns the messages dropped to stay within [`MAX_BYTES`].
+    pub fn push(
+        &mut self,
+        mut messages: Vec<ServerMessage>,
+        new_id: &mut impl FnMut() -> String,
+    ) -> u64 {
+        if let Some(last) = self.pending.back_mut().filter(|last| !last.sent) {
+            let room = MAX_PUBLISH_MESSAGES.saturating_sub(last.messages.len());
+            let rest = messages.split_off(room.min(messages.len()));
+            last.messages.extend(messages);
+            last.bytes = json_size(&last.messages);
+            messages = rest;
         }
-        match self.pending.back_mut() {
-            Some(last)
-                if !last.sent && last.messages.len() + messages.len() <= MAX_PUBLISH_MESSAGES =>
-            {
-                last.messages.extend(messages)
-            }
-            _ => self.pending.push_back(Pending {
-                id: new_id(),
-                messages,
-                sent: false,
-            }),
+        while !messages.is_empty() {
+            let rest = messages.split_off(MAX_PUBLISH_MESSAGES.min(messages.len()));
+            self.pending
+                .push_back(Pending::new(new_id(), messages, false));
+            messages = rest;
         }
-        self.bound()
+        self.bound(new_id)
     }
 
     /// Queues a publish another worker already tried (edge's), as one publish of its own with its
-    /// own id, never added to. Returns the messages dropped to stay within [`MAX_MESSAGES`].
-    pub fn push_fixed(&mut self, id: String, messages: Vec<ServerMessage>) -> u64 {
+    /// own id, never added to. Returns the messages dropped to stay within [`MAX_BYTES`].
+    pub fn push_fixed(
+        &mut self,
+        id: String,
+        messages: Vec<ServerMessage>,
+        new_id: &mut impl FnMut() -> String,
+    ) -> u64 {
         if messages.is_empty() {
             return 0;
         }
-        self.pending.push_back(Pending {
-            id,
-            messages,
-            sent: true,
-        });
-        self.bound()
+        self.pending.push_back(Pending::new(id, messages, true));
+        self.bound(new_id)
     }
 
-    /// Drops the oldest publishes past [`MAX_MESSAGES`] (never the newest); returns how many
-    /// messages went.
-    fn bound(&mut self) -> u64 {
+    /// Drops the oldest publishes past [`MAX_BYTES`] (never the newest) and, if any went, puts a
+    /// `reload` first; returns how many messages went.
+    fn bound(&mut self, new_id: &mut impl FnMut() -> String) -> u64 {
         let mut dropped = 0;
-        while self.messages() > MAX_MESSAGES && self.pending.len() > 1 {
+        while self.bytes() > MAX_BYTES && self.pending.len() > 1 {
             if let Some(oldest) = self.pending.pop_front() {
-                dropped += oldest.messages.len() as u64;
+                dropped += oldest
+                    .messages
+                    .iter()
+                    .filter(|m| !matches!(m, ServerMessage::Reload { .. }))
+                    .count() as u64;
             }
         }
-        self.counters.dropped += dropped;
+        if dropped > 0 {
+            self.counters.dropped += dropped;
+            let reload = ServerMessage::Reload {
+                reason: RELOAD_REASON.to_owned(),
+            };
+            self.pending
+                .push_front(Pending::new(new_id(), vec![reload], false));
+        }
         dropped
+    }
+
+    /// The publishes' size as stored.
+    pub fn bytes(&self) -> usize {
+        self.pending.iter().map(|p| p.bytes).sum()
     }
 
     /// Messages waiting.
@@ -116,6 +164,14 @@ impl Outbox {
 
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
+    }
+
+    /// After a restart: any publish may have been sent before it (the flag is stored after the
+    /// try), so none is added to.
+    pub fn all_sent(&mut self) {
+        for pending in &mut self.pending {
+            pending.sent = true;
+        }
     }
 
     /// Whether a try is due at `now_ms`.
@@ -139,14 +195,30 @@ impl Outbox {
     }
 
     /// The broker took the publish `id`: it leaves the outbox, and the next is due at once.
-    pub fn delivered(&mut self, id: &str) {
-        let before = self.pending.len();
-        self.pending.retain(|p| p.id != id);
-        if self.pending.len() < before {
+    /// Returns the messages it held (none if another try already took it out).
+    pub fn delivered(&mut self, id: &str) -> u64 {
+        let taken = self.remove(id);
+        if taken.is_some() {
             self.counters.delivered += 1;
         }
         self.attempts = 0;
         self.next_try_ms = 0;
+        taken.unwrap_or(0)
+    }
+
+    /// The broker refused the publish `id` for good: it is dropped and counted, and the next is
+    /// due at once.
+    pub fn rejected(&mut self, id: &str) {
+        if let Some(messages) = self.remove(id) {
+            self.counters.rejected += messages;
+        }
+        self.attempts = 0;
+        self.next_try_ms = 0;
+    }
+
+    fn remove(&mut self, id: &str) -> Option<u64> {
+        let at = self.pending.iter().position(|p| p.id == id)?;
+        self.pending.remove(at).map(|p| p.messages.len() as u64)
     }
 
     /// A try failed at `now_ms`: the next waits `retry_ms`, doubled for each failure in a row,
@@ -190,7 +262,8 @@ mod tests {
         assert_eq!((first.id.as_deref(), first.messages.len()), (Some("p1"), 5));
         outbox.push(confirmed(1), &mut id);
         assert_eq!(outbox.pending.len(), 2, "a sent publish is fixed");
-        outbox.delivered("p1");
+        assert_eq!(outbox.delivered("p1"), 5);
+        assert_eq!(outbox.delivered("p1"), 0, "taken once, counted once");
         let second = outbox.next(0, 0).unwrap();
         assert_eq!(second.id.as_deref(), Some("p2"));
         outbox.delivered("p2");
@@ -199,9 +272,26 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_larger_than_a_publish_is_split_and_a_restart_fixes_every_publish() {
+        let mut outbox = Outbox::default();
+        let mut id = ids();
+        outbox.push(confirmed(10), &mut id);
+        outbox.push(confirmed(MAX_PUBLISH_MESSAGES * 2), &mut id);
+        let sizes: Vec<usize> = outbox.pending.iter().map(|p| p.messages.len()).collect();
+        assert_eq!(sizes, [MAX_PUBLISH_MESSAGES, MAX_PUBLISH_MESSAGES, 10]);
+        outbox.all_sent();
+        outbox.push(confirmed(1), &mut id);
+        assert_eq!(
+            outbox.pending.len(),
+            4,
+            "nothing is added to what may have been sent"
+        );
+    }
+
+    #[test]
     fn failures_wait_longer_each_time_and_a_delivery_resets_the_wait() {
         let mut outbox = Outbox::default();
-        outbox.push(confirmed(1), ids());
+        outbox.push(confirmed(1), &mut ids());
         let sent = outbox.next(1_000, 1_000).unwrap();
         outbox.failed(1_000, 1_000);
         assert!(!outbox.due(1_999) && outbox.due(2_000));
@@ -225,27 +315,43 @@ mod tests {
     }
 
     #[test]
-    fn a_full_outbox_drops_its_oldest_publishes_and_counts_them() {
+    fn a_publish_refused_for_good_is_dropped_and_counted() {
         let mut outbox = Outbox::default();
         let mut id = ids();
-        for _ in 0..(MAX_MESSAGES / MAX_PUBLISH_MESSAGES) {
+        outbox.push(confirmed(3), &mut id);
+        let refused = outbox.next(0, 0).unwrap();
+        outbox.push(confirmed(1), &mut id);
+        outbox.rejected(refused.id.as_deref().unwrap());
+        assert_eq!(outbox.counters.rejected, 3);
+        assert_eq!(outbox.next(0, 0).unwrap().id.as_deref(), Some("p2"));
+    }
+
+    #[test]
+    fn a_full_outbox_drops_its_oldest_publishes_counts_them_and_has_pages_reload() {
+        let mut outbox = Outbox::default();
+        let mut id = ids();
+        let mut pushes = 0;
+        while outbox.counters.dropped == 0 {
             outbox.push(confirmed(MAX_PUBLISH_MESSAGES), &mut id);
+            pushes += 1;
+            assert!(pushes < 1_000, "never full");
         }
-        assert_eq!(outbox.messages(), MAX_MESSAGES);
-        assert_eq!(
-            outbox.push(confirmed(10), &mut id),
-            MAX_PUBLISH_MESSAGES as u64
-        );
-        assert_eq!(outbox.pending.front().unwrap().id, "p2");
         assert_eq!(outbox.counters.dropped, MAX_PUBLISH_MESSAGES as u64);
+        assert!(outbox.bytes() <= MAX_BYTES + 100);
+        let first = outbox.next(0, 0).unwrap();
+        assert!(matches!(
+            first.messages.as_slice(),
+            [ServerMessage::Reload { .. }]
+        ));
         assert_eq!(outbox.push(Vec::new(), &mut id), 0);
     }
 
     #[test]
     fn a_publish_handed_over_keeps_its_id_and_is_never_added_to() {
         let mut outbox = Outbox::default();
-        outbox.push_fixed("edge-1".into(), confirmed(1));
-        outbox.push(confirmed(1), ids());
+        let mut id = ids();
+        outbox.push_fixed("edge-1".into(), confirmed(1), &mut id);
+        outbox.push(confirmed(1), &mut id);
         assert_eq!(outbox.pending.len(), 2);
         assert_eq!(outbox.next(0, 0).unwrap().id.as_deref(), Some("edge-1"));
     }

@@ -292,6 +292,14 @@ pub fn upsert(uri_rkey: &str, status: &str, origin: domain::Origin) -> ServerMes
     }
 }
 
+/// The number that follows the option `flag` in a binary's `args` (`--events 1000`).
+pub fn number_after(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<u64> {
+    args.next()
+        .with_context(|| format!("{flag} needs a value"))?
+        .parse()
+        .with_context(|| format!("{flag} takes a number"))
+}
+
 /// Fails the test with every failed check named, and the end of wrangler's output: one stack serves
 /// many checks (starting workerd costs seconds), and each failure says which check it was.
 pub fn assert_checks<'a>(checks: impl IntoIterator<Item = (&'a str, Result<()>)>, stack: &Stack) {

@@ -65,10 +65,11 @@ pub fn https_app() -> Result<HttpsApp> {
 /// (ivan), the hostile network (grace, heidi), the OAuth client's two tests (judy, ken; liam,
 /// mia), the confidential client over HTTPS (nina, oscar), a page rendered while a status is
 /// published (pat), clearing a status (quinn), and a sign-in that reads the person's own
-/// statuses (rose), and the backfill of a network with a hostile relay and PDS (uma, vic).
-pub const PEOPLE: [&str; 18] = [
+/// statuses (rose), the backfill of a network with a hostile relay and PDS (uma, vic), and
+/// sign-ins while DNS or the PLC is down (xena, yuri).
+pub const PEOPLE: [&str; 20] = [
     "alice", "dave", "erin", "frank", "ivan", "grace", "heidi", "judy", "ken", "liam", "mia",
-    "nina", "oscar", "pat", "quinn", "rose", "uma", "vic",
+    "nina", "oscar", "pat", "quinn", "rose", "uma", "vic", "xena", "yuri",
 ];
 
 /// The shared local atproto network, started on first use. A failed start is not kept: the next

@@ -182,7 +182,7 @@ async fn sign_in_failures_say_why() -> Result<()> {
         let record = format!("did={}", account.did);
         names.set_txt(&format!("_atproto.{}", account.handle), &[&record]);
     }
-    let net = tokio::task::block_in_place(|| {
+    let mut net = tokio::task::block_in_place(|| {
         start_with("edge-failures", |config| {
             config
                 .with_var(Worker::Edge, "HANDLE_RESOLVER", "dns")
@@ -191,6 +191,7 @@ async fn sign_in_failures_say_why() -> Result<()> {
     })?;
     let result = async {
         failures(&net).await?;
+        identity_services_down_then_back(&mut net, &names).await?;
         // The sign-ins went through DNS, and what they looked up is kept in D1 for the next.
         ensure!(
             names.hits("127.0.0.1", "/dns-query") >= 3,
@@ -210,6 +211,49 @@ async fn sign_in_failures_say_why() -> Result<()> {
     }
     .await;
     net.with_log(result)
+}
+
+/// DNS-over-HTTPS answering 503, then the PLC unreachable (a stack whose `PLC_URL` goes
+/// nowhere): each sign-in says why it cannot go on and signs nobody in; once the service is back,
+/// the same sign-in goes through (no failure was cached).
+async fn identity_services_down_then_back(net: &mut Net, names: &e2e::names::Names) -> Result<()> {
+    let mut browser = Browser::new(&net.stack);
+    names.fail_dns(Some(503));
+    let answer = browser
+        .post("/login", &[("handle", "xena.test")], None)
+        .await?;
+    let (code, body) = (answer.status(), answer.text().await?);
+    ensure!(
+        code == StatusCode::BAD_REQUEST && body.contains("xena.test"),
+        "DNS down: {code}: {}",
+        e2e::web::page_text(&body)
+    );
+    ensure!(browser.cookie.is_none(), "signed in with DNS down");
+    names.fail_dns(None);
+    browser.sign_in_as("xena").await.context("DNS back")?;
+
+    let tools = xtask::toolchain::Tools::locate()?;
+    let config = net.stack.config().clone();
+    let without_plc = config
+        .clone()
+        .with_var(Worker::Edge, "PLC_URL", xtask::stack::NO_PLC);
+    tokio::task::block_in_place(|| net.stack.restart(&tools, without_plc))?;
+    let mut browser = Browser::new(&net.stack);
+    let answer = browser
+        .post("/login", &[("handle", "yuri.test")], None)
+        .await?;
+    let (code, body) = (answer.status(), answer.text().await?);
+    ensure!(
+        code == StatusCode::BAD_REQUEST
+            && e2e::web::page_text(&body).contains("could not be found"),
+        "PLC down: {code}: {}",
+        e2e::web::page_text(&body)
+    );
+    ensure!(browser.cookie.is_none(), "signed in with the PLC down");
+    tokio::task::block_in_place(|| net.stack.restart(&tools, config))?;
+    let mut browser = Browser::new(&net.stack);
+    browser.sign_in_as("yuri").await.context("PLC back")?;
+    Ok(())
 }
 
 async fn failures(net: &Net) -> Result<()> {

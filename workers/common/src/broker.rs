@@ -26,8 +26,14 @@ pub async fn publish(
         return Ok(());
     }
     let publish = new_publish(messages);
-    let Err(error) = send(broker, &publish).await else {
-        return Ok(());
+    let error = match send(broker, &publish).await {
+        Ok(Answer::Taken) => return Ok(()),
+        Ok(Answer::Refused(code)) => {
+            return Err(Error::RustError(format!(
+                "the broker refused the publish ({code})"
+            )))
+        }
+        Err(error) => error,
     };
     tracing::warn!(%error, messages = publish.messages.len(), "the broker did not take a publish; handing it to the listener's outbox");
     let body = serde_json::to_string(&publish)?;
@@ -59,8 +65,18 @@ pub fn new_publish(messages: Vec<ServerMessage>) -> Publish {
     }
 }
 
-/// Sends `publish` to the broker; `Ok` once the broker answered that it has it.
-pub async fn send(broker: &Fetcher, publish: &Publish) -> Result<()> {
+/// What the broker said to a publish it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// It has it.
+    Taken,
+    /// It refused it for good (a 4xx: too big, not a publish): trying again would not help.
+    Refused(u16),
+}
+
+/// Sends `publish` to the broker: `Ok` when the broker answered that it has it or refused it
+/// for good, `Err` when it failed or did not answer (worth another try).
+pub async fn send(broker: &Fetcher, publish: &Publish) -> Result<Answer> {
     let body = serde_json::to_string(publish)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));
@@ -69,7 +85,8 @@ pub async fn send(broker: &Fetcher, publish: &Publish) -> Result<()> {
         .fetch_request(Request::new_with_init(&url, &init)?)
         .await?;
     match response.status_code() {
-        200 => Ok(()),
+        200 => Ok(Answer::Taken),
+        code @ 400..=499 => Ok(Answer::Refused(code)),
         code => Err(Error::RustError(format!("broker answered {code}"))),
     }
 }

@@ -162,13 +162,21 @@ impl Listener {
         }
         let storage = self.state.storage();
         self.mailbox.load(&storage).await?;
+        let before = self.mailbox.snapshot();
         self.mailbox.push_publish(publish);
-        storage
+        if let Err(error) = storage
             .put(outbox::KEY_OUTBOX, self.mailbox.snapshot())
-            .await?;
+            .await
+        {
+            self.mailbox.restore(before);
+            return Err(error);
+        }
+        // Kept from here on: a failed try only waits for the next.
         if self.mailbox.due() {
             let broker = self.env.service("BROKER")?;
-            self.mailbox.flush(&broker, &storage, 1).await?;
+            if let Err(error) = self.mailbox.flush(&broker, &storage, 1).await {
+                tracing::error!(%error, "storing the outbox after a try failed");
+            }
         }
         if let Some(next_try) = self.mailbox.next_try_ms() {
             let alarm = storage.get_alarm().await?;

@@ -12,6 +12,7 @@ use domain::internal::OutboxStatus;
 use domain::outbox::Outbox;
 use domain::wire::{Publish, ServerMessage};
 use worker::{Fetcher, Result, Storage};
+use workers_common::broker::Answer;
 
 use workers_common::now_ms;
 
@@ -49,15 +50,25 @@ impl Mailbox {
         }
     }
 
-    /// Reads the stored outbox, once per instance.
+    /// Reads the stored outbox, once per instance. Whatever it holds may have been sent before
+    /// the restart, so none of it is added to. One that cannot be read is logged and started
+    /// over: it must not stop the listener.
     pub async fn load(&self, storage: &Storage) -> Result<()> {
         if self.outbox.borrow().is_some() {
             return Ok(());
         }
-        let stored: Option<Outbox> = storage.get(KEY_OUTBOX).await?;
+        let stored = match storage.get::<Outbox>(KEY_OUTBOX).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::error!(%error, "the stored outbox could not be read; starting over");
+                None
+            }
+        };
         let mut slot = self.outbox.borrow_mut();
         if slot.is_none() {
-            *slot = Some(stored.unwrap_or_default());
+            let mut outbox = stored.unwrap_or_default();
+            outbox.all_sent();
+            *slot = Some(outbox);
         }
         Ok(())
     }
@@ -66,15 +77,16 @@ impl Mailbox {
         change(self.outbox.borrow_mut().get_or_insert_with(Outbox::default))
     }
 
+    fn new_id(&self) -> String {
+        let n = self.next.get() + 1;
+        self.next.set(n);
+        format!("listener-{}-{n}", self.prefix)
+    }
+
     /// Queues the listener's own `messages` (after [`Mailbox::load`]); returns the messages
     /// dropped to keep the outbox bounded.
     pub fn push(&self, messages: Vec<ServerMessage>) -> u64 {
-        let id = || {
-            let n = self.next.get() + 1;
-            self.next.set(n);
-            format!("listener-{}-{n}", self.prefix)
-        };
-        let dropped = self.with(|outbox| outbox.push(messages, id));
+        let dropped = self.with(|outbox| outbox.push(messages, &mut || self.new_id()));
         if dropped > 0 {
             tracing::error!(
                 dropped,
@@ -86,10 +98,9 @@ impl Mailbox {
 
     /// Queues a publish edge could not deliver, as it is (its id may already be sequenced).
     pub fn push_publish(&self, publish: Publish) -> u64 {
-        let id = publish
-            .id
-            .unwrap_or_else(|| format!("edge-{}-{}", self.prefix, now_ms()));
-        let dropped = self.with(|outbox| outbox.push_fixed(id, publish.messages));
+        let id = publish.id.unwrap_or_else(|| self.new_id());
+        let dropped =
+            self.with(|outbox| outbox.push_fixed(id, publish.messages, &mut || self.new_id()));
         if dropped > 0 {
             tracing::error!(
                 dropped,
@@ -102,6 +113,11 @@ impl Mailbox {
     /// The outbox as it is now, to store.
     pub fn snapshot(&self) -> Outbox {
         self.with(|outbox| outbox.clone())
+    }
+
+    /// Puts back an earlier [`Mailbox::snapshot`] (what was queued was not stored).
+    pub fn restore(&self, outbox: Outbox) {
+        *self.outbox.borrow_mut() = Some(outbox);
     }
 
     pub fn due(&self) -> bool {
@@ -129,9 +145,18 @@ impl Mailbox {
             let id = publish.id.clone().unwrap_or_default();
             let count = publish.messages.len() as u64;
             match workers_common::broker::send(broker, &publish).await {
-                Ok(()) => {
-                    self.with(|outbox| outbox.delivered(&id));
-                    flushed.delivered += count;
+                Ok(Answer::Taken) => {
+                    // Another try running at the same time may have taken it out already.
+                    flushed.delivered += self.with(|outbox| outbox.delivered(&id));
+                }
+                Ok(Answer::Refused(code)) => {
+                    self.with(|outbox| outbox.rejected(&id));
+                    flushed.failures += 1;
+                    tracing::error!(
+                        code,
+                        messages = count,
+                        "the broker refused a publish for good; dropped"
+                    );
                 }
                 Err(error) => {
                     self.with(|outbox| outbox.failed(now_ms(), self.retry_ms));

@@ -127,12 +127,17 @@ impl<'a> Recorder<'a> {
         if messages.is_empty() {
             storage.put(KEY_STATUS, &*status).await?;
         } else {
+            let before = self.mailbox.snapshot();
             self.mailbox.push(messages);
             let both = StatusAndOutbox {
                 status,
                 outbox: self.mailbox.snapshot(),
             };
-            storage.put_multiple(both).await?;
+            if let Err(error) = storage.put_multiple(both).await {
+                // Not stored: the batch is read again, and queued again then.
+                self.mailbox.restore(before);
+                return Err(error);
+            }
         }
         self.flush(storage, status, 1).await;
         tracing::info!(

@@ -4,7 +4,7 @@
 //! Prints the campaign's row of docs/reliability.md's table; exits 1 if D1 differs from the
 //! oracle.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use e2e::chaos::{self, Campaign};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -17,16 +17,10 @@ async fn main() -> Result<()> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || -> Result<u64> {
-            args.next()
-                .with_context(|| format!("{arg} needs a value"))?
-                .parse()
-                .with_context(|| format!("{arg} takes a number"))
-        };
         match arg.as_str() {
-            "--events" => campaign.events = value()? as usize,
-            "--rounds" => campaign.rounds = value()? as usize,
-            "--seed" => campaign.seed = value()?,
+            "--events" => campaign.events = e2e::number_after(&mut args, &arg)? as usize,
+            "--rounds" => campaign.rounds = e2e::number_after(&mut args, &arg)? as usize,
+            "--seed" => campaign.seed = e2e::number_after(&mut args, &arg)?,
             "-h" | "--help" => {
                 println!(
                     "chaos: a crash campaign against a local stack (docs/reliability.md).\n\n\

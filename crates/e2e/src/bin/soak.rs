@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use domain::wire::ServerMessage;
 use e2e::backfilling::{status, STATUS};
 use e2e::pds::Writer;
@@ -67,15 +67,9 @@ fn options() -> Result<Option<Options>> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || -> Result<u64> {
-            args.next()
-                .with_context(|| format!("{arg} needs a value"))?
-                .parse()
-                .with_context(|| format!("{arg} takes a number"))
-        };
         match arg.as_str() {
-            "--minutes" => options.minutes = value()?,
-            "--pages" => options.pages = value()? as usize,
+            "--minutes" => options.minutes = e2e::number_after(&mut args, &arg)?,
+            "--pages" => options.pages = e2e::number_after(&mut args, &arg)? as usize,
             "-h" | "--help" => {
                 println!(
                     "soak: the local app in live mode for a long while (docs/reliability.md).\n\n\

@@ -39,6 +39,9 @@ async fn the_open_network_is_hostile() -> Result<()> {
             .await
             .context("servers that never finish")?;
         refresh_failures(&net).await.context("refresh failures")?;
+        failing_then_back(&net)
+            .await
+            .context("a PDS failing, then back")?;
         d1_fails_after_the_pds_wrote(&net)
             .await
             .context("D1 failing after the PDS wrote")
@@ -417,6 +420,68 @@ async fn servers_that_never_finish(net: &Net) -> Result<()> {
     );
     let page = browser.get("/").await?;
     ensure!(page.status() == StatusCode::OK, "edge still serves");
+    Ok(())
+}
+
+/// A PDS answering 5xx, to a sign-in (its PAR endpoint) and to a write (createRecord): each gets
+/// a clear message, nothing is signed in or written; once the server is back, the same sign-in
+/// and the same write go through.
+async fn failing_then_back(net: &Net) -> Result<()> {
+    let hostile = Hostile::start("walter.test").await?;
+    let mut browser = Browser::new(&net.stack);
+    for status in [500, 502, 503] {
+        hostile.misbehave("/oauth/par", Some(Misbehaviour::Status(status)));
+        let answer = browser
+            .post("/login", &[("handle", &hostile.did)], None)
+            .await?;
+        let (code, body) = (answer.status(), answer.text().await?);
+        ensure!(
+            code == StatusCode::BAD_GATEWAY
+                && page_text(&body).contains("Your server could not complete the sign-in"),
+            "PAR {status}: the sign-in answered {code}: {}",
+            page_text(&body)
+        );
+        ensure!(browser.cookie.is_none(), "PAR {status}: signed in anyway");
+    }
+    hostile.misbehave("/oauth/par", None);
+    let signed_in = sign_in_at(&mut browser, &hostile).await?;
+    ensure!(
+        signed_in.status() == StatusCode::SEE_OTHER,
+        "the sign-in after the PDS came back"
+    );
+
+    let create = "/xrpc/com.atproto.repo.createRecord";
+    for status in [500, 503] {
+        hostile.misbehave(create, Some(Misbehaviour::Status(status)));
+        let answer = browser
+            .post_from_script("/status", &[("status", "🌧")])
+            .await?;
+        let code = answer.status();
+        let body: Value = answer.json().await.unwrap_or(Value::Null);
+        ensure!(
+            code == StatusCode::BAD_GATEWAY
+                && body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "createRecord {status}: the write answered {code}: {body}"
+        );
+    }
+    ensure!(
+        rows_of(net, &hostile.did).await?.is_empty(),
+        "nothing is written while the PDS fails"
+    );
+    hostile.misbehave(create, None);
+    let answer = browser
+        .post_from_script("/status", &[("status", "🌤")])
+        .await?;
+    ensure!(
+        answer.status() == StatusCode::OK,
+        "the write after the PDS came back: {}",
+        answer.status()
+    );
+    let rows = rows_of(net, &hostile.did).await?;
+    ensure!(
+        rows.len() == 1 && rows[0].1 == "🌤",
+        "one status once the PDS is back: {rows:?}"
+    );
     Ok(())
 }
 
