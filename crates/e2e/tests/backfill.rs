@@ -427,17 +427,11 @@ async fn same_as_the_network(stack: &Stack, devnet: &Devnet, writers: &[Writer])
             network.insert(uri, emoji);
         }
     }
-    let stored: BTreeMap<String, String> =
-        Tables::query(stack, "SELECT uri, status FROM status WHERE deleted = 0")
-            .await?
-            .into_iter()
-            .map(|r| {
-                (
-                    r["uri"].as_str().unwrap_or_default().to_owned(),
-                    r["status"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
+    let stored = text_pairs(
+        stack,
+        "SELECT uri AS k, status AS v FROM status WHERE deleted = 0",
+    )
+    .await?;
     let missing: Vec<_> = network
         .keys()
         .filter(|u| !stored.contains_key(*u))
@@ -453,17 +447,11 @@ async fn same_as_the_network(stack: &Stack, devnet: &Devnet, writers: &[Writer])
         extra.len()
     );
     ensure!(network == stored, "a status differs");
-    let current: BTreeMap<String, String> =
-        Tables::query(stack, "SELECT author_did, status FROM current_status")
-            .await?
-            .into_iter()
-            .map(|r| {
-                (
-                    r["author_did"].as_str().unwrap_or_default().to_owned(),
-                    r["status"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
+    let current = text_pairs(
+        stack,
+        "SELECT author_did AS k, status AS v FROM current_status",
+    )
+    .await?;
     ensure!(
         current == newest,
         "current statuses differ: {current:?} vs {newest:?}"
@@ -513,4 +501,16 @@ async fn same_as_the_network(stack: &Stack, devnet: &Devnet, writers: &[Writer])
         ACCOUNTS / 10
     );
     Ok(())
+}
+
+/// The rows of `sql` (text columns `k` and `v`) as a map from `k` to `v`.
+async fn text_pairs(stack: &Stack, sql: &str) -> Result<BTreeMap<String, String>> {
+    Ok(Tables::query(stack, sql)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let text = |key: &str| row[key].as_str().unwrap_or_default().to_owned();
+            (text("k"), text("v"))
+        })
+        .collect())
 }

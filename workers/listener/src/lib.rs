@@ -213,10 +213,7 @@ impl Listener {
                 .flush(&broker, &storage, outbox::QUIET_TRIES)
                 .await
             {
-                Ok(flushed) => {
-                    status.counters.published += flushed.delivered;
-                    status.counters.publish_failures += flushed.failures;
-                }
+                Ok(flushed) => flushed.count(&mut status.counters),
                 Err(error) => tracing::error!(%error, "storing the outbox failed"),
             }
         }

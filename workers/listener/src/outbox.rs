@@ -39,6 +39,14 @@ pub struct Flushed {
     pub failures: u64,
 }
 
+impl Flushed {
+    /// Adds this flush to the listener's counters (`published`, `publish_failures`).
+    pub fn count(self, counters: &mut domain::internal::ListenerCounters) {
+        counters.published += self.delivered;
+        counters.publish_failures += self.failures;
+    }
+}
+
 impl Mailbox {
     pub fn new(retry_ms: i64) -> Mailbox {
         let prefix = oauth::random::short_token().unwrap_or_else(|_| now_ms().to_string());

@@ -160,10 +160,7 @@ impl<'a> Recorder<'a> {
             return;
         }
         match self.mailbox.flush(&self.broker, storage, tries).await {
-            Ok(flushed) => {
-                status.counters.published += flushed.delivered;
-                status.counters.publish_failures += flushed.failures;
-            }
+            Ok(flushed) => flushed.count(&mut status.counters),
             Err(error) => tracing::error!(%error, "storing the outbox failed"),
         }
     }
