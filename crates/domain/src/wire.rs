@@ -1,8 +1,11 @@
-//! The broker's wire messages: versioned JSON, one object per WebSocket text frame, and the pure
-//! rules the broker applies to its sockets (what a page may send, where a reconnecting page resumes).
+//! The broker's wire messages: versioned JSON, one message per WebSocket text frame or several
+//! packed in one, and the pure rules the broker applies to its sockets (what a page may send,
+//! where a reconnecting page resumes).
 //!
 //! Server to page: `{"v":1,"seq":42,"type":"status_upserted","status":{…}}`. `seq` grows by one per
-//! message, so a page can tell what it missed and ask for it with `?since=<seq>`.
+//! message, so a page can tell what it missed and ask for it with `?since=<seq>`. The messages of
+//! one publish (or of a replay) go out [`pack`]ed: a JSON array of them per text frame, because a
+//! send to a socket costs the broker about the same whatever it carries.
 //! Page to server: only [`PING`], answered by [`PONG`]. The whole protocol is in docs/broker.md.
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +61,59 @@ impl ServerFrame {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A text frame packs consecutive messages up to about this many bytes (a single larger message
+/// goes alone).
+pub const PACK_BYTES: usize = 64 * 1024;
+
+/// One text frame to send: one message, or several packed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pack {
+    /// How many messages it carries.
+    pub messages: u64,
+    pub text: String,
+}
+
+/// The text frames that carry `frames` (each one message's JSON, [`ServerFrame::to_json`]) in
+/// order: a lone message as itself, consecutive ones as a JSON array of at most about
+/// [`PACK_BYTES`].
+pub fn pack<S: AsRef<str>>(frames: &[S]) -> Vec<Pack> {
+    let mut packs = Vec::new();
+    let mut group: Vec<&str> = Vec::new();
+    let mut bytes = 0;
+    let close = |group: &mut Vec<&str>, packs: &mut Vec<Pack>| {
+        let text = match group.len() {
+            0 => return,
+            1 => group[0].to_owned(),
+            _ => format!("[{}]", group.join(",")),
+        };
+        packs.push(Pack {
+            messages: group.len() as u64,
+            text,
+        });
+        group.clear();
+    };
+    for frame in frames {
+        let frame = frame.as_ref();
+        if !group.is_empty() && bytes + frame.len() + 1 > PACK_BYTES {
+            close(&mut group, &mut packs);
+            bytes = 1;
+        }
+        bytes += frame.len() + 1;
+        group.push(frame);
+    }
+    close(&mut group, &mut packs);
+    packs
+}
+
+/// The messages of one text frame from the broker, in order: one, or several [`pack`]ed.
+pub fn unpack(text: &str) -> Result<Vec<ServerFrame>, serde_json::Error> {
+    if text.trim_start().starts_with('[') {
+        serde_json::from_str(text)
+    } else {
+        serde_json::from_str(text).map(|frame| vec![frame])
     }
 }
 
@@ -240,6 +296,59 @@ pub fn parse_since(query: Option<&str>) -> Result<Option<u64>, String> {
 mod tests {
     use super::*;
     use crate::Origin;
+
+    fn confirmed(seq: u64, uri_len: usize) -> ServerFrame {
+        ServerFrame::new(
+            seq,
+            ServerMessage::StatusConfirmed {
+                uri: "u".repeat(uri_len),
+            },
+        )
+    }
+
+    #[test]
+    fn a_lone_message_goes_as_itself_and_several_as_one_array() {
+        let one = [confirmed(1, 10).to_json()];
+        let packs = pack(&one);
+        assert_eq!(packs.len(), 1);
+        assert_eq!(packs[0].text, one[0], "a single message is not wrapped");
+        assert_eq!(unpack(&packs[0].text).unwrap(), [confirmed(1, 10)]);
+
+        let three: Vec<ServerFrame> = (1..=3).map(|seq| confirmed(seq, 10)).collect();
+        let packs = pack(&three.iter().map(ServerFrame::to_json).collect::<Vec<_>>());
+        assert_eq!(packs.len(), 1, "one publish, one send");
+        assert_eq!(packs[0].messages, 3);
+        assert!(packs[0].text.starts_with("[{") && packs[0].text.ends_with("}]"));
+        assert_eq!(unpack(&packs[0].text).unwrap(), three, "in order, whole");
+        assert!(pack::<String>(&[]).is_empty());
+        assert!(unpack("not json").is_err());
+        assert!(unpack("[1]").is_err(), "an array of something else");
+    }
+
+    #[test]
+    fn packs_are_bounded_and_keep_the_order() {
+        // About 10 KiB each: six fit in a pack, the seventh starts the next.
+        let frames: Vec<ServerFrame> = (1..=20).map(|seq| confirmed(seq, 10_000)).collect();
+        let packs = pack(&frames.iter().map(ServerFrame::to_json).collect::<Vec<_>>());
+        assert!(
+            packs.iter().all(|p| p.text.len() <= PACK_BYTES),
+            "each within its bound"
+        );
+        let sizes: Vec<u64> = packs.iter().map(|p| p.messages).collect();
+        assert_eq!(sizes, [6, 6, 6, 2], "20 messages of 10 KiB in packs of six");
+        let back: Vec<ServerFrame> = packs
+            .iter()
+            .flat_map(|p| unpack(&p.text).unwrap())
+            .collect();
+        assert_eq!(back, frames);
+
+        // One message larger than a pack goes alone, between packs.
+        let big = confirmed(2, PACK_BYTES * 2);
+        let mixed = [confirmed(1, 10), big.clone(), confirmed(3, 10)];
+        let packs = pack(&mixed.iter().map(ServerFrame::to_json).collect::<Vec<_>>());
+        assert_eq!(packs.len(), 3);
+        assert_eq!(unpack(&packs[1].text).unwrap(), [big]);
+    }
 
     #[test]
     fn frames_are_flat_versioned_json() {

@@ -33,6 +33,8 @@ pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// A page's live socket: edge's `/ws`, handed to the broker.
 pub struct Page {
     pub socket: Socket,
+    /// Messages of a packed frame not handed out yet (`domain::wire::unpack`).
+    pending: std::collections::VecDeque<ServerFrame>,
 }
 
 impl Page {
@@ -65,7 +67,10 @@ impl Page {
                     "upgrade answered {}",
                     response.status()
                 );
-                Ok(Opened::Page(Box::new(Page { socket })))
+                Ok(Opened::Page(Box::new(Page {
+                    socket,
+                    pending: Default::default(),
+                })))
             }
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let header = |name: &str| {
@@ -106,15 +111,22 @@ impl Page {
         }
     }
 
-    /// The next sequenced frame from the broker.
+    /// The next sequenced message from the broker (a text frame may carry several).
     pub async fn next_frame(&mut self) -> Result<ServerFrame> {
         self.next_frame_within(FRAME_TIMEOUT).await
     }
 
     /// [`Page::next_frame`], waiting at most `wait`.
     pub async fn next_frame_within(&mut self, wait: Duration) -> Result<ServerFrame> {
-        let text = self.next_text_within(wait).await?;
-        serde_json::from_str(&text).with_context(|| format!("not a server frame: {text}"))
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return Ok(frame);
+            }
+            let text = self.next_text_within(wait).await?;
+            let frames = domain::wire::unpack(&text)
+                .with_context(|| format!("not a server frame: {text}"))?;
+            self.pending.extend(frames);
+        }
     }
 
     /// Waits for the broker to close the socket; returns its close code and reason.
@@ -138,6 +150,9 @@ impl Page {
 
     /// Nothing arrives within `wait` (pings and pongs aside).
     pub async fn silent_for(&mut self, wait: Duration) -> Result<()> {
+        if let Some(frame) = self.pending.front() {
+            bail!("unexpected message {}", frame.to_json());
+        }
         match tokio::time::timeout(wait, self.next_text()).await {
             Err(_) => Ok(()),
             Ok(Ok(text)) => bail!("unexpected frame {text}"),

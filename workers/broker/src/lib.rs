@@ -356,8 +356,8 @@ impl Broker {
             Resume::Live => {}
             Resume::Replay { after } => {
                 let frames = feed.after(after)?;
-                for frame in &frames {
-                    pair.server.send_with_str(frame)?;
+                for pack in wire::pack(&frames) {
+                    pair.server.send_with_str(pack.text)?;
                 }
                 let sent = frames.len() as u64;
                 feed.count(|c| {
@@ -531,14 +531,17 @@ impl Broker {
     }
 }
 
-/// Sends every frame to every socket, in order; returns (frames sent, sockets that failed). A socket
-/// whose send fails is gone: it gets nothing more and is closed.
+/// Sends every frame to every socket, in order, [`wire::pack`]ed (a send costs about the same
+/// whatever it carries); returns (messages sent, sockets that failed). A socket whose send fails
+/// is gone: it gets nothing more and is closed.
 ///
-/// Each frame becomes a JavaScript string once and `WebSocket.send` is called with it directly:
+/// Each pack becomes a JavaScript string once and `WebSocket.send` is called with it directly:
 /// `send_with_str` would copy and decode the UTF-8 again for every socket.
 fn send_all(sockets: &[WebSocket], frames: &[(u64, String)]) -> (u64, u64) {
     use worker::wasm_bindgen::JsValue;
-    let texts: Vec<JsValue> = frames.iter().map(|(_, f)| JsValue::from_str(f)).collect();
+    let frames: Vec<&str> = frames.iter().map(|(_, f)| f.as_str()).collect();
+    let packs = wire::pack(&frames);
+    let texts: Vec<JsValue> = packs.iter().map(|p| JsValue::from_str(&p.text)).collect();
     let send = sockets.first().and_then(|ws| {
         let raw: &web_sys::WebSocket = ws.as_ref();
         js_sys::Reflect::get(raw, &"send".into())
@@ -549,13 +552,13 @@ fn send_all(sockets: &[WebSocket], frames: &[(u64, String)]) -> (u64, u64) {
     let (mut sent, mut failed) = (0u64, 0u64);
     for ws in sockets {
         let raw: &web_sys::WebSocket = ws.as_ref();
-        for (text, (_, frame)) in texts.iter().zip(frames) {
+        for (text, pack) in texts.iter().zip(&packs) {
             let ok = match &send {
                 Some(send) => send.call1(raw, text).is_ok(),
-                None => ws.send_with_str(frame).is_ok(),
+                None => ws.send_with_str(&pack.text).is_ok(),
             };
             if ok {
-                sent += 1;
+                sent += pack.messages;
             } else {
                 failed += 1;
                 let _ = ws.close(Some(wire::close::GOING_AWAY), Some("send failed"));

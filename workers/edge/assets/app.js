@@ -208,22 +208,29 @@
       if (paused) { unsay(); paused = false; }
       pinger = setInterval(function () { ws.send('{"type":"ping"}'); }, 30000);
     };
-    ws.onmessage = function (event) {
-      var m;
-      try { m = JSON.parse(event.data); } catch (e) { return; }
-      if (m.type === "pong") return;
-      if (m.v !== 1 || m.type === "reload") { location.reload(); return; }
+    // One message, or several of one publish packed in an array, in order. Returns false once
+    // the page stops reading this socket (it reloads or resyncs).
+    function take(m) {
+      if (!m || m.type === "pong") return true;
+      if (m.v !== 1 || m.type === "reload") { location.reload(); return false; }
       if (seq) {
         var n = Number(m.seq), last = Number(seq);
-        if (n <= last) return;
+        if (n <= last) return true;
         if (n > last + 1) {
           resync = true;
           ws.close(1000, "resync");
-          return;
+          return false;
         }
       }
       seq = String(m.seq);
       apply(m);
+      return true;
+    }
+    ws.onmessage = function (event) {
+      var data;
+      try { data = JSON.parse(event.data); } catch (e) { return; }
+      var list = Array.isArray(data) ? data : [data];
+      for (var i = 0; i < list.length; i++) if (!take(list[i])) return;
     };
     ws.onclose = function (event) {
       clearInterval(pinger);
