@@ -4,8 +4,6 @@
 //! and only then the row tombstoned and the counts it changed read, in one transaction. The
 //! network's delete, when the listener sees it, is the same tombstone again and changes nothing.
 
-use atrium_api::client::AtpServiceClient;
-use atrium_api::com::atproto::repo::delete_record;
 use atrium_xrpc::HttpClient;
 use domain::sql::{self, CountRow, StatusViewRow};
 use lexicon::STATUS_NSID;
@@ -96,32 +94,10 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
         &self,
         session: &Session,
         rkey: &str,
-    ) -> Result<(delete_record::OutputData, Option<String>), CreateError> {
+    ) -> Result<(crate::xrpc::Deleted, Option<String>), CreateError> {
         let pds = PdsClient::new(self.http, session, self.clock.now_ms() / 1000);
-        let input = delete_record::InputData {
-            collection: STATUS_NSID
-                .parse()
-                .map_err(|e: &str| CreateError::Rejected(e.into()))?,
-            repo: session
-                .did
-                .parse()
-                .map_err(|e: &str| CreateError::Rejected(e.into()))?,
-            rkey: rkey
-                .parse()
-                .map_err(|e: &str| CreateError::Rejected(e.into()))?,
-            swap_commit: None,
-            swap_record: None,
-        };
-        let nonce_cell = pds.nonce_cell();
-        let client = AtpServiceClient::new(pds);
-        let result = client
-            .service
-            .com
-            .atproto
-            .repo
-            .delete_record(input.into())
-            .await;
-        let nonce = nonce_cell.lock().ok().and_then(|n| n.clone());
-        result.map(|output| (output.data, nonce)).map_err(classify)
+        let result = crate::xrpc::delete_record(&pds, &session.did, STATUS_NSID, rkey).await;
+        let nonce = pds.nonce();
+        result.map(|output| (output, nonce)).map_err(classify)
     }
 }

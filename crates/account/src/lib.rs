@@ -15,6 +15,7 @@ pub mod port;
 pub mod repo;
 pub mod session;
 pub mod write;
+pub mod xrpc;
 
 pub use clear::Cleared;
 pub use port::{Clock, Database};

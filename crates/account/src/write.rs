@@ -1,14 +1,12 @@
 //! A status write for a signed-in account ([`Sessions::write_status`]): one unit of its write
 //! budget and its session in one read, the session made fresh, the record created in the
-//! person's repository (`com.atproto.repo.createRecord` through atrium over DPoP; a token the PDS
+//! person's repository (`com.atproto.repo.createRecord`, `crate::xrpc`, over DPoP; a token the PDS
 //! no longer takes is refreshed once), the answer checked (`domain::write`), and only then the
 //! optimistic row recorded and read back in one transaction, with the counts it changed.
 //!
 //! Every way it can end is a [`Written`] or a [`Refused`] with its HTTP status and the sentence
 //! the person reads, so the worker only renders.
 
-use atrium_api::client::AtpServiceClient;
-use atrium_api::com::atproto::repo::create_record;
 use atrium_xrpc::HttpClient;
 use domain::present::iso8601;
 use domain::sql::{self, CountRow, StatusViewRow};
@@ -192,7 +190,7 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
             .await?;
         // The PDS is the account's own choice of server: its answer must name this account's new
         // record before it touches the database (domain::write).
-        let cid = output.cid.as_ref().to_string();
+        let cid = output.cid.clone();
         let rev = output.commit.as_ref().map(|c| c.rev.to_string());
         let answer = domain::write::CreateAnswer {
             uri: &output.uri,
@@ -330,38 +328,15 @@ impl<D: Database, C: Clock, H: HttpClient + Sync> Sessions<'_, D, C, H> {
         session: &Session,
         status: &StatusText,
         created_at: &CreatedAt,
-    ) -> Result<(create_record::OutputData, Option<String>), CreateError> {
+    ) -> Result<(crate::xrpc::Created, Option<String>), CreateError> {
         let pds = PdsClient::new(self.http, session, self.clock.now_ms() / 1000);
         let record = serde_json::json!({
             "$type": STATUS_NSID,
             "status": status.as_str(),
             "createdAt": created_at.as_str(),
         });
-        let input = create_record::InputData {
-            collection: STATUS_NSID
-                .parse()
-                .map_err(|e: &str| CreateError::Rejected(e.into()))?,
-            record: serde_json::from_value(record)
-                .map_err(|e| CreateError::Rejected(e.to_string()))?,
-            repo: session
-                .did
-                .parse()
-                .map_err(|e: &str| CreateError::Rejected(e.into()))?,
-            rkey: None,
-            swap_commit: None,
-            // The PDS does not know this lexicon; the record was validated here.
-            validate: Some(false),
-        };
-        let nonce_cell = pds.nonce_cell();
-        let client = AtpServiceClient::new(pds);
-        let result = client
-            .service
-            .com
-            .atproto
-            .repo
-            .create_record(input.into())
-            .await;
-        let nonce = nonce_cell.lock().ok().and_then(|n| n.clone());
-        result.map(|output| (output.data, nonce)).map_err(classify)
+        let result = crate::xrpc::create_record(&pds, &session.did, STATUS_NSID, &record).await;
+        let nonce = pds.nonce();
+        result.map(|output| (output, nonce)).map_err(classify)
     }
 }

@@ -221,7 +221,7 @@ pub fn relay_page(body: &[u8], asked_after: Option<&str>) -> Result<RelayPage> {
 fn is_did(did: &str) -> bool {
     (did.starts_with("did:plc:") || did.starts_with("did:web:"))
         && did.len() <= 2_048
-        && atrium_api::types::string::Did::new(did.to_owned()).is_ok()
+        && lexicon::syntax::is_did(did)
 }
 
 /// What the next invocation is.

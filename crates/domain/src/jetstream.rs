@@ -29,7 +29,7 @@
 //! matters (the DID, the time, the repo revision, the collection, the record key, and the record
 //! itself when it is a status). A bad frame is an [`Error`](crate::Error) value, never a panic.
 
-use atrium_api::types::string::{Did, Handle, Nsid, RecordKey, Tid};
+use lexicon::syntax::{Did, Handle, Nsid, RecordKey, Tid};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

@@ -10,7 +10,6 @@
 //! valid status), and one that fails is dropped with its reason, never the whole answer; a
 //! revision that is not a TID, or is from the future, refuses the whole answer.
 
-use atrium_api::types::string::Cid;
 use serde::Deserialize;
 
 use crate::ingest::Dropped;
@@ -78,10 +77,9 @@ pub fn statuses_of(did: &str, rev: &str, body: &[u8], now_ms: i64) -> Result<Pag
 fn status_of(did: &str, rev: &str, record: &Listed, now_ms: i64) -> Result<Status> {
     let rkey = rkey_in(did, &record.uri).ok_or_else(|| Error::invalid("uri", &record.uri))?;
     lexicon::validate_rkey(rkey)?;
-    record
-        .cid
-        .parse::<Cid>()
-        .map_err(|_| Error::invalid("cid", &record.cid))?;
+    if !lexicon::syntax::is_cid(&record.cid) {
+        return Err(Error::invalid("cid", &record.cid));
+    }
     let value = lexicon::StatusRecord::from_json(record.value.get())?;
     let created_ms = value.created_at.unix_millis();
     Ok(Status {

@@ -9,7 +9,7 @@
 //! revision that is a TID not from the future. An answer naming someone else's record would
 //! otherwise overwrite their row (and a huge `rev` would make it win over their later writes).
 
-use atrium_api::types::string::{Cid, Tid};
+use lexicon::syntax::Tid;
 
 use crate::jetstream::{Tombstone, MAX_CLOCK_SKEW_US};
 use crate::status::{at_uri, rkey_in, Origin, Status};
@@ -37,10 +37,9 @@ pub fn optimistic_row(
     lexicon::validate_rkey(rkey).map_err(|_| Error::invalid("uri", answer.uri))?;
     let uri = at_uri(did, rkey);
     debug_assert_eq!(uri, answer.uri);
-    answer
-        .cid
-        .parse::<Cid>()
-        .map_err(|_| Error::invalid("cid", answer.cid))?;
+    if !lexicon::syntax::is_cid(answer.cid) {
+        return Err(Error::invalid("cid", answer.cid));
+    }
     let rev = check_rev(answer.rev, now_ms)?;
     Ok(Status {
         uri,

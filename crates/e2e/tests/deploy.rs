@@ -1,6 +1,5 @@
 //! `deploy-all`. The dry run: wrangler bundles all three workers offline, and each bundle is
-//! within the guard of 1 MiB gzipped (the free plan allows 3 MiB; the targets of docs/design.md
-//! are tighter, and docs/benchmarks.md reads the sizes against them). The real deploy, against
+//! within its budget gzipped ([`budget`]: docs/design.md's targets; the free plan allows 3 MiB). The real deploy, against
 //! a stub `wrangler` that records each call and answers as Cloudflare's would: nothing is
 //! deployed unless the preflight passes, the order is migrations, broker, listener, edge, and a
 //! deploy whose `/health` does not answer healthy fails.
@@ -15,7 +14,16 @@ use xtask::preflight::{PLACEHOLDER_D1_ID, SECRETS};
 use xtask::toolchain::Tools;
 use xtask::workers::Worker;
 
-const GZIP_BUDGET: u64 = 1024 * 1024;
+/// Each worker's bundle budget, gzipped: docs/design.md's targets (edge < 500 KiB, the Durable
+/// Object workers < 250 KiB). The listener is not under its target yet (docs/benchmarks.md,
+/// "Bundles"): its budget holds it where it is, so that it cannot grow unnoticed meanwhile.
+fn budget(worker: Worker) -> u64 {
+    1024 * match worker {
+        Worker::Edge => 500,
+        Worker::Broker => 250,
+        Worker::Listener => 400,
+    }
+}
 
 #[test]
 fn dry_run_bundles_three_workers() {
@@ -45,11 +53,13 @@ fn dry_run_bundles_three_workers() {
             "{}: wasm too small to be real",
             bundle.worker
         );
+        let budget = budget(bundle.worker);
         assert!(
-            bundle.gzip_bytes < GZIP_BUDGET,
-            "{}: {} bytes gzipped, over the 1 MiB budget",
+            bundle.gzip_bytes < budget,
+            "{}: {:.1} KiB gzipped, over its budget of {} KiB",
             bundle.worker,
-            bundle.gzip_bytes
+            bundle.gzip_bytes as f64 / 1024.0,
+            budget / 1024
         );
     }
 }

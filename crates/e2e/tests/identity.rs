@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{ensure, Context, Result};
-use atrium_api::types::string::{Did, Handle};
 use e2e::names::{Names, Reply, DOH_HOST};
 use e2e::pds::Reqwest;
+use lexicon::syntax::{Did, Handle};
 use oauth::cache::{CacheStore, Cached, Entry};
 use oauth::identity::{self, HandleResolution, IdentityConfig, LoginInput};
 use oauth::Reach;

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use atrium_api::client::AtpServiceClient;
 use e2e::pds::{self, Answer, Reqwest};
 use oauth::{
     Callback, Client, HandleResolution, IdentityConfig, OAuth, PdsClient, Pending, Reach, Session,
@@ -86,32 +85,16 @@ impl Net {
 }
 
 async fn write_status(net: &Net, session: &Session, emoji: &str) -> Result<String> {
-    let client = AtpServiceClient::new(PdsClient::new(&net.http, session, now_s()));
+    let client = PdsClient::new(&net.http, session, now_s());
     let record = json!({
         "$type": "xyz.statusphere.status",
         "status": emoji,
         "createdAt": "2026-11-24T12:00:00.000Z",
     });
-    let output = client
-        .service
-        .com
-        .atproto
-        .repo
-        .create_record(
-            atrium_api::com::atproto::repo::create_record::InputData {
-                collection: "xyz.statusphere.status"
-                    .parse()
-                    .map_err(anyhow::Error::msg)?,
-                record: serde_json::from_value(record)?,
-                repo: session.did.parse().map_err(anyhow::Error::msg)?,
-                rkey: None,
-                swap_commit: None,
-                validate: Some(false),
-            }
-            .into(),
-        )
-        .await?;
-    Ok(output.data.uri)
+    let created =
+        account::xrpc::create_record(&client, &session.did, "xyz.statusphere.status", &record)
+            .await?;
+    Ok(created.uri)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

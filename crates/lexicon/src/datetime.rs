@@ -3,16 +3,17 @@
 //! (`Z` or `±hh:mm`, never `-00:00`), no whitespace.
 
 use std::fmt;
-use std::str::FromStr;
 
-use atrium_api::types::string::Datetime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{bounded, Error, Result};
 
 /// A record's `createdAt`: validated, and kept exactly as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreatedAt(Datetime);
+pub struct CreatedAt {
+    text: String,
+    unix_millis: i64,
+}
 
 impl CreatedAt {
     /// Parses and validates an atproto datetime.
@@ -22,26 +23,20 @@ impl CreatedAt {
             return Err(invalid());
         }
         let parsed = chrono::DateTime::parse_from_rfc3339(text).map_err(|_| invalid())?;
-        // atrium keeps the text as written; its own pattern refuses some valid negative offsets
-        // (-10:00, -20:00), for which the parsed instant is kept instead.
-        Ok(CreatedAt(
-            Datetime::from_str(text).unwrap_or_else(|_| Datetime::new(parsed)),
-        ))
+        Ok(CreatedAt {
+            text: text.to_owned(),
+            unix_millis: parsed.timestamp_millis(),
+        })
     }
 
     /// The datetime as written in the record.
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        &self.text
     }
 
     /// Milliseconds since the Unix epoch.
     pub fn unix_millis(&self) -> i64 {
-        self.0.as_ref().timestamp_millis()
-    }
-
-    /// The atrium type, for XRPC calls.
-    pub fn as_atrium(&self) -> &Datetime {
-        &self.0
+        self.unix_millis
     }
 }
 

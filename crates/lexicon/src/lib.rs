@@ -12,6 +12,7 @@
 
 mod datetime;
 mod status;
+pub mod syntax;
 
 pub use datetime::CreatedAt;
 pub use status::{validate_rkey, StatusRecord, StatusText};

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use atrium_api::types::string::Tid;
+use crate::syntax::Tid;
 use serde::{Deserialize, Deserializer, Serialize};
 use unicode_segmentation::UnicodeSegmentation;
 

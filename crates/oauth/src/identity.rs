@@ -4,8 +4,8 @@
 //! did:web), and the checks that make the result trustworthy: the document's handle must resolve
 //! back to the DID (bidirectional verification), and its PDS must be a fetchable URL.
 
-use atrium_api::types::string::{Did, Handle};
 use atrium_xrpc::HttpClient;
+use lexicon::syntax::{Did, Handle};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheFor, DNS_TTL_S, DOCUMENT_TTL_S};

@@ -1,7 +1,7 @@
 //! An XRPC client for the signed-in person's PDS: every request carries the access token as
 //! `Authorization: DPoP …` and a fresh proof bound to it (`ath`), and is sent again once with the
-//! PDS's nonce when the PDS asks for one. It is an [`atrium_xrpc::XrpcClient`], so atrium-api's
-//! typed calls (`com.atproto.repo.createRecord`, …) run over it.
+//! PDS's nonce when the PDS asks for one. It is an [`atrium_xrpc::XrpcClient`]: the repository
+//! calls of `account::xrpc` run over it.
 
 use std::sync::{Arc, Mutex};
 
@@ -36,11 +36,6 @@ impl<'a, T> PdsClient<'a, T> {
     /// The PDS's latest nonce, to keep with the session for the next request.
     pub fn nonce(&self) -> Option<String> {
         self.nonce.lock().map(|n| n.clone()).unwrap_or(None)
-    }
-
-    /// The cell the nonce lives in, to read it after the client was handed to atrium.
-    pub fn nonce_cell(&self) -> Arc<Mutex<Option<String>>> {
-        Arc::clone(&self.nonce)
     }
 
     fn set_nonce(&self, nonce: Option<String>) {

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use atrium_api::types::string::{Did, Nsid};
+use lexicon::syntax::{Did, Nsid};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};

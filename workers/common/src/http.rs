@@ -1,5 +1,5 @@
 //! The Workers fetch API as an [`atrium_xrpc::HttpClient`]: the transport under the `oauth`
-//! crate and atrium's typed XRPC calls. Every answer comes from a server someone else runs, so:
+//! crate and the XRPC calls of `account`. Every answer comes from a server someone else runs, so:
 //! redirects are not followed (a redirect could lead a checked URL somewhere unchecked), bodies
 //! are read as a stream and cut off at a byte cap (whether or not a length was declared: a chunked
 //! answer can be endless), and the whole exchange has a deadline, after which it is aborted.

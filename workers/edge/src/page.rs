@@ -253,13 +253,13 @@ async fn person(env: &Env, id: &str) -> crate::error::Result<Listing> {
     use crate::error::Error as Refusal;
     let db = env.d1("DB")?;
     let statement = if id.starts_with("did:") {
-        id.parse::<atrium_api::types::string::Did>()
+        id.parse::<lexicon::syntax::Did>()
             .map_err(|_| Refusal::refused(400, "That is not a handle or a DID."))?;
         sql::account_by_did(id)
     } else {
         let handle = id.trim_start_matches('@').to_ascii_lowercase();
         handle
-            .parse::<atrium_api::types::string::Handle>()
+            .parse::<lexicon::syntax::Handle>()
             .map_err(|_| Refusal::refused(400, "That is not a handle or a DID."))?;
         sql::account_by_handle(&handle)
     };

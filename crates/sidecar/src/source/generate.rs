@@ -357,7 +357,7 @@ mod tests {
         let b = tid(BASE_TIME_US + 1, 0);
         assert_eq!(a.len(), 13);
         assert!(a < b);
-        assert!(atrium_api::types::string::Tid::new(a).is_ok());
+        assert!(lexicon::syntax::is_tid(&a));
     }
 
     #[test]
