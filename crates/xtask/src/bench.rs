@@ -11,7 +11,14 @@ use crate::toolchain::Tools;
 use crate::{deploy, net, paths, process, sidecar};
 
 /// The benchmarks, by name; `cargo xtask bench` runs all, `cargo xtask bench NAME...` some.
-pub const NAMES: [&str; 5] = ["foundation", "sidecar", "broker", "edge", "backfill"];
+pub const NAMES: [&str; 6] = [
+    "foundation",
+    "sidecar",
+    "listener",
+    "broker",
+    "edge",
+    "backfill",
+];
 
 pub fn run(tools: &Tools, names: &[String]) -> Result<()> {
     let chosen: Vec<&str> = if names.is_empty() {
@@ -23,6 +30,7 @@ pub fn run(tools: &Tools, names: &[String]) -> Result<()> {
         let section = match name {
             "foundation" => foundation(tools)?,
             "sidecar" => sidecar_throughput()?,
+            "listener" => load_client(tools, "catchup-bench")?,
             "broker" => load_client(tools, "broker-bench")?,
             "edge" => load_client(tools, "edge-bench")?,
             "backfill" => load_client(tools, "backfill-bench")?,
@@ -120,7 +128,8 @@ fn sidecar_throughput() -> Result<String> {
 }
 
 /// A benchmark that is a load client with its own stack, one of `e2e`'s binaries built with the
-/// `bench-client` profile: `broker-bench` (publish-to-delivery at 1,000 and 9,500 pages, memory
+/// `bench-client` profile: `catchup-bench` (the listener's catch-up with a 100,000-event
+/// backlog), `broker-bench` (publish-to-delivery at 1,000 and 9,500 pages, memory
 /// per socket), `edge-bench` (CPU per request of pages and status writes), `backfill-bench` (the
 /// backfill's subrequests, D1 rows, time and CPU per 1,000 accounts).
 fn load_client(tools: &Tools, bin: &str) -> Result<String> {

@@ -25,7 +25,8 @@ usage: cargo xtask <command>
   tail WORKER [--format F] wrangler tail for one worker (edge, listener, broker): pretty or json
   oauth-key               print a new private P-256 JWK for the OAUTH_PRIVATE_KEY secret
   session-key             print a new entry for the SESSION_KEYS secret (sessions sealed at rest)
-  bench [NAME...]         benchmarks (foundation, sidecar, broker, edge, backfill; default all)
+  bench [NAME...]         benchmarks (foundation, sidecar, listener, broker, edge, backfill;
+                          default all)
                           into docs/benchmarks.md
   chaos [--events N] [--rounds R] [--seed S]
                           a crash campaign: the stack and the sidecar killed at random points,
