@@ -849,9 +849,10 @@ async fn signing_in_reads_ones_own_statuses() -> Result<()> {
 async fn own_statuses(net: &Net) -> Result<()> {
     let rose = did_of(&net.devnet, "rose");
     let pds_url = &net.devnet.pds_url;
-    let now = "2026-12-04T00:00:00.000Z";
+    // Today's: the page says "is feeling" only of a status from today.
+    let now = domain::present::iso8601(e2e::now_ms());
     for status in ["💙", "🥹", "two words"] {
-        let record = serde_json::json!({ "status": status, "createdAt": now });
+        let record = serde_json::json!({ "status": status, "createdAt": &now });
         pds::write_record(pds_url, "rose.test", "xyz.statusphere.status", record).await?;
     }
     let profile = |name: &str| serde_json::json!({ "displayName": name });

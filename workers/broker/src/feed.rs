@@ -136,13 +136,20 @@ impl Feed {
         let mut frames = Vec::with_capacity(messages.len());
         for message in messages {
             let seq = self.head + 1;
-            let frame = ServerFrame::new(seq, message).to_json();
-            self.sql.exec(
-                "INSERT INTO log (seq, frame) VALUES (?, ?)",
-                vec![int(seq), frame.as_str().into()],
-            )?;
+            frames.push((seq, ServerFrame::new(seq, message).to_json()));
             self.head = seq;
-            frames.push((seq, frame));
+        }
+        // Many rows a statement: each statement is a call across into the runtime.
+        for rows in frames.chunks(LOG_ROWS_PER_INSERT) {
+            let marks = vec!["(?, ?)"; rows.len()].join(", ");
+            let params: Vec<SqlStorageValue> = rows
+                .iter()
+                .flat_map(|(seq, frame)| [int(*seq), frame.as_str().into()])
+                .collect();
+            self.sql.exec(
+                &format!("INSERT INTO log (seq, frame) VALUES {marks}"),
+                params,
+            )?;
         }
         if !frames.is_empty() {
             self.sql.exec(
@@ -273,6 +280,9 @@ impl Feed {
 
 /// Sequence numbers stay below 2^53 (see `wire::epoch_base`), so they are exact as JavaScript
 /// numbers.
+/// Rows of the log one `INSERT` writes: a statement binds at most 100 values, two a row.
+const LOG_ROWS_PER_INSERT: usize = 50;
+
 fn int(value: u64) -> SqlStorageValue {
     SqlStorageValue::Integer(i64::try_from(value).unwrap_or(i64::MAX))
 }

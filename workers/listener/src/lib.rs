@@ -164,10 +164,11 @@ impl Listener {
         self.mailbox.load(&storage).await?;
         let before = self.mailbox.snapshot();
         self.mailbox.push_publish(publish);
-        if let Err(error) = storage
-            .put(outbox::KEY_OUTBOX, self.mailbox.snapshot())
-            .await
-        {
+        let stored = self.mailbox.stored();
+        if let Err(error) = match stored {
+            Ok(stored) => storage.put(outbox::KEY_OUTBOX, stored).await,
+            Err(error) => Err(error),
+        } {
             self.mailbox.restore(before);
             return Err(error);
         }

@@ -65,7 +65,12 @@ impl Mailbox {
         if self.outbox.borrow().is_some() {
             return Ok(());
         }
-        let stored = match storage.get::<Outbox>(KEY_OUTBOX).await {
+        let stored = match storage.get::<String>(KEY_OUTBOX).await.and_then(|stored| {
+            stored
+                .map(|text| serde_json::from_str::<Outbox>(&text))
+                .transpose()
+                .map_err(|e| worker::Error::RustError(e.to_string()))
+        }) {
             Ok(stored) => stored,
             Err(error) => {
                 tracing::error!(%error, "the stored outbox could not be read; starting over");
@@ -123,6 +128,15 @@ impl Mailbox {
         self.with(|outbox| outbox.clone())
     }
 
+    /// The outbox as it is now, as stored: one JSON string. Stored as a structured value, each
+    /// of its messages became JavaScript objects on the way in and was serialised again by the
+    /// runtime: in a catch-up (hundreds of messages a batch) that was a large part of the time
+    /// (docs/benchmarks.md, "Listener: catching up").
+    pub fn stored(&self) -> Result<String> {
+        self.with(|outbox| serde_json::to_string(outbox))
+            .map_err(|e| worker::Error::RustError(e.to_string()))
+    }
+
     /// Puts back an earlier [`Mailbox::snapshot`] (what was queued was not stored).
     pub fn restore(&self, outbox: Outbox) {
         *self.outbox.borrow_mut() = Some(outbox);
@@ -176,7 +190,7 @@ impl Mailbox {
             }
         }
         if flushed.delivered > 0 || flushed.failures > 0 {
-            storage.put(KEY_OUTBOX, self.snapshot()).await?;
+            storage.put(KEY_OUTBOX, self.stored()?).await?;
         }
         Ok(flushed)
     }

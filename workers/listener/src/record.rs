@@ -21,7 +21,8 @@ pub const KEY_STATUS: &str = "status";
 #[derive(serde::Serialize)]
 struct StatusAndOutbox<'a> {
     status: &'a ListenerStatus,
-    outbox: domain::outbox::Outbox,
+    /// `crate::outbox::Mailbox::stored`.
+    outbox: String,
 }
 
 pub struct Recorder<'a> {
@@ -129,11 +130,15 @@ impl<'a> Recorder<'a> {
         } else {
             let before = self.mailbox.snapshot();
             self.mailbox.push(messages);
-            let both = StatusAndOutbox {
-                status,
-                outbox: self.mailbox.snapshot(),
+            let stored = self
+                .mailbox
+                .stored()
+                .map(|outbox| StatusAndOutbox { status, outbox });
+            let written = match stored {
+                Ok(both) => storage.put_multiple(both).await,
+                Err(error) => Err(error),
             };
-            if let Err(error) = storage.put_multiple(both).await {
+            if let Err(error) = written {
                 // Not stored: the batch is read again, and queued again then.
                 self.mailbox.restore(before);
                 return Err(error);
