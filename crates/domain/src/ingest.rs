@@ -135,6 +135,21 @@ impl Batch {
         batch
     }
 
+    /// The same batch with each statement of several rows written as one statement a row
+    /// (`sql::one_row_each`): the baseline the listener runs with `STATEMENT_ROWS = "one"`, for
+    /// `cargo xtask bench listener` to compare with. Same rows, same results, same messages.
+    pub fn one_row_per_statement(mut self) -> Batch {
+        let (mut statements, mut parts) = (Vec::new(), Vec::new());
+        for (statement, part) in self.statements.drain(..).zip(self.parts.drain(..)) {
+            let split = sql::one_row_each(statement);
+            parts.extend(std::iter::repeat_n(part, split.len()));
+            statements.extend(split);
+        }
+        self.statements = statements;
+        self.parts = parts;
+        self
+    }
+
     /// Turns a run of events into statements and empties it.
     fn flush(&mut self, run: &mut Run) {
         let run = std::mem::take(run);

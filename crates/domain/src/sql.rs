@@ -113,6 +113,38 @@ pub(crate) fn multi_row(head: &str, tail: &str, rows: Vec<Vec<Value>>) -> Vec<St
     statements
 }
 
+/// A statement of several rows (written by `multi_row`) as one statement a row, in order; any
+/// other statement as it is. For the baseline that `cargo xtask bench listener` compares the
+/// shipped statements with (docs/benchmarks.md, "Listener: catching up").
+pub fn one_row_each(statement: Statement) -> Vec<Statement> {
+    let sql = statement.sql.as_ref();
+    let Some(start) = sql.find("(?") else {
+        return vec![statement];
+    };
+    let Some(end) = sql[start..].find(')').map(|e| start + e + 1) else {
+        return vec![statement];
+    };
+    let tuple = &sql[start..end];
+    let width = tuple.matches('?').count();
+    let rows = statement.params.len() / width.max(1);
+    let region = vec![tuple; rows].join(", ");
+    if rows < 2
+        || !statement.params.len().is_multiple_of(width)
+        || !sql[start..].starts_with(&region)
+    {
+        return vec![statement];
+    }
+    let (head, tail) = (&sql[..start], &sql[start + region.len()..]);
+    statement
+        .params
+        .chunks(width)
+        .map(|row| Statement {
+            sql: Cow::Owned(format!("{head}{tuple}{tail}")),
+            params: row.to_vec(),
+        })
+        .collect()
+}
+
 fn render(head: &str, tail: &str, tuple: &str, rows: Vec<Vec<Value>>) -> Statement {
     let tuples = vec![tuple; rows.len()].join(", ");
     Statement {

@@ -464,3 +464,40 @@ async fn any_batching_gives_the_same_tables() {
         }
     }
 }
+
+/// The baseline `cargo xtask bench listener` compares with (a statement a row) writes the same
+/// tables and tells pages the same things as the shipped plan, from more statements.
+#[tokio::test]
+async fn one_row_per_statement_is_the_same_plan_spelled_longer() {
+    for seed in [3_u64, 0xfeed] {
+        let frames = random_stream(seed, 400);
+        let shipped = database().await;
+        let (plan, messages) = ingest(&shipped, &frames).await;
+
+        let baseline = database().await;
+        let one =
+            Batch::plan(frames.iter().map(String::as_str), common::NOW_US).one_row_per_statement();
+        assert!(
+            one.statements.len() > plan.statements.len(),
+            "{} statements a row, {} shipped",
+            one.statements.len(),
+            plan.statements.len()
+        );
+        assert_eq!(one.parts.len(), one.statements.len());
+        let results = batch_json(&baseline, &one.statements).await;
+        assert_eq!(one.messages(&results).expect("rows read back"), messages);
+        assert_eq!(
+            tables(&baseline).await,
+            tables(&shipped).await,
+            "seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn a_statement_of_one_row_or_of_no_rows_is_left_as_it_is() {
+    let single = sql::recent_statuses(5);
+    assert_eq!(sql::one_row_each(single.clone()), [single]);
+    let counts = sql::counts_changed();
+    assert_eq!(sql::one_row_each(counts.clone()), [counts]);
+}

@@ -32,6 +32,9 @@ pub struct Config {
     pub start_from_us: Option<i64>,
     /// The mode, and what shapes one connection: batches, budget, length, silences.
     pub rules: Rules,
+    /// `STATEMENT_ROWS = "one"`: D1 gets a statement a row (`domain::ingest::Batch::
+    /// one_row_per_statement`), the baseline of `cargo xtask bench listener`; never shipped.
+    pub one_row_per_statement: bool,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
                 quiet_ms: number(env, "QUIET_MS", 2_000, 100..=60_000),
                 silent_ms: number(env, "SILENT_SECONDS", 20, 1..=3_600) * 1_000,
             },
+            one_row_per_statement: text(env, "STATEMENT_ROWS").as_deref() == Some("one"),
         }
     }
 

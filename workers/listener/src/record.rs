@@ -31,6 +31,8 @@ pub struct Recorder<'a> {
     /// The URL being read: the instance whose sequence numbers the batches carry.
     url: String,
     mailbox: &'a Mailbox,
+    /// The bench's baseline (`crate::config::Config::one_row_per_statement`).
+    one_row_per_statement: bool,
     /// Tries of the outbox left while no batch comes.
     quiet_tries: std::cell::Cell<u32>,
 }
@@ -45,12 +47,18 @@ pub struct Covered {
 }
 
 impl<'a> Recorder<'a> {
-    pub fn new(env: &Env, url: &str, mailbox: &'a Mailbox) -> Result<Recorder<'a>> {
+    pub fn new(
+        env: &Env,
+        url: &str,
+        mailbox: &'a Mailbox,
+        one_row_per_statement: bool,
+    ) -> Result<Recorder<'a>> {
         Ok(Recorder {
             db: env.d1("DB")?,
             broker: env.service("BROKER")?,
             url: url.to_owned(),
             mailbox,
+            one_row_per_statement,
             quiet_tries: std::cell::Cell::new(QUIET_TRIES),
         })
     }
@@ -66,7 +74,10 @@ impl<'a> Recorder<'a> {
         if frames.is_empty() {
             return Ok(Covered::default());
         }
-        let batch = Batch::plan(frames.iter().map(String::as_str), now_ms() * 1000);
+        let mut batch = Batch::plan(frames.iter().map(String::as_str), now_ms() * 1000);
+        if self.one_row_per_statement {
+            batch = batch.one_row_per_statement();
+        }
         let counters = &mut status.counters;
         counters.seen += batch.seen;
         counters.changes += batch.changes;

@@ -66,7 +66,7 @@ pub async fn run(
     let socket = WebSocket::connect(subscribe).await?;
     socket.accept()?;
     let mut events = socket.events()?;
-    let recorder = Recorder::new(env, url, mailbox)?;
+    let recorder = Recorder::new(env, url, mailbox, config.one_row_per_statement)?;
 
     let mut batcher = Batcher::new(config.rules, started_ms, resume.time_us(), status.pace);
     let outcome: Result<End> = loop {
