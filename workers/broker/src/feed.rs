@@ -133,13 +133,12 @@ impl Feed {
     /// Gives each message the next sequence number, logs it, and drops what falls out of the
     /// log's capacity. Returns the frames, in order, ready to send.
     pub fn append(&mut self, messages: Vec<ServerMessage>) -> Result<Vec<(u64, String)>> {
-        let mut frames = Vec::with_capacity(messages.len());
-        for message in messages {
-            let seq = self.head + 1;
-            frames.push((seq, ServerFrame::new(seq, message).to_json()));
-            self.head = seq;
-        }
-        // Many rows a statement: each statement is a call across into the runtime.
+        let frames: Vec<(u64, String)> = (self.head + 1..)
+            .zip(messages)
+            .map(|(seq, message)| (seq, ServerFrame::new(seq, message).to_json()))
+            .collect();
+        // Many rows a statement: each statement is a call across into the runtime. The head
+        // moves with what was written, so a failure leaves it at the last row logged.
         for rows in frames.chunks(LOG_ROWS_PER_INSERT) {
             let marks = vec!["(?, ?)"; rows.len()].join(", ");
             let params: Vec<SqlStorageValue> = rows
@@ -150,6 +149,7 @@ impl Feed {
                 &format!("INSERT INTO log (seq, frame) VALUES {marks}"),
                 params,
             )?;
+            self.head = rows.last().map_or(self.head, |(seq, _)| *seq);
         }
         if !frames.is_empty() {
             self.sql.exec(
@@ -278,11 +278,11 @@ impl Feed {
     }
 }
 
-/// Sequence numbers stay below 2^53 (see `wire::epoch_base`), so they are exact as JavaScript
-/// numbers.
 /// Rows of the log one `INSERT` writes: a statement binds at most 100 values, two a row.
 const LOG_ROWS_PER_INSERT: usize = 50;
 
+/// Sequence numbers stay below 2^53 (see `wire::epoch_base`), so they are exact as JavaScript
+/// numbers.
 fn int(value: u64) -> SqlStorageValue {
     SqlStorageValue::Integer(i64::try_from(value).unwrap_or(i64::MAX))
 }

@@ -130,7 +130,7 @@ impl Mailbox {
 
     /// The outbox as it is now, as stored: one JSON string. Stored as a structured value, each
     /// of its messages became JavaScript objects on the way in and was serialised again by the
-    /// runtime: in a catch-up (hundreds of messages a batch) that was a large part of the time
+    /// runtime: in a catch-up (hundreds of messages a batch) that was about a tenth of the time
     /// (docs/benchmarks.md, "Listener: catching up").
     pub fn stored(&self) -> Result<String> {
         self.with(|outbox| serde_json::to_string(outbox))
