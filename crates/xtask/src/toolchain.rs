@@ -220,29 +220,41 @@ fn ensure_wasm_target() -> Result<()> {
 /// Debian's Chromium, which the browser test drives through playwright-core.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// Installs Debian's `chromium` package unless it is there (root's `apt-get`; the package lists
-/// are refreshed once if the first attempt fails).
+/// Installs Debian's `chromium` package unless it is there.
 pub fn ensure_chromium() -> Result<PathBuf> {
-    let path = PathBuf::from(CHROMIUM);
+    ensure_debian(CHROMIUM, "chromium", "the browser test")
+}
+
+/// Debian's `wrk`, the HTTP load generator of `cargo xtask bench edge`.
+pub const WRK: &str = "/usr/bin/wrk";
+
+/// Installs Debian's `wrk` package unless it is there.
+pub fn ensure_wrk() -> Result<PathBuf> {
+    ensure_debian(WRK, "wrk", "the request throughput bench")
+}
+
+/// Installs Debian's `package` unless `binary` is there (root's `apt-get`; the package lists are
+/// refreshed once if the first attempt fails).
+fn ensure_debian(binary: &str, package: &str, for_what: &str) -> Result<PathBuf> {
+    let path = PathBuf::from(binary);
     if path.exists() {
         return Ok(path);
     }
-    eprintln!("installing Debian's chromium for the browser test (once per machine)");
+    eprintln!("installing Debian's {package} for {for_what} (once per machine)");
     let install = || {
         process::run(
             Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends", "chromium"])
+                .args(["install", "-y", "-q", "--no-install-recommends", package])
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )
     };
     if install().is_err() {
         process::run(Command::new("apt-get").args(["update", "-q"]))?;
-        install().context("apt-get install chromium (needs root and Debian's package mirror)")?;
+        install().with_context(|| {
+            format!("apt-get install {package} (needs root and Debian's package mirror)")
+        })?;
     }
-    ensure!(
-        path.exists(),
-        "chromium installed but {CHROMIUM} is missing"
-    );
+    ensure!(path.exists(), "{package} installed but {binary} is missing");
     Ok(path)
 }
 

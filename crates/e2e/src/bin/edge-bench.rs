@@ -8,6 +8,9 @@
 //! HTTP handling, the local D1 (SQLite in the same process; on Cloudflare it runs elsewhere and
 //! is not billed as the worker's CPU) and the broker's share of a publish. The PDS (Node) is a
 //! separate process and not counted.
+//!
+//! Then the request throughput of the home page: Debian's `wrk` (installed on first use) with
+//! one connection and with sixteen, requests per second, p50 and p99, and CPU per request.
 
 use std::time::{Duration, Instant};
 
@@ -66,6 +69,13 @@ async fn main() -> Result<()> {
     let home_out = rounds(stack, idle_rate, &mut visitor, Request::Home).await?;
     let home_in = rounds(stack, idle_rate, &mut alice, Request::Home).await?;
     let write = rounds(stack, idle_rate, &mut alice, Request::Write).await?;
+    // After the writes, the home page is full (30 statuses).
+    let wrk = xtask::toolchain::ensure_wrk()?;
+    let home = format!("{}/", visitor.base);
+    let mut throughput = Vec::new();
+    for (threads, connections) in [(1, 1), (2, 16)] {
+        throughput.push(load(stack, idle_rate, &wrk, &home, threads, connections)?);
+    }
 
     println!(
         "## Edge: CPU time per request\n\n\
@@ -109,6 +119,24 @@ async fn main() -> Result<()> {
             ms(cpu[cpu.len() - 1]),
             ms(wall[wall.len() / 2]),
             ms(median) / 2.0 * 100.0,
+        );
+    }
+    println!(
+        "\nRequest throughput: `wrk` (Debian's) against GET / signed out with a full home page \
+         (30 statuses, after the writes above; a fuller page than the 20 the issue names), {} s \
+         a run, past wrangler's proxy. CPU as above: the stack's workerd processes, minus idle, \
+         per request.\n\n\
+         | connections | requests/s | p50 | p99 | CPU per request |\n|---:|---:|---:|---:|---:|",
+        LOAD.as_secs()
+    );
+    for run in &throughput {
+        println!(
+            "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |",
+            run.connections,
+            run.per_second,
+            run.p50_ms,
+            run.p99_ms,
+            ms(run.cpu_per_request)
         );
     }
     let (render, sign) = native_costs()?;
@@ -203,6 +231,86 @@ fn per_call_us(mut call: impl FnMut() -> Result<()>) -> Result<f64> {
     }
     runs.sort_by(f64::total_cmp);
     Ok(runs[2])
+}
+
+/// How long each `wrk` run lasts.
+const LOAD: Duration = Duration::from_secs(10);
+
+/// One `wrk` run's figures.
+struct Load {
+    connections: usize,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu_per_request: Duration,
+}
+
+/// Runs `wrk` against `url` for [`LOAD`] with `connections` open, and reads its report.
+fn load(
+    stack: &Stack,
+    idle_rate: f64,
+    wrk: &std::path::Path,
+    url: &str,
+    threads: usize,
+    connections: usize,
+) -> Result<Load> {
+    let before = stack.workerd_cpu();
+    let started = Instant::now();
+    let output = std::process::Command::new(wrk)
+        .args([
+            "--latency",
+            "-t",
+            &threads.to_string(),
+            "-c",
+            &connections.to_string(),
+        ])
+        .args(["-d", &format!("{}s", LOAD.as_secs()), url])
+        .output()?;
+    let wall = started.elapsed();
+    let used = stack.workerd_cpu().saturating_sub(before);
+    let report = String::from_utf8_lossy(&output.stdout);
+    ensure!(output.status.success(), "wrk failed: {report}");
+    ensure!(
+        !report.contains("Non-2xx"),
+        "some answers were not 200: {report}"
+    );
+    let field = |label: &str| -> Option<&str> {
+        report
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(label))
+            .map(str::trim)
+    };
+    let requests: f64 = report
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .context("no request count in wrk's report")?;
+    let per_second: f64 = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .context("no rate in wrk's report")?;
+    let percentile = |p: &str| field(p).and_then(wrk_ms).context("no latency percentile");
+    let busy = used.as_secs_f64() - idle_rate * wall.as_secs_f64();
+    Ok(Load {
+        connections,
+        per_second,
+        p50_ms: percentile("50%")?,
+        p99_ms: percentile("99%")?,
+        cpu_per_request: Duration::from_secs_f64(busy.max(0.0) / requests.max(1.0)),
+    })
+}
+
+/// A duration as `wrk` prints it (`812.00us`, `3.41ms`, `1.02s`), in ms.
+fn wrk_ms(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    match unit {
+        "us" => Some(value / 1000.0),
+        "ms" => Some(value),
+        "s" => Some(value * 1000.0),
+        "m" => Some(value * 60_000.0),
+        _ => None,
+    }
 }
 
 /// workerd's CPU seconds per wall second with nothing to do (the listener's alarm loop, timers).
