@@ -207,7 +207,7 @@ pub fn relay_page(body: &[u8], asked_after: Option<&str>) -> Result<RelayPage> {
     let empty = listed.repos.is_empty();
     for repo in listed.repos.into_iter().take(RELAY_PAGE) {
         match repo.get("did").and_then(|d| d.as_str()) {
-            Some(did) if is_did(did) => page.dids.push(did.to_owned()),
+            Some(did) if lexicon::syntax::is_supported_did(did) => page.dids.push(did.to_owned()),
             _ => page.skipped += 1,
         }
     }
@@ -215,13 +215,6 @@ pub fn relay_page(body: &[u8], asked_after: Option<&str>) -> Result<RelayPage> {
         !empty && !c.is_empty() && c.len() <= MAX_RELAY_CURSOR && Some(c.as_str()) != asked_after
     });
     Ok(page)
-}
-
-/// `did:plc:` or `did:web:` of valid syntax and length.
-fn is_did(did: &str) -> bool {
-    (did.starts_with("did:plc:") || did.starts_with("did:web:"))
-        && did.len() <= 2_048
-        && lexicon::syntax::is_did(did)
 }
 
 /// What the next invocation is.

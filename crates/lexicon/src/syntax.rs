@@ -134,6 +134,11 @@ pub fn is_did(text: &str) -> bool {
             .is_some_and(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// A DID of a method atproto supports (`plc`, `web`), of valid syntax.
+pub fn is_supported_did(text: &str) -> bool {
+    (text.starts_with("did:plc:") || text.starts_with("did:web:")) && is_did(text)
+}
+
 /// One DNS label: 1 to 63 of `[a-zA-Z0-9-]`, not starting or ending with `-`.
 fn is_label(label: &str) -> bool {
     let b = label.as_bytes();
@@ -281,6 +286,11 @@ mod tests {
             assert!(!is_did(bad), "{bad:?}");
             assert!(bad.parse::<Did>().is_err(), "{bad:?}");
         }
+        assert!(is_supported_did("did:web:example.com"));
+        assert!(
+            !is_supported_did("did:key:zQ3sh"),
+            "a method atproto does not use"
+        );
         assert!(!is_did(&format!("{long}a")), "over 2,048 bytes");
     }
 

@@ -87,27 +87,14 @@ pub fn parse_input(text: &str, reach: Reach) -> Result<LoginInput> {
 /// at most 253 characters, a last label not starting with a digit, and not a reserved TLD
 /// (`.test` only on a local network).
 pub fn is_handle(handle: &str, reach: Reach) -> bool {
-    if handle.is_empty() || handle.len() > 253 {
+    if !lexicon::syntax::is_handle(handle) {
         return false;
     }
-    let labels: Vec<&str> = handle.split('.').collect();
-    if labels.len() < 2 {
-        return false;
-    }
-    let label_ok = |l: &&str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if !labels.iter().all(label_ok) {
-        return false;
-    }
-    let tld = labels[labels.len() - 1].to_ascii_lowercase();
-    if tld.as_bytes()[0].is_ascii_digit() {
-        return false;
-    }
+    let tld = handle
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let reserved = [
         "alt",
         "arpa",
@@ -125,22 +112,7 @@ pub fn is_handle(handle: &str, reach: Reach) -> bool {
 }
 
 /// DID syntax, for the methods atproto supports (`plc`, `web`).
-pub fn is_did(did: &str) -> bool {
-    if did.len() > 2048 || did.ends_with(':') {
-        return false;
-    }
-    let Some(rest) = did.strip_prefix("did:") else {
-        return false;
-    };
-    let Some((method, id)) = rest.split_once(':') else {
-        return false;
-    };
-    matches!(method, "plc" | "web")
-        && !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-_:%".contains(&b))
-}
+pub use lexicon::syntax::is_supported_did as is_did;
 
 /// The parts of a DID document atproto uses.
 #[derive(Debug, Clone, Deserialize)]

@@ -164,11 +164,7 @@ impl Listener {
         self.mailbox.load(&storage).await?;
         let before = self.mailbox.snapshot();
         self.mailbox.push_publish(publish);
-        let stored = self.mailbox.stored();
-        if let Err(error) = match stored {
-            Ok(stored) => storage.put(outbox::KEY_OUTBOX, stored).await,
-            Err(error) => Err(error),
-        } {
+        if let Err(error) = self.mailbox.store(&storage).await {
             self.mailbox.restore(before);
             return Err(error);
         }

@@ -137,6 +137,11 @@ impl Mailbox {
             .map_err(|e| worker::Error::RustError(e.to_string()))
     }
 
+    /// Stores the outbox as it is now (alone; a batch stores it with its cursor).
+    pub async fn store(&self, storage: &Storage) -> Result<()> {
+        storage.put(KEY_OUTBOX, self.stored()?).await
+    }
+
     /// Puts back an earlier [`Mailbox::snapshot`] (what was queued was not stored).
     pub fn restore(&self, outbox: Outbox) {
         *self.outbox.borrow_mut() = Some(outbox);
@@ -190,7 +195,7 @@ impl Mailbox {
             }
         }
         if flushed.delivered > 0 || flushed.failures > 0 {
-            storage.put(KEY_OUTBOX, self.stored()?).await?;
+            self.store(storage).await?;
         }
         Ok(flushed)
     }

@@ -25,6 +25,14 @@ struct StatusAndOutbox<'a> {
     outbox: String,
 }
 
+/// Stores `status` and the outbox in one write.
+async fn store_with(storage: &Storage, status: &ListenerStatus, mailbox: &Mailbox) -> Result<()> {
+    let outbox = mailbox.stored()?;
+    storage
+        .put_multiple(StatusAndOutbox { status, outbox })
+        .await
+}
+
 pub struct Recorder<'a> {
     db: D1Database,
     broker: Fetcher,
@@ -141,15 +149,7 @@ impl<'a> Recorder<'a> {
         } else {
             let before = self.mailbox.snapshot();
             self.mailbox.push(messages);
-            let stored = self
-                .mailbox
-                .stored()
-                .map(|outbox| StatusAndOutbox { status, outbox });
-            let written = match stored {
-                Ok(both) => storage.put_multiple(both).await,
-                Err(error) => Err(error),
-            };
-            if let Err(error) = written {
+            if let Err(error) = store_with(storage, status, self.mailbox).await {
                 // Not stored: the batch is read again, and queued again then.
                 self.mailbox.restore(before);
                 return Err(error);
