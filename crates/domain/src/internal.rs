@@ -6,15 +6,22 @@ use serde::{Deserialize, Serialize};
 
 /// Broker: the browser's WebSocket upgrade, forwarded by edge.
 pub const BROKER_WS: &str = "/ws";
-/// Broker: messages to push to every open page (POST, body is a [`crate::wire::Publish`]).
+/// Broker: messages to push to every open page (POST, body is a [`crate::wire::Publish`]); the
+/// relay answers a [`RelayAck`], a shard (from the relay) a [`PublishAck`].
 pub const BROKER_PUBLISH: &str = "/publish";
-/// Broker: connection counts, counters and fan-out timings for edge's `/health`.
+/// Broker: connection counts, counters and fan-out timings for edge's `/health` (the relay's
+/// [`BrokerStats`]; a shard's own [`ShardStats`]).
 pub const BROKER_STATS: &str = "/stats";
-/// Broker: the last sequence number given out; a page rendered after asking passes it as `since`.
+/// Broker: a shard's last sequence number given out, `?shard=<k>` or a shard picked for a new
+/// page; a page rendered after asking passes both on (`/ws?shard=<k>&since=<seq>`).
 pub const BROKER_HEAD: &str = "/head";
 /// Broker, on a stack with `TEST_HOOKS=on` only: refuse publishes (503) for the next
-/// `?ms=<ms>` (a broker outage for the outbox's tests).
+/// `?ms=<ms>`: the relay's (a broker outage for the outbox's tests), or with `&shard=<k>` that
+/// shard's (a shard outage the relay rides out).
 pub const BROKER_REFUSE: &str = "/refuse";
+/// Broker: on a request to a shard object, which shard it is (the relay and the broker's entry
+/// set it; the object reports it in its stats).
+pub const SHARD_HEADER: &str = "x-statusphere-shard";
 /// Broker: on a forwarded upgrade, the page's network (`crate::limit::network_of`), which its
 /// connection cap counts by. Edge always sets it (replacing whatever the browser sent).
 pub const NETWORK_HEADER: &str = "x-statusphere-network";
@@ -27,8 +34,33 @@ pub const LISTENER_STATUS: &str = "/status";
 /// (POST, body is a [`crate::wire::Publish`]).
 pub const LISTENER_OUTBOX: &str = "/outbox";
 
-/// The broker's answer to a publish.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// A request URL's path and query, read from its text: a URL the runtime already checked needs no
+/// full parser (and the broker, which needs nothing else of one, stays smaller without it).
+/// `https://broker/ws?since=5#x` is `("/ws", Some("since=5"))`.
+pub fn path_and_query(url: &str) -> (&str, Option<&str>) {
+    let url = url.split_once('#').map_or(url, |(before, _)| before);
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let target = after_scheme
+        .find('/')
+        .map_or("", |start| &after_scheme[start..]);
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
+    (if path.is_empty() { "/" } else { path }, query)
+}
+
+/// The value of `key` in a query string (the first, undecoded).
+pub fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, value)| value)
+}
+
+/// A shard's answer to a publish.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PublishAck {
     /// The sequence numbers given to the messages, first and last (none for an empty publish).
     pub first_seq: Option<u64>,
@@ -37,15 +69,94 @@ pub struct PublishAck {
     pub delivered: usize,
 }
 
+/// The relay's answer to a publish: what each shard did with it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelayAck {
+    /// Sockets the messages were handed to, on every shard that took them now.
+    pub delivered: usize,
+    pub shards: Vec<ShardAck>,
+}
+
+/// What one shard did with a publish the relay sent on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShardAck {
+    pub shard: u32,
+    /// The shard's answer, when it took the publish now.
+    #[serde(flatten)]
+    pub ack: PublishAck,
+    /// The shard did not take it now (it failed, or is still owed older publishes): the relay
+    /// keeps it and sends it again, in order.
+    pub kept: bool,
+}
+
 /// The broker's answer to [`BROKER_HEAD`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BrokerHead {
     pub seq: u64,
+    /// The shard whose head it is: the page names it when it connects.
+    #[serde(default)]
+    pub shard: u32,
 }
 
-/// The broker's state as `/health` reports it.
+/// The broker's state as `/health` reports it: the relay, and every shard.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BrokerStats {
+    /// Open WebSockets on every shard that answered.
+    pub connections: usize,
+    /// Sockets closing, on every shard that answered.
+    pub closing: usize,
+    pub relay: RelayStats,
+    pub shards: Vec<ShardStats>,
+    /// Shards that did not answer, with why.
+    #[serde(default)]
+    pub unreachable: Vec<String>,
+}
+
+/// The relay's state: what it sent on, and what it keeps for shards that did not take it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RelayStats {
+    /// How many shards it sends to (the broker's `SHARDS`).
+    pub shards: u32,
+    /// This instance of the relay (a new one after every eviction).
+    pub instance_id: String,
+    pub counters: RelayCounters,
+    /// Per shard: publishes kept for it (not taken yet).
+    pub kept: Vec<u64>,
+    /// Per shard: failed tries in a row.
+    pub failing: Vec<u32>,
+    /// When the relay next tries the shards it keeps publishes for (unix ms).
+    pub next_try_ms: Option<i64>,
+}
+
+/// The relay's running totals.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct RelayCounters {
+    /// Publishes received.
+    pub publishes: u64,
+    /// Publishes sent to a shard that took them.
+    pub sent: u64,
+    /// Tries that failed (the shard errored or did not answer): the publish is kept.
+    pub failures: u64,
+    /// Kept publishes that a later try delivered.
+    pub retried: u64,
+    /// Publishes kept for a shard still owed older ones (they wait their turn).
+    pub queued: u64,
+    /// Kept publishes dropped past the bound (`crate::shard::MAX_KEPT`); their shards were sent
+    /// a reload.
+    pub dropped: u64,
+    /// Reloads sent to shards whose pages missed a dropped publish.
+    pub reloads: u64,
+    /// Publishes a shard refused for good (a 4xx): not sent again.
+    pub rejected: u64,
+    /// Publishes refused while a test hook made the relay fail (`BROKER_REFUSE`).
+    pub refused_publishes: u64,
+}
+
+/// One shard's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShardStats {
+    pub shard: u32,
     /// Open WebSockets, hibernating or not.
     pub connections: usize,
     /// Sockets the broker closed whose pages have not answered yet (they get nothing more).
@@ -65,7 +176,7 @@ pub struct BrokerStats {
     pub fanout: FanoutTimings,
 }
 
-/// The broker's running totals.
+/// A shard's running totals.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default)]
 pub struct BrokerCounters {
@@ -236,6 +347,23 @@ pub fn nearest_rank<T: Copy>(sorted: &[T], p: usize) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_and_query_from_the_url_text() {
+        assert_eq!(
+            path_and_query("https://broker/ws?since=5#x"),
+            ("/ws", Some("since=5"))
+        );
+        assert_eq!(path_and_query("https://broker"), ("/", None));
+        assert_eq!(
+            path_and_query("http://127.0.0.1:8787/a/b?"),
+            ("/a/b", Some(""))
+        );
+        assert_eq!(path_and_query("https://h/p?q=a/b"), ("/p", Some("q=a/b")));
+        assert_eq!(query_value(Some("shard=1&ms=250"), "ms"), Some("250"));
+        assert_eq!(query_value(Some("ms"), "ms"), None);
+        assert_eq!(query_value(None, "ms"), None);
+    }
 
     #[test]
     fn fanout_percentiles_are_nearest_rank() {

@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod page;
 pub mod present;
 pub mod repo;
+pub mod shard;
 pub mod sql;
 pub mod status;
 pub mod wire;

@@ -100,6 +100,8 @@ pub struct HomePage {
     pub feed: Vec<FeedLine>,
     /// The broker sequence number the page's socket resumes after ("" = start live).
     pub seq: String,
+    /// The broker shard that number is from, which the page's socket names ("" = none).
+    pub shard: String,
     pub css_url: String,
     pub js_url: String,
     pub icon_url: String,
@@ -196,7 +198,8 @@ pub struct PageData {
     pub counts: Vec<CountRow>,
     pub recent: Vec<StatusView>,
     pub now_ms: i64,
-    pub seq: Option<u64>,
+    /// Where the page's socket resumes: the head of the shard the broker bound it to.
+    pub live_from: Option<crate::internal::BrokerHead>,
     pub css_url: String,
     pub js_url: String,
     pub icon_url: String,
@@ -262,6 +265,7 @@ impl HomePage {
                 status: s.status,
             })
             .collect();
+        let live_from = data.live_from.as_ref();
         HomePage {
             viewer: data.viewer,
             notice: data.notice,
@@ -270,7 +274,8 @@ impl HomePage {
             others,
             top,
             feed,
-            seq: data.seq.map(|s| s.to_string()).unwrap_or_default(),
+            seq: live_from.map(|h| h.seq.to_string()).unwrap_or_default(),
+            shard: live_from.map(|h| h.shard.to_string()).unwrap_or_default(),
             css_url: data.css_url,
             js_url: data.js_url,
             icon_url: data.icon_url,
@@ -333,7 +338,7 @@ mod tests {
                 status("did:plc:b", None, "🐙", NOW - 3 * 86_400_000, false),
             ],
             now_ms: NOW,
-            seq: Some(42),
+            live_from: Some(crate::internal::BrokerHead { seq: 42, shard: 3 }),
             css_url: "/assets/app.1.css".into(),
             js_url: "/assets/app.1.js".into(),
             icon_url: "/assets/icon.1.svg".into(),
@@ -364,7 +369,7 @@ mod tests {
             html.contains("🐙"),
             "statuses outside the picker are counted too"
         );
-        assert!(html.contains("data-seq=\"42\""));
+        assert!(html.contains("data-seq=\"42\" data-shard=\"3\""));
         // The top list: most shown first, each count with its version for the script.
         let top = &html[html.find("<ol id=\"top\"").expect("a top list")..];
         let top = &top[..top.find("</ol>").expect("the list ends")];

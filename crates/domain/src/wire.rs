@@ -167,6 +167,32 @@ pub struct Publish {
 /// The most messages one publish may carry (the listener sends one publish per D1 batch).
 pub const MAX_PUBLISH_MESSAGES: usize = 1_000;
 
+/// The largest publish body the broker takes: the relay may have to keep one for a shard in a
+/// single stored value, which the platform allows up to 2 MB (the listener's outbox, the
+/// largest publisher, holds at most [`crate::outbox::MAX_BYTES`] in all).
+pub const MAX_PUBLISH_BYTES: usize = 1_500_000;
+
+/// Reads a publish's body as the broker takes it: at most [`MAX_PUBLISH_BYTES`] and
+/// [`MAX_PUBLISH_MESSAGES`] (else a 413), a [`Publish`] in JSON (else a 400), with the refusal's
+/// status and words.
+pub fn read_publish(body: &[u8]) -> Result<Publish, (u16, String)> {
+    if body.len() > MAX_PUBLISH_BYTES {
+        return Err((413, "publish body over 1.5 MB".to_owned()));
+    }
+    let publish: Publish = serde_json::from_slice(body).map_err(|error| {
+        let reason = crate::bounded(&error.to_string());
+        (400, format!("not a publish: {reason}"))
+    })?;
+    if publish.messages.len() > MAX_PUBLISH_MESSAGES {
+        let message = format!(
+            "{} messages in one publish; at most {MAX_PUBLISH_MESSAGES}",
+            publish.messages.len()
+        );
+        return Err((413, message));
+    }
+    Ok(publish)
+}
+
 /// What a page may send.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

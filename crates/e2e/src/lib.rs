@@ -16,7 +16,7 @@ pub mod web;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use domain::internal::{BrokerHead, BrokerStats, PublishAck};
+use domain::internal::{BrokerHead, BrokerStats, PublishAck, RelayAck, ShardStats};
 use domain::wire::{Publish, ServerFrame, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -38,9 +38,19 @@ pub struct Page {
 }
 
 impl Page {
-    /// Opens `/ws` on the stack at `port`, with `?since=` when given and the stack's own Origin.
+    /// Opens `/ws` on the stack at `port`, with `?since=` when given and the stack's own Origin:
+    /// a page that names no shard, which the broker keeps on shard 0.
     pub async fn connect(port: u16, since: Option<u64>) -> Result<Page> {
-        match Page::open(port, since, None).await? {
+        Page::connect_at(port, &ws_query(None, since)).await
+    }
+
+    /// Opens `/ws` as [`Page::connect`] does, for a page bound to `shard`.
+    pub async fn connect_to(port: u16, shard: u32, since: Option<u64>) -> Result<Page> {
+        Page::connect_at(port, &ws_query(Some(shard), since)).await
+    }
+
+    async fn connect_at(port: u16, query: &str) -> Result<Page> {
+        match Page::open_at(port, query, None).await? {
             Opened::Page(page) => Ok(*page),
             Opened::Refused { status, body, .. } => bail!("upgrade answered {status}: {body}"),
         }
@@ -50,10 +60,15 @@ impl Page {
     /// `CF-Connecting-IP` Cloudflare would set; the local runtime keeps one a client sends), and
     /// says what an upgrade that was refused answered.
     pub async fn open(port: u16, since: Option<u64>, ip: Option<&str>) -> Result<Opened> {
-        let mut url = format!("ws://127.0.0.1:{port}/ws");
-        if let Some(since) = since {
-            url = format!("{url}?since={since}");
-        }
+        Page::open_at(port, &ws_query(None, since), ip).await
+    }
+
+    /// Opens `/ws?<query>` as [`Page::open`] does.
+    pub async fn open_at(port: u16, query: &str, ip: Option<&str>) -> Result<Opened> {
+        let url = match query {
+            "" => format!("ws://127.0.0.1:{port}/ws"),
+            query => format!("ws://127.0.0.1:{port}/ws?{query}"),
+        };
         let mut request = url.into_client_request()?;
         let headers = request.headers_mut();
         headers.insert("Origin", format!("http://127.0.0.1:{port}").parse()?);
@@ -189,21 +204,53 @@ pub enum Opened {
     },
 }
 
-/// The broker's internal routes, through edge's `/__test/broker/…` hook.
+/// Where a rendered home page's socket starts: its `data-shard` and `data-seq`.
+pub fn live_from(html: &str) -> Option<(u32, u64)> {
+    let attribute = |name: &str| {
+        html.split_once(&format!("{name}=\""))
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(value, _)| value.to_owned())
+    };
+    let shard = attribute("data-shard")?.parse().ok()?;
+    let seq = attribute("data-seq")?.parse().ok()?;
+    Some((shard, seq))
+}
+
+/// The query of a page's `/ws`: its shard and `since`, when it has them.
+pub fn ws_query(shard: Option<u32>, since: Option<u64>) -> String {
+    let shard = shard.map(|k| format!("shard={k}"));
+    let since = since.map(|s| format!("since={s}"));
+    [shard, since]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The broker's internal routes, through edge's `/__test/broker/…` hook, as one shard sees them:
+/// publishes (through the relay, to every shard) answer with this shard's part, and the head,
+/// stats and connections are this shard's.
 pub struct Broker {
     base: String,
     http: reqwest::Client,
+    pub shard: u32,
 }
 
 impl Broker {
+    /// Shard 0, where pages that name no shard ([`Page::connect`]) are.
     pub fn new(port: u16) -> Broker {
+        Broker::on_shard(port, 0)
+    }
+
+    pub fn on_shard(port: u16, shard: u32) -> Broker {
         Broker {
             base: format!("http://127.0.0.1:{port}/__test/broker"),
             http: reqwest::Client::new(),
+            shard,
         }
     }
 
-    /// Publishes messages, stamped with the send time, and returns the broker's answer.
+    /// Publishes messages, stamped with the send time, and returns this shard's answer.
     pub async fn publish(&self, messages: Vec<ServerMessage>) -> Result<PublishAck> {
         self.publish_as(None, messages).await
     }
@@ -214,6 +261,23 @@ impl Broker {
         id: Option<&str>,
         messages: Vec<ServerMessage>,
     ) -> Result<PublishAck> {
+        let relayed = self.publish_all(id, messages).await?;
+        let mine = relayed.shards.iter().find(|s| s.shard == self.shard);
+        match mine {
+            Some(answer) if answer.kept => {
+                bail!("shard {} did not take it: {relayed:?}", self.shard)
+            }
+            Some(answer) => Ok(answer.ack.clone()),
+            None => Ok(PublishAck::default()),
+        }
+    }
+
+    /// Publishes messages and returns the relay's answer (every shard's part).
+    pub async fn publish_all(
+        &self,
+        id: Option<&str>,
+        messages: Vec<ServerMessage>,
+    ) -> Result<RelayAck> {
         let publish = Publish {
             messages,
             sent_at_ms: Some(now_ms()),
@@ -224,11 +288,22 @@ impl Broker {
         serde_json::from_str(&body).with_context(|| format!("publish ack {body}"))
     }
 
-    /// Makes the broker refuse publishes (503) for the next `ms` (its test hook).
+    /// Makes the broker refuse publishes (503) for the next `ms` (the relay's test hook: an
+    /// outage of the whole broker, as publishers see it).
     pub async fn refuse(&self, ms: u64) -> Result<()> {
+        self.post_refuse(&format!("ms={ms}")).await
+    }
+
+    /// Makes this shard refuse the relay's publishes for the next `ms` (its test hook).
+    pub async fn refuse_on_shard(&self, ms: u64) -> Result<()> {
+        self.post_refuse(&format!("ms={ms}&shard={}", self.shard))
+            .await
+    }
+
+    async fn post_refuse(&self, query: &str) -> Result<()> {
         let response = self
             .http
-            .post(format!("{}/refuse?ms={ms}", self.base))
+            .post(format!("{}/refuse?{query}", self.base))
             .send()
             .await?;
         ensure!(
@@ -250,11 +325,21 @@ impl Broker {
         Ok((response.status().as_u16(), response.text().await?))
     }
 
-    pub async fn stats(&self) -> Result<BrokerStats> {
+    /// This shard's stats.
+    pub async fn stats(&self) -> Result<ShardStats> {
+        let all = self.all_stats().await?;
+        all.shards
+            .into_iter()
+            .find(|s| s.shard == self.shard)
+            .with_context(|| format!("no stats from shard {}: {:?}", self.shard, all.unreachable))
+    }
+
+    /// The relay's and every shard's stats.
+    pub async fn all_stats(&self) -> Result<BrokerStats> {
         self.get_json("stats").await
     }
 
-    /// Waits up to `timeout` until the broker reports `want` open sockets.
+    /// Waits up to `timeout` until this shard reports `want` open sockets.
     pub async fn wait_connections(&self, want: usize, timeout: Duration) -> Result<()> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -270,8 +355,36 @@ impl Broker {
         }
     }
 
+    /// Waits up to `timeout` until the shards hold `want` open sockets in all.
+    pub async fn wait_all_connections(&self, want: usize, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let have = self.all_stats().await?.connections;
+            if have == want {
+                return Ok(());
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "{have} connections over all shards after {timeout:?}, expected {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// This shard's head.
     pub async fn head(&self) -> Result<u64> {
-        Ok(self.get_json::<BrokerHead>("head").await?.seq)
+        let head: BrokerHead = self.get_json(&format!("head?shard={}", self.shard)).await?;
+        ensure!(
+            head.shard == self.shard,
+            "asked shard {}, got {head:?}",
+            self.shard
+        );
+        Ok(head.seq)
+    }
+
+    /// The head of the shard the broker picks for a new page, and which it is.
+    pub async fn pick(&self) -> Result<BrokerHead> {
+        self.get_json("head").await
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, route: &str) -> Result<T> {

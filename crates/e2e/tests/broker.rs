@@ -68,6 +68,15 @@ async fn broker_end_to_end() {
             "silent and vanished sockets pruned",
             idle_pruned(port, &broker).await,
         ),
+        (
+            "every shard, every message, one order",
+            across_shards(port, &broker).await,
+        ),
+        (
+            "a page stays on its shard",
+            pages_keep_their_shard(port, &broker).await,
+        ),
+        ("pages spread evenly", spread_evenly(port).await),
     ];
     e2e::assert_checks(checks, &stack);
     drop(stack);
@@ -75,10 +84,17 @@ async fn broker_end_to_end() {
     // The shipped settings: the object hibernates between events and still delivers.
     let config = StackConfig::for_test("broker-hibernation").expect("test config");
     let stack = tokio::task::block_in_place(|| Stack::start(&tools, config)).expect("stack starts");
-    let checks = vec![(
-        "hibernation",
-        hibernation(stack.port(), &Broker::new(stack.port())).await,
-    )];
+    let port = stack.port();
+    let checks = vec![
+        (
+            "a failing shard is kept for and caught up",
+            failing_shard(port, &Broker::new(port)).await,
+        ),
+        (
+            "a hibernated shard is woken while others are awake",
+            hibernation(port, &Broker::new(port)).await,
+        ),
+    ];
     e2e::assert_checks(checks, &stack);
 }
 
@@ -567,37 +583,287 @@ async fn idle_pruned(port: u16, broker: &Broker) -> Result<()> {
     connections_become(broker, 0).await
 }
 
-/// Pages connect; the object is left alone until it hibernates (a new instance answers the next
-/// event), and the publish that wakes it still reaches every page.
+/// Two pages on every shard; pages on shards 1.. keep their objects awake (a ping the runtime
+/// does not answer by itself wakes the object), shard 0 is left alone until it hibernates (a new
+/// instance answers the next event). The publish that wakes it still reaches every page, and the
+/// other shards answered it with the instances they had.
 async fn hibernation(port: u16, broker: &Broker) -> Result<()> {
+    let shards = broker.all_stats().await?.relay.shards;
+    ensure!(shards > 1, "the shipped broker has {shards} shard");
     let mut pages = Vec::new();
-    for _ in 0..5 {
-        pages.push(Page::connect(port, None).await?);
+    for k in 0..shards {
+        for _ in 0..2 {
+            pages.push((k, Page::connect_to(port, k, None).await?));
+        }
     }
-    connections_become(broker, 5).await?;
-    let first = broker.stats().await?.instance_id;
-    let mut expected = broker.head().await?;
+    let mut keepers = Vec::new();
+    for k in 1..shards {
+        keepers.push(Page::connect_to(port, k, None).await?);
+    }
+    let keeping = tokio::spawn(async move {
+        loop {
+            for keeper in keepers.iter_mut() {
+                keeper.send_text(r#"{ "type": "ping" }"#).await?;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        #[allow(unreachable_code)]
+        Ok::<_, anyhow::Error>(keepers)
+    });
+    let started = broker.all_stats().await?;
+    ensure!(
+        started.connections == (3 * shards - 1) as usize,
+        "{} sockets",
+        started.connections
+    );
+    let instances = |stats: &domain::internal::BrokerStats| -> Vec<String> {
+        stats.shards.iter().map(|s| s.instance_id.clone()).collect()
+    };
+    let first = instances(&started);
+    let mut expected: Vec<u64> = started.shards.iter().map(|s| s.head_seq).collect();
     for attempt in 1..=4 {
         // workerd evicts an idle object whose sockets all hibernate after about ten seconds.
         tokio::time::sleep(Duration::from_secs(13)).await;
-        let ack = broker.publish(vec![confirmed(attempt)]).await?;
-        expected += 1;
-        ensure!(ack.delivered == 5, "delivered to {}", ack.delivered);
-        for page in pages.iter_mut() {
+        let relayed = broker.publish_all(None, vec![confirmed(attempt)]).await?;
+        ensure!(
+            relayed.shards.iter().all(|s| !s.kept),
+            "a shard did not take it: {relayed:?}"
+        );
+        for seq in expected.iter_mut() {
+            *seq += 1;
+        }
+        for (k, page) in pages.iter_mut() {
+            let frame = page.next_frame().await?;
             ensure!(
-                page.next_frame().await?.seq == expected,
-                "a page missed {expected}"
+                frame.seq == expected[*k as usize],
+                "a page of shard {k} got {frame:?}, expected {}",
+                expected[*k as usize]
             );
         }
-        let now = broker.stats().await?;
-        if now.instance_id != first {
+        let now = broker.all_stats().await?;
+        let instances = instances(&now);
+        if instances[0] != first[0] {
             ensure!(
-                now.connections == 5,
-                "{} sockets after hibernation",
-                now.connections
+                instances[1..] == first[1..],
+                "the awake shards were re-created too: {first:?} -> {instances:?}"
             );
-            return close_all(pages).await;
+            ensure!(
+                now.shards[0].connections == 2,
+                "{} sockets on shard 0 after hibernation",
+                now.shards[0].connections
+            );
+            keeping.abort();
+            return close_all(pages.into_iter().map(|(_, page)| page).collect()).await;
         }
     }
-    bail!("the broker never hibernated (instance {first} throughout)")
+    keeping.abort();
+    bail!(
+        "shard 0 never hibernated (instance {} throughout)",
+        first[0]
+    )
+}
+
+/// Pages on every shard; four publishers at once. Each page gets every message with its shard's
+/// consecutive numbers, and every page, whatever its shard, sees the messages in one order.
+async fn across_shards(port: u16, broker: &Broker) -> Result<()> {
+    let shards = broker.all_stats().await?.relay.shards;
+    ensure!(shards > 1, "the test stack has {shards} shard");
+    let mut pages = Vec::new();
+    for k in 0..shards {
+        let head = Broker::on_shard(port, k).head().await?;
+        for _ in 0..3 {
+            pages.push((k, head, Page::connect_to(port, k, None).await?));
+        }
+    }
+    wait_all_connections(broker, (3 * shards) as usize).await?;
+    let publishers = (0..4).map(|p| {
+        let broker = Broker::new(port);
+        tokio::spawn(async move {
+            for i in 0..5 {
+                let messages = (0..2).map(|m| confirmed(p * 1000 + i * 10 + m)).collect();
+                let relayed = broker.publish_all(None, messages).await?;
+                ensure!(
+                    relayed.delivered == 12 && relayed.shards.iter().all(|s| !s.kept),
+                    "{relayed:?}"
+                );
+            }
+            Ok(())
+        })
+    });
+    for publisher in publishers.collect::<Vec<_>>() {
+        publisher.await??;
+    }
+    let mut reference: Option<Vec<ServerMessage>> = None;
+    for (k, head, page) in pages.iter_mut() {
+        let mut seen = Vec::new();
+        for n in 1..=40u64 {
+            let frame = page.next_frame().await?;
+            ensure!(
+                frame.seq == *head + n,
+                "shard {k}: message {n} has seq {}, expected {}",
+                frame.seq,
+                *head + n
+            );
+            seen.push(frame.message);
+        }
+        match &reference {
+            None => reference = Some(seen),
+            Some(reference) => ensure!(*reference == seen, "shard {k} saw another order"),
+        }
+    }
+    // A page of shard 2 that reconnects from the middle gets the rest, from its shard's log.
+    let (_, head, _) = pages
+        .iter()
+        .find(|(k, ..)| *k == 2)
+        .context("no page on shard 2")?;
+    let mut again = Page::connect_to(port, 2, Some(head + 30)).await?;
+    let mut rest = Vec::new();
+    while rest.len() < 10 {
+        rest.extend(
+            wire::unpack(&again.next_text().await?)?
+                .into_iter()
+                .map(|f| f.seq),
+        );
+    }
+    let want: Vec<u64> = (31..=40).map(|n| head + n).collect();
+    ensure!(rest == want, "resumed on shard 2 with {rest:?}");
+    again.close().await?;
+    close_all(pages.into_iter().map(|(.., page)| page).collect()).await?;
+    wait_all_connections(broker, 0).await
+}
+
+/// Waits until the broker reports `want` open sockets over all shards.
+async fn wait_all_connections(broker: &Broker, want: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let have = broker.all_stats().await?.connections;
+        if have == want {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{have} connections, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A page names its shard on every reconnect: one that names a shard the broker no longer has
+/// (the count was lowered) is told to reload, since its numbers mean nothing on another; a shard
+/// that is not a number is refused before the upgrade.
+async fn pages_keep_their_shard(port: u16, broker: &Broker) -> Result<()> {
+    let shards = broker.all_stats().await?.relay.shards;
+    let head = Broker::on_shard(port, shards - 1).head().await?;
+    let mut page = Page::connect_to(port, shards, Some(head)).await?;
+    let frame = page.next_frame().await?;
+    ensure!(
+        matches!(frame.message, ServerMessage::Reload { .. }),
+        "a page of a gone shard got {frame:?}"
+    );
+    page.closed().await?;
+    for query in ["shard=x", "shard=99", "shard=1&shard=2"] {
+        let url = format!("ws://127.0.0.1:{port}/ws?{query}");
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                ensure!(response.status() == 400, "{query}: {}", response.status());
+            }
+            other => bail!("{query}: {:?}", other.map(|_| "upgraded")),
+        }
+    }
+    Ok(())
+}
+
+/// Home pages are bound to shards about evenly: 200 renders over the shards, each shard within
+/// five standard deviations of its share.
+async fn spread_evenly(port: u16) -> Result<()> {
+    const RENDERS: usize = 200;
+    let http = reqwest::Client::new();
+    let mut seen: HashMap<u32, usize> = HashMap::new();
+    for _ in 0..RENDERS {
+        let html = http
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let (shard, _) = e2e::live_from(&html).context("a home page without its shard")?;
+        *seen.entry(shard).or_default() += 1;
+    }
+    let shards = Broker::new(port).all_stats().await?.relay.shards as usize;
+    let share = RENDERS as f64 / shards as f64;
+    let spread = 5.0 * (share * (1.0 - 1.0 / shards as f64)).sqrt();
+    for k in 0..shards as u32 {
+        let got = seen.get(&k).copied().unwrap_or(0) as f64;
+        ensure!(
+            (got - share).abs() <= spread,
+            "shard {k} got {got} of {RENDERS} renders: {seen:?}"
+        );
+    }
+    ensure!(seen.len() == shards, "renders named shards {seen:?}");
+    Ok(())
+}
+
+/// One shard refuses the relay's publishes for a while: the pages of the others get two
+/// publishes at once, the failing shard's page gets both later, in order and numbered without a
+/// gap; the relay counted the failure and the catch-up, and keeps nothing after.
+async fn failing_shard(port: u16, broker: &Broker) -> Result<()> {
+    let shards = broker.all_stats().await?.relay.shards;
+    let failing = Broker::on_shard(port, 1);
+    let mut pages = Vec::new();
+    for k in 0..shards {
+        let head = Broker::on_shard(port, k).head().await?;
+        pages.push((k, head, Page::connect_to(port, k, None).await?));
+    }
+    wait_all_connections(broker, shards as usize).await?;
+    let before = broker.all_stats().await?.relay.counters;
+    failing.refuse_on_shard(2_500).await?;
+    let first = broker.publish_all(Some("f-1"), vec![confirmed(1)]).await?;
+    let second = broker.publish_all(Some("f-2"), vec![confirmed(2)]).await?;
+    for relayed in [&first, &second] {
+        let kept: Vec<u32> = relayed
+            .shards
+            .iter()
+            .filter(|s| s.kept)
+            .map(|s| s.shard)
+            .collect();
+        ensure!(kept == [1], "kept for {kept:?}: {relayed:?}");
+    }
+    let started = Instant::now();
+    for (k, head, page) in pages.iter_mut() {
+        let mut seqs = Vec::new();
+        let mut messages = Vec::new();
+        while seqs.len() < 2 {
+            for frame in wire::unpack(&page.next_text().await?)? {
+                seqs.push(frame.seq);
+                messages.push(frame.message);
+            }
+        }
+        ensure!(
+            seqs == [*head + 1, *head + 2] && messages == [confirmed(1), confirmed(2)],
+            "shard {k}: {seqs:?} {messages:?}"
+        );
+        if *k == 1 {
+            ensure!(
+                started.elapsed() >= Duration::from_millis(1_500),
+                "the failing shard's page had both after {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    let relay = broker.all_stats().await?.relay;
+    let counted = &relay.counters;
+    ensure!(
+        counted.failures > before.failures
+            && counted.retried >= before.retried + 2
+            && counted.queued > before.queued,
+        "counted {counted:?} after {before:?}"
+    );
+    ensure!(
+        relay.kept.iter().all(|n| *n == 0) && relay.failing.iter().all(|n| *n == 0),
+        "still kept: {relay:?}"
+    );
+    for (_, _, page) in pages.iter_mut() {
+        page.silent_for(Duration::from_millis(300)).await?;
+    }
+    close_all(pages.into_iter().map(|(.., page)| page).collect()).await
 }

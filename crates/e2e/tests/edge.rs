@@ -561,13 +561,8 @@ async fn publish_mid_render(net: &Net) -> Result<()> {
         page.contains(&format!("data-uri=\"{uri}\"")),
         "the page read D1 after the publish: {page}"
     );
-    let seq: u64 = page
-        .split("data-seq=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .and_then(|seq| seq.parse().ok())
-        .context("no data-seq on the page")?;
-    let mut socket = Page::connect(net.stack.port(), Some(seq)).await?;
+    let (shard, seq) = e2e::live_from(&page).context("no data-shard and data-seq on the page")?;
+    let mut socket = Page::connect_to(net.stack.port(), shard, Some(seq)).await?;
     let frame = tokio::time::timeout(Duration::from_secs(10), socket.next_frame()).await??;
     ensure!(
         frame.seq == seq + 1,

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: measurements, never assertions. Each benchmark writes its own section of
 //! docs/benchmarks.md (between `<!-- bench:NAME -->` markers) with the command, machine, date and
-//! figures.
+//! figures, and its figures with targets ([`crate::figures`]) to docs/benchmarks.json.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,10 @@ pub fn run(tools: &Tools, names: &[String]) -> Result<()> {
             other => anyhow::bail!("unknown benchmark {other:?} (known: {NAMES:?})"),
         };
         write_section(name, &section)?;
+        let figures = crate::figures::read(&section);
+        if !figures.is_empty() {
+            crate::figures::record(name, figures)?;
+        }
         println!("{section}");
     }
     Ok(())

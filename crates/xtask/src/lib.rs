@@ -7,6 +7,7 @@ pub mod bench;
 pub mod citations;
 pub mod deploy;
 pub mod devnet;
+pub mod figures;
 pub mod net;
 pub mod paths;
 pub mod preflight;

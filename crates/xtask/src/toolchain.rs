@@ -241,15 +241,21 @@ fn ensure_debian(binary: &str, package: &str, for_what: &str) -> Result<PathBuf>
         return Ok(path);
     }
     eprintln!("installing Debian's {package} for {for_what} (once per machine)");
+    // apt's progress goes to stderr: a bench's stdout is the section it writes to the docs.
     let install = || {
         process::run(
             Command::new("apt-get")
                 .args(["install", "-y", "-q", "--no-install-recommends", package])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(std::io::stderr()),
         )
     };
     if install().is_err() {
-        process::run(Command::new("apt-get").args(["update", "-q"]))?;
+        process::run(
+            Command::new("apt-get")
+                .args(["update", "-q"])
+                .stdout(std::io::stderr()),
+        )?;
         install().with_context(|| {
             format!("apt-get install {package} (needs root and Debian's package mirror)")
         })?;

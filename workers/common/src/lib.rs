@@ -16,6 +16,13 @@ pub fn now_ms() -> i64 {
     worker::Date::now().as_millis() as i64
 }
 
+/// A request's path and its query (`domain::internal::path_and_query`), owned.
+pub fn target(req: &worker::Request) -> (String, Option<String>) {
+    let url = req.inner().url();
+    let (path, query) = domain::internal::path_and_query(&url);
+    (path.to_owned(), query.map(str::to_owned))
+}
+
 /// A JSON response with the given status code.
 pub fn json_response<T: Serialize>(status: u16, body: &T) -> Result<Response> {
     Ok(Response::from_json(body)?.with_status(status))

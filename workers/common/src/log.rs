@@ -152,7 +152,7 @@ pub fn request_span(req: &worker::Request) -> tracing::Span {
         "request",
         request_id = %id,
         method = %req.method(),
-        path = %domain::bounded(&req.path())
+        path = %domain::bounded(&crate::target(req).0)
     )
 }
 

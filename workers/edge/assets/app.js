@@ -9,6 +9,9 @@
   var app = document.getElementById("app");
   if (!app || !window.WebSocket || !document.getElementById("line-template")) return;
   var seq = app.dataset.seq;
+  // The broker shard this page is bound to: its sequence numbers are that shard's, so every
+  // reconnect names it (a page rendered without one stays on shard 0).
+  var shard = app.dataset.shard;
   var viewer = app.dataset.viewer || "";
   var profile = app.dataset.profile || "";
   var feed = document.getElementById("feed");
@@ -200,7 +203,10 @@
   }
   function connect() {
     var proto = location.protocol === "https:" ? "wss:" : "ws:";
-    var ws = new WebSocket(proto + "//" + location.host + "/ws" + (seq ? "?since=" + seq : ""));
+    var query = [];
+    if (shard) query.push("shard=" + shard);
+    if (seq) query.push("since=" + seq);
+    var ws = new WebSocket(proto + "//" + location.host + "/ws" + (query.length ? "?" + query.join("&") : ""));
     var pinger = null;
     var resync = false;
     ws.onopen = function () {

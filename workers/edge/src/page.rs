@@ -99,10 +99,10 @@ pub async fn render_listed(
     // over its socket (`?since=<head>`), and whatever was published before it is already in D1
     // (every publisher commits to D1 first). Read the other way round, a status published between
     // the two reads would be in neither (docs/broker.md). History pages are not live.
-    let seq = match home {
+    let live_from = match home {
         false => None,
         true => match broker_head(env).await {
-            Ok(seq) => Some(seq),
+            Ok(head) => Some(head),
             Err(error) => {
                 tracing::warn!(%error, "broker head unavailable; the page starts live");
                 None
@@ -183,7 +183,7 @@ pub async fn render_listed(
         counts,
         recent: recent.into_iter().map(StatusViewRow::into_view).collect(),
         now_ms,
-        seq,
+        live_from,
         css_url: CSS_PATH.to_owned(),
         js_url: JS_PATH.to_owned(),
         icon_url: ICON_PATH.to_owned(),
@@ -283,14 +283,10 @@ async fn person(env: &Env, id: &str) -> crate::error::Result<Listing> {
     }
 }
 
-async fn broker_head(env: &Env) -> Result<u64> {
-    let head: internal::BrokerHead = workers_common::broker::internal_json(
-        &env.service("BROKER")?,
-        "BROKER",
-        internal::BROKER_HEAD,
-    )
-    .await?;
-    Ok(head.seq)
+/// The head of the shard the broker binds this page to.
+async fn broker_head(env: &Env) -> Result<internal::BrokerHead> {
+    workers_common::broker::internal_json(&env.service("BROKER")?, "BROKER", internal::BROKER_HEAD)
+        .await
 }
 
 /// `/favicon.ico`: the icon, for a day (its name cannot carry a hash, so the asset layer, which

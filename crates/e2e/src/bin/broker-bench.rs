@@ -1,12 +1,16 @@
 //! `broker-bench`: the broker under load on a local `wrangler dev` stack, printed as a section of
 //! docs/benchmarks.md (`cargo xtask bench broker` runs it and writes the section).
 //!
-//! 1. 1,000 pages connected through edge's `/ws`; 100 publishes, one message each, 50 ms apart,
-//!    through edge's test hook and the service binding: publish-to-delivery time for every
-//!    (message, page) pair, and the time until the last page had each message.
-//! 2. The same past `wrangler dev`'s proxy (`Stack::direct_port`).
-//! 3. [`LARGE`] pages (past the proxy): the stack's resident memory before, with all open, and after
-//!    the broker has hibernated; then 20 publishes to all of them.
+//! 1. 1,000 pages connected through edge's `/ws`, spread over the shards; 100 publishes, one
+//!    message each, 50 ms apart, through edge's test hook, the service binding and the relay:
+//!    publish-to-delivery time for every (message, page) pair, and the time until the last page
+//!    had each message.
+//! 2. The same past `wrangler dev`'s proxy (`Stack::direct_port`), then the first publish after
+//!    every shard hibernated.
+//! 3. [`LARGE`] pages (past the proxy) spread over the shards: the stack's resident memory before,
+//!    with all open, and after the shards hibernated; the first publish after that, then 20 more.
+//! 4. Shard sizes: [`LARGE`] pages on one shard, and a quarter of that on one shard, each woken by
+//!    a publish after hibernating: what one shard of each size costs.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,6 +19,7 @@ use anyhow::{Context, Result};
 use domain::wire::ServerMessage;
 use e2e::{Broker, Page};
 use futures_util::StreamExt;
+use xtask::figures::{self, Figure, Goal};
 use xtask::stack::{Stack, StackConfig};
 use xtask::toolchain::Tools;
 use xtask::workers::Worker;
@@ -42,18 +47,18 @@ async fn main() -> Result<()> {
     let stack = tokio::task::block_in_place(|| Stack::start(&tools, config))?;
     let port = stack.port();
     let broker = Broker::new(port);
-    // Wake the broker and open its log before measuring anything.
-    broker.stats().await?;
+    // Wake the relay and every shard, and open their logs, before measuring anything.
+    let shards = broker.all_stats().await?.relay.shards;
 
-    let pages = open_pages(port, 1_000).await?;
+    let pages = open_pages(port, 1_000, Spread::Over(shards)).await?;
     let (pages, small) = measure(&broker, pages, 100, Duration::from_millis(50)).await?;
-    let fanout_1k = broker.stats().await?.fanout;
+    let fanout_1k = worst_fanout(&broker).await?;
     close_pages(pages).await;
     wait_connections(&broker, 0).await?;
 
     // From here on, past wrangler's dev proxy (see `Stack::direct_port`).
     let direct = stack.direct_port()?;
-    let pages = open_pages(direct, 1_000).await?;
+    let pages = open_pages(direct, 1_000, Spread::Over(shards)).await?;
     let (pages, small_direct) = measure(&broker, pages, 100, Duration::from_millis(50)).await?;
     tokio::time::sleep(HIBERNATE).await;
     let (pages, small_wake) = measure(&broker, pages, 1, Duration::from_millis(250)).await?;
@@ -63,20 +68,40 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let base = stack.rss();
     let opened = Instant::now();
-    let pages = open_pages(direct, LARGE).await?;
+    let pages = open_pages(direct, LARGE, Spread::Over(shards)).await?;
     let open_secs = opened.elapsed().as_secs_f64();
     wait_connections(&broker, LARGE).await?;
     let open = stack.rss();
-    // Untouched for a while, the object hibernates; its sockets stay with the runtime.
-    let instance = broker.stats().await?.instance_id;
+    // Untouched for a while, the shards hibernate; their sockets stay with the runtime.
+    let instances = instance_ids(&broker).await?;
     tokio::time::sleep(HIBERNATE).await;
     let hibernated = stack.rss();
-    // The first publish wakes the object, which takes its sockets back from the runtime.
+    // The first publish wakes every shard, which takes its sockets back from the runtime.
     let (pages, wake) = measure(&broker, pages, 1, Duration::from_millis(250)).await?;
     let (pages, large) = measure(&broker, pages, 20, Duration::from_millis(250)).await?;
-    let after = broker.stats().await?;
-    let woke_new_instance = after.instance_id != instance;
+    let woken = instance_ids(&broker)
+        .await?
+        .iter()
+        .zip(&instances)
+        .filter(|(now, before)| now != before)
+        .count();
     close_pages(pages).await;
+    wait_connections(&broker, 0).await?;
+
+    // What one shard of each size costs to wake: all the pages on shard 0, then a quarter.
+    let mut by_size = Vec::new();
+    for size in [LARGE, LARGE / 4] {
+        let pages = open_pages(direct, size, Spread::One(0)).await?;
+        wait_connections(&broker, size).await?;
+        let before = instance_ids(&broker).await?;
+        tokio::time::sleep(HIBERNATE).await;
+        let (pages, woke) = measure(&broker, pages, 1, Duration::from_millis(250)).await?;
+        let hibernated = instance_ids(&broker).await?.first() != before.first();
+        anyhow::ensure!(hibernated, "shard 0 did not hibernate with {size} pages");
+        by_size.push((size, woke));
+        close_pages(pages).await;
+        wait_connections(&broker, 0).await?;
+    }
 
     let total = |rss: &[(String, u64)]| rss.iter().map(|(_, b)| *b).sum::<u64>();
     let per_socket = |rss: &[(String, u64)]| {
@@ -89,35 +114,58 @@ async fn main() -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let large_label = thousands(LARGE);
+    let quarter_label = thousands(LARGE / 4);
 
     println!(
-        "## Broker: publish to 1,000 and 9,500 open pages\n\n\
+        "## Broker: publish to 1,000 and {large_label} open pages over {shards} shards\n\n\
          Command: `cargo xtask bench broker` ({}), {}. One `wrangler dev` stack (edge, listener, \
-         broker; local workerd). Pages connect to edge's `/ws`, which hands them to the broker; \
-         publishes go to edge's test hook, through the service binding to the broker, as the \
-         listener's and edge's own will. Time runs from just before the publish request is sent \
-         to the page's socket yielding the frame, all on this machine (client and workerd share \
-         the 2 cores; the client is built with the `bench-client` profile). `wrangler dev` puts a \
-         proxy (a second workerd) in front of the workers that holds four descriptors per socket, \
-         so this machine's 20,000-descriptor limit stops it near 5,000 sockets: the large run \
-         connects to workerd's own port for edge (same edge worker, same `/ws`, same binding; \
-         production has no such proxy), and 1,000 pages are measured both ways.\n",
+         broker; local workerd) with the shipped `SHARDS` ({shards}). Pages connect to edge's \
+         `/ws`, which hands them to the broker, each page naming a shard in turn; publishes go to \
+         edge's test hook, through the service binding to the relay and from it to every shard, \
+         as the listener's and edge's own will. Time runs from just before the publish request \
+         is sent to the page's socket yielding the frame, all on this machine (client and workerd \
+         share the 2 cores; the client is built with the `bench-client` profile). Every shard \
+         lives in the one workerd process, on one thread, so a figure over several shards is \
+         their sum here; on Cloudflare each shard runs on its own. `wrangler dev` puts a proxy (a \
+         second workerd) in front of the workers that holds four descriptors per socket, so this \
+         machine's 20,000-descriptor limit stops it near 5,000 sockets: the large runs connect \
+         to workerd's own port for edge (same edge worker, same `/ws`, same binding; production \
+         has no such proxy), and 1,000 pages are measured both ways.\n",
         xtask::bench::machine(),
         xtask::bench::today()
     );
     println!("| pages | via | publishes | deliveries | p50 | p99 | max | last page p50 | last page p99 |");
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (pages, via, result) in [
-        ("1,000", "wrangler's proxy", &small),
-        ("1,000", "workerd", &small_direct),
+    let spread = format!("over {shards} shards");
+    let rows: Vec<(String, &str, &Measured)> = vec![
+        (format!("1,000 {spread}"), "wrangler's proxy", &small),
+        (format!("1,000 {spread}"), "workerd", &small_direct),
         (
-            "1,000, first publish after hibernation",
+            format!("1,000 {spread}, first publish after hibernation"),
             "workerd",
             &small_wake,
         ),
-        ("9,500, first publish after hibernation", "workerd", &wake),
-        ("9,500, awake", "workerd", &large),
-    ] {
+        (
+            format!("{large_label} {spread}, first publish after hibernation"),
+            "workerd",
+            &wake,
+        ),
+        (format!("{large_label} {spread}, awake"), "workerd", &large),
+    ]
+    .into_iter()
+    .chain(by_size.iter().map(|(size, measured)| {
+        (
+            format!(
+                "{} on one shard, first publish after hibernation",
+                thousands(*size)
+            ),
+            "workerd",
+            measured,
+        )
+    }))
+    .collect();
+    for (pages, via, result) in &rows {
         println!(
             "| {pages} | {via} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
             result.publishes,
@@ -129,38 +177,120 @@ async fn main() -> Result<()> {
             pct(&result.last_page, 99),
         );
     }
+    let quarter_wake = by_size
+        .last()
+        .map_or(f64::NAN, |(_, measured)| pct(&measured.last_page, 100));
     println!(
-        "\nThe broker's own view (`/health`'s `broker.fanout`, publisher's send to the start of the \
-         fan-out) at 1,000 pages: p50 {} ms, p99 {} ms. Target: p99 < 100 ms at 1,000 pages.\n",
+        "\nThe shards' own view (`/health`'s `broker.shards[].fanout`, the publisher's send to the \
+         start of a shard's fan-out, through the relay), the slowest shard at 1,000 pages: p50 {} \
+         ms, p99 {} ms.\n",
         fanout_1k.p50_ms.unwrap_or(-1),
         fanout_1k.p99_ms.unwrap_or(-1)
     );
+    let one_thread = "every shard shares the one local workerd thread";
+    let descriptors = format!(
+        "{large_label}, not 10,000: one workerd process holds every shard here, and this machine \
+         allows it 20,000 descriptors (2 a socket)"
+    );
+    let figures = vec![
+        Figure::new("1,000 pages, publish to page, p99", pct(&small_direct.deliveries, 99), "ms")
+            .against(Goal::Below(50.0)),
+        Figure::new(
+            "1,000 pages through wrangler's proxy, p99",
+            pct(&small.deliveries, 99),
+            "ms",
+        ),
+        Figure::new(
+            &format!("{large_label} pages awake, publish to page, p99"),
+            pct(&large.deliveries, 99),
+            "ms",
+        )
+        .against(Goal::Below(250.0))
+        .limited_by(&format!("{descriptors}; {one_thread}")),
+        Figure::new(
+            &format!("first publish after hibernation, one shard of {quarter_label} pages (a shard of 10,000 over 4), last page"),
+            quarter_wake,
+            "ms",
+        )
+        .against(Goal::Below(500.0))
+        .limited_by("what one shard costs; on Cloudflare the shards wake in parallel"),
+        Figure::new(
+            &format!("first publish after hibernation, {large_label} pages over {shards} shards here, last page"),
+            pct(&wake.last_page, 100),
+            "ms",
+        )
+        .limited_by(one_thread),
+        Figure::new(
+            &format!("first publish after hibernation, one shard of {large_label} pages, last page"),
+            by_size.first().map_or(f64::NAN, |(_, m)| pct(&m.last_page, 100)),
+            "ms",
+        ),
+        Figure::new("pages connected across shards", LARGE as f64, "")
+            .against(Goal::AtLeast(25_000.0))
+            .limited_by(&format!(
+                "{descriptors}; the design allows 30,000 a shard (MAX_SOCKETS) times SHARDS"
+            )),
+        Figure::new("memory per socket, shards hibernated", per_socket(&hibernated), "KiB"),
+    ];
+    println!("{}", figures::table(&figures));
     println!(
-        "Memory with 9,500 pages (resident, all processes of the stack: {}):\n\n\
+        "Memory with {large_label} pages over {shards} shards (resident, all processes of the \
+         stack: {}):\n\n\
          | state | stack RSS | per socket |\n|---|---:|---:|\n\
          | before (no pages) | {:.0} MB | |\n\
-         | 9,500 open, object awake | {:.0} MB | {:.1} KiB |\n\
-         | 9,500 open, object hibernated | {:.0} MB | {:.1} KiB |\n\n\
-         Opening the 9,500 sockets (64 at a time) took {:.1} s; the publish after the idle \
-         period {} a new instance of the object (hibernation), and it delivered to all of them. \
-         Why not 10,000: workerd holds two file descriptors per WebSocket (6,070 for 3,000 \
-         sockets) and this machine's hard limit is 20,000 per process, which cannot be raised \
-         here; one workerd process fails at about 9,950 sockets (`dup(): Too many open files`).\n",
+         | {large_label} open, shards awake | {:.0} MB | {:.1} KiB |\n\
+         | {large_label} open, shards hibernated | {:.0} MB | {:.1} KiB |\n\n\
+         Of a socket's memory, the broker's own part is its attachment (when it connected and \
+         last pinged: {} bytes of JSON) and its network tag (at most 64 bytes); the rest is the \
+         runtime's (the socket, its buffers and its two descriptors). Opening the {large_label} \
+         sockets (64 at a time) took {:.1} s; the publish after the idle period woke {woken} of \
+         {shards} shards as new instances (hibernation), and every page got it. Why not 10,000 \
+         here: workerd holds two file descriptors per WebSocket (6,070 for 3,000 sockets) and \
+         this machine's hard limit is 20,000 per process, which cannot be raised here; one \
+         workerd process fails at about 9,950 sockets (`dup(): Too many open files`), and \
+         `wrangler dev` keeps every shard in one process. The design's own limit is 32,768 \
+         sockets a shard (`MAX_SOCKETS` keeps 30,000), times `SHARDS`.\n",
         processes(&open),
         total(&base) as f64 / 1e6,
         total(&open) as f64 / 1e6,
         per_socket(&open),
         total(&hibernated) as f64 / 1e6,
         per_socket(&hibernated),
+        r#"{"connected_ms":1764900000000,"pinged_ms":1764900000000}"#.len(),
         open_secs,
-        if woke_new_instance {
-            "woke"
-        } else {
-            "did not wake"
-        },
     );
     drop(stack);
     Ok(())
+}
+
+fn thousands(n: usize) -> String {
+    match n {
+        n if n >= 1_000 => format!("{},{:03}", n / 1_000, n % 1_000),
+        n => n.to_string(),
+    }
+}
+
+/// The shards' instance ids (a new one after a hibernation).
+async fn instance_ids(broker: &Broker) -> Result<Vec<String>> {
+    Ok(broker
+        .all_stats()
+        .await?
+        .shards
+        .into_iter()
+        .map(|s| s.instance_id)
+        .collect())
+}
+
+/// The slowest shard's publish-to-fan-out timings.
+async fn worst_fanout(broker: &Broker) -> Result<domain::internal::FanoutTimings> {
+    Ok(broker
+        .all_stats()
+        .await?
+        .shards
+        .into_iter()
+        .map(|s| s.fanout)
+        .max_by_key(|f| f.p99_ms)
+        .unwrap_or_default())
 }
 
 struct Measured {
@@ -171,9 +301,23 @@ struct Measured {
     last_page: Vec<f64>,
 }
 
-async fn open_pages(port: u16, n: usize) -> Result<Vec<Page>> {
+/// Which shards pages are bound to.
+#[derive(Clone, Copy)]
+enum Spread {
+    /// Page `i` to shard `i % n`.
+    Over(u32),
+    One(u32),
+}
+
+async fn open_pages(port: u16, n: usize, spread: Spread) -> Result<Vec<Page>> {
     let pages: Vec<Result<Page>> = futures_util::stream::iter(0..n)
-        .map(|_| Page::connect(port, None))
+        .map(|i| {
+            let shard = match spread {
+                Spread::Over(shards) => i as u32 % shards.max(1),
+                Spread::One(k) => k,
+            };
+            Page::connect_to(port, shard, None)
+        })
         .buffer_unordered(64)
         .collect()
         .await;
@@ -190,10 +334,20 @@ async fn close_pages(pages: Vec<Page>) {
         .await;
 }
 
+/// Waits until the shards hold `want` sockets in all.
 async fn wait_connections(broker: &Broker, want: usize) -> Result<()> {
-    broker
-        .wait_connections(want, Duration::from_secs(120))
-        .await
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let have = broker.all_stats().await?.connections;
+        if have == want {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{have} connections, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Publishes `n` messages `gap` apart while every page reads them; returns the pages and timings.
@@ -210,7 +364,7 @@ async fn measure(
                 let mut seen = Vec::with_capacity(n);
                 for _ in 0..n {
                     let frame = page.next_frame().await?;
-                    seen.push((frame.seq, Instant::now()));
+                    seen.push((publish_index(&frame.message), Instant::now()));
                 }
                 Ok::<_, anyhow::Error>((page, seen))
             })
@@ -219,24 +373,32 @@ async fn measure(
     let mut sent_at = HashMap::new();
     for i in 0..n {
         let started = Instant::now();
-        let ack = broker
-            .publish(vec![ServerMessage::StatusConfirmed {
-                uri: format!("at://did:plc:bench/xyz.statusphere.status/{i}"),
-            }])
+        let relayed = broker
+            .publish_all(
+                None,
+                vec![ServerMessage::StatusConfirmed {
+                    uri: format!("{URI_BASE}{i}"),
+                }],
+            )
             .await?;
-        sent_at.insert(ack.first_seq.context("no seq in the ack")?, started);
+        anyhow::ensure!(
+            relayed.shards.iter().all(|s| !s.kept),
+            "a shard did not take publish {i}: {relayed:?}"
+        );
+        sent_at.insert(i, started);
         tokio::time::sleep(gap).await;
     }
     let mut pages = Vec::new();
     let mut deliveries = Vec::new();
-    let mut last: HashMap<u64, f64> = HashMap::new();
+    let mut last: HashMap<usize, f64> = HashMap::new();
     for reader in readers {
         let (page, seen) = reader.await??;
-        for (seq, at) in seen {
-            let sent = sent_at.get(&seq).context("a frame nobody published")?;
+        for (index, at) in seen {
+            let index = index.context("a frame nobody published")?;
+            let sent = sent_at.get(&index).context("a frame nobody published")?;
             let ms = at.duration_since(*sent).as_secs_f64() * 1000.0;
             deliveries.push(ms);
-            let slot = last.entry(seq).or_insert(0.0);
+            let slot = last.entry(index).or_insert(0.0);
             *slot = slot.max(ms);
         }
         pages.push(page);
@@ -249,6 +411,17 @@ async fn measure(
             last_page: last.into_values().collect(),
         },
     ))
+}
+
+/// What the bench's publishes are about: the status uri ends with the publish's index.
+const URI_BASE: &str = "at://did:plc:bench/xyz.statusphere.status/";
+
+/// The index of the bench publish a message came from.
+fn publish_index(message: &ServerMessage) -> Option<usize> {
+    match message {
+        ServerMessage::StatusConfirmed { uri } => uri.strip_prefix(URI_BASE)?.parse().ok(),
+        _ => None,
+    }
 }
 
 /// Nearest-rank percentile (100 = the maximum).

@@ -21,6 +21,7 @@ use domain::ingest::Batch;
 use e2e::listening;
 use e2e::tables::Tables;
 use serde_json::Value;
+use xtask::figures::{self, Figure, Goal};
 use xtask::stack::Stack;
 use xtask::toolchain::Tools;
 use xtask::workers::Worker;
@@ -112,18 +113,26 @@ async fn catch_up(
 fn section(events: usize, shipped: &Run, baseline: &Run, planned: Duration) -> String {
     let rate = |run: &Run| events as f64 / run.took.as_secs_f64();
     let (fast, slow) = (rate(shipped), rate(baseline));
-    let verdict = if fast >= TARGET {
-        "met".to_owned()
-    } else {
-        format!("not yet ({:.0}% of it)", fast / TARGET * 100.0)
-    };
+    let per_thousand = |run: &Run| run.cpu.as_secs_f64() * 1000.0 / (events as f64 / 1000.0);
+    let per_row = "D1's work a row: the triggers behind current_status and the counts, and the \
+                   same account written again within a backlog; one local workerd thread";
+    let figures = vec![
+        Figure::new("catch-up, 100,000 events", fast, "events/s")
+            .against(Goal::AtLeast(TARGET))
+            .limited_by(per_row),
+        Figure::new("catch-up against a statement a row", fast / slow, "x")
+            .against(Goal::AtLeast(10.0))
+            .limited_by("batching already pays per transaction; what is left is per row"),
+        Figure::new("workerd CPU per 1,000 events", per_thousand(shipped), "ms"),
+        Figure::new("baseline, a statement a row", slow, "events/s"),
+    ];
     let row = |label: &str, run: &Run| {
         let counters = &run.status["counters"];
         format!(
             "| {label} | {events} | {:.1} s | {:.0} | {:.1} ms | {} | {} |\n",
             run.took.as_secs_f64(),
             rate(run),
-            run.cpu.as_secs_f64() * 1000.0 / (events as f64 / 1000.0),
+            per_thousand(run),
             counters["batches"].as_u64().unwrap_or(0),
             counters["connects"].as_u64().unwrap_or(0),
         )
@@ -139,7 +148,7 @@ fn section(events: usize, shipped: &Run, baseline: &Run, planned: Duration) -> S
          | statements | events | time | events/s | workerd CPU per 1,000 events | D1 batches | connections |\n\
          |---|---:|---:|---:|---:|---:|---:|\n\
          {}{}\n\
-         **{fast:.0} events/s, {:.2}x the baseline**; target 10,000 events/s: {verdict}.\n\n\
+         {}\n\
          The CPU is what the kernel counted for the stack's workerd processes while the listener \
          read: the listener's, and the local D1's and the broker's it writes and publishes to. \
          For scale, `domain::ingest` planning the whole backlog natively (parse, validate, \
@@ -148,7 +157,7 @@ fn section(events: usize, shipped: &Run, baseline: &Run, planned: Duration) -> S
         xtask::bench::today(),
         row("shipped (many rows each)", shipped),
         row("baseline (a row each)", baseline),
-        fast / slow,
+        figures::table(&figures),
         planned.as_secs_f64() * 1000.0 / (events as f64 / 1000.0),
     )
 }

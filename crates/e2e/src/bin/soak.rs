@@ -163,7 +163,7 @@ async fn soak(net: &web::Net, options: &Options) -> Result<()> {
                 let rss = net.stack.rss();
                 let total: u64 = rss.iter().map(|(_, bytes)| bytes).sum();
                 samples.push(total);
-                let broker = &health["broker"];
+                let broker = &health["broker"]["shards"][0];
                 let instance = broker["instance_id"].as_str().unwrap_or("?").to_owned();
                 instances.insert(instance.clone());
                 let lag = health["listener"]["lag_ms"].as_i64().unwrap_or(-1);
