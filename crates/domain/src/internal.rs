@@ -59,6 +59,38 @@ pub fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
+/// What one isolate has used of the platform's metered resources since it started (docs/budget.md).
+/// Locally there is one isolate per worker, so these are the whole worker's; on Cloudflare, one
+/// isolate's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Usage {
+    /// When the isolate started counting (unix ms).
+    pub since_ms: i64,
+    /// Invocations of this worker: its fetch and cron handlers. A call through a service binding
+    /// is counted by the worker it reaches; Cloudflare bills it as part of the request that made
+    /// it, so only the public worker's count (edge's) is billed.
+    pub worker_requests: u64,
+    /// D1 queries (a batch counts each statement), and the rows D1 reported reading and writing.
+    pub d1_queries: u64,
+    pub d1_rows_read: u64,
+    pub d1_rows_written: u64,
+    /// Rows read and written in Durable Objects' own SQLite, through the SQL API.
+    pub sql_rows_read: u64,
+    pub sql_rows_written: u64,
+    /// Values read and written through Durable Objects' key-value API (each a row of their
+    /// SQLite).
+    pub kv_reads: u64,
+    pub kv_writes: u64,
+    /// Events Durable Objects handled (a request, an alarm, a WebSocket message or close): what
+    /// the platform bills as requests (WebSocket messages at 20 to 1).
+    pub object_requests: u64,
+    pub object_socket_events: u64,
+    /// Wall time Durable Objects spent in requests and alarms (ms; a Worker's clock moves on
+    /// across I/O only, which is when an object waits).
+    pub object_busy_ms: u64,
+}
+
 /// A shard's answer to a publish.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PublishAck {
@@ -126,6 +158,9 @@ pub struct RelayStats {
     pub failing: Vec<u32>,
     /// When the relay next tries the shards it keeps publishes for (unix ms).
     pub next_try_ms: Option<i64>,
+    /// The broker's isolate (locally: the relay and every shard).
+    #[serde(default)]
+    pub usage: Usage,
 }
 
 /// The relay's running totals.
@@ -233,6 +268,8 @@ pub struct FanoutTimings {
 pub struct ListenerStatus {
     /// `poll` or `live`.
     pub mode: String,
+    /// The listener's isolate (locally: the listener and the backfill).
+    pub usage: Usage,
     /// The Jetstream endpoint in use (or last tried).
     pub url: Option<String>,
     /// The stored cursor (unix µs): everything up to it is in D1.

@@ -41,6 +41,7 @@ fn the_benchmarks_explain_themselves_without_running() {
         env!("CARGO_BIN_EXE_edge-bench"),
         env!("CARGO_BIN_EXE_broker-bench"),
         env!("CARGO_BIN_EXE_backfill-bench"),
+        env!("CARGO_BIN_EXE_budget-bench"),
     ] {
         let out = help_of(bin.as_ref(), &["--help"]);
         assert!(

@@ -11,13 +11,14 @@ use crate::toolchain::Tools;
 use crate::{deploy, net, paths, process, sidecar};
 
 /// The benchmarks, by name; `cargo xtask bench` runs all, `cargo xtask bench NAME...` some.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 7] = [
     "foundation",
     "sidecar",
     "listener",
     "broker",
     "edge",
     "backfill",
+    "budget",
 ];
 
 pub fn run(tools: &Tools, names: &[String]) -> Result<()> {
@@ -34,6 +35,7 @@ pub fn run(tools: &Tools, names: &[String]) -> Result<()> {
             "broker" => load_client(tools, "broker-bench")?,
             "edge" => load_client(tools, "edge-bench")?,
             "backfill" => load_client(tools, "backfill-bench")?,
+            "budget" => load_client(tools, "budget-bench")?,
             other => anyhow::bail!("unknown benchmark {other:?} (known: {NAMES:?})"),
         };
         write_section(name, &section)?;
@@ -135,7 +137,8 @@ fn sidecar_throughput() -> Result<String> {
 /// `bench-client` profile: `catchup-bench` (the listener's catch-up with a 100,000-event
 /// backlog), `broker-bench` (publish-to-delivery at 1,000 and 9,500 pages, memory
 /// per socket), `edge-bench` (CPU per request of pages and status writes), `backfill-bench` (the
-/// backfill's subrequests, D1 rows, time and CPU per 1,000 accounts).
+/// backfill's subrequests, D1 rows, time and CPU per 1,000 accounts), `budget-bench` (what each
+/// action costs of the plans' metered resources).
 fn load_client(tools: &Tools, bin: &str) -> Result<String> {
     process::output(&mut client(tools, bin, &[])?)
 }

@@ -1,6 +1,6 @@
 //! The broker's durable state, in its Durable Object's own SQLite: the recent log of sequenced
 //! frames (what a reconnecting page can be sent), the ids of the publishes in it (a publish sent
-//! again is sequenced once), the head sequence number, and the counters that `/health` reports.
+//! again is sequenced once), the head sequence number (the newest logged frame's), and the counters that `/health` reports.
 //!
 //! Every method is synchronous: SQL storage calls do not yield, so nothing else runs in the object
 //! between giving out a sequence number, logging the frame and sending it. Writes made in one event
@@ -13,12 +13,14 @@ use domain::internal::{BrokerCounters, FanoutTimings};
 use domain::wire::{self, LogBounds, ServerFrame, ServerMessage};
 use serde::{Deserialize, Serialize};
 use worker::{Result, SqlStorage, SqlStorageValue};
+use workers_common::usage;
 
 const SCHEMA: &str =
     "CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY NOT NULL);
 CREATE TABLE IF NOT EXISTS published (id TEXT PRIMARY KEY, first_seq INTEGER NOT NULL,
-  last_seq INTEGER NOT NULL);";
+  last_seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS published_by_last_seq ON published (last_seq);";
 
 /// How many publish-to-fan-out samples the timings are computed over.
 const SAMPLES: usize = 128;
@@ -45,8 +47,8 @@ struct TextValue {
 }
 
 #[derive(Deserialize)]
-struct OldestRow {
-    oldest: Option<i64>,
+struct SeqRow {
+    seq: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -75,29 +77,40 @@ impl Feed {
     /// Opens the log, creating it (with its sequence numbers starting at `now_ms`'s epoch base)
     /// if this object has none yet.
     pub fn open(sql: SqlStorage, capacity: u64, now_ms: i64) -> Result<Feed> {
-        sql.exec(SCHEMA, None)?;
-        let head = match sql
-            .exec("SELECT value FROM meta WHERE key = 'head'", None)?
-            .to_array::<IntValue>()?
+        usage::sql(&sql, SCHEMA, None)?;
+        // The head is the newest logged frame's number: the log is never emptied once written,
+        // so only a new log's starting point (its epoch base) is kept apart, written once.
+        let newest = usage::sql_rows::<SeqRow>(&sql, "SELECT MAX(seq) AS seq FROM log", None)?
             .first()
-        {
-            Some(row) => u64::try_from(row.value).unwrap_or(0),
-            None => {
-                let base = wire::epoch_base(now_ms);
-                sql.exec(
-                    "INSERT INTO meta (key, value) VALUES ('head', ?)",
-                    vec![int(base)],
-                )?;
-                tracing::info!(head = base, "created the broker's log");
-                base
-            }
+            .and_then(|row| row.seq)
+            .and_then(|seq| u64::try_from(seq).ok());
+        let head = match newest {
+            Some(seq) => seq,
+            None => match usage::sql_rows::<IntValue>(
+                &sql,
+                "SELECT value FROM meta WHERE key = 'head'",
+                None,
+            )?
+            .first()
+            {
+                Some(row) => u64::try_from(row.value).unwrap_or(0),
+                None => {
+                    let base = wire::epoch_base(now_ms);
+                    usage::sql(
+                        &sql,
+                        "INSERT INTO meta (key, value) VALUES ('head', ?)",
+                        vec![int(base)],
+                    )?;
+                    tracing::info!(head = base, "created the broker's log");
+                    base
+                }
+            },
         };
-        let stats = sql
-            .exec("SELECT value FROM meta WHERE key = 'stats'", None)?
-            .to_array::<TextValue>()?
-            .first()
-            .and_then(|row| serde_json::from_str(&row.value).ok())
-            .unwrap_or_default();
+        let stats =
+            usage::sql_rows::<TextValue>(&sql, "SELECT value FROM meta WHERE key = 'stats'", None)?
+                .first()
+                .and_then(|row| serde_json::from_str(&row.value).ok())
+                .unwrap_or_default();
         Ok(Feed {
             sql,
             capacity: capacity.max(1),
@@ -117,12 +130,9 @@ impl Feed {
     }
 
     pub fn bounds(&self) -> Result<LogBounds> {
-        let oldest = self
-            .sql
-            .exec("SELECT MIN(seq) AS oldest FROM log", None)?
-            .to_array::<OldestRow>()?
+        let oldest = usage::sql_rows::<SeqRow>(&self.sql, "SELECT MIN(seq) AS seq FROM log", None)?
             .first()
-            .and_then(|row| row.oldest)
+            .and_then(|row| row.seq)
             .and_then(|seq| u64::try_from(seq).ok());
         Ok(LogBounds {
             head: self.head,
@@ -145,21 +155,22 @@ impl Feed {
                 .iter()
                 .flat_map(|(seq, frame)| [int(*seq), frame.as_str().into()])
                 .collect();
-            self.sql.exec(
+            usage::sql(
+                &self.sql,
                 &format!("INSERT INTO log (seq, frame) VALUES {marks}"),
                 params,
             )?;
             self.head = rows.last().map_or(self.head, |(seq, _)| *seq);
         }
         if !frames.is_empty() {
-            self.sql.exec(
-                "UPDATE meta SET value = ? WHERE key = 'head'",
-                vec![int(self.head)],
-            )?;
             let keep_from = self.head.saturating_sub(self.capacity) + 1;
-            self.sql
-                .exec("DELETE FROM log WHERE seq < ?", vec![int(keep_from)])?;
-            self.sql.exec(
+            usage::sql(
+                &self.sql,
+                "DELETE FROM log WHERE seq < ?",
+                vec![int(keep_from)],
+            )?;
+            usage::sql(
+                &self.sql,
                 "DELETE FROM published WHERE last_seq < ?",
                 vec![int(keep_from)],
             )?;
@@ -169,20 +180,19 @@ impl Feed {
 
     /// The sequence numbers the publish `id` was given, if it is still in the log.
     pub fn sequenced(&self, id: &str) -> Result<Option<(u64, u64)>> {
-        Ok(self
-            .sql
-            .exec(
-                "SELECT first_seq, last_seq FROM published WHERE id = ?",
-                vec![id.into()],
-            )?
-            .to_array::<PublishedRow>()?
-            .first()
-            .map(|row| (row.first_seq as u64, row.last_seq as u64)))
+        Ok(usage::sql_rows::<PublishedRow>(
+            &self.sql,
+            "SELECT first_seq, last_seq FROM published WHERE id = ?",
+            vec![id.into()],
+        )?
+        .first()
+        .map(|row| (row.first_seq as u64, row.last_seq as u64)))
     }
 
     /// Remembers that the publish `id` was given `first..=last` (kept as long as its frames are).
     pub fn remember(&self, id: &str, first: u64, last: u64) -> Result<()> {
-        self.sql.exec(
+        usage::sql(
+            &self.sql,
             "INSERT OR IGNORE INTO published (id, first_seq, last_seq) VALUES (?, ?, ?)",
             vec![id.into(), int(first), int(last)],
         )?;
@@ -191,17 +201,19 @@ impl Feed {
 
     /// Until when publishes are refused (a test hook's outage; 0: they are not).
     pub fn refusing_until(&self) -> Result<i64> {
-        Ok(self
-            .sql
-            .exec("SELECT value FROM meta WHERE key = 'refuse_until'", None)?
-            .to_array::<IntValue>()?
-            .first()
-            .map_or(0, |row| row.value))
+        Ok(usage::sql_rows::<IntValue>(
+            &self.sql,
+            "SELECT value FROM meta WHERE key = 'refuse_until'",
+            None,
+        )?
+        .first()
+        .map_or(0, |row| row.value))
     }
 
     /// Refuses publishes until `until_ms`.
     pub fn refuse_until(&self, until_ms: i64) -> Result<()> {
-        self.sql.exec(
+        usage::sql(
+            &self.sql,
             "INSERT INTO meta (key, value) VALUES ('refuse_until', ?) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             vec![until_ms.into()],
@@ -211,16 +223,14 @@ impl Feed {
 
     /// The logged frames after `seq`, oldest first.
     pub fn after(&self, seq: u64) -> Result<Vec<String>> {
-        Ok(self
-            .sql
-            .exec(
-                "SELECT frame FROM log WHERE seq > ? ORDER BY seq",
-                vec![int(seq)],
-            )?
-            .to_array::<FrameRow>()?
-            .into_iter()
-            .map(|row| row.frame)
-            .collect())
+        Ok(usage::sql_rows::<FrameRow>(
+            &self.sql,
+            "SELECT frame FROM log WHERE seq > ? ORDER BY seq",
+            vec![int(seq)],
+        )?
+        .into_iter()
+        .map(|row| row.frame)
+        .collect())
     }
 
     /// Changes the counters; they are written at the next [`Feed::save`] (or [`Feed::save_soon`]).
@@ -254,7 +264,8 @@ impl Feed {
     pub fn save(&mut self, now_ms: i64) -> Result<()> {
         if self.dirty {
             let json = serde_json::to_string(&self.stats)?;
-            self.sql.exec(
+            usage::sql(
+                &self.sql,
                 "INSERT INTO meta (key, value) VALUES ('stats', ?)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 vec![json.into()],

@@ -27,6 +27,7 @@ pub(crate) fn shard_count(env: &Env) -> u32 {
 /// Entry point for service-binding calls.
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    workers_common::usage::worker_request();
     let count = shard_count(&env);
     let (path, query) = workers_common::target(&req);
     let asked = match shards::parse_shard(query.as_deref()) {

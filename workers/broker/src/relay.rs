@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use worker::*;
 use workers_common::now_ms;
+use workers_common::usage;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS kept (ord INTEGER PRIMARY KEY, body TEXT NOT NULL,
   shards INTEGER NOT NULL);
@@ -123,11 +124,13 @@ impl DurableObject for Relay {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        let _busy = workers_common::usage::object_request();
         let span = workers_common::log::request_span(&req);
         self.serve(req).instrument(span).await
     }
 
     async fn alarm(&self) -> Result<Response> {
+        let _busy = workers_common::usage::object_request();
         self.catch_up()
             .instrument(workers_common::log::alarm_span())
             .await?;
@@ -446,6 +449,7 @@ impl Relay {
                 .map(|k| books.state.failing.get(k).copied().unwrap_or(0))
                 .collect(),
             next_try_ms,
+            usage: workers_common::usage::snapshot(),
         };
         Ok(stats)
     }
@@ -453,23 +457,21 @@ impl Relay {
 
 impl Books {
     fn open(sql: SqlStorage, shards: u32) -> Result<Books> {
-        sql.exec(SCHEMA, None)?;
-        let state: Persisted = sql
-            .exec("SELECT value FROM meta WHERE key = 'state'", None)?
-            .to_array::<TextValue>()?
-            .first()
-            .and_then(|row| serde_json::from_str(&row.value).ok())
-            .unwrap_or_default();
+        usage::sql(&sql, SCHEMA, None)?;
+        let state: Persisted =
+            usage::sql_rows::<TextValue>(&sql, "SELECT value FROM meta WHERE key = 'state'", None)?
+                .first()
+                .and_then(|row| serde_json::from_str(&row.value).ok())
+                .unwrap_or_default();
         // Publishes kept for shards that are gone (the count was lowered) are owed to no one.
         let all = Shards::all(shards);
-        sql.exec(
+        usage::sql(
+            &sql,
             "UPDATE kept SET shards = shards & ? WHERE shards & ? != shards",
             vec![all.bits().into(), all.bits().into()],
         )?;
-        sql.exec("DELETE FROM kept WHERE shards = 0", None)?;
-        let owed = sql
-            .exec("SELECT shards FROM kept", None)?
-            .to_array::<ShardsRow>()?
+        usage::sql(&sql, "DELETE FROM kept WHERE shards = 0", None)?;
+        let owed = usage::sql_rows::<ShardsRow>(&sql, "SELECT shards FROM kept", None)?
             .into_iter()
             .fold(Shards::from_bits(state.reload), |owed, row| {
                 owed.with(Shards::from_bits(row.shards))
@@ -492,20 +494,19 @@ impl Books {
     /// Keeps the publish `order` for shard `k` (one row per publish, whatever the shards it is
     /// kept for); past [`shards::MAX_KEPT`] the oldest is dropped and its shards owed a reload.
     fn keep(&mut self, order: u64, body: &str, k: u32) -> Result<()> {
-        self.sql.exec(
+        usage::sql(
+            &self.sql,
             "INSERT INTO kept (ord, body, shards) VALUES (?, ?, ?)
              ON CONFLICT (ord) DO UPDATE SET shards = shards | excluded.shards",
             vec![int(order), body.into(), Shards::one(k).bits().into()],
         )?;
         self.owed = self.owed.with(Shards::one(k));
-        let dropped = self
-            .sql
-            .exec(
-                "DELETE FROM kept WHERE ord NOT IN (SELECT ord FROM kept ORDER BY ord DESC LIMIT ?)
+        let dropped = usage::sql_rows::<ShardsRow>(
+            &self.sql,
+            "DELETE FROM kept WHERE ord NOT IN (SELECT ord FROM kept ORDER BY ord DESC LIMIT ?)
                  RETURNING shards",
-                vec![(shards::MAX_KEPT as i64).into()],
-            )?
-            .to_array::<ShardsRow>()?;
+            vec![(shards::MAX_KEPT as i64).into()],
+        )?;
         if !dropped.is_empty() {
             let reload = dropped
                 .iter()
@@ -526,21 +527,22 @@ impl Books {
 
     /// The oldest publishes kept for shard `k`.
     fn kept_for(&self, k: u32) -> Result<Vec<KeptRow>> {
-        self.sql
-            .exec(
-                "SELECT ord, body FROM kept WHERE shards & ? != 0 ORDER BY ord LIMIT ?",
-                vec![Shards::one(k).bits().into(), CATCH_UP_ROWS.into()],
-            )?
-            .to_array()
+        usage::sql_rows(
+            &self.sql,
+            "SELECT ord, body FROM kept WHERE shards & ? != 0 ORDER BY ord LIMIT ?",
+            vec![Shards::one(k).bits().into(), CATCH_UP_ROWS.into()],
+        )
     }
 
     /// Shard `k` took the kept publish `ord`.
     fn delivered(&mut self, ord: i64, k: u32) -> Result<()> {
-        self.sql.exec(
+        usage::sql(
+            &self.sql,
             "UPDATE kept SET shards = shards & ~? WHERE ord = ?",
             vec![Shards::one(k).bits().into(), ord.into()],
         )?;
-        self.sql.exec(
+        usage::sql(
+            &self.sql,
             "DELETE FROM kept WHERE ord = ? AND shards = 0",
             vec![ord.into()],
         )?;
@@ -569,10 +571,7 @@ impl Books {
 
     /// Per shard `0..shards`: publishes kept for it.
     fn kept_counts(&self, shards: u32) -> Result<Vec<u64>> {
-        let rows = self
-            .sql
-            .exec("SELECT shards FROM kept", None)?
-            .to_array::<ShardsRow>()?;
+        let rows = usage::sql_rows::<ShardsRow>(&self.sql, "SELECT shards FROM kept", None)?;
         Ok((0..shards)
             .map(|k| {
                 rows.iter()
@@ -586,7 +585,8 @@ impl Books {
     fn save(&mut self, now_ms: i64) -> Result<()> {
         if self.dirty {
             let json = serde_json::to_string(&self.state)?;
-            self.sql.exec(
+            usage::sql(
+                &self.sql,
                 "INSERT INTO meta (key, value) VALUES ('state', ?)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 vec![json.into()],

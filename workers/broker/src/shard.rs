@@ -106,11 +106,13 @@ impl DurableObject for Broker {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        let _busy = workers_common::usage::object_request();
         let span = workers_common::log::request_span(&req);
         self.serve(req).instrument(span).await
     }
 
     async fn alarm(&self) -> Result<Response> {
+        let _busy = workers_common::usage::object_request();
         self.sweep()
             .instrument(workers_common::log::alarm_span())
             .await
@@ -121,6 +123,7 @@ impl DurableObject for Broker {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> Result<()> {
+        workers_common::usage::object_socket_event();
         if !is_open(&ws) {
             // Already closed by the broker (a flood's later messages): nothing more to say.
             return Ok(());
@@ -168,6 +171,7 @@ impl DurableObject for Broker {
         _reason: String,
         _was_clean: bool,
     ) -> Result<()> {
+        workers_common::usage::object_socket_event();
         // Reciprocate the close so the socket is released at once. 1005 (no code) and 1006 (no
         // close frame) may not be sent, so those are answered with a plain 1000.
         let code = u16::try_from(code)
@@ -181,6 +185,7 @@ impl DurableObject for Broker {
     }
 
     async fn websocket_error(&self, ws: WebSocket, error: Error) -> Result<()> {
+        workers_common::usage::object_socket_event();
         tracing::warn!(%error, "websocket error");
         let _ = ws.close(Some(1011), Some("socket error"));
         let mut feed = self.feed()?;

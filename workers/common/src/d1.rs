@@ -16,7 +16,9 @@ pub async fn rows<T: serde::de::DeserializeOwned>(
     db: &D1Database,
     statement: &Statement,
 ) -> Result<Vec<T>> {
-    prepare(db, statement)?.all().await?.results()
+    let result = prepare(db, statement)?.all().await?;
+    crate::usage::d1(&result);
+    result.results()
 }
 
 /// Runs `statements` as one batch (one transaction) and returns each one's rows. No statements
@@ -30,7 +32,9 @@ pub async fn batch(db: &D1Database, statements: &[Statement]) -> Result<Vec<work
         .iter()
         .map(|s| prepare(db, s))
         .collect::<Result<Vec<_>>>()?;
-    db.batch(prepared).await
+    let results = db.batch(prepared).await?;
+    results.iter().for_each(crate::usage::d1);
+    Ok(results)
 }
 
 fn js_value(value: &Value) -> JsValue {

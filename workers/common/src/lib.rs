@@ -6,6 +6,7 @@ pub mod broker;
 pub mod d1;
 pub mod http;
 pub mod log;
+pub mod usage;
 pub mod vars;
 
 use serde::Serialize;

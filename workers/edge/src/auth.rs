@@ -107,7 +107,7 @@ pub async fn login(mut req: Request, env: &Env, config: &Config, now_ms: i64) ->
                 &session::hash(&binding),
                 now_ms + PENDING_TTL_MS,
             );
-            workers_common::d1::prepare(&db, &statement)?.run().await?;
+            workers_common::d1::batch(&db, &[statement]).await?;
             tracing::info!(issuer = %pending.server.issuer, "sign-in started");
             let cookie = config
                 .cookies

@@ -14,6 +14,8 @@ use crate::error;
 #[derive(Serialize)]
 struct Health {
     ok: bool,
+    /// Edge's isolate: what it used of the metered resources (docs/budget.md).
+    usage: internal::Usage,
     d1: Part<D1Probe>,
     listener: Part<ListenerStatus>,
     broker: Part<BrokerStats>,
@@ -111,6 +113,7 @@ async fn report(env: &Env) -> Result<Response> {
     let ok = d1.is_ok() && listener.is_ok() && broker.is_ok();
     let health = Health {
         ok,
+        usage: workers_common::usage::snapshot(),
         d1,
         listener,
         broker,
@@ -128,6 +131,7 @@ async fn probe_d1(env: &Env) -> Result<D1Probe> {
         .bind(&[token.clone().into(), now.into()])?;
     let read = db.prepare(sql::HEALTH_PROBE_READ);
     let results = db.batch(vec![write, read]).await?;
+    results.iter().for_each(workers_common::usage::d1);
     let probe = results
         .get(1)
         .map(|r| r.results::<D1Probe>())

@@ -36,6 +36,7 @@ fn start() {
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    workers_common::usage::worker_request();
     if !LISTENER_WOKEN.swap(true, Ordering::Relaxed) {
         let env = env.clone();
         ctx.wait_until(async move {
@@ -159,6 +160,7 @@ async fn route(
 /// handles the firehose never named, and purges expired rows.
 #[event(scheduled)]
 async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    workers_common::usage::worker_request();
     // Every line of this run carries its `alarm_id` and the cron that fired.
     let span = workers_common::log::alarm_span();
     span.record("cron", event.cron().as_str());

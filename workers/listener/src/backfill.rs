@@ -62,11 +62,13 @@ impl DurableObject for Backfill {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        let _busy = workers_common::usage::object_request();
         let span = workers_common::log::request_span(&req);
         self.serve(req).instrument(span).await
     }
 
     async fn alarm(&self) -> Result<Response> {
+        let _busy = workers_common::usage::object_request();
         let span = tracing::info_span!("backfill");
         match self.invocation().instrument(span).await {
             Ok(()) => Response::empty(),
@@ -74,9 +76,11 @@ impl DurableObject for Backfill {
                 // The watchdog alarm set at the start runs the next invocation.
                 tracing::error!(%error, "backfill invocation failed");
                 let storage = self.state.storage();
-                if let Ok(Some(mut progress)) = storage.get::<Progress>(KEY_PROGRESS).await {
+                if let Ok(Some(mut progress)) =
+                    workers_common::usage::get::<Progress>(&storage, KEY_PROGRESS).await
+                {
                     progress.last_error = Some(domain::bounded(&error.to_string()));
-                    let _ = storage.put(KEY_PROGRESS, &progress).await;
+                    let _ = workers_common::usage::put(&storage, KEY_PROGRESS, &progress).await;
                 }
                 Response::empty()
             }
@@ -88,7 +92,7 @@ impl Backfill {
     async fn serve(&self, req: Request) -> Result<Response> {
         let settings = config::backfill(&self.env);
         let storage = self.state.storage();
-        let stored: Option<Progress> = storage.get(KEY_PROGRESS).await?;
+        let stored: Option<Progress> = workers_common::usage::get(&storage, KEY_PROGRESS).await?;
         match req.path().as_str() {
             WAKE => {
                 // A wake starts work that is not under way: a first deploy, a new run, or an
@@ -104,7 +108,7 @@ impl Backfill {
                 let alarm = storage.get_alarm().await?;
                 let stale = !self.running.get()
                     && alarm.is_some()
-                    && alarm == storage.get::<i64>(KEY_WATCHDOG).await?;
+                    && alarm == workers_common::usage::get::<i64>(&storage, KEY_WATCHDOG).await?;
                 if wanted && (alarm.is_none() || stale) {
                     storage.set_alarm(CONTINUE_MS).await?;
                     tracing::info!(run = settings.run, stale, "backfill woken");
@@ -125,28 +129,29 @@ impl Backfill {
         let storage = self.state.storage();
         storage.set_alarm(WATCHDOG_MS).await?;
         if let Some(at) = storage.get_alarm().await? {
-            storage.put(KEY_WATCHDOG, at).await?;
+            workers_common::usage::put(&storage, KEY_WATCHDOG, at).await?;
         }
         self.running.set(true);
         let _running = Running(&self.running);
         let settings = config::backfill(&self.env);
         let db = self.env.d1("DB")?;
         let now = now_ms();
-        let mut progress = match storage.get::<Progress>(KEY_PROGRESS).await? {
-            Some(progress) if !progress.is_stale(&settings) => progress,
-            stale => {
-                if stale.is_some() {
-                    // An operator's restart (a new BACKFILL_RUN) or another relay: start over.
-                    workers_common::d1::rows::<serde_json::Value>(&db, &backfill::forget_all())
-                        .await?;
-                    tracing::info!(run = settings.run, "backfill starts over");
+        let mut progress =
+            match workers_common::usage::get::<Progress>(&storage, KEY_PROGRESS).await? {
+                Some(progress) if !progress.is_stale(&settings) => progress,
+                stale => {
+                    if stale.is_some() {
+                        // An operator's restart (a new BACKFILL_RUN) or another relay: start over.
+                        workers_common::d1::rows::<serde_json::Value>(&db, &backfill::forget_all())
+                            .await?;
+                        tracing::info!(run = settings.run, "backfill starts over");
+                    }
+                    Progress::start(&settings, now)
                 }
-                Progress::start(&settings, now)
-            }
-        };
+            };
         if settings.relay.is_none() {
             progress.phase = Phase::Off;
-            storage.put(KEY_PROGRESS, &progress).await?;
+            workers_common::usage::put(&storage, KEY_PROGRESS, &progress).await?;
             return storage.delete_alarm().await;
         }
         progress.invocations += 1;
@@ -164,7 +169,7 @@ impl Backfill {
             let Some(cursor_us) = status.cursor_us else {
                 progress.phase = Phase::Waiting;
                 progress.subrequests += u64::from(metered.used());
-                storage.put(KEY_PROGRESS, &progress).await?;
+                workers_common::usage::put(&storage, KEY_PROGRESS, &progress).await?;
                 return storage.set_alarm(WAIT_FOR_LISTENER_MS).await;
             };
             progress.jetstream_from_us = Some(cursor_us);
@@ -198,7 +203,7 @@ impl Backfill {
                     Ok(()) => {
                         // Listed accounts are in D1: the listing's place is kept at once.
                         progress.clone_from(&next);
-                        storage.put(KEY_PROGRESS, &progress).await?;
+                        workers_common::usage::put(&storage, KEY_PROGRESS, &progress).await?;
                         continue;
                     }
                     Err(error) => {
@@ -264,7 +269,7 @@ impl Backfill {
                 .messages(&rows_json)
                 .map_err(|e| Error::RustError(e.to_string()))?;
             progress = next;
-            storage.put(KEY_PROGRESS, &progress).await?;
+            workers_common::usage::put(&storage, KEY_PROGRESS, &progress).await?;
             tracing::info!(
                 accounts = rows.len(),
                 rows_written = written,
@@ -307,7 +312,7 @@ impl Backfill {
             progress.next_alarm_ms(&settings, more_now, due, now)
         };
         progress.subrequests += u64::from(metered.used());
-        storage.put(KEY_PROGRESS, &progress).await?;
+        workers_common::usage::put(&storage, KEY_PROGRESS, &progress).await?;
         match next_alarm {
             Next::Soon => storage.set_alarm(CONTINUE_MS).await,
             Next::At(at) => storage.set_alarm((at - now).max(CONTINUE_MS)).await,

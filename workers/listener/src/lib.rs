@@ -47,6 +47,7 @@ fn start() {
 /// a publish edge could not deliver goes to the listener's outbox.
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    workers_common::usage::worker_request();
     let path = req.path();
     let listener = env.durable_object("LISTENER")?.get_by_name(LISTENER_NAME)?;
     if path == internal::LISTENER_OUTBOX {
@@ -70,6 +71,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         Ok(mut answer) => status.backfill = answer.json().await.ok(),
         Err(error) => tracing::error!(%error, "the backfill's status failed"),
     }
+    status.usage = workers_common::usage::snapshot();
     workers_common::json_response(200, &status)
 }
 
@@ -107,11 +109,13 @@ impl DurableObject for Listener {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        let _busy = workers_common::usage::object_request();
         let span = workers_common::log::request_span(&req);
         self.serve(req).instrument(span).await
     }
 
     async fn alarm(&self) -> Result<Response> {
+        let _busy = workers_common::usage::object_request();
         self.read()
             .instrument(workers_common::log::alarm_span())
             .await
@@ -130,7 +134,7 @@ impl Listener {
                 let alarm = storage.get_alarm().await?;
                 let stale = !self.running.get()
                     && alarm.is_some()
-                    && alarm == storage.get::<i64>(KEY_WATCHDOG).await?;
+                    && alarm == workers_common::usage::get::<i64>(&storage, KEY_WATCHDOG).await?;
                 if alarm.is_none() || stale {
                     storage.set_alarm(FIRST_TICK_MS).await?;
                     tracing::info!(
@@ -192,12 +196,12 @@ impl Listener {
         let mut status = self.stored_status().await?;
         status.alarms_fired += 1;
         status.last_alarm_ms = Some(now_ms());
-        storage.put(KEY_STATUS, &status).await?;
+        workers_common::usage::put(&storage, KEY_STATUS, &status).await?;
         // The watchdog (an i64 alarm time is an offset from now), remembered so that a wake
         // can tell it from a planned alarm.
         storage.set_alarm(self.config.watchdog_ms()).await?;
         if let Some(at) = storage.get_alarm().await? {
-            storage.put(KEY_WATCHDOG, at).await?;
+            workers_common::usage::put(&storage, KEY_WATCHDOG, at).await?;
         }
         self.running.set(true);
         let _running = Running(&self.running);
@@ -215,7 +219,9 @@ impl Listener {
             }
         }
 
-        let index = storage.get::<usize>(KEY_URL_INDEX).await?.unwrap_or(0);
+        let index = workers_common::usage::get::<usize>(&storage, KEY_URL_INDEX)
+            .await?
+            .unwrap_or(0);
         let url = self.config.url(index).to_owned();
         // Every log line of this connection carries its URL, mode and number.
         let span = tracing::info_span!(
@@ -245,7 +251,7 @@ impl Listener {
                 // a failure, but the next connection asks the next URL, so that a silent first
                 // instance is not kept for ever; with one URL nothing changes.
                 if status.counters.seen == seen_before && !status.pace.is_busy() {
-                    storage.put(KEY_URL_INDEX, index + 1).await?;
+                    workers_common::usage::put(&storage, KEY_URL_INDEX, index + 1).await?;
                 }
                 status.last_end = Some(end.label());
                 if end.continues(self.config.mode()) {
@@ -270,7 +276,7 @@ impl Listener {
                 let wait = self.config.backoff_ms(status.consecutive_failures);
                 tracing::error!(url, outcome = why, error = ?status.last_error, wait_ms = wait, "connection failed; trying the next URL");
                 status.last_end = Some(why);
-                storage.put(KEY_URL_INDEX, index + 1).await?;
+                workers_common::usage::put(&storage, KEY_URL_INDEX, index + 1).await?;
                 wait
             }
         };
@@ -280,7 +286,7 @@ impl Listener {
             None => next_ms,
         };
         status.last_end_ms = Some(now_ms());
-        storage.put(KEY_STATUS, &status).await?;
+        workers_common::usage::put(&storage, KEY_STATUS, &status).await?;
         storage.set_alarm(next_ms).await?;
         Response::empty()
     }

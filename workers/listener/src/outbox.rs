@@ -65,12 +65,14 @@ impl Mailbox {
         if self.outbox.borrow().is_some() {
             return Ok(());
         }
-        let stored = match storage.get::<String>(KEY_OUTBOX).await.and_then(|stored| {
-            stored
-                .map(|text| serde_json::from_str::<Outbox>(&text))
-                .transpose()
-                .map_err(|e| worker::Error::RustError(e.to_string()))
-        }) {
+        let stored = match workers_common::usage::get::<String>(storage, KEY_OUTBOX)
+            .await
+            .and_then(|stored| {
+                stored
+                    .map(|text| serde_json::from_str::<Outbox>(&text))
+                    .transpose()
+                    .map_err(|e| worker::Error::RustError(e.to_string()))
+            }) {
             Ok(stored) => stored,
             Err(error) => {
                 tracing::error!(%error, "the stored outbox could not be read; starting over");
@@ -139,7 +141,7 @@ impl Mailbox {
 
     /// Stores the outbox as it is now (alone; a batch stores it with its cursor).
     pub async fn store(&self, storage: &Storage) -> Result<()> {
-        storage.put(KEY_OUTBOX, self.stored()?).await
+        workers_common::usage::put(storage, KEY_OUTBOX, self.stored()?).await
     }
 
     /// Puts back an earlier [`Mailbox::snapshot`] (what was queued was not stored).

@@ -145,7 +145,7 @@ impl<'a> Recorder<'a> {
         // same write as what changed, queued for the broker: what pages are told is always in
         // D1, and a crash between the two loses neither.
         if messages.is_empty() {
-            storage.put(KEY_STATUS, &*status).await?;
+            workers_common::usage::put(storage, KEY_STATUS, &*status).await?;
         } else {
             let before = self.mailbox.snapshot();
             self.mailbox.push(messages);

@@ -47,7 +47,7 @@ pub async fn run(
         // backfill's seam (docs/backfill.md) counts on no event after this position being
         // skipped.
         status.cursor_us = Some(resume.time_us());
-        storage.put(crate::record::KEY_STATUS, &*status).await?;
+        workers_common::usage::put(storage, crate::record::KEY_STATUS, &*status).await?;
     }
     let subscribe = subscribe_url(url, &resume)?;
     status.url = Some(url.to_owned());

@@ -13,12 +13,14 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
+use domain::internal::Usage;
 use e2e::backfilling::{relay, status, wait_for, wait_for_relay, wake, within_budget, writers};
 use e2e::backfilling::{EMOJIS, STATUS};
 use e2e::tables::Tables;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use xtask::devnet::{Devnet, DevnetConfig};
+use xtask::figures::{self, Figure};
 use xtask::stack::{Stack, StackConfig};
 use xtask::toolchain::Tools;
 use xtask::workers::Worker;
@@ -57,6 +59,7 @@ async fn main() -> Result<()> {
         .with_backfill(&relay, BUDGET);
     let stack = tokio::task::block_in_place(|| Stack::start(&tools, config))?;
     let cpu_before = stack.workerd_cpu();
+    let usage_before = listener_usage(&stack).await?;
     wake(&stack).await?;
     let within = Duration::from_secs(900);
     let progress = wait_for(&stack, "the backfill done", within, |p| {
@@ -64,6 +67,8 @@ async fn main() -> Result<()> {
     })
     .await?;
     let cpu = stack.workerd_cpu().saturating_sub(cpu_before);
+    let usage = listener_usage(&stack).await?;
+    let read = usage.d1_rows_read - usage_before.d1_rows_read;
     let stored = Tables::query(&stack, "SELECT COUNT(*) AS n FROM status WHERE deleted = 0")
         .await?
         .first()
@@ -73,8 +78,15 @@ async fn main() -> Result<()> {
         progress["done"].as_u64() == Some(ACCOUNTS as u64) && stored == written as u64,
         "the backfill did not read the whole network ({stored} of {written} statuses): {progress}"
     );
-    println!("{}", section(&progress, written, cpu)?);
+    let records = written + ACCOUNTS.div_ceil(10);
+    println!("{}", section(&progress, written, records, read, cpu)?);
     Ok(())
+}
+
+/// What the listener's isolate (its Durable Objects: the reader and the backfill) used so far.
+async fn listener_usage(stack: &Stack) -> Result<Usage> {
+    let health = e2e::health(stack).await?;
+    Ok(serde_json::from_value(health["listener"]["usage"].clone())?)
 }
 
 /// Writes each account's statuses (and every tenth's display name); returns the statuses.
@@ -101,13 +113,37 @@ async fn write(devnet: &Devnet) -> Result<usize> {
     Ok(counts.iter().sum())
 }
 
-fn section(progress: &Value, written: usize, cpu: Duration) -> Result<String> {
+fn section(
+    progress: &Value,
+    written: usize,
+    records: usize,
+    d1_read: u64,
+    cpu: Duration,
+) -> Result<String> {
     let (invocations, subrequests) = within_budget(progress, u64::from(BUDGET))?;
     let rows = progress["rows_written"].as_u64().unwrap_or(0);
     let wall_ms = progress["finished_ms"].as_i64().unwrap_or(0)
         - progress["started_ms"].as_i64().unwrap_or(0);
     let per_thousand = |total: f64| total * 1_000.0 / ACCOUNTS as f64;
     let rows_per_account = rows as f64 / ACCOUNTS as f64;
+    let per_record = |total: f64| total / records as f64;
+    let figures = [
+        Figure::new(
+            "backfill: D1 rows written per record",
+            per_record(rows as f64),
+            "",
+        ),
+        Figure::new(
+            "backfill: D1 rows read per record",
+            per_record(d1_read as f64),
+            "",
+        ),
+        Figure::new(
+            "backfill: accounts a day under the shipped cap",
+            DAILY_ROWS / rows_per_account,
+            "",
+        ),
+    ];
     Ok(format!(
         "## Backfill: cost per 1,000 accounts\n\n\
          Command: `cargo xtask bench backfill` ({}), {}. A local network of {ACCOUNTS} accounts \
@@ -124,17 +160,21 @@ fn section(progress: &Value, written: usize, cpu: Duration) -> Result<String> {
          | invocations (alarms) | {invocations} | {:.3} |\n\
          | subrequests (identity, commit, records, profile, relay, D1, broker) | {subrequests} | {:.2} |\n\
          | D1 rows written (D1's `rows_written`) | {rows} | {rows_per_account:.2} |\n\
+         | D1 rows read (the listener's isolate, reading live too) | {d1_read} | {:.2} |\n\
          | wall time, first read to done | {:.1} s | {:.1} ms |\n\
          | workerd CPU time | {:.2} s | {:.2} ms |\n\n\
          Per 1,000 accounts: {:.0} invocations, {:.0} subrequests, {:.0} D1 rows. With the shipped \
          cap of {DAILY_ROWS:.0} rows a day (`BACKFILL_DAILY_ROWS`, half the free plan's 100,000) \
          the backfill reads about {:.0} accounts a day; the rest waits for the next UTC day. The \
          wall time is the local network's: on the public network each account's reads go to its \
-         own PDS, and an invocation holds about eight accounts whatever their speed.\n",
+         own PDS, and an invocation holds about eight accounts whatever their speed. Per record \
+         backfilled ({records}: statuses and profiles), {:.2} D1 rows written and {:.2} read \
+         (docs/budget.md).\n\n{}",
         xtask::bench::machine(),
         xtask::bench::today(),
         invocations as f64 / ACCOUNTS as f64,
         subrequests as f64 / ACCOUNTS as f64,
+        d1_read as f64 / ACCOUNTS as f64,
         wall_ms as f64 / 1_000.0,
         wall_ms as f64 / ACCOUNTS as f64,
         cpu.as_secs_f64(),
@@ -143,5 +183,8 @@ fn section(progress: &Value, written: usize, cpu: Duration) -> Result<String> {
         per_thousand(subrequests as f64),
         per_thousand(rows as f64),
         DAILY_ROWS / rows_per_account,
+        per_record(rows as f64),
+        per_record(d1_read as f64),
+        figures::table(&figures),
     ))
 }
