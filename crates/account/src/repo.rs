@@ -123,7 +123,7 @@ pub async fn display_name<H: HttpClient>(
         pds.trim_end_matches('/')
     );
     let url = fetch::check_url(&url, reach).map_err(|e| e.to_string())?;
-    let request = http::Request::get(url.as_str())
+    let request = http::Request::get(url)
         .header(http::header::ACCEPT, "application/json")
         .body(Vec::new())
         .map_err(|e| e.to_string())?;

@@ -59,6 +59,21 @@ pub fn query_value<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
+/// `base` with `pairs` added to its query, each key and value percent-encoded.
+pub fn with_query<K: AsRef<str>, V: AsRef<str>>(base: &str, pairs: &[(K, V)]) -> String {
+    let mut out = base.to_owned();
+    for (i, (key, value)) in pairs.iter().enumerate() {
+        out.push(match (i, base.contains('?')) {
+            (0, false) => '?',
+            _ => '&',
+        });
+        out.push_str(&crate::page::url_component(key.as_ref()));
+        out.push('=');
+        out.push_str(&crate::page::url_component(value.as_ref()));
+    }
+    out
+}
+
 /// What one isolate has used of the platform's metered resources since it started (docs/budget.md).
 /// Locally there is one isolate per worker, so these are the whole worker's; on Cloudflare, one
 /// isolate's.
@@ -384,6 +399,19 @@ pub fn nearest_rank<T: Copy>(sorted: &[T], p: usize) -> Option<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_are_added_encoded() {
+        assert_eq!(
+            with_query("wss://j/subscribe", &[("cursor", "5"), ("a b", "c&d=é")]),
+            "wss://j/subscribe?cursor=5&a%20b=c%26d%3D%C3%A9"
+        );
+        assert_eq!(
+            with_query("https://r/x?y=1", &[("z", "2")]),
+            "https://r/x?y=1&z=2"
+        );
+        assert_eq!(with_query::<&str, &str>("https://r/x", &[]), "https://r/x");
+    }
 
     #[test]
     fn path_and_query_from_the_url_text() {

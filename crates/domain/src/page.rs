@@ -178,7 +178,7 @@ pub fn percent_decode(text: &str) -> Option<String> {
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
-fn url_component(text: &str) -> String {
+pub(crate) fn url_component(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

@@ -8,9 +8,8 @@
 //! the local PDS is `http://localhost:<port>`.
 
 use atrium_xrpc::HttpClient;
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use serde::de::DeserializeOwned;
-use url::{Host, Url};
 
 use crate::cache::CacheFor;
 use crate::{bounded, Error, Result};
@@ -28,42 +27,79 @@ pub enum Reach {
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// Parses `url` and refuses what must not be fetched (see the module docs).
-pub fn check_url(url: &str, reach: Reach) -> Result<Url> {
-    let parsed =
-        Url::parse(url).map_err(|_| Error::Protocol(format!("not a URL: {}", bounded(url))))?;
+///
+/// The parse is `http::Uri`'s, stricter than the WHATWG parser the runtime's fetch uses: it
+/// refuses spaces, backslashes and anything not ASCII, so what passes reads the same to both. The
+/// host is further held to lowercase-able DNS characters (no percent-encoding, which WHATWG would
+/// decode), and a name whose last label is a number (`127.1`, `0x7f.1`, `2130706433`), which
+/// WHATWG reads as an IPv4 address, is an address here too.
+pub fn check_url(url: &str, reach: Reach) -> Result<Uri> {
+    let not_a_url = || Error::Protocol(format!("not a URL: {}", bounded(url)));
+    let parsed: Uri = url.parse().map_err(|_| not_a_url())?;
     let refuse = |why: &str| Err(Error::Protocol(format!("refusing {}: {why}", bounded(url))));
-    if !parsed.username().is_empty() || parsed.password().is_some() {
+    let authority = parsed.authority().ok_or_else(not_a_url)?;
+    if authority.as_str().contains('@') {
         return refuse("credentials in the URL");
     }
-    match parsed.scheme() {
-        "https" => {}
-        "http" if reach == Reach::Local => {}
+    match parsed.scheme_str() {
+        Some("https") => {}
+        Some("http") if reach == Reach::Local => {}
         _ => return refuse("only https is allowed"),
     }
-    match parsed.host() {
-        None => return refuse("no host"),
-        Some(_) if reach == Reach::Local => {}
-        Some(Host::Ipv4(_) | Host::Ipv6(_)) => return refuse("an IP address, not a name"),
-        Some(Host::Domain(name)) => {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            let private = name == "localhost"
-                || !name.contains('.')
-                || [
-                    ".localhost",
-                    ".local",
-                    ".internal",
-                    ".arpa",
-                    ".home",
-                    ".lan",
-                ]
-                .iter()
-                .any(|suffix| name.ends_with(suffix));
-            if private {
-                return refuse("a private name");
-            }
-        }
+    let host = authority.host();
+    if host.is_empty() {
+        return refuse("no host");
+    }
+    if reach == Reach::Local {
+        return Ok(parsed);
+    }
+    if host.starts_with('[') {
+        return refuse("an IP address, not a name");
+    }
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return refuse("not a DNS name");
+    }
+    let last = name.rsplit('.').next().unwrap_or_default();
+    let numeric = |label: &str| {
+        !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit())
+            || label
+                .strip_prefix("0x")
+                .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    if numeric(last) {
+        return refuse("an IP address, not a name");
+    }
+    let private = name == "localhost"
+        || !name.contains('.')
+        || [
+            ".localhost",
+            ".local",
+            ".internal",
+            ".arpa",
+            ".home",
+            ".lan",
+        ]
+        .iter()
+        .any(|suffix| name.ends_with(suffix));
+    if private {
+        return refuse("a private name");
     }
     Ok(parsed)
+}
+
+/// The origin of a checked URL: its scheme, host and port (a default port left out), as the
+/// WHATWG URL standard serialises one.
+pub fn origin(url: &Uri) -> String {
+    let scheme = url.scheme_str().unwrap_or("https");
+    let host = url.host().unwrap_or_default().to_ascii_lowercase();
+    match (scheme, url.port_u16()) {
+        ("https", Some(443)) | ("http", Some(80)) | (_, None) => format!("{scheme}://{host}"),
+        (_, Some(port)) => format!("{scheme}://{host}:{port}"),
+    }
 }
 
 /// The most bytes an answer to this request may have: set by [`send`] as a request extension,
@@ -140,7 +176,7 @@ pub async fn get_cached<T: HttpClient>(
     cache: Option<CacheFor>,
 ) -> Result<Vec<u8>> {
     let parsed = check_url(url, reach)?;
-    let mut request = Request::get(parsed.as_str())
+    let mut request = Request::get(parsed)
         .header(http::header::ACCEPT, accept)
         .body(Vec::new())
         .map_err(|e| Error::Protocol(format!("bad request to {}: {e}", bounded(url))))?;
@@ -160,7 +196,27 @@ pub async fn get_cached<T: HttpClient>(
 
 #[cfg(test)]
 mod tests {
-    use super::{check_url, Reach};
+    use super::{check_url, origin, Reach};
+
+    #[test]
+    fn origins_leave_out_default_ports() {
+        for (url, expected) in [
+            (
+                "https://PDS.example.com/xrpc/x?y=1",
+                "https://pds.example.com",
+            ),
+            ("https://pds.example.com:443/", "https://pds.example.com"),
+            (
+                "https://pds.example.com:8443/a",
+                "https://pds.example.com:8443",
+            ),
+        ] {
+            let checked = check_url(url, Reach::Public).unwrap();
+            assert_eq!(origin(&checked), expected, "{url}");
+        }
+        let local = check_url("http://localhost:2583/", Reach::Local).unwrap();
+        assert_eq!(origin(&local), "http://localhost:2583");
+    }
 
     #[test]
     fn production_fetches_only_public_https_names() {
@@ -168,6 +224,8 @@ mod tests {
             "https://bsky.social/xrpc/x",
             "https://plc.directory/did:plc:abc",
             "https://pds.example.com:8443/",
+            "https://bsky.social",
+            "https://xn--bcher-kva.example/",
         ] {
             assert!(check_url(ok, Reach::Public).is_ok(), "{ok}");
         }
@@ -183,6 +241,13 @@ mod tests {
             "https://metadata.google.internal/",
             "https://intranet/",
             "https://user:pw@bsky.social/",
+            "https://127.1/",
+            "https://0x7f.1/",
+            "https://2130706433/",
+            "https://%6c%6fcalhost/",
+            "https://bsky.social\\@evil.example/",
+            "https://exa mple.com/",
+            "https://bücher.example/",
             "ftp://bsky.social/",
             "file:///etc/passwd",
             "not a url",

@@ -72,7 +72,7 @@ pub fn parse_input(text: &str, reach: Reach) -> Result<LoginInput> {
     if text.starts_with("https://") || text.starts_with("http://") {
         let url = check_url(text, reach)
             .map_err(|_| Error::Input("That server address cannot be used.".into()))?;
-        return Ok(LoginInput::Server(url.origin().ascii_serialization()));
+        return Ok(LoginInput::Server(fetch::origin(&url)));
     }
     let handle = text.to_ascii_lowercase();
     match Handle::new(handle.clone()) {

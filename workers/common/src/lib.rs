@@ -24,6 +24,29 @@ pub fn target(req: &worker::Request) -> (String, Option<String>) {
     (path.to_owned(), query.map(str::to_owned))
 }
 
+/// Opens an outbound WebSocket to `url` (`ws://` or `wss://`), as `WebSocket::connect` does but
+/// from the URL's text: the `url` crate's parser (and its Unicode tables) stays out of the
+/// workers that need no other URL handling.
+pub async fn websocket_connect(url: &str) -> worker::Result<worker::WebSocket> {
+    let target = if let Some(rest) = url.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if let Some(rest) = url.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else {
+        url.to_owned()
+    };
+    let mut req = worker::Request::new(&target, worker::Method::Get)?;
+    req.headers_mut()?.set("upgrade", "websocket")?;
+    let res = worker::Fetch::Request(req).send().await?;
+    let status = res.status_code();
+    match res.websocket() {
+        Some(socket) => Ok(socket),
+        None => Err(worker::Error::RustError(format!(
+            "{url} did not upgrade to a WebSocket (status {status})"
+        ))),
+    }
+}
+
 /// A JSON response with the given status code.
 pub fn json_response<T: Serialize>(status: u16, body: &T) -> Result<Response> {
     Ok(Response::from_json(body)?.with_status(status))

@@ -338,20 +338,19 @@ impl Backfill {
         progress: &mut Progress,
     ) -> std::result::Result<(), String> {
         let relay = settings.relay.as_deref().unwrap_or_default();
-        let mut url = Url::parse(&format!(
+        let base = format!(
             "{}/xrpc/com.atproto.sync.listReposByCollection",
             relay.trim_end_matches('/')
-        ))
-        .map_err(|e| e.to_string())?;
-        url.query_pairs_mut()
-            .append_pair("collection", lexicon::STATUS_NSID)
-            .append_pair("limit", &backfill::RELAY_PAGE.to_string());
+        );
+        let limit = backfill::RELAY_PAGE.to_string();
+        let mut query = vec![("collection", lexicon::STATUS_NSID), ("limit", &limit)];
         if let Some(cursor) = &progress.relay_cursor {
-            url.query_pairs_mut().append_pair("cursor", cursor);
+            query.push(("cursor", cursor));
         }
+        let url = internal::with_query(&base, &query);
         let body = oauth::fetch::get(
             metered,
-            url.as_str(),
+            &url,
             identity.reach,
             "application/json",
             "the relay's list",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use domain::batch::{Batcher, Event};
 use domain::cursor::{Resume, Wire};
-use domain::internal::ListenerStatus;
+use domain::internal::{self, ListenerStatus};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use worker::*;
@@ -49,7 +49,7 @@ pub async fn run(
         status.cursor_us = Some(resume.time_us());
         workers_common::usage::put(storage, crate::record::KEY_STATUS, &*status).await?;
     }
-    let subscribe = subscribe_url(url, &resume)?;
+    let subscribe = internal::with_query(url, &resume.query(Wire::of(url)));
     status.url = Some(url.to_owned());
     status.counters.connects += 1;
     tracing::info!(
@@ -63,7 +63,7 @@ pub async fn run(
         mode = config.mode_name(),
         "connecting to Jetstream"
     );
-    let socket = WebSocket::connect(subscribe).await?;
+    let socket = workers_common::websocket_connect(&subscribe).await?;
     socket.accept()?;
     let mut events = socket.events()?;
     let recorder = Recorder::new(env, url, mailbox, config.one_row_per_statement)?;
@@ -120,12 +120,4 @@ pub async fn run(
     let _ = socket.close(Some(1000), Some("done"));
     recorded?;
     outcome
-}
-
-/// `<url>?<the app's collection>&cursor=<seq or time>`, in the query language of the URL's wire.
-fn subscribe_url(base: &str, resume: &Resume) -> Result<Url> {
-    let mut url = Url::parse(base).map_err(|e| Error::RustError(format!("{base}: {e}")))?;
-    url.query_pairs_mut()
-        .extend_pairs(resume.query(Wire::of(base)));
-    Ok(url)
 }
