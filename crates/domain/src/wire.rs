@@ -108,6 +108,63 @@ pub fn pack<S: AsRef<str>>(frames: &[S]) -> Vec<Pack> {
     packs
 }
 
+/// The most frames one stored log entry holds.
+pub const ENTRY_FRAMES: usize = 1_000;
+/// The most bytes of frames one stored log entry holds (a Durable Object's SQLite row may hold
+/// 2 MB).
+pub const ENTRY_BYTES: usize = 1024 * 1024;
+
+/// Consecutive frames stored as one row of the broker's log: a publish is one row (or a few, if
+/// it is large), not one row per message, so a catch-up batch of hundreds of messages costs a
+/// shard one row written rather than hundreds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The frames' JSON, one a line (compact JSON holds no raw newline).
+    pub frames: String,
+}
+
+/// The entries that store `frames` (sequence number and JSON, consecutive), in order: each at
+/// most [`ENTRY_FRAMES`] frames and, unless one frame alone is larger, [`ENTRY_BYTES`].
+pub fn entries(frames: &[(u64, String)]) -> Vec<Entry> {
+    let mut out: Vec<Entry> = Vec::new();
+    let mut count = 0;
+    for (seq, frame) in frames {
+        match out.last_mut() {
+            Some(entry)
+                if count < ENTRY_FRAMES
+                    && entry.frames.len() + 1 + frame.len() <= ENTRY_BYTES
+                    && entry.last_seq + 1 == *seq =>
+            {
+                entry.frames.push('\n');
+                entry.frames.push_str(frame);
+                entry.last_seq = *seq;
+                count += 1;
+            }
+            _ => {
+                out.push(Entry {
+                    first_seq: *seq,
+                    last_seq: *seq,
+                    frames: frame.clone(),
+                });
+                count = 1;
+            }
+        }
+    }
+    out
+}
+
+/// The frames of a stored entry starting at `first_seq` whose numbers are above `after` and at
+/// least `oldest` (the log's capacity may end inside an entry).
+pub fn entry_frames(first_seq: u64, frames: &str, after: u64, oldest: u64) -> Vec<String> {
+    (first_seq..)
+        .zip(frames.split('\n'))
+        .filter(|(seq, _)| *seq > after && *seq >= oldest)
+        .map(|(_, frame)| frame.to_owned())
+        .collect()
+}
+
 /// The messages of one text frame from the broker, in order: one, or several [`pack`]ed.
 pub fn unpack(text: &str) -> Result<Vec<ServerFrame>, serde_json::Error> {
     if text.trim_start().starts_with('[') {
@@ -321,6 +378,37 @@ pub fn parse_since(query: Option<&str>) -> Result<Option<u64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_hold_consecutive_frames_and_give_back_what_is_asked() {
+        let frames: Vec<(u64, String)> = (10..15)
+            .map(|seq| (seq, format!("{{\"seq\":{seq},\"t\":\"a\\nb\"}}")))
+            .collect();
+        let stored = entries(&frames);
+        assert_eq!(stored.len(), 1);
+        assert_eq!((stored[0].first_seq, stored[0].last_seq), (10, 14));
+        let all = entry_frames(10, &stored[0].frames, 0, 0);
+        assert_eq!(
+            all,
+            frames.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>()
+        );
+        // After 11, and the capacity ending at 13.
+        let some = entry_frames(10, &stored[0].frames, 11, 13);
+        assert_eq!(some, vec![frames[3].1.clone(), frames[4].1.clone()]);
+        // A gap in the numbers starts a new entry; so do the limits.
+        let gapped = vec![(1, "a".to_owned()), (3, "b".to_owned())];
+        assert_eq!(entries(&gapped).len(), 2);
+        let many: Vec<(u64, String)> = (0..ENTRY_FRAMES as u64 + 1)
+            .map(|s| (s, "x".into()))
+            .collect();
+        let split = entries(&many);
+        assert_eq!(split.len(), 2);
+        assert_eq!((split[1].first_seq, split[1].last_seq), (1000, 1000));
+        let big = "y".repeat(ENTRY_BYTES / 2 - 1);
+        let large: Vec<(u64, String)> = (0..3).map(|s| (s, big.clone())).collect();
+        assert_eq!(entries(&large).len(), 2);
+        assert!(entries(&[]).is_empty());
+    }
     use crate::Origin;
 
     fn confirmed(seq: u64, uri_len: usize) -> ServerFrame {

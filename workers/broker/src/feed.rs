@@ -1,6 +1,8 @@
 //! The broker's durable state, in its Durable Object's own SQLite: the recent log of sequenced
-//! frames (what a reconnecting page can be sent), the ids of the publishes in it (a publish sent
-//! again is sequenced once), the head sequence number (the newest logged frame's), and the counters that `/health` reports.
+//! frames (what a reconnecting page can be sent), a publish's frames in one row
+//! (`domain::wire::Entry`); the ids of the publishes in it (a publish sent again is sequenced
+//! once); the head sequence number (the newest logged frame's); and the counters that `/health`
+//! reports.
 //!
 //! Every method is synchronous: SQL storage calls do not yield, so nothing else runs in the object
 //! between giving out a sequence number, logging the frame and sending it. Writes made in one event
@@ -15,8 +17,11 @@ use serde::{Deserialize, Serialize};
 use worker::{Result, SqlStorage, SqlStorageValue};
 use workers_common::usage;
 
-const SCHEMA: &str =
-    "CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, frame TEXT NOT NULL);
+// `log`, a row a frame, was the log before entries; its frames are dropped (pages behind the head
+// are told to reload once), and the head it left in `meta` carries on.
+const SCHEMA: &str = "DROP TABLE IF EXISTS log;
+CREATE TABLE IF NOT EXISTS entries (first_seq INTEGER PRIMARY KEY, last_seq INTEGER NOT NULL,
+  frames TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY NOT NULL);
 CREATE TABLE IF NOT EXISTS published (id TEXT PRIMARY KEY, first_seq INTEGER NOT NULL,
   last_seq INTEGER NOT NULL);
@@ -52,8 +57,9 @@ struct SeqRow {
 }
 
 #[derive(Deserialize)]
-struct FrameRow {
-    frame: String,
+struct EntryRow {
+    first_seq: i64,
+    frames: String,
 }
 
 #[derive(Deserialize)]
@@ -80,10 +86,11 @@ impl Feed {
         usage::sql(&sql, SCHEMA, None)?;
         // The head is the newest logged frame's number: the log is never emptied once written,
         // so only a new log's starting point (its epoch base) is kept apart, written once.
-        let newest = usage::sql_rows::<SeqRow>(&sql, "SELECT MAX(seq) AS seq FROM log", None)?
-            .first()
-            .and_then(|row| row.seq)
-            .and_then(|seq| u64::try_from(seq).ok());
+        let newest =
+            usage::sql_rows::<SeqRow>(&sql, "SELECT MAX(last_seq) AS seq FROM entries", None)?
+                .first()
+                .and_then(|row| row.seq)
+                .and_then(|seq| u64::try_from(seq).ok());
         let head = match newest {
             Some(seq) => seq,
             None => match usage::sql_rows::<IntValue>(
@@ -129,44 +136,52 @@ impl Feed {
         self.capacity
     }
 
+    /// The oldest frame a page may still be sent: the log keeps the last `capacity`.
+    fn keep_from(&self) -> u64 {
+        self.head.saturating_sub(self.capacity) + 1
+    }
+
     pub fn bounds(&self) -> Result<LogBounds> {
-        let oldest = usage::sql_rows::<SeqRow>(&self.sql, "SELECT MIN(seq) AS seq FROM log", None)?
-            .first()
-            .and_then(|row| row.seq)
-            .and_then(|seq| u64::try_from(seq).ok());
+        let oldest = usage::sql_rows::<SeqRow>(
+            &self.sql,
+            "SELECT MIN(first_seq) AS seq FROM entries",
+            None,
+        )?
+        .first()
+        .and_then(|row| row.seq)
+        .and_then(|seq| u64::try_from(seq).ok())
+        .map(|oldest| oldest.max(self.keep_from()));
         Ok(LogBounds {
             head: self.head,
             oldest,
         })
     }
 
-    /// Gives each message the next sequence number, logs it, and drops what falls out of the
-    /// log's capacity. Returns the frames, in order, ready to send.
+    /// Gives each message the next sequence number, logs them, and drops the entries that fall
+    /// wholly out of the log's capacity. Returns the frames, in order, ready to send.
     pub fn append(&mut self, messages: Vec<ServerMessage>) -> Result<Vec<(u64, String)>> {
         let frames: Vec<(u64, String)> = (self.head + 1..)
             .zip(messages)
             .map(|(seq, message)| (seq, ServerFrame::new(seq, message).to_json()))
             .collect();
-        // Many rows a statement: each statement is a call across into the runtime. The head
-        // moves with what was written, so a failure leaves it at the last row logged.
-        for rows in frames.chunks(LOG_ROWS_PER_INSERT) {
-            let marks = vec!["(?, ?)"; rows.len()].join(", ");
-            let params: Vec<SqlStorageValue> = rows
-                .iter()
-                .flat_map(|(seq, frame)| [int(*seq), frame.as_str().into()])
-                .collect();
+        // The head moves with what was written, so a failure leaves it at the last entry logged.
+        for entry in wire::entries(&frames) {
             usage::sql(
                 &self.sql,
-                &format!("INSERT INTO log (seq, frame) VALUES {marks}"),
-                params,
+                "INSERT INTO entries (first_seq, last_seq, frames) VALUES (?, ?, ?)",
+                vec![
+                    int(entry.first_seq),
+                    int(entry.last_seq),
+                    entry.frames.into(),
+                ],
             )?;
-            self.head = rows.last().map_or(self.head, |(seq, _)| *seq);
+            self.head = entry.last_seq;
         }
         if !frames.is_empty() {
-            let keep_from = self.head.saturating_sub(self.capacity) + 1;
+            let keep_from = self.keep_from();
             usage::sql(
                 &self.sql,
-                "DELETE FROM log WHERE seq < ?",
+                "DELETE FROM entries WHERE last_seq < ?",
                 vec![int(keep_from)],
             )?;
             usage::sql(
@@ -223,13 +238,17 @@ impl Feed {
 
     /// The logged frames after `seq`, oldest first.
     pub fn after(&self, seq: u64) -> Result<Vec<String>> {
-        Ok(usage::sql_rows::<FrameRow>(
+        let keep_from = self.keep_from();
+        Ok(usage::sql_rows::<EntryRow>(
             &self.sql,
-            "SELECT frame FROM log WHERE seq > ? ORDER BY seq",
+            "SELECT first_seq, frames FROM entries WHERE last_seq > ? ORDER BY first_seq",
             vec![int(seq)],
         )?
         .into_iter()
-        .map(|row| row.frame)
+        .flat_map(|row| {
+            let first = u64::try_from(row.first_seq).unwrap_or(0);
+            wire::entry_frames(first, &row.frames, seq, keep_from)
+        })
         .collect())
     }
 
@@ -288,9 +307,6 @@ impl Feed {
         Ok(())
     }
 }
-
-/// Rows of the log one `INSERT` writes: a statement binds at most 100 values, two a row.
-const LOG_ROWS_PER_INSERT: usize = 50;
 
 /// Sequence numbers stay below 2^53 (see `wire::epoch_base`), so they are exact as JavaScript
 /// numbers.
