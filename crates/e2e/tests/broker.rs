@@ -25,8 +25,10 @@ const IDLE_TIMEOUT_SECONDS: u64 = 6;
 async fn broker_end_to_end() {
     let tools = Tools::locate().expect("toolchain");
 
+    // Four shards (one ships): the checks below are of pages on several.
     let config = StackConfig::for_test("broker")
         .expect("test config")
+        .with_var(Worker::Broker, "SHARDS", "4")
         .with_var(Worker::Broker, "LOG_CAPACITY", &LOG_CAPACITY.to_string())
         .with_var(
             Worker::Broker,
@@ -81,8 +83,11 @@ async fn broker_end_to_end() {
     e2e::assert_checks(checks, &stack);
     drop(stack);
 
-    // The shipped settings: the object hibernates between events and still delivers.
-    let config = StackConfig::for_test("broker-hibernation").expect("test config");
+    // The shipped settings but for the shards (four): a shard hibernates between events and
+    // still delivers, while others are kept awake; a failing one is caught up.
+    let config = StackConfig::for_test("broker-hibernation")
+        .expect("test config")
+        .with_var(Worker::Broker, "SHARDS", "4");
     let stack = tokio::task::block_in_place(|| Stack::start(&tools, config)).expect("stack starts");
     let port = stack.port();
     let checks = vec![
