@@ -324,6 +324,38 @@ pub fn learn_handle(did: &str, handle: &str, now_us: i64) -> Statement {
     )
 }
 
+/// The newest status's `indexed_at` (`newest`, null when there is none): one row read, from the
+/// `status_recent` index.
+pub fn newest_status() -> Statement {
+    Statement::new(
+        "SELECT MAX(indexed_at) AS newest FROM status WHERE deleted = 0",
+        vec![],
+    )
+}
+
+/// How long the cron may skip its background claims while nothing changes, unless edge's
+/// `CRON_QUIET_SECONDS` says otherwise.
+pub const QUIET_SKIP_MS: i64 = 10 * 60_000;
+
+/// The cron's background reads (handles, display names) claim among the 200 newest statuses,
+/// about 600 D1 rows read a run whatever they find. A run that claimed nothing records what the
+/// newest status was; later runs skip the claims while no status is newer, for at most
+/// `skip_ms` ([`QUIET_SKIP_MS`] as shipped), so what comes due meanwhile (an hourly handle retry, a daily profile
+/// check) waits at most that long: an idle day reads about a tenth of the 820,000 rows it did
+/// (docs/budget.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quiet {
+    pub newest: Option<i64>,
+    pub at_ms: i64,
+}
+
+impl Quiet {
+    /// Whether a run at `now_ms` that sees `newest` may skip the claims.
+    pub fn holds(&self, newest: Option<i64>, now_ms: i64, skip_ms: i64) -> bool {
+        newest == self.newest && (0..skip_ms).contains(&(now_ms - self.at_ms))
+    }
+}
+
 /// How long a display name is kept before its author's profile is read again.
 pub const PROFILE_RECHECK_MS: i64 = 24 * 3_600 * 1_000;
 

@@ -510,6 +510,37 @@ async fn a_repository_read_changes_only_what_the_app_does_not_know() {
 }
 
 #[tokio::test]
+async fn a_quiet_cron_skips_its_claims_until_a_status_is_newer_or_ten_minutes_pass() {
+    let pool = database().await;
+    let newest = |pool: &SqlitePool| {
+        let pool = pool.clone();
+        async move {
+            let rows = one(&pool, sql::newest_status()).await;
+            rows[0].get::<Option<i64>, _>("newest")
+        }
+    };
+    assert_eq!(newest(&pool).await, None, "no status yet");
+    upsert(&pool, &[status(DID_A, 1, "🦋", 1, 10, Origin::Network)]).await;
+    let seen = newest(&pool).await;
+    assert!(seen.is_some());
+    let quiet = sql::Quiet {
+        newest: seen,
+        at_ms: 1_000,
+    };
+    let skip = sql::QUIET_SKIP_MS;
+    assert!(
+        quiet.holds(seen, 61_000, skip),
+        "nothing newer, a minute on"
+    );
+    assert!(!quiet.holds(seen, 1_000 + skip, skip), "ten minutes on");
+    assert!(!quiet.holds(seen, 500, skip), "a clock that went back");
+    assert!(!quiet.holds(seen, 1_000, 0), "no quiet stretch at all");
+    upsert(&pool, &[status(DID_B, 2, "🚀", 2, 20, Origin::Network)]).await;
+    let newer = newest(&pool).await;
+    assert!(!quiet.holds(newer, 2_000, skip), "a newer status");
+}
+
+#[tokio::test]
 async fn display_names_are_claimed_once_a_day_and_shown_with_statuses() {
     let pool = database().await;
     upsert(&pool, &[status(DID_A, 1, "🦋", 1, 10, Origin::Network)]).await;

@@ -26,7 +26,7 @@ struct Learned {
     handle: Option<String>,
 }
 
-/// The cron's lookups: unknown handles among the newest statuses.
+/// The cron's lookups: unknown handles among the newest statuses; returns how many were claimed.
 pub async fn look_up_recent(env: &Env, now_ms: i64) -> Result<usize> {
     look_up(
         env,
@@ -43,13 +43,14 @@ pub async fn look_up_shown(env: &Env, dids: &[String], now_ms: i64) -> Result<us
     look_up(env, &claim, now_ms).await
 }
 
-/// Looks up the handles `claim` claims; returns how many were learned.
+/// Looks up the handles `claim` claims; returns how many were claimed.
 async fn look_up(env: &Env, claim: &Statement, now_ms: i64) -> Result<usize> {
     let db = env.d1("DB")?;
     let claimed: Vec<Claimed> = workers_common::d1::rows(&db, claim).await?;
     if claimed.is_empty() {
         return Ok(0);
     }
+    let tried = claimed.len();
     let identity = crate::config::identity(env);
     let http = workers_common::http::transport(env)?;
     let mut statements = Vec::new();
@@ -61,7 +62,7 @@ async fn look_up(env: &Env, claim: &Statement, now_ms: i64) -> Result<usize> {
         }
     }
     if statements.is_empty() {
-        return Ok(0);
+        return Ok(tried);
     }
     let mut changes = Vec::new();
     for result in workers_common::d1::batch(&db, &statements).await? {
@@ -79,5 +80,5 @@ async fn look_up(env: &Env, claim: &Statement, now_ms: i64) -> Result<usize> {
         workers_common::broker::publish(&env.service("BROKER")?, keeper, changes).await?;
     }
     tracing::info!(learned, "handles looked up");
-    Ok(learned)
+    Ok(tried)
 }

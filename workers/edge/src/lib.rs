@@ -21,8 +21,8 @@ use page::Viewer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use domain::internal;
 use domain::limit::Guarded;
+use domain::{internal, sql};
 use tracing::Instrument;
 use worker::*;
 
@@ -170,11 +170,8 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             Err(error) => tracing::error!(%error, "waking the listener failed"),
         }
         let now_ms = workers_common::now_ms();
-        if let Err(error) = handles::look_up_recent(&env, now_ms).await {
-            tracing::error!(%error, "handle lookups failed");
-        }
-        if let Err(error) = profiles::refresh(&env, now_ms).await {
-            tracing::error!(%error, "profile reads failed");
+        if let Err(error) = background_reads(&env, now_ms).await {
+            tracing::error!(%error, "background reads failed");
         }
         // Abandoned sign-ins, expired browser sessions and spent budget windows: whatever
         // strangers leave behind goes within a minute, not only when somebody finishes a sign-in.
@@ -184,6 +181,54 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     }
     .instrument(span)
     .await
+}
+
+/// What the last quiet run of the cron's background reads saw (`domain::sql::Quiet`); per isolate,
+/// so a new isolate runs them once more than it needs to.
+static QUIET: std::sync::Mutex<Option<sql::Quiet>> = std::sync::Mutex::new(None);
+
+/// Handles of authors never named, and display names due a read, unless the last run claimed
+/// none and nothing has changed since.
+async fn background_reads(env: &Env, now_ms: i64) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Newest {
+        newest: Option<i64>,
+    }
+    let db = env.d1("DB")?;
+    let newest = workers_common::d1::rows::<Newest>(&db, &sql::newest_status())
+        .await?
+        .first()
+        .and_then(|row| row.newest);
+    let skip_ms = 1_000
+        * workers_common::vars::number(
+            env,
+            "CRON_QUIET_SECONDS",
+            sql::QUIET_SKIP_MS / 1_000,
+            0..=86_400,
+        );
+    let quiet = *QUIET.lock().unwrap_or_else(|e| e.into_inner());
+    if quiet.is_some_and(|q| q.holds(newest, now_ms, skip_ms)) {
+        return Ok(());
+    }
+    let handles = handles::look_up_recent(env, now_ms)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "handle lookups failed");
+            1
+        });
+    let profiles = profiles::refresh(env, now_ms)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "profile reads failed");
+            1
+        });
+    // A run that claimed nothing starts a quiet stretch; one that claimed any ends it.
+    *QUIET.lock().unwrap_or_else(|e| e.into_inner()) =
+        (handles == 0 && profiles == 0).then_some(sql::Quiet {
+            newest,
+            at_ms: now_ms,
+        });
+    Ok(())
 }
 
 async fn purge(env: &Env, now_ms: i64) -> Result<()> {

@@ -24,7 +24,7 @@ struct Named {
 }
 
 /// The cron's reads: a few authors whose name was never read, or not for a day; returns how many
-/// names changed.
+/// were claimed.
 pub async fn refresh(env: &Env, now_ms: i64) -> Result<usize> {
     let db = env.d1("DB")?;
     let claimed: Vec<Claimed> =
@@ -32,6 +32,7 @@ pub async fn refresh(env: &Env, now_ms: i64) -> Result<usize> {
     if claimed.is_empty() {
         return Ok(0);
     }
+    let tried = claimed.len();
     let identity = crate::config::identity(env);
     let http = workers_common::http::transport(env)?;
     let mut statements = Vec::new();
@@ -51,7 +52,7 @@ pub async fn refresh(env: &Env, now_ms: i64) -> Result<usize> {
         }
     }
     if statements.is_empty() {
-        return Ok(0);
+        return Ok(tried);
     }
     let results = workers_common::d1::batch(&db, &statements).await?;
     let mut messages = Vec::new();
@@ -67,5 +68,5 @@ pub async fn refresh(env: &Env, now_ms: i64) -> Result<usize> {
         workers_common::broker::publish(&env.service("BROKER")?, keeper, messages).await?;
     }
     tracing::info!(changed, "profiles read");
-    Ok(changed)
+    Ok(tried)
 }
