@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::figures::{self, Figure, Goal};
 use crate::stack::{Stack, StackConfig};
 use crate::toolchain::Tools;
 use crate::{deploy, net, paths, process, sidecar};
@@ -175,13 +176,19 @@ fn foundation(tools: &Tools) -> Result<String> {
     )?;
 
     let mut startups = Vec::new();
+    let mut first_responses = Vec::new();
     for round in 0..3 {
         let config = StackConfig::for_test(&format!("bench-start-{round}"))?;
         let started = Instant::now();
         let stack = Stack::start(tools, config)?;
         startups.push(started.elapsed());
+        first_responses.push(stack.first_response());
         drop(stack);
     }
+    let compiles = bundles
+        .iter()
+        .map(|bundle| Ok((bundle.worker, wasm_compile(tools, bundle)?)))
+        .collect::<Result<Vec<_>>>()?;
 
     let stack = Stack::start(tools, StackConfig::for_test("bench")?)?;
     let home = latencies(stack.port(), "/", 300)?;
@@ -202,7 +209,42 @@ fn foundation(tools: &Tools) -> Result<String> {
          answers), 3 runs: median {} ms.\n\n",
         median(&startups).as_millis()
     ));
-    out.push_str("Sequential requests to edge on one connection each (local workerd):\n\n");
+    let first = median(&first_responses);
+    out.push_str(&format!(
+        "The first request a new stack answered (`GET /`, which instantiates edge's and the \
+         broker's wasm), 3 runs: median {:.1} ms, against a warm `GET /` below.\n\n\
+         Compiling each worker's wasm (`WebAssembly.compile` in Node {}, the V8 that workerd \
+         also embeds; median of {COMPILE_RUNS}):\n\n| worker | wasm | compile |\n|---|---:|---:|\n",
+        ms(first),
+        process::output(std::process::Command::new(&tools.node).arg("--version"))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default(),
+    ));
+    let mut figures = vec![
+        Figure::new("first request of a new stack (GET /)", ms(first), "ms")
+            .against(Goal::Below(STARTUP_TARGET_MS))
+            .limited_by("wrangler dev's proxy and the local D1 are in it"),
+    ];
+    for (worker, compile) in &compiles {
+        let bundle = bundles.iter().find(|b| b.worker == *worker);
+        out.push_str(&format!(
+            "| {} | {:.1} KiB | {:.1} ms |\n",
+            worker.name(),
+            bundle.map_or(0.0, |b| b.wasm_raw_bytes as f64 / 1024.0),
+            ms(*compile)
+        ));
+        figures.push(
+            Figure::new(
+                &format!("{}: wasm compile", worker.name()),
+                ms(*compile),
+                "ms",
+            )
+            .against(Goal::Below(STARTUP_TARGET_MS)),
+        );
+    }
+    out.push('\n');
+    out.push_str(&figures::table(&figures));
+    out.push_str("\nSequential requests to edge on one connection each (local workerd):\n\n");
     out.push_str("| request | n | median | p99 |\n|---|---:|---:|---:|\n");
     for (name, samples) in [("GET /", &home), ("GET /health", &health)] {
         out.push_str(&format!(
@@ -213,6 +255,36 @@ fn foundation(tools: &Tools) -> Result<String> {
         ));
     }
     Ok(out)
+}
+
+/// Runs of `WebAssembly.compile` per worker.
+const COMPILE_RUNS: usize = 7;
+/// docs/design.md: start-up < 100 ms.
+const STARTUP_TARGET_MS: f64 = 100.0;
+
+/// The median time Node takes to compile `bundle`'s wasm module.
+fn wasm_compile(tools: &Tools, bundle: &deploy::Bundle) -> Result<Duration> {
+    let wasm = bundle
+        .files
+        .iter()
+        .find(|f| f.extension().is_some_and(|e| e == "wasm"))
+        .with_context(|| format!("no wasm in {}'s bundle", bundle.worker.name()))?;
+    let script = format!(
+        "const bytes = require('fs').readFileSync(process.argv[1]);\n\
+         (async () => {{ const ms = [];\n\
+           for (let i = 0; i < {COMPILE_RUNS}; i++) {{\n\
+             const t = process.hrtime.bigint(); await WebAssembly.compile(bytes);\n\
+             ms.push(Number(process.hrtime.bigint() - t) / 1e6); }}\n\
+           ms.sort((a, b) => a - b); console.log(ms[ms.length >> 1]); }})();"
+    );
+    let out = process::output(
+        std::process::Command::new(&tools.node)
+            .arg("-e")
+            .arg(script)
+            .arg(wasm),
+    )?;
+    let ms: f64 = out.trim().parse().context("node's compile time")?;
+    Ok(Duration::from_secs_f64(ms / 1000.0))
 }
 
 fn latencies(port: u16, path: &str, n: usize) -> Result<Vec<Duration>> {

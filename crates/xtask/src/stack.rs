@@ -221,6 +221,9 @@ impl StackConfig {
 pub struct Stack {
     group: Group,
     config: StackConfig,
+    /// How long the first `GET /` that answered 200 took: the workers' first request, which
+    /// instantiates edge's and the broker's wasm.
+    first_response: Duration,
 }
 
 impl Stack {
@@ -271,7 +274,11 @@ impl Stack {
         } else {
             Group::spawn("wrangler dev", &mut cmd)?
         };
-        let mut stack = Stack { group, config };
+        let mut stack = Stack {
+            group,
+            config,
+            first_response: Duration::ZERO,
+        };
         stack.wait_ready(Duration::from_secs(120))?;
         Ok(stack)
     }
@@ -367,6 +374,11 @@ impl Stack {
         }
     }
 
+    /// How long the stack's first answered `GET /` took (its workers' start-up).
+    pub fn first_response(&self) -> Duration {
+        self.first_response
+    }
+
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -376,7 +388,9 @@ impl Stack {
                     self.log_tail(40)
                 );
             }
+            let asked = Instant::now();
             if let Ok((200, _)) = http_get(self.config.port, "/") {
+                self.first_response = asked.elapsed();
                 return Ok(());
             }
             if Instant::now() > deadline {
