@@ -212,7 +212,12 @@ fn foundation(tools: &Tools) -> Result<String> {
     let first = median(&first_responses);
     out.push_str(&format!(
         "The first request a new stack answered (`GET /`, which instantiates edge's and the \
-         broker's wasm), 3 runs: median {:.1} ms, against a warm `GET /` below.\n\n\
+         broker's wasm, and in which `wrangler dev` itself warms up: its proxy, workerd loading \
+         the three workers, the local D1 opened), 3 runs: median {:.1} ms, against a warm `GET /` \
+         below. A deployed worker's start-up is its module's compile and instantiation and its \
+         global scope (Cloudflare allows 1 s); V8 compiles wasm lazily, function by function, so \
+         the compile below is the part paid before the first request, and what the first calls \
+         add is in that request's time.\n\n\
          Compiling each worker's wasm (`WebAssembly.compile` in Node {}, the V8 that workerd \
          also embeds; median of {COMPILE_RUNS}):\n\n| worker | wasm | compile |\n|---|---:|---:|\n",
         ms(first),
@@ -220,11 +225,13 @@ fn foundation(tools: &Tools) -> Result<String> {
             .map(|v| v.trim().to_owned())
             .unwrap_or_default(),
     ));
-    let mut figures = vec![
-        Figure::new("first request of a new stack (GET /)", ms(first), "ms")
-            .against(Goal::Below(STARTUP_TARGET_MS))
-            .limited_by("wrangler dev's proxy and the local D1 are in it"),
-    ];
+    // Context, not the target: wrangler dev's proxy, workerd loading three workers and opening
+    // the local D1 are in it, none of which a deployed worker's start-up has.
+    let mut figures = vec![Figure::new(
+        "first request of a new stack (GET /)",
+        ms(first),
+        "ms",
+    )];
     for (worker, compile) in &compiles {
         let bundle = bundles.iter().find(|b| b.worker == *worker);
         out.push_str(&format!(

@@ -127,14 +127,17 @@ async fn health_cost(stack: &Stack) -> Result<Cost> {
 }
 
 /// Samples until the listener's D1 writes stop moving (it has read what the PDS's firehose
-/// carried), at most `within`.
-async fn settled(stack: &Stack, within: Duration) -> Result<Sample> {
+/// carried), at most `within`; returns the last sample and how many were taken (each a `/health`
+/// call, whose cost is not the action's).
+async fn settled(stack: &Stack, within: Duration) -> Result<(Sample, usize)> {
     let deadline = Instant::now() + within;
     let mut last = sample(stack).await?;
+    let mut taken = 1;
     let mut still = 0;
     while still < 4 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(750)).await;
         let now = sample(stack).await?;
+        taken += 1;
         still = if now.listener.d1_rows_written == last.listener.d1_rows_written {
             still + 1
         } else {
@@ -142,7 +145,7 @@ async fn settled(stack: &Stack, within: Duration) -> Result<Sample> {
         };
         last = now;
     }
-    Ok(last)
+    Ok((last, taken))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +204,7 @@ async fn person_actions(shards: usize) -> Result<(Cost, Cost, Cost, Cost)> {
     let overhead = health_cost(stack).await?;
 
     let views = 50;
-    let before = settled(stack, Duration::from_secs(20)).await?;
+    let (before, _) = settled(stack, Duration::from_secs(20)).await?;
     for _ in 0..views {
         visitor.page().await?;
     }
@@ -226,8 +229,9 @@ async fn person_actions(shards: usize) -> Result<(Cost, Cost, Cost, Cost)> {
             answer.status()
         );
     }
-    let after = settled(stack, Duration::from_secs(60)).await?;
-    let written = Cost::between(&before, &after, writes as f64);
+    let (after, calls) = settled(stack, Duration::from_secs(60)).await?;
+    let written = Cost::between(&before, &after, writes as f64)
+        .minus(overhead.scaled(calls as f64 / writes as f64));
 
     let pages = 50;
     let before = sample(stack).await?;
@@ -262,9 +266,13 @@ async fn network_events(mode: &str) -> Result<(Cost, Cost)> {
     let before = sample(&stack).await?;
     e2e::backfilling::wake(&stack).await?;
     listening::wait_for_cursor(&stack, last_us, Duration::from_secs(600)).await?;
-    let read = Cost::between(&before, &sample(&stack).await?, EVENTS as f64);
-    // What `/health` costs grows with the tables: measured again now they are full.
+    let after = sample(&stack).await?;
+    // What `/health` costs grows with the tables: measured now they are full. Every edge request
+    // while the backlog was read was one (the waiting's and the last sample), but the wake.
     let overhead = health_cost(&stack).await?;
+    let calls = (after.edge.worker_requests - before.edge.worker_requests).saturating_sub(1);
+    let read = Cost::between(&before, &after, EVENTS as f64)
+        .minus(overhead.scaled(calls as f64 / EVENTS as f64));
     // The cron's background reads claim each author's handle (once an hour while unknown) and
     // profile (once a day) a few at a time: a new stack works through its authors in its first
     // minutes. Those claims are not an idle listener's cost, so they are spent first.
