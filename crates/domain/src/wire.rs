@@ -174,7 +174,8 @@ pub fn unpack(text: &str) -> Result<Vec<ServerFrame>, serde_json::Error> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Read by hand ([`ServerMessage`]'s `Deserialize` below), written by serde: the same JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     /// A status is new or changed (optimistic or from the network).
@@ -198,6 +199,84 @@ pub enum ServerMessage {
     /// The page fell too far behind: reload it.
     Reload { reason: String },
 }
+
+/// Every field any [`ServerMessage`] has, read at once. serde's own reading of an internally
+/// tagged enum first buffers the whole object in a generic form and reads it again, and that
+/// machinery, made once per input type, was the largest part of `serde` in the workers' wasm
+/// (docs/benchmarks.md, "Bundles"); this reads the object once, into this.
+#[derive(Deserialize)]
+struct AnyMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    status: Option<StatusView>,
+    uri: Option<String>,
+    author_did: Option<String>,
+    did: Option<String>,
+    handle: Option<String>,
+    display_name: Option<String>,
+    active: Option<bool>,
+    counts: Option<Vec<CountRow>>,
+    reason: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ServerMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let any = AnyMessage::deserialize(deserializer)?;
+        let need = |value: Option<String>, name: &'static str| {
+            value.ok_or_else(|| D::Error::missing_field(name))
+        };
+        Ok(match any.kind.as_str() {
+            "status_upserted" => ServerMessage::StatusUpserted {
+                status: any
+                    .status
+                    .ok_or_else(|| D::Error::missing_field("status"))?,
+            },
+            "status_confirmed" => ServerMessage::StatusConfirmed {
+                uri: need(any.uri, "uri")?,
+            },
+            "status_deleted" => ServerMessage::StatusDeleted {
+                uri: need(any.uri, "uri")?,
+                author_did: need(any.author_did, "author_did")?,
+            },
+            "handle_changed" => ServerMessage::HandleChanged {
+                did: need(any.did, "did")?,
+                handle: any.handle,
+            },
+            "profile_changed" => ServerMessage::ProfileChanged {
+                did: need(any.did, "did")?,
+                display_name: any.display_name,
+            },
+            "account_changed" => ServerMessage::AccountChanged {
+                did: need(any.did, "did")?,
+                active: any
+                    .active
+                    .ok_or_else(|| D::Error::missing_field("active"))?,
+            },
+            "counts_changed" => ServerMessage::CountsChanged {
+                counts: any
+                    .counts
+                    .ok_or_else(|| D::Error::missing_field("counts"))?,
+            },
+            "reload" => ServerMessage::Reload {
+                reason: need(any.reason, "reason")?,
+            },
+            other => return Err(D::Error::unknown_variant(other, MESSAGE_TYPES)),
+        })
+    }
+}
+
+/// The `type`s a [`ServerMessage`] may have.
+const MESSAGE_TYPES: &[&str] = &[
+    "status_upserted",
+    "status_confirmed",
+    "status_deleted",
+    "handle_changed",
+    "profile_changed",
+    "account_changed",
+    "counts_changed",
+    "reload",
+];
 
 /// `messages`, then the counts they changed (as one `counts_changed`), if any: what every writer
 /// publishes.
@@ -378,6 +457,81 @@ pub fn parse_since(query: Option<&str>) -> Result<Option<u64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_message_reads_back_as_written() {
+        let view = StatusView {
+            uri: "at://did:plc:a/xyz.statusphere.status/3k".into(),
+            author_did: "did:plc:a".into(),
+            handle: None,
+            display_name: Some("A".into()),
+            rkey: "3k".into(),
+            status: "🦋".into(),
+            created_at: "2026-12-05T00:00:00.000Z".into(),
+            indexed_at: 5,
+            origin: crate::status::Origin::Network,
+            confirmed: true,
+        };
+        let all = vec![
+            ServerMessage::StatusUpserted { status: view },
+            ServerMessage::StatusConfirmed {
+                uri: "at://u".into(),
+            },
+            ServerMessage::StatusDeleted {
+                uri: "at://u".into(),
+                author_did: "did:plc:a".into(),
+            },
+            ServerMessage::HandleChanged {
+                did: "did:plc:a".into(),
+                handle: None,
+            },
+            ServerMessage::HandleChanged {
+                did: "did:plc:a".into(),
+                handle: Some("a.test".into()),
+            },
+            ServerMessage::ProfileChanged {
+                did: "did:plc:a".into(),
+                display_name: Some("<b>".into()),
+            },
+            ServerMessage::AccountChanged {
+                did: "did:plc:a".into(),
+                active: false,
+            },
+            ServerMessage::CountsChanged {
+                counts: vec![CountRow {
+                    status: "🦋".into(),
+                    count: 2,
+                    version: 7,
+                }],
+            },
+            ServerMessage::Reload {
+                reason: "behind".into(),
+            },
+        ];
+        for message in all {
+            let text = serde_json::to_string(&message).unwrap();
+            let back: ServerMessage = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, message, "{text}");
+        }
+        let frame = ServerFrame::new(
+            9,
+            ServerMessage::StatusConfirmed {
+                uri: "at://u".into(),
+            },
+        );
+        assert_eq!(unpack(&frame.to_json()).unwrap(), vec![frame]);
+        // What serde's tagged reading refused, this refuses too, saying what is wrong.
+        for (bad, says) in [
+            (r#"{"type":"status_deleted","uri":"at://u"}"#, "author_did"),
+            (r#"{"type":"account_changed","did":"d"}"#, "active"),
+            (r#"{"type":"shout","uri":"at://u"}"#, "shout"),
+            (r#"{"uri":"at://u"}"#, "type"),
+            (r#"{"type":"reload","reason":5}"#, "invalid type"),
+        ] {
+            let error = serde_json::from_str::<ServerMessage>(bad).unwrap_err();
+            assert!(error.to_string().contains(says), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn entries_hold_consecutive_frames_and_give_back_what_is_asked() {

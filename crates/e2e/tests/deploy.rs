@@ -21,7 +21,7 @@ fn budget(worker: Worker) -> u64 {
     1024 * match worker {
         Worker::Edge => 500,
         Worker::Broker => 250,
-        Worker::Listener => 345,
+        Worker::Listener => 330,
     }
 }
 
