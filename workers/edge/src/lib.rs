@@ -210,6 +210,7 @@ async fn background_reads(env: &Env, now_ms: i64) -> Result<()> {
     if quiet.is_some_and(|q| q.holds(newest, now_ms, skip_ms)) {
         return Ok(());
     }
+    // A run that failed counts as one that claimed something: it is not a quiet one.
     let handles = handles::look_up_recent(env, now_ms)
         .await
         .unwrap_or_else(|error| {
