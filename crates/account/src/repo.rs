@@ -77,9 +77,9 @@ pub async fn statuses<H: HttpClient>(
             lexicon::STATUS_NSID,
             domain::repo::PAGE_RECORDS
         );
+        // A cursor is the PDS's own text, sent back as it came.
         if let Some(cursor) = &cursor {
-            url.push_str("&cursor=");
-            url.push_str(&encode(cursor));
+            url = domain::internal::with_query(&url, &[("cursor", cursor)]);
         }
         let body = fetch::get(http, &url, reach, "application/json", "the statuses")
             .await
@@ -95,18 +95,6 @@ pub async fn statuses<H: HttpClient>(
     }
     read.truncated = true;
     Ok(read)
-}
-
-/// Percent-encodes a query value (a cursor is the PDS's own text, sent back as it came).
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The display name in `did`'s `app.bsky.actor.profile/self` record on its PDS `pds` (public

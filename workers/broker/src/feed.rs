@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use worker::{Result, SqlStorage, SqlStorageValue};
 use workers_common::usage;
 
+use crate::meta::Kept;
+
 // `log`, a row a frame, was the log before entries; its frames are dropped (pages behind the head
 // are told to reload once), and the head it left in `meta` carries on.
 const SCHEMA: &str = "DROP TABLE IF EXISTS log;
@@ -47,11 +49,6 @@ struct IntValue {
 }
 
 #[derive(Deserialize)]
-struct TextValue {
-    value: String,
-}
-
-#[derive(Deserialize)]
 struct SeqRow {
     seq: Option<i64>,
 }
@@ -73,10 +70,8 @@ pub struct Feed {
     sql: SqlStorage,
     capacity: u64,
     head: u64,
-    stats: Persisted,
-    /// Counters changed since they were last written.
-    dirty: bool,
-    saved_at_ms: i64,
+    /// The counters and fan-out samples, under `stats` in `meta`.
+    stats: Kept<Persisted>,
 }
 
 impl Feed {
@@ -113,18 +108,12 @@ impl Feed {
                 }
             },
         };
-        let stats =
-            usage::sql_rows::<TextValue>(&sql, "SELECT value FROM meta WHERE key = 'stats'", None)?
-                .first()
-                .and_then(|row| serde_json::from_str(&row.value).ok())
-                .unwrap_or_default();
+        let stats = Kept::open(&sql, "stats", now_ms)?;
         Ok(Feed {
             sql,
             capacity: capacity.max(1),
             head,
             stats,
-            dirty: false,
-            saved_at_ms: now_ms,
         })
     }
 
@@ -254,57 +243,41 @@ impl Feed {
 
     /// Changes the counters; they are written at the next [`Feed::save`] (or [`Feed::save_soon`]).
     pub fn count(&mut self, change: impl FnOnce(&mut BrokerCounters)) {
-        change(&mut self.stats.counters);
-        self.dirty = true;
+        change(&mut self.stats.change().counters);
     }
 
     /// Records one publish's fan-out.
     pub fn record_fanout(&mut self, publish_to_send_ms: Option<i64>, sockets: usize) {
+        let stats = self.stats.change();
         if let Some(ms) = publish_to_send_ms {
-            if self.stats.samples.len() == SAMPLES {
-                self.stats.samples.pop_front();
+            if stats.samples.len() == SAMPLES {
+                stats.samples.pop_front();
             }
-            self.stats.samples.push_back(ms.max(0));
+            stats.samples.push_back(ms.max(0));
         }
-        self.stats.last_sockets = sockets;
-        self.dirty = true;
+        stats.last_sockets = sockets;
     }
 
     pub fn counters(&self) -> &BrokerCounters {
-        &self.stats.counters
+        &self.stats.get().counters
     }
 
     pub fn fanout(&self) -> FanoutTimings {
-        let samples: Vec<i64> = self.stats.samples.iter().copied().collect();
-        FanoutTimings::from_samples(&samples, self.stats.last_sockets)
+        let stats = self.stats.get();
+        let samples: Vec<i64> = stats.samples.iter().copied().collect();
+        FanoutTimings::from_samples(&samples, stats.last_sockets)
     }
 
     /// Writes the counters if they changed (one row).
     pub fn save(&mut self, now_ms: i64) -> Result<()> {
-        if self.dirty {
-            let json = serde_json::to_string(&self.stats)?;
-            usage::sql(
-                &self.sql,
-                "INSERT INTO meta (key, value) VALUES ('stats', ?)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                vec![json.into()],
-            )?;
-            self.dirty = false;
-            self.saved_at_ms = now_ms;
-        }
-        Ok(())
+        self.stats.save(now_ms)
     }
 
-    /// Writes the counters unless they were written in the last few seconds. Socket events use
-    /// this so that a burst of connects and closes costs one row write, not one each (the free plan
-    /// allows 100,000 rows written a day); what a hibernation interrupts is at most a few seconds of
-    /// counts, never a log entry.
+    /// Writes the counters unless they were written in the last few seconds: socket events use
+    /// this, so that a burst of connects and closes costs one row (`crate::meta`); what a
+    /// hibernation interrupts is a few seconds of counts, never a log entry.
     pub fn save_soon(&mut self, now_ms: i64) -> Result<()> {
-        const EVERY_MS: i64 = 5_000;
-        if now_ms - self.saved_at_ms >= EVERY_MS {
-            self.save(now_ms)?;
-        }
-        Ok(())
+        self.stats.save_soon(now_ms)
     }
 }
 

@@ -7,6 +7,7 @@
 //! upgrade and a head to the page's shard, a publish and the stats to the relay.
 
 mod feed;
+mod meta;
 mod relay;
 mod shard;
 

@@ -28,6 +28,8 @@ use worker::*;
 use workers_common::now_ms;
 use workers_common::usage;
 
+use crate::meta::Kept;
+
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS kept (ord INTEGER PRIMARY KEY, body TEXT NOT NULL,
   shards INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY NOT NULL);";
@@ -58,9 +60,8 @@ struct Books {
     sql: SqlStorage,
     /// Shards owed a kept publish or a reload: what comes next for them queues behind.
     owed: Shards,
-    state: Persisted,
-    dirty: bool,
-    saved_at_ms: i64,
+    /// Under `state` in `meta`.
+    state: Kept<Persisted>,
 }
 
 /// What is kept under the `state` key of `meta`.
@@ -88,11 +89,6 @@ struct KeptRow {
 #[derive(Deserialize)]
 struct ShardsRow {
     shards: i64,
-}
-
-#[derive(Deserialize)]
-struct TextValue {
-    value: String,
 }
 
 /// How a shard answered one try.
@@ -151,8 +147,7 @@ impl Relay {
                     .and_then(|value| value.parse().ok())
                     .unwrap_or(0);
                 let mut books = self.books()?;
-                books.state.refuse_until_ms = now_ms() + ms.clamp(0, 600_000);
-                books.dirty = true;
+                books.state.change().refuse_until_ms = now_ms() + ms.clamp(0, 600_000);
                 books.save(now_ms())?;
                 tracing::warn!(ms, "publishes refused (test hook)");
                 Response::empty()
@@ -186,7 +181,7 @@ impl Relay {
         let now = now_ms();
         {
             let mut books = self.books()?;
-            if self.test_hooks && now < books.state.refuse_until_ms {
+            if self.test_hooks && now < books.state.get().refuse_until_ms {
                 books.count(|c| c.refused_publishes += 1);
                 books.save(now)?;
                 return workers_common::text_error(503, "refusing publishes (test hook)");
@@ -368,7 +363,7 @@ impl Relay {
     /// Sends shard `k` what it is owed, oldest first (a reload first if some was dropped), until
     /// it is caught up or a try fails.
     async fn catch_up_shard(&self, k: u32) -> Result<()> {
-        if Shards::from_bits(self.books()?.state.reload).contains(k) {
+        if Shards::from_bits(self.books()?.state.get().reload).contains(k) {
             let reload = Publish {
                 messages: vec![ServerMessage::Reload {
                     reason: "the live feed dropped updates".to_owned(),
@@ -379,7 +374,8 @@ impl Relay {
             match self.send(k, &serde_json::to_string(&reload)?).await {
                 Ok(_) => {
                     let mut books = self.books()?;
-                    books.state.reload = Shards::from_bits(books.state.reload)
+                    let state = books.state.change();
+                    state.reload = Shards::from_bits(state.reload)
                         .without(Shards::one(k))
                         .bits();
                     books.count(|c| c.reloads += 1);
@@ -443,10 +439,10 @@ impl Relay {
         stats.relay = RelayStats {
             shards: self.shards,
             instance_id: self.instance_id.clone(),
-            counters: books.state.counters.clone(),
+            counters: books.state.get().counters.clone(),
             kept,
             failing: (0..self.shards as usize)
-                .map(|k| books.state.failing.get(k).copied().unwrap_or(0))
+                .map(|k| books.state.get().failing.get(k).copied().unwrap_or(0))
                 .collect(),
             next_try_ms,
             usage: workers_common::usage::snapshot(),
@@ -458,11 +454,8 @@ impl Relay {
 impl Books {
     fn open(sql: SqlStorage, shards: u32) -> Result<Books> {
         usage::sql(&sql, SCHEMA, None)?;
-        let state: Persisted =
-            usage::sql_rows::<TextValue>(&sql, "SELECT value FROM meta WHERE key = 'state'", None)?
-                .first()
-                .and_then(|row| serde_json::from_str(&row.value).ok())
-                .unwrap_or_default();
+        // Never saved by this instance: the first `save_soon` writes.
+        let state = Kept::<Persisted>::open(&sql, "state", 0)?;
         // Publishes kept for shards that are gone (the count was lowered) are owed to no one.
         let all = Shards::all(shards);
         usage::sql(
@@ -473,22 +466,15 @@ impl Books {
         usage::sql(&sql, "DELETE FROM kept WHERE shards = 0", None)?;
         let owed = usage::sql_rows::<ShardsRow>(&sql, "SELECT shards FROM kept", None)?
             .into_iter()
-            .fold(Shards::from_bits(state.reload), |owed, row| {
+            .fold(Shards::from_bits(state.get().reload), |owed, row| {
                 owed.with(Shards::from_bits(row.shards))
             })
             .within(all);
-        Ok(Books {
-            sql,
-            owed,
-            state,
-            dirty: false,
-            saved_at_ms: 0,
-        })
+        Ok(Books { sql, owed, state })
     }
 
     fn count(&mut self, change: impl FnOnce(&mut RelayCounters)) {
-        change(&mut self.state.counters);
-        self.dirty = true;
+        change(&mut self.state.change().counters);
     }
 
     /// Keeps the publish `order` for shard `k` (one row per publish, whatever the shards it is
@@ -510,18 +496,17 @@ impl Books {
         if !dropped.is_empty() {
             let reload = dropped
                 .iter()
-                .fold(Shards::from_bits(self.state.reload), |all, row| {
+                .fold(Shards::from_bits(self.state.get().reload), |all, row| {
                     all.with(Shards::from_bits(row.shards))
                 });
             tracing::error!(
                 dropped = dropped.len(),
                 "kept publishes past the bound dropped; their shards will be sent a reload"
             );
-            self.state.reload = reload.bits();
+            self.state.change().reload = reload.bits();
             let n = dropped.len() as u64;
             self.count(|c| c.dropped += n);
         }
-        self.dirty = true;
         Ok(())
     }
 
@@ -552,21 +537,20 @@ impl Books {
     /// Shard `k` is owed nothing more.
     fn caught_up(&mut self, k: u32) {
         self.owed = self.owed.without(Shards::one(k));
-        if let Some(failures) = self.state.failing.get_mut(k as usize) {
+        if let Some(failures) = self.state.change().failing.get_mut(k as usize) {
             *failures = 0;
         }
-        self.dirty = true;
     }
 
     /// One more failed try at shard `k`; returns how many in a row.
     fn failing_more(&mut self, k: u32) -> u32 {
         let k = k as usize;
-        if self.state.failing.len() <= k {
-            self.state.failing.resize(k + 1, 0);
+        let failing = &mut self.state.change().failing;
+        if failing.len() <= k {
+            failing.resize(k + 1, 0);
         }
-        self.state.failing[k] += 1;
-        self.dirty = true;
-        self.state.failing[k]
+        failing[k] += 1;
+        failing[k]
     }
 
     /// Per shard `0..shards`: publishes kept for it.
@@ -583,27 +567,13 @@ impl Books {
 
     /// Writes the state if it changed (one row).
     fn save(&mut self, now_ms: i64) -> Result<()> {
-        if self.dirty {
-            let json = serde_json::to_string(&self.state)?;
-            usage::sql(
-                &self.sql,
-                "INSERT INTO meta (key, value) VALUES ('state', ?)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                vec![json.into()],
-            )?;
-            self.dirty = false;
-            self.saved_at_ms = now_ms;
-        }
-        Ok(())
+        self.state.save(now_ms)
     }
 
     /// Writes the counters unless they were written in the last few seconds: a publish costs no
     /// row of its own (what an eviction interrupts is a few seconds of counts, never a publish).
     fn save_soon(&mut self, now_ms: i64) -> Result<()> {
-        if now_ms - self.saved_at_ms >= 5_000 {
-            self.save(now_ms)?;
-        }
-        Ok(())
+        self.state.save_soon(now_ms)
     }
 }
 
