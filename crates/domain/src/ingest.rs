@@ -76,12 +76,17 @@ impl Batch {
     /// The result does not depend on where a stream is cut into batches: applying the batches one
     /// after the other gives the same tables as applying the events one by one. Within a run of
     /// status events (or of identity and account events) statements are grouped by kind, which is
-    /// safe because revisions and event times decide, not arrival order; between runs the stream's
-    /// order is kept, because whether an account is known (`sql::set_handles`) and whether its
-    /// statuses are purged depend on what came before.
+    /// safe because revisions and event times decide, not arrival order. Between an account's
+    /// runs its order in the stream is kept, because whether an account is known
+    /// (`sql::set_handles`) and whether its statuses are purged depend on what came before; but
+    /// one account's events never depend on another's, so the runs are [`Phases`]: each event
+    /// joins the first phase of its family not before its account's previous event, and a batch
+    /// is a few phases of many accounts each rather than a statement or more per switch between
+    /// families (the network interleaves identity and account events of every account with the
+    /// statuses: runs of one or two events).
     pub fn plan<'a>(frames: impl IntoIterator<Item = &'a str>, now_us: i64) -> Batch {
         let mut batch = Batch::default();
-        let mut run = Run::default();
+        let mut phases = Phases::default();
         let mut authors: BTreeSet<String> = BTreeSet::new();
         for frame in frames {
             batch.seen += 1;
@@ -103,13 +108,10 @@ impl Batch {
             match event.change() {
                 Ok(Some(change)) => {
                     batch.changes += 1;
-                    if run.is_statuses() != Run::for_statuses(&change) {
-                        batch.flush(&mut run);
-                    }
                     if let Change::Upsert(status) = &change {
                         authors.insert(status.author_did.clone());
                     }
-                    run.push(change);
+                    phases.push(change);
                 }
                 Ok(None) => batch.ignored += 1,
                 Err(error) => {
@@ -120,7 +122,9 @@ impl Batch {
             batch.cursor_us = batch.cursor_us.max(Some(event.time_us));
             batch.seq = batch.seq.max(event.seq);
         }
-        batch.flush(&mut run);
+        for mut run in phases.runs {
+            batch.flush(&mut run);
+        }
         // Last, so that it sees every handle and account state above.
         batch.add(
             Part::Authors,
@@ -263,8 +267,38 @@ impl Batch {
     }
 }
 
-/// Consecutive events of one family: statuses (upserts, deletes), or accounts (identity and
-/// account events). Only one family is non-empty at a time.
+/// A batch's events as runs of one family each, in turn: statuses (upserts and deletes), handles
+/// (identity events), account states (account events), statuses again, and so on. An event goes
+/// to the first run of its family at or after the run of its account's previous event: per
+/// account, the stream's order of families is kept (an identity event and an account event of
+/// the same account do not commute either: whichever comes first creates its `account` row), and
+/// accounts do not wait for one another.
+#[derive(Default)]
+struct Phases {
+    runs: Vec<Run>,
+    /// Per account, the run its latest event went to.
+    last: std::collections::HashMap<String, usize>,
+}
+
+impl Phases {
+    fn push(&mut self, change: Change) {
+        let (did, family) = match &change {
+            Change::Upsert(status) => (&status.author_did, 0),
+            Change::Delete(tombstone) => (&tombstone.author_did, 0),
+            Change::Handle(update) => (&update.did, 1),
+            Change::Account(update) => (&update.did, 2),
+        };
+        let after = self.last.get(did.as_str()).copied().unwrap_or(0);
+        let run = after + (family + 3 - after % 3) % 3;
+        self.last.insert(did.clone(), run);
+        if self.runs.len() <= run {
+            self.runs.resize_with(run + 1, Run::default);
+        }
+        self.runs[run].push(change);
+    }
+}
+
+/// Events of one family: statuses, handles or account states (see [`Phases`]).
 #[derive(Default)]
 struct Run {
     upserts: Vec<Status>,
@@ -274,15 +308,6 @@ struct Run {
 }
 
 impl Run {
-    fn for_statuses(change: &Change) -> bool {
-        matches!(change, Change::Upsert(_) | Change::Delete(_))
-    }
-
-    /// Whether the run holds status events (an empty run says yes, which costs nothing).
-    fn is_statuses(&self) -> bool {
-        self.handles.is_empty() && self.accounts.is_empty()
-    }
-
     fn push(&mut self, change: Change) {
         match change {
             Change::Upsert(status) => self.upserts.push(status),

@@ -91,10 +91,18 @@ pub fn build(tools: &Tools, worker: Worker) -> Result<()> {
     strip_names(worker)
 }
 
+/// Set (to anything), builds keep the wasm's `name` section: for a CPU profile that names Rust
+/// functions, never for a deploy (the bundles grow past their budgets).
+pub const KEEP_NAMES: &str = "STATUSPHERE_KEEP_NAMES";
+
 /// Drops the `name` custom section (function names, only for readable wasm stack traces; a
 /// panic's message is still logged) from a built worker's wasm: 75-105 KiB of each gzipped bundle
 /// (docs/benchmarks.md). Done after wasm-bindgen, which needs the module's other custom sections.
 pub fn strip_names(worker: Worker) -> Result<()> {
+    if std::env::var_os(KEEP_NAMES).is_some() {
+        // For a profile that names the wasm's functions (docs/benchmarks.md, "Profiling").
+        return Ok(());
+    }
     let path = worker.crate_dir().join("build/index_bg.wasm");
     let wasm = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let stripped = without_name_section(&wasm)
