@@ -173,9 +173,8 @@ impl Batch {
             let at = purged.entry(account.did.as_str()).or_default();
             *at = (*at).max(account.time_us);
         }
-        for (did, time_us) in purged {
-            self.add(Part::Purge, vec![sql::purge_statuses(did, time_us)]);
-        }
+        let purged: Vec<(&str, i64)> = purged.into_iter().collect();
+        self.add(Part::Purge, sql::purge_statuses(&purged));
     }
 
     fn drop(&mut self, error: &Error) {

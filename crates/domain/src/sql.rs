@@ -524,16 +524,36 @@ pub fn accounts_of(dids: &[&str]) -> Vec<Statement> {
         .collect()
 }
 
-/// Turns a deleted account's statuses into tombstones (content cleared): those the app saw by
-/// the deletion's time (`time_us`), not any written after it (the account came back). A deletion
-/// read again after a crash (Jetstream is read at least once) then purges what it purged the
-/// first time and nothing the account wrote since.
-pub fn purge_statuses(did: &str, time_us: i64) -> Statement {
-    Statement::new(
-        "UPDATE status SET status = '', created_at = '', cid = NULL, deleted = 1 \
-         WHERE author_did = ?1 AND deleted = 0 AND indexed_at <= ?2",
-        vec![did.into(), (time_us / 1000).into()],
-    )
+/// Turns deleted accounts' statuses into tombstones (content cleared): of each `(did, time_us)`,
+/// those the app saw by the deletion's time, not any written after it (the account came back). A
+/// deletion read again after a crash (Jetstream is read at least once) then purges what it purged
+/// the first time and nothing the account wrote since. As many accounts a statement as D1's bound
+/// values allow (the network deletes accounts all the time, each a statement before).
+pub fn purge_statuses(deletions: &[(&str, i64)]) -> Vec<Statement> {
+    deletions
+        .chunks(D1_MAX_PARAMS / 2)
+        .map(|chunk| {
+            let dids: Vec<String> = (0..chunk.len())
+                .map(|i| format!("?{}", 2 * i + 1))
+                .collect();
+            let times: Vec<String> = (0..chunk.len())
+                .map(|i| format!("WHEN ?{} THEN ?{}", 2 * i + 1, 2 * i + 2))
+                .collect();
+            Statement {
+                sql: Cow::Owned(format!(
+                    "UPDATE status SET status = '', created_at = '', cid = NULL, deleted = 1 \
+                     WHERE deleted = 0 AND author_did IN ({}) \
+                     AND indexed_at <= (CASE author_did {} END)",
+                    dids.join(", "),
+                    times.join(" ")
+                )),
+                params: chunk
+                    .iter()
+                    .flat_map(|(did, time_us)| [(*did).into(), (time_us / 1000).into()])
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

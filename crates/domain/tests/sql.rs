@@ -813,7 +813,7 @@ async fn deleted_accounts_are_purged() {
     let deleted = account(DID_A, false, Some("deleted"), 3_000_000);
     assert!(deleted.purges());
     let mut statements = sql::set_account_states(&[deleted]);
-    statements.push(sql::purge_statuses(DID_A, 3_000_000));
+    statements.extend(sql::purge_statuses(&[(DID_A, 3_000_000)]));
     batch(&pool, &statements).await;
     let left = sqlx::query("SELECT COUNT(*) FROM status WHERE author_did = ? AND status <> ''")
         .bind(DID_A)
@@ -838,7 +838,7 @@ async fn deleted_accounts_are_purged() {
     assert_eq!(upsert(&pool, &[later]).await.len(), 1);
     let again = account(DID_A, false, Some("deleted"), 3_000_000);
     let mut statements = sql::set_account_states(&[again]);
-    statements.push(sql::purge_statuses(DID_A, 3_000_000));
+    statements.extend(sql::purge_statuses(&[(DID_A, 3_000_000)]));
     batch(&pool, &statements).await;
     let shown: Vec<String> = recent(&pool, 10)
         .await
@@ -1502,7 +1502,10 @@ async fn hot_queries_use_their_indexes() {
             sql::status_by_uri("at://x"),
             "USING INDEX sqlite_autoindex_status_1",
         ),
-        (sql::purge_statuses(DID_A, 1), "INDEX status_author"),
+        (
+            sql::purge_statuses(&[(DID_A, 1), (DID_B, 2)]).remove(0),
+            "INDEX status_author",
+        ),
         (sql::counts_changed(), "USING INDEX status_count_version"),
         (
             sql::statuses_page(

@@ -251,7 +251,7 @@ impl Listener {
                 // a failure, but the next connection asks the next URL, so that a silent first
                 // instance is not kept for ever; with one URL nothing changes.
                 if status.counters.seen == seen_before && !status.pace.is_busy() {
-                    workers_common::usage::put(&storage, KEY_URL_INDEX, index + 1).await?;
+                    self.next_url(&storage, index).await?;
                 }
                 status.last_end = Some(end.label());
                 if end.continues(self.config.mode()) {
@@ -276,7 +276,7 @@ impl Listener {
                 let wait = self.config.backoff_ms(status.consecutive_failures);
                 tracing::error!(url, outcome = why, error = ?status.last_error, wait_ms = wait, "connection failed; trying the next URL");
                 status.last_end = Some(why);
-                workers_common::usage::put(&storage, KEY_URL_INDEX, index + 1).await?;
+                self.next_url(&storage, index).await?;
                 wait
             }
         };
@@ -289,6 +289,15 @@ impl Listener {
         workers_common::usage::put(&storage, KEY_STATUS, &status).await?;
         storage.set_alarm(next_ms).await?;
         Response::empty()
+    }
+
+    /// The next connection asks the URL after the `index`-th. With one URL there is no other:
+    /// nothing is written (an idle poll a minute wrote this row every time).
+    async fn next_url(&self, storage: &Storage, index: usize) -> Result<()> {
+        if self.config.urls.len() < 2 {
+            return Ok(());
+        }
+        workers_common::usage::put(storage, KEY_URL_INDEX, index + 1).await
     }
 
     async fn stored_status(&self) -> Result<ListenerStatus> {
