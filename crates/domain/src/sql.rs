@@ -33,6 +33,17 @@ impl Value {
             Value::Text(text) => text.len(),
         }
     }
+
+    /// Appends the value as JSON (`null`, a number, a string), for [`json_rows`].
+    fn write_json(&self, out: &mut String) {
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Integer(n) => out.push_str(&n.to_string()),
+            Value::Text(text) => {
+                out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "null".into()))
+            }
+        }
+    }
 }
 
 impl From<&str> for Value {
@@ -113,10 +124,70 @@ pub(crate) fn multi_row(head: &str, tail: &str, rows: Vec<Vec<Value>>) -> Vec<St
     statements
 }
 
+/// Up to this many rows go in one [`json_rows`] statement (besides D1's bytes a statement).
+const JSON_MAX_ROWS: usize = 500;
+
+/// Builds `INSERT INTO t (a, b, …) SELECT value ->> 0, value ->> 1, … FROM json_each(?1) <tail>`
+/// statements: all the rows as one JSON array of arrays, bound as one value, as many rows a
+/// statement as D1's bytes allow. D1's 100 bound values held a `multi_row` statement to 10 rows of
+/// a status; each statement costs the database its own call, its own results and its own
+/// bookkeeping, and a catch-up wrote thousands (docs/benchmarks.md, "Listener"). `insert` is the
+/// statement's head up to its column list; every row has as many values as it names.
+pub(crate) fn json_rows(insert: &str, tail: &str, rows: Vec<Vec<Value>>) -> Vec<Statement> {
+    let Some(width) = rows.first().map(Vec::len) else {
+        return Vec::new();
+    };
+    let columns: Vec<String> = (0..width).map(|i| format!("value ->> {i}")).collect();
+    // `WHERE true`: SQLite reads an `ON CONFLICT` right after `FROM json_each(…)` as a join's.
+    let sql = format!(
+        "{insert} SELECT {} FROM json_each(?1) WHERE true {tail}",
+        columns.join(", ")
+    );
+    let mut statements = Vec::new();
+    let mut array = String::new();
+    let mut count = 0;
+    for row in rows {
+        let mut encoded = String::from("[");
+        for (i, value) in row.iter().enumerate() {
+            if i > 0 {
+                encoded.push(',');
+            }
+            value.write_json(&mut encoded);
+        }
+        encoded.push(']');
+        let full = count == JSON_MAX_ROWS
+            || sql.len() + array.len() + encoded.len() + 2 > D1_MAX_STATEMENT_BYTES;
+        if full && count > 0 {
+            statements.push(json_statement(&sql, &array));
+            array.clear();
+            count = 0;
+        }
+        if count > 0 {
+            array.push(',');
+        }
+        array.push_str(&encoded);
+        count += 1;
+    }
+    if count > 0 {
+        statements.push(json_statement(&sql, &array));
+    }
+    statements
+}
+
+fn json_statement(sql: &str, rows: &str) -> Statement {
+    Statement {
+        sql: Cow::Owned(sql.to_owned()),
+        params: vec![Value::Text(format!("[{rows}]"))],
+    }
+}
+
 /// A statement of several rows (written by `multi_row`) as one statement a row, in order; any
 /// other statement as it is. For the baseline that `cargo xtask bench listener` compares the
 /// shipped statements with (docs/benchmarks.md, "Listener: catching up").
 pub fn one_row_each(statement: Statement) -> Vec<Statement> {
+    if statement.sql.contains("FROM json_each(?1)") {
+        return one_json_row_each(statement);
+    }
     let sql = statement.sql.as_ref();
     let Some(start) = sql.find("(?") else {
         return vec![statement];
@@ -145,6 +216,24 @@ pub fn one_row_each(statement: Statement) -> Vec<Statement> {
         .collect()
 }
 
+/// A [`json_rows`] statement as one statement a row (its array of one).
+fn one_json_row_each(statement: Statement) -> Vec<Statement> {
+    let rows = match statement.params.as_slice() {
+        [Value::Text(array)] => serde_json::from_str::<Vec<serde_json::Value>>(array).ok(),
+        _ => None,
+    };
+    match rows {
+        Some(rows) if rows.len() > 1 => rows
+            .into_iter()
+            .map(|row| Statement {
+                sql: statement.sql.clone(),
+                params: vec![Value::Text(format!("[{row}]"))],
+            })
+            .collect(),
+        _ => vec![statement],
+    }
+}
+
 fn render(head: &str, tail: &str, tuple: &str, rows: Vec<Vec<Value>>) -> Statement {
     let tuples = vec![tuple; rows.len()].join(", ");
     Statement {
@@ -157,7 +246,7 @@ fn render(head: &str, tail: &str, tuple: &str, rows: Vec<Vec<Value>>) -> Stateme
 // Statuses: writes
 
 const UPSERT_HEAD: &str = "INSERT INTO status \
-    (uri, author_did, rkey, status, created_at, indexed_at, rev, cid, origin, confirmed) VALUES";
+    (uri, author_did, rkey, status, created_at, indexed_at, rev, cid, origin, confirmed)";
 
 /// The idempotency rules, in SQL. A write lands only if it is newer (a greater `rev`), or the same
 /// revision confirmed by the network for the first time; anything else (the same event twice, an
@@ -195,7 +284,7 @@ const IMPORT_TAIL: &str = "ON CONFLICT (uri) DO UPDATE SET \
 
 /// Records statuses read from their repository (see `IMPORT_TAIL`); returns the rows written.
 pub fn import_statuses(statuses: &[Status]) -> Vec<Statement> {
-    multi_row(
+    json_rows(
         UPSERT_HEAD,
         IMPORT_TAIL,
         statuses.iter().map(status_row).collect(),
@@ -222,7 +311,7 @@ fn status_row(s: &Status) -> Vec<Value> {
 /// statement returns the rows it changed (to forward to the broker). Run them in one D1 batch (one
 /// transaction).
 pub fn upsert_statuses(statuses: &[Status]) -> Vec<Statement> {
-    multi_row(
+    json_rows(
         UPSERT_HEAD,
         UPSERT_TAIL,
         statuses.iter().map(status_row).collect(),
@@ -230,7 +319,7 @@ pub fn upsert_statuses(statuses: &[Status]) -> Vec<Statement> {
 }
 
 const DELETE_HEAD: &str = "INSERT INTO status \
-    (uri, author_did, rkey, status, created_at, indexed_at, rev, cid, origin, confirmed, deleted) VALUES";
+    (uri, author_did, rkey, status, created_at, indexed_at, rev, cid, origin, confirmed, deleted)";
 
 /// A delete leaves a tombstone (content cleared), even for a status never seen, so that a replayed
 /// older create cannot revive it; a delete older than what is stored changes nothing.
@@ -260,7 +349,7 @@ pub fn delete_statuses(tombstones: &[Tombstone]) -> Vec<Statement> {
             ]
         })
         .collect();
-    multi_row(DELETE_HEAD, DELETE_TAIL, rows)
+    json_rows(DELETE_HEAD, DELETE_TAIL, rows)
 }
 
 // ---------------------------------------------------------------------------------------------
