@@ -69,13 +69,33 @@ pub async fn run(
     let recorder = Recorder::new(env, url, mailbox, config.one_row_per_statement)?;
 
     let mut batcher = Batcher::new(config.rules, started_ms, resume.time_us(), status.pace);
+    // The batcher hears "nothing came" `wait_ms` after the last thing it heard. One timer serves
+    // many frames: it is set again only when it rang early (frames came meanwhile) or must ring
+    // sooner; a timer set and cleared a frame was a good part of a catch-up's cost.
+    let mut heard_ms = started_ms;
+    let mut timer: Option<(i64, std::pin::Pin<Box<Delay>>)> = None;
     let outcome: Result<End> = loop {
-        let wait = Duration::from_millis(batcher.wait_ms() as u64);
-        let event = match select(events.next(), Delay::from(wait)).await {
+        let due_ms = heard_ms + batcher.wait_ms();
+        if timer.as_ref().is_none_or(|(at, _)| *at > due_ms) {
+            let wait = Duration::from_millis((due_ms - now_ms()).max(0) as u64);
+            timer = Some((due_ms, Box::pin(Delay::from(wait))));
+        }
+        let Some((_, delay)) = timer.as_mut() else {
+            continue;
+        };
+        let event = match select(events.next(), delay.as_mut()).await {
             Either::Left((event, _)) => Some(event),
-            Either::Right(_) => None,
+            Either::Right(_) => {
+                timer = None;
+                if now_ms() < heard_ms + batcher.wait_ms() {
+                    // Rang for a wait that frames have since moved on.
+                    continue;
+                }
+                None
+            }
         };
         let now = now_ms();
+        heard_ms = now;
         let event = match event {
             Some(Some(Ok(WebsocketEvent::Message(message)))) => match message.text() {
                 Some(text) => Event::Text(text),
