@@ -276,7 +276,7 @@ impl Batch {
 struct Phases {
     runs: Vec<Run>,
     /// Per account, the run its latest event went to.
-    last: std::collections::HashMap<String, usize>,
+    last: std::collections::BTreeMap<String, usize>,
 }
 
 impl Phases {

@@ -502,3 +502,51 @@ fn a_statement_of_one_row_or_of_no_rows_is_left_as_it_is() {
     let counts = sql::counts_changed();
     assert_eq!(sql::one_row_each(counts.clone()), [counts]);
 }
+
+/// The baseline splits a JSON-array statement into its rows whatever the strings hold (commas,
+/// brackets, quotes and backslashes inside a status or a date), and each row lands as it would have.
+#[tokio::test]
+async fn a_json_statement_splits_into_its_rows_whatever_the_strings_hold() {
+    let did = "did:plc:000000000000000000000009";
+    let tricky = ["a,b", "[x]", "say \"hi\", ok", "back\\slash", "]\\\",["];
+    let statuses: Vec<Status> = tricky
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let rkey = tid(i as u64);
+            Status {
+                uri: format!("at://{did}/xyz.statusphere.status/{rkey}"),
+                author_did: did.into(),
+                rkey: rkey.clone(),
+                status: (*text).into(),
+                created_at: format!("{text}, then"),
+                indexed_at: i as i64,
+                rev: rkey,
+                cid: None,
+                origin: Origin::Network,
+                confirmed: true,
+            }
+        })
+        .collect();
+    let whole = sql::upsert_statuses(&statuses);
+    assert_eq!(whole.len(), 1);
+    let split = sql::one_row_each(whole[0].clone());
+    assert_eq!(split.len(), tricky.len());
+    let pool = database().await;
+    let rows = batch_json(&pool, &split).await;
+    let written: Vec<(String, String)> = rows
+        .iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["status"].as_str().unwrap().to_owned(),
+                r["created_at"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = tricky
+        .iter()
+        .map(|t| ((*t).to_owned(), format!("{t}, then")))
+        .collect();
+    assert_eq!(written, expected);
+}
