@@ -37,10 +37,92 @@ pub async fn batch(db: &D1Database, statements: &[Statement]) -> Result<Vec<work
     Ok(results)
 }
 
+/// Runs `statements` as one batch (one transaction), like [`batch`], and returns each one's rows as
+/// JSON values: the runtime writes the whole answer as one JSON text and Rust reads that, where
+/// `D1Result::results` walks every row's every value across the JavaScript boundary (a catch-up
+/// batch returns hundreds of rows of ten values).
+pub async fn batch_rows(db: &D1Database, statements: &[Statement]) -> Result<Answers> {
+    use worker::js_sys::{Array, Function, Promise, Reflect, JSON};
+    use worker::wasm_bindgen::JsCast;
+    if statements.is_empty() {
+        return Ok(Answers::default());
+    }
+    let prepared = Array::new();
+    for statement in statements {
+        prepared.push(prepare(db, statement)?.inner());
+    }
+    let run: Function = Reflect::get(db.as_ref(), &"batch".into())?.dyn_into()?;
+    let promise: Promise = run.call1(db.as_ref(), &prepared)?.dyn_into()?;
+    let answer = worker::wasm_bindgen_futures::JsFuture::from(promise)
+        .await
+        .map_err(d1_error)?;
+    let text = JSON::stringify(&answer)?.as_string().unwrap_or_default();
+    let results: Vec<BatchResult> = serde_json::from_str(&text)
+        .map_err(|e| worker::Error::RustError(format!("D1's answer: {e}")))?;
+    let mut answers = Answers::default();
+    for result in results {
+        crate::usage::d1_rows(result.meta.rows_read, result.meta.rows_written);
+        answers.rows_written += result.meta.rows_written;
+        answers.rows.push(result.results);
+    }
+    Ok(answers)
+}
+
+/// What [`batch_rows`] read back.
+#[derive(Debug, Default)]
+pub struct Answers {
+    /// Each statement's rows, in order.
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// The rows the batch wrote, as D1 counts them.
+    pub rows_written: u64,
+}
+
+/// One statement's answer in a batch, as the runtime writes it.
+#[derive(serde::Deserialize)]
+struct BatchResult {
+    #[serde(default)]
+    results: Vec<serde_json::Value>,
+    #[serde(default)]
+    meta: BatchMeta,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct BatchMeta {
+    #[serde(default)]
+    rows_read: u64,
+    #[serde(default)]
+    rows_written: u64,
+}
+
+/// A failed batch as an error that says D1 and its cause, as `D1Database::batch` says it.
+fn d1_error(error: JsValue) -> worker::Error {
+    let message = error_text(&error);
+    worker::Error::RustError(format!("D1: {message}"))
+}
+
 fn js_value(value: &Value) -> JsValue {
     match value {
         Value::Null => JsValue::NULL,
         Value::Integer(n) => JsValue::from_f64(*n as f64),
         Value::Text(text) => JsValue::from_str(text),
+    }
+}
+
+/// What a thrown JavaScript value says: an error's message (and its cause's, D1 puts the SQLite
+/// error there), or the value itself.
+fn error_text(error: &JsValue) -> String {
+    use worker::js_sys::Reflect;
+    let field = |value: &JsValue, name: &str| {
+        Reflect::get(value, &name.into())
+            .ok()
+            .and_then(|v| v.as_string())
+    };
+    let message = field(error, "message").unwrap_or_else(|| format!("{error:?}"));
+    match Reflect::get(error, &"cause".into())
+        .ok()
+        .and_then(|cause| field(&cause, "message"))
+    {
+        Some(cause) if cause != message => format!("{message} ({cause})"),
+        _ => message,
     }
 }

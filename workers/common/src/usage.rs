@@ -33,6 +33,11 @@ pub fn d1(result: &D1Result) {
             m.rows_written.unwrap_or(0) as u64,
         )
     });
+    d1_rows(read, written);
+}
+
+/// Counts one D1 statement's rows read and written, as its answer's meta says them.
+pub fn d1_rows(read: u64, written: u64) {
     add(|u| {
         u.d1_queries += 1;
         u.d1_rows_read += read;

@@ -254,19 +254,11 @@ impl Backfill {
         if !rows.is_empty() {
             let recording = Recording::plan(&accounts, &rows, now_ms());
             metered.spend(1);
-            let results = workers_common::d1::batch(&db, &recording.statements).await?;
-            let written: usize = results
-                .iter()
-                .filter_map(|r| r.meta().ok().flatten())
-                .filter_map(|meta| meta.rows_written)
-                .sum();
-            next.wrote(written as u64, now_ms());
-            let rows_json = results
-                .iter()
-                .map(|r| r.results::<serde_json::Value>())
-                .collect::<Result<Vec<_>>>()?;
+            let answers = workers_common::d1::batch_rows(&db, &recording.statements).await?;
+            let written = answers.rows_written;
+            next.wrote(written, now_ms());
             let messages = recording
-                .messages(&rows_json)
+                .messages(&answers.rows)
                 .map_err(|e| Error::RustError(e.to_string()))?;
             progress = next;
             workers_common::usage::put(&storage, KEY_PROGRESS, &progress).await?;
@@ -361,19 +353,11 @@ impl Backfill {
             .map_err(|e| format!("the relay's list: {e}"))?;
         metered.spend(1);
         let insert = backfill::insert_listed(&page.dids, now_ms());
-        let results = workers_common::d1::batch(db, &insert)
+        let answers = workers_common::d1::batch_rows(db, &insert)
             .await
             .map_err(|e| e.to_string())?;
-        let mut new = 0;
-        for result in &results {
-            new += result
-                .results::<serde_json::Value>()
-                .map_err(|e| e.to_string())?
-                .len() as u64;
-            if let Some(rows) = result.meta().ok().flatten().and_then(|m| m.rows_written) {
-                progress.wrote(rows as u64, now_ms());
-            }
-        }
+        let new = answers.rows.iter().map(Vec::len).sum::<usize>() as u64;
+        progress.wrote(answers.rows_written, now_ms());
         progress.listed(new);
         progress.listed_all = page.cursor.is_none();
         progress.relay_cursor = page.cursor;

@@ -112,11 +112,9 @@ impl<'a> Recorder<'a> {
         if !batch.statements.is_empty() {
             // One D1 batch is one transaction: all of it lands, or none of it (and the cursor
             // is not moved).
-            let results = workers_common::d1::batch(&self.db, &batch.statements).await?;
-            let rows = results
-                .iter()
-                .map(|r| r.results::<serde_json::Value>())
-                .collect::<Result<Vec<_>>>()?;
+            let rows = workers_common::d1::batch_rows(&self.db, &batch.statements)
+                .await?
+                .rows;
             counters.batches += 1;
             messages = batch
                 .messages(&rows)

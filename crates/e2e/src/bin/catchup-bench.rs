@@ -114,8 +114,8 @@ fn section(events: usize, shipped: &Run, baseline: &Run, planned: Duration) -> S
     let rate = |run: &Run| events as f64 / run.took.as_secs_f64();
     let (fast, slow) = (rate(shipped), rate(baseline));
     let per_thousand = |run: &Run| run.cpu.as_secs_f64() * 1000.0 / (events as f64 / 1000.0);
-    let per_row = "D1's work a row: the triggers behind current_status and the counts, and the \
-                   same account written again within a backlog; one local workerd thread";
+    let per_row = "one local workerd thread: the listener's read loop a frame (about 27%), \
+                   SQLite's work a row (25%), the answers read back (19%); perf, docs/benchmarks.md";
     let figures = vec![
         Figure::new("catch-up, 100,000 events", fast, "events/s")
             .against(Goal::AtLeast(TARGET))
