@@ -973,28 +973,28 @@ async fn derived_counts_match_a_full_recomputation() {
 
 /// `current_status`, whole: `(author, uri, status)`.
 async fn currents(pool: &SqlitePool) -> Vec<(String, String, String)> {
-    let rows =
-        sqlx::query("SELECT author_did, uri, status FROM current_status ORDER BY author_did")
-            .fetch_all(pool)
-            .await
-            .unwrap();
-    rows.iter()
-        .map(|r| (r.get("author_did"), r.get("uri"), r.get("status")))
-        .collect()
+    author_uri_status(
+        pool,
+        "SELECT author_did, uri, status FROM current_status ORDER BY author_did",
+    )
+    .await
 }
 
 /// Each author's newest visible status (greatest `indexed_at`, then `uri`), recomputed from
 /// scratch, as [`currents`] lists them: what the triggers keep in `current_status`.
 async fn newest(pool: &SqlitePool) -> Vec<(String, String, String)> {
-    let rows = sqlx::query(
+    author_uri_status(
+        pool,
         "SELECT author_did, uri, status FROM status AS s WHERE deleted = 0 AND NOT EXISTS \
          (SELECT 1 FROM status AS t WHERE t.author_did = s.author_did AND t.deleted = 0 \
           AND (t.indexed_at > s.indexed_at OR (t.indexed_at = s.indexed_at AND t.uri > s.uri))) \
          ORDER BY author_did",
     )
-    .fetch_all(pool)
     .await
-    .unwrap();
+}
+
+async fn author_uri_status(pool: &SqlitePool, query: &str) -> Vec<(String, String, String)> {
+    let rows = sqlx::query(query).fetch_all(pool).await.unwrap();
     rows.iter()
         .map(|r| (r.get("author_did"), r.get("uri"), r.get("status")))
         .collect()
