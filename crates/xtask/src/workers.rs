@@ -100,7 +100,8 @@ pub const KEEP_NAMES: &str = "STATUSPHERE_KEEP_NAMES";
 /// (docs/benchmarks.md). Done after wasm-bindgen, which needs the module's other custom sections.
 pub fn strip_names(worker: Worker) -> Result<()> {
     if std::env::var_os(KEEP_NAMES).is_some() {
-        // For a profile that names the wasm's functions (docs/benchmarks.md, "Profiling").
+        // For a profile that names the wasm's functions (docs/benchmarks.md, "Listener": "To
+        // profile").
         return Ok(());
     }
     let path = worker.crate_dir().join("build/index_bg.wasm");
