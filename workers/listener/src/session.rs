@@ -76,13 +76,13 @@ pub async fn run(
     let mut timer: Option<(i64, std::pin::Pin<Box<Delay>>)> = None;
     let outcome: Result<End> = loop {
         let due_ms = heard_ms + batcher.wait_ms();
-        if timer.as_ref().is_none_or(|(at, _)| *at > due_ms) {
-            let wait = Duration::from_millis((due_ms - now_ms()).max(0) as u64);
-            timer = Some((due_ms, Box::pin(Delay::from(wait))));
+        if timer.as_ref().is_some_and(|(at, _)| *at > due_ms) {
+            timer = None;
         }
-        let Some((_, delay)) = timer.as_mut() else {
-            continue;
-        };
+        let (_, delay) = timer.get_or_insert_with(|| {
+            let wait = Duration::from_millis((due_ms - now_ms()).max(0) as u64);
+            (due_ms, Box::pin(Delay::from(wait)))
+        });
         let event = match select(events.next(), delay.as_mut()).await {
             Either::Left((event, _)) => Some(event),
             Either::Right(_) => {
