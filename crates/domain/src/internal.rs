@@ -1,5 +1,5 @@
 //! The contracts between the workers: the routes each one serves over its service binding, and the
-//! JSON they exchange. Neither listener nor broker has a public route; only these paths, only
+//! JSON they exchange. Only edge has a public route: the other workers serve these paths, and only
 //! through bindings.
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,12 @@ pub const LISTENER_STATUS: &str = "/status";
 /// Listener: a publish the broker did not take from edge, to keep in the listener's outbox
 /// (POST, body is a [`crate::wire::Publish`]).
 pub const LISTENER_OUTBOX: &str = "/outbox";
+
+/// Backfill: make sure the backfill is running if it has work (idempotent); answers its
+/// [`BackfillStatus`].
+pub const BACKFILL_WAKE: &str = "/wake";
+/// Backfill: its [`BackfillStatus`] for edge's `/health`.
+pub const BACKFILL_STATUS: &str = "/status";
 
 /// A request URL's path and query, read from its text: a URL the runtime already checked needs no
 /// full parser (and the broker, which needs nothing else of one, stays smaller without it).
@@ -283,7 +289,7 @@ pub struct FanoutTimings {
 pub struct ListenerStatus {
     /// `poll` or `live`.
     pub mode: String,
-    /// The listener's isolate (locally: the listener and the backfill).
+    /// The listener's isolate.
     pub usage: Usage,
     /// The Jetstream endpoint in use (or last tried).
     pub url: Option<String>,
@@ -314,13 +320,18 @@ pub struct ListenerStatus {
     /// Failed connections in a row (sets the backoff; 0 once one works).
     pub consecutive_failures: u32,
     pub counters: ListenerCounters,
-    /// The backfill's progress (docs/backfill.md), added by the listener worker to the status it
-    /// answers; never stored with the listener's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backfill: Option<crate::backfill::Progress>,
     /// What waits for the broker (`crate::outbox`), added when the status is asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outbox: Option<OutboxStatus>,
+}
+
+/// The backfill's state as `/health` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackfillStatus {
+    /// The backfill's isolate.
+    pub usage: Usage,
+    /// Where it is (docs/backfill.md).
+    pub progress: crate::backfill::Progress,
 }
 
 /// The listener's outbox as `/health` reports it.

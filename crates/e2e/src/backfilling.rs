@@ -87,7 +87,7 @@ pub async fn wait_for(
 ) -> Result<Value> {
     let deadline = Instant::now() + within;
     loop {
-        let progress = crate::health(stack).await?["listener"]["backfill"].clone();
+        let progress = crate::health(stack).await?["backfill"]["progress"].clone();
         if done(&progress) {
             return Ok(progress);
         }

@@ -200,8 +200,8 @@ async fn a_lying_relay_and_a_failing_pds_hold_back_no_one_else() {
             |config| {
                 config
                     .with_backfill(&hostile.url, 50)
-                    .with_var(Worker::Listener, "BACKFILL_RETRY_SECONDS", "1")
-                    .with_var(Worker::Listener, "BACKFILL_ATTEMPTS", "4")
+                    .with_var(Worker::Backfill, "BACKFILL_RETRY_SECONDS", "1")
+                    .with_var(Worker::Backfill, "BACKFILL_ATTEMPTS", "4")
             },
         )
     })

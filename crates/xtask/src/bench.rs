@@ -205,7 +205,7 @@ fn foundation(tools: &Tools) -> Result<String> {
     out.push_str("Bundles (`wrangler deploy --dry-run`, gzip -9 of what would be uploaded):\n\n");
     out.push_str(&deploy::report(&bundles));
     out.push_str(&format!(
-        "\nStack start-up (migrations applied + `wrangler dev` with three workers until GET / \
+        "\nStack start-up (migrations applied + `wrangler dev` with four workers until GET / \
          answers), 3 runs: median {} ms.\n\n",
         median(&startups).as_millis()
     ));
@@ -213,7 +213,7 @@ fn foundation(tools: &Tools) -> Result<String> {
     out.push_str(&format!(
         "The first request a new stack answered (`GET /`, which instantiates edge's and the \
          broker's wasm, and in which `wrangler dev` itself warms up: its proxy, workerd loading \
-         the three workers, the local D1 opened), 3 runs: median {:.1} ms, against a warm `GET /` \
+         the four workers, the local D1 opened), 3 runs: median {:.1} ms, against a warm `GET /` \
          below. A deployed worker's start-up is its module's compile and instantiation and its \
          global scope (Cloudflare allows 1 s); V8 compiles wasm lazily, function by function, so \
          the compile below is the part paid before the first request, and what the first calls \
@@ -225,7 +225,7 @@ fn foundation(tools: &Tools) -> Result<String> {
             .map(|v| v.trim().to_owned())
             .unwrap_or_default(),
     ));
-    // Context, not the target: wrangler dev's proxy, workerd loading three workers and opening
+    // Context, not the target: wrangler dev's proxy, workerd loading four workers and opening
     // the local D1 are in it, none of which a deployed worker's start-up has.
     let mut figures = vec![Figure::new(
         "first request of a new stack (GET /)",

@@ -1,4 +1,4 @@
-//! `deploy-all`: the D1 migrations and the three workers onto Cloudflare, in dependency order, or
+//! `deploy-all`: the D1 migrations and the four workers onto Cloudflare, in dependency order, or
 //! (`--dry-run`) the same bundles built and measured offline without deploying anything.
 
 use std::io::Write;
@@ -65,7 +65,7 @@ impl Target {
     }
 }
 
-/// Builds and bundles all three workers into `outdir/<worker>/` with `wrangler deploy --dry-run`
+/// Builds and bundles all four workers into `outdir/<worker>/` with `wrangler deploy --dry-run`
 /// (offline, no login) and measures what would be uploaded. Refuses what could never be deployed
 /// ([`Preflight::refused`]) and prints what a real deploy still needs set.
 pub fn dry_run(tools: &Tools, outdir: &Path, target: &Target) -> Result<Vec<Bundle>> {

@@ -17,12 +17,12 @@ usage: cargo xtask <command>
   dev [--port N]          run the whole app locally (default http://127.0.0.1:8787)
   test                    every check and test: lint, worker builds, unit, integration, end to end
   bootstrap               install the toolchain (skipped in seconds when present)
-  build [WORKER...]       build workers to wasm (default: all three)
+  build [WORKER...]       build workers to wasm (default: all four)
   lint                    rustfmt --check, clippy -D warnings (native and wasm32), wasm32 checks
   docs-check              every path, Rust item and link the docs cite exists
   fmt                     rustfmt the workspace
   deploy-all [--dry-run]  migrations + broker, listener, edge to Cloudflare; --dry-run bundles offline
-  tail WORKER [--format F] wrangler tail for one worker (edge, listener, broker): pretty or json
+  tail WORKER [--format F] wrangler tail for one worker (edge, listener, backfill, broker): pretty or json
   oauth-key               print a new private P-256 JWK for the OAUTH_PRIVATE_KEY secret
   session-key             print a new entry for the SESSION_KEYS secret (sessions sealed at rest)
   bench [NAME...]         benchmarks (foundation, sidecar, listener, broker, edge, backfill;
@@ -139,7 +139,7 @@ fn dev(args: &[String]) -> Result<()> {
     .with_var(Worker::Listener, "JETSTREAM_URLS", &jetstream.url)
     .with_var(Worker::Listener, "MODE", "live")
     // The sidecar lists the local network's accounts by collection, as a relay does.
-    .with_var(Worker::Listener, "BACKFILL_RELAY", "http://127.0.0.1:6008")
+    .with_var(Worker::Backfill, "BACKFILL_RELAY", "http://127.0.0.1:6008")
     .with_local_sign_in(&devnet.plc_url, &devnet.pds_url)
     .with_session_keys()?
     .with_health_token()?;

@@ -1,4 +1,4 @@
-//! Before a deploy: what in the three wrangler configs must never reach Cloudflare (test hooks,
+//! Before a deploy: what in the four wrangler configs must never reach Cloudflare (test hooks,
 //! a local network's settings, plain-text URLs, preview or public URLs where there must be none,
 //! a missing rate limit), bindings that do not match between the configs, and what an operator
 //! has not set yet (the D1 database id in every config, `PUBLIC_URL`, each secret). A dry run
@@ -47,7 +47,7 @@ pub enum SecretsSet {
     Listed(Vec<(Worker, Vec<String>)>),
 }
 
-/// The three wrangler configs, parsed.
+/// The four wrangler configs, parsed.
 #[derive(Debug, Clone)]
 pub struct Configs {
     dir: PathBuf,
@@ -189,9 +189,12 @@ fn d1(table: &toml::Table) -> Option<&toml::Value> {
         .find(|d| d.get("binding").and_then(toml::Value::as_str) == Some("DB"))
 }
 
+/// The workers that bind the D1 database (all the same one).
+const D1_WORKERS: [Worker; 3] = [Worker::Edge, Worker::Listener, Worker::Backfill];
+
 /// The bindings that must agree between the configs: each service binding names the script the
-/// other config deploys (edge binds LISTENER and BROKER, the listener BROKER), and the two
-/// workers on D1 (edge, listener) name the same database.
+/// other config deploys (edge binds LISTENER, BACKFILL and BROKER, the backfill LISTENER and
+/// BROKER, the listener BROKER), and the workers on D1 ([`D1_WORKERS`]) name the same database.
 fn binding_problems(configs: &Configs) -> Vec<String> {
     let mut problems = Vec::new();
     let name_of = |worker: Worker| {
@@ -202,9 +205,12 @@ fn binding_problems(configs: &Configs) -> Vec<String> {
             .unwrap_or_default()
             .to_owned()
     };
-    let wanted: [(Worker, &str, Worker); 3] = [
+    let wanted: [(Worker, &str, Worker); 6] = [
         (Worker::Edge, "LISTENER", Worker::Listener),
+        (Worker::Edge, "BACKFILL", Worker::Backfill),
         (Worker::Edge, "BROKER", Worker::Broker),
+        (Worker::Backfill, "LISTENER", Worker::Listener),
+        (Worker::Backfill, "BROKER", Worker::Broker),
         (Worker::Listener, "BROKER", Worker::Broker),
     ];
     for worker in Worker::ALL {
@@ -232,7 +238,7 @@ fn binding_problems(configs: &Configs) -> Vec<String> {
             Some(_) => {}
         }
     }
-    let databases: Vec<(Worker, Option<&toml::Value>)> = [Worker::Edge, Worker::Listener]
+    let databases: Vec<(Worker, Option<&toml::Value>)> = D1_WORKERS
         .into_iter()
         .map(|w| (w, d1(configs.table(w))))
         .collect();
@@ -252,23 +258,22 @@ fn binding_problems(configs: &Configs) -> Vec<String> {
             ));
         }
     }
-    let ids: Vec<Option<&str>> = databases
-        .iter()
-        .map(|(_, d)| d.and_then(|d| d.get("database_id")?.as_str()))
-        .collect();
     // An id not set yet is reported as unset ([`unset_settings`]), not as a mismatch.
-    if let [Some(edge), Some(listener)] = ids[..] {
-        if edge != listener
-            && is_uuid(edge)
-            && is_uuid(listener)
-            && ![edge, listener].contains(&PLACEHOLDER_D1_ID)
-        {
-            problems.push(format!(
-                "{} and {} name different D1 database_id values ({edge} and {listener}): both \
-                 workers must use the one database",
-                configs.path(Worker::Edge).display(),
-                configs.path(Worker::Listener).display()
-            ));
+    let ids: Vec<(Worker, &str)> = databases
+        .iter()
+        .filter_map(|(w, d)| Some((*w, d.as_ref()?.get("database_id")?.as_str()?)))
+        .filter(|(_, id)| is_uuid(id) && *id != PLACEHOLDER_D1_ID)
+        .collect();
+    if let Some((first, id)) = ids.first() {
+        for (other, other_id) in &ids[1..] {
+            if other_id != id {
+                problems.push(format!(
+                    "{} and {} name different D1 database_id values ({id} and {other_id}): every \
+                     worker must use the one database",
+                    configs.path(*first).display(),
+                    configs.path(*other).display()
+                ));
+            }
         }
     }
     problems
@@ -287,14 +292,14 @@ fn is_uuid(id: &str) -> bool {
 /// confidential client's public https origin.
 fn unset_settings(configs: &Configs) -> Vec<String> {
     let mut unset = Vec::new();
-    for worker in [Worker::Edge, Worker::Listener] {
+    for worker in D1_WORKERS {
         let id = d1(configs.table(worker))
             .and_then(|d| d.get("database_id")?.as_str())
             .unwrap_or_default();
         if id == PLACEHOLDER_D1_ID || !is_uuid(id) {
             unset.push(format!(
                 "{}: database_id = {id:?} is not a D1 database: `npx wrangler d1 create \
-                 {D1_DATABASE}` and put its id here (and in the other config that binds DB)",
+                 {D1_DATABASE}` and put its id here (and in the other configs that bind DB)",
                 configs.path(worker).display()
             ));
         }
@@ -507,11 +512,12 @@ mod tests {
         let preflight = Preflight::check(&Configs::committed().unwrap(), &SecretsSet::Unknown);
         assert_eq!(preflight.refused, Vec::<String>::new());
         preflight.refuse_defects().expect("a dry run goes ahead");
-        // What an operator sets once: both D1 ids, PUBLIC_URL, and every secret.
+        // What an operator sets once: every D1 id, PUBLIC_URL, and every secret.
         let unset = preflight.unset.join("\n");
         for says in [
             "edge.toml: database_id",
             "listener.toml: database_id",
+            "backfill.toml: database_id",
             "PUBLIC_URL is empty",
             "secret OAUTH_PRIVATE_KEY of edge must be set: cargo xtask oauth-key",
             "secret SESSION_KEYS of edge must be set: cargo xtask session-key",
@@ -519,7 +525,7 @@ mod tests {
         ] {
             assert!(unset.contains(says), "{says:?} not in\n{unset}");
         }
-        assert_eq!(preflight.unset.len(), 6, "{unset}");
+        assert_eq!(preflight.unset.len(), 7, "{unset}");
         let refusal = preflight.ready().unwrap_err().to_string();
         assert!(refusal.contains("set these first"), "{refusal}");
     }
@@ -537,7 +543,7 @@ mod tests {
 
     const D1_ID: &str = "0f8e5a2c-3b1d-4c6e-9a7f-12ab34cd56ef";
 
-    /// The committed configs as an operator fills them in: both D1 ids and PUBLIC_URL.
+    /// The committed configs as an operator fills them in: every D1 id and PUBLIC_URL.
     fn filled(_: Worker, text: String) -> String {
         text.replace(PLACEHOLDER_D1_ID, D1_ID).replace(
             "PUBLIC_URL = \"\"",
@@ -636,13 +642,36 @@ mod tests {
             "no [[services]] binding LISTENER",
         );
         refused(
-            "two-databases",
+            "renamed-backfill",
             &|w, t| match w {
-                Worker::Listener => t.replace(D1_ID, "aaaaaaaa-3b1d-4c6e-9a7f-12ab34cd56ef"),
+                Worker::Backfill => {
+                    t.replace("name = \"statusphere-backfill\"", "name = \"my-backfill\"")
+                }
                 _ => t,
             },
-            "different D1 database_id values",
+            "[[services]] BACKFILL names \"statusphere-backfill\", but",
         );
+        refused(
+            "no-backfill-broker",
+            &|w, t| match w {
+                Worker::Backfill => t.replace("binding = \"BROKER\"", "binding = \"BROKERS\""),
+                _ => t,
+            },
+            "backfill.toml: no [[services]] binding BROKER",
+        );
+        for other in [Worker::Listener, Worker::Backfill] {
+            refused(
+                "two-databases",
+                &|w, t| {
+                    if w == other {
+                        t.replace(D1_ID, "aaaaaaaa-3b1d-4c6e-9a7f-12ab34cd56ef")
+                    } else {
+                        t
+                    }
+                },
+                &format!("{other}.toml name different D1 database_id values"),
+            );
+        }
         refused(
             "database-name",
             &|w, t| match w {

@@ -121,7 +121,7 @@ impl StackConfig {
         // Never the public network: a test that wants a Jetstream starts a sidecar and says so.
         .with_var(Worker::Listener, "JETSTREAM_URLS", NO_JETSTREAM)
         // Nor a relay: a test that wants the backfill says so (`with_backfill`).
-        .with_var(Worker::Listener, "BACKFILL_RELAY", "off")
+        .with_var(Worker::Backfill, "BACKFILL_RELAY", "off")
         .with_local_sign_in(NO_PLC, NO_PLC)
         .with_session_keys()?
         .with_health_token()
@@ -171,7 +171,7 @@ impl StackConfig {
     /// http allowed.
     pub fn with_local_sign_in(self, plc_url: &str, pds_url: &str) -> StackConfig {
         let mut config = self.with_var(Worker::Edge, "OAUTH_CLIENT", "loopback");
-        for worker in [Worker::Edge, Worker::Listener] {
+        for worker in [Worker::Edge, Worker::Backfill] {
             config = config
                 .with_var(worker, "PLC_URL", plc_url)
                 .with_var(worker, "HANDLE_RESOLVER", pds_url)
@@ -180,16 +180,16 @@ impl StackConfig {
         config
     }
 
-    /// The listener's backfill lists accounts at `relay` (the sidecar's
+    /// The backfill lists accounts at `relay` (the sidecar's
     /// `com.atproto.sync.listReposByCollection`), with `subrequests` per invocation.
     pub fn with_backfill(self, relay: &str, subrequests: u32) -> StackConfig {
-        self.with_var(Worker::Listener, "BACKFILL_RELAY", relay)
+        self.with_var(Worker::Backfill, "BACKFILL_RELAY", relay)
             .with_var(
-                Worker::Listener,
+                Worker::Backfill,
                 "BACKFILL_SUBREQUESTS",
                 &subrequests.to_string(),
             )
-            .with_var(Worker::Listener, "BACKFILL_RETRY_SECONDS", "2")
+            .with_var(Worker::Backfill, "BACKFILL_RETRY_SECONDS", "2")
     }
 
     /// Edge signs in as the confidential client production runs, served at `public` (an HTTPS
@@ -405,7 +405,12 @@ impl Stack {
 }
 
 /// The workers of the stack, the public one first (wrangler serves the first config's worker).
-const PUBLIC_FIRST: [Worker; 3] = [Worker::Edge, Worker::Listener, Worker::Broker];
+const PUBLIC_FIRST: [Worker; 4] = [
+    Worker::Edge,
+    Worker::Listener,
+    Worker::Backfill,
+    Worker::Broker,
+];
 
 /// Writes a copy of `worker`'s wrangler config with `overrides` in its `[vars]`, every rate limit
 /// set to `rate_limit` if given, and its relative paths made absolute (the copy lives elsewhere).

@@ -1,4 +1,4 @@
-//! Building the three workers to wasm with worker-build.
+//! Building the four workers to wasm with worker-build.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -17,24 +17,32 @@ pub fn config_dir() -> PathBuf {
     paths::root().join("wrangler")
 }
 
-/// One of the three workers: its crate is `workers/<name>/`, its config `wrangler/<name>.toml`.
+/// One of the four workers: its crate is `workers/<name>/`, its config `wrangler/<name>.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Worker {
     Broker,
     Listener,
+    Backfill,
     Edge,
 }
 
 impl Worker {
-    /// In dependency order: edge binds listener and broker, listener binds broker. Deploys go in
-    /// this order, so that a binding always names a worker that exists.
-    pub const ALL: [Worker; 3] = [Worker::Broker, Worker::Listener, Worker::Edge];
+    /// In dependency order: edge binds the other three, the backfill binds listener and broker,
+    /// the listener binds the broker. Deploys go in this order, so that a binding always names a
+    /// worker that exists.
+    pub const ALL: [Worker; 4] = [
+        Worker::Broker,
+        Worker::Listener,
+        Worker::Backfill,
+        Worker::Edge,
+    ];
 
     /// The name of its crate folder, its wrangler config and its Cloudflare script.
     pub fn name(self) -> &'static str {
         match self {
             Worker::Broker => "broker",
             Worker::Listener => "listener",
+            Worker::Backfill => "backfill",
             Worker::Edge => "edge",
         }
     }
@@ -149,7 +157,7 @@ fn without_name_section(wasm: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Builds all three workers at once. Cargo still compiles them one at a time (they share the
+/// Builds all four workers at once. Cargo still compiles them one at a time (they share the
 /// target folder and its lock), but the slowest step after each compile, `wasm-opt` (npm's
 /// binaryen: single-threaded, in Node), runs beside the next worker's compile instead of after
 /// it. Each build writes a log of its own, shown when it fails; a failure ends the others.

@@ -4,22 +4,15 @@
 
 use domain::internal;
 use domain::wire::{Publish, ServerMessage};
-use worker::{Error, Fetcher, Method, Request, RequestInit, Result, Stub};
-
-/// Where a publish the broker did not take is kept (the listener's outbox, docs/broker.md):
-/// through the listener's service binding (edge), or its object's stub (the backfill, in the
-/// listener's own worker).
-pub enum Keeper<'a> {
-    Service(&'a Fetcher),
-    Object(&'a Stub),
-}
+use worker::{Error, Fetcher, Method, Request, RequestInit, Result};
 
 /// Sends `messages` to the broker in one publish with a new id; if the broker does not take it,
-/// hands it to `keeper`, which sends it again (same id) until the broker does. `Err` only when
-/// neither took it: then it is lost to open pages (D1 has it; they see it on reload).
+/// hands it to the listener's outbox (through `listener`, its service binding), which sends it
+/// again (same id) until the broker does. `Err` only when neither took it: then it is lost to
+/// open pages (D1 has it; they see it on reload).
 pub async fn publish(
     broker: &Fetcher,
-    keeper: Keeper<'_>,
+    listener: &Fetcher,
     messages: Vec<ServerMessage>,
 ) -> Result<()> {
     if messages.is_empty() {
@@ -43,10 +36,7 @@ pub async fn publish(
         &format!("https://listener{}", internal::LISTENER_OUTBOX),
         &init,
     )?;
-    let response = match keeper {
-        Keeper::Service(listener) => listener.fetch_request(request).await?,
-        Keeper::Object(stub) => stub.fetch_with_request(request).await?,
-    };
+    let response = listener.fetch_request(request).await?;
     match response.status_code() {
         200 => Ok(()),
         code => Err(Error::RustError(format!(

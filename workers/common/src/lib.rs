@@ -17,6 +17,23 @@ pub fn now_ms() -> i64 {
     worker::Date::now().as_millis() as i64
 }
 
+/// Sets a Durable Object's "running" flag and clears it when dropped, however the alarm it marks
+/// ends: a wake that finds the flag clear and the watchdog alarm set knows the run died.
+pub struct Running<'a>(&'a std::cell::Cell<bool>);
+
+impl<'a> Running<'a> {
+    pub fn start(flag: &'a std::cell::Cell<bool>) -> Running<'a> {
+        flag.set(true);
+        Running(flag)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// A request's path and its query (`domain::internal::path_and_query`), owned.
 pub fn target(req: &worker::Request) -> (String, Option<String>) {
     let url = req.inner().url();

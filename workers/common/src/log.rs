@@ -5,28 +5,32 @@
 //! so a line inside a request or an alarm carries its `request_id` or `alarm_id` without saying
 //! so itself (docs/operations.md, "Logs").
 //!
-//! A small `tracing` layer of our own rather than `tracing-subscriber`'s JSON formatter: that one
-//! nests span fields under `span` and cannot add the worker's name; and its default timer reads
-//! `SystemTime`, which traps on wasm32, so the timestamp comes from the JavaScript clock.
+//! A small `tracing` subscriber of our own rather than `tracing-subscriber`'s JSON formatter: that
+//! one nests span fields under `span` and cannot add the worker's name, its default timer reads
+//! `SystemTime` (which traps on wasm32: the timestamp comes from the JavaScript clock), and its
+//! span registry (a sharded slab, per-thread stacks) is built for many threads, where a worker's
+//! isolate has one: about 7 KiB of each gzipped bundle. Here the open spans are a map by id and
+//! the entered ones a stack, behind a mutex that the single thread never waits on.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
+use tracing::{Event, Level, Metadata, Subscriber};
 
 /// Installs the JSON layer (once per isolate; later calls do nothing) and a panic hook that logs
 /// the panic as a structured event before the isolate aborts.
 pub fn init(worker_name: &'static str) {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
-        let subscriber = tracing_subscriber::registry().with(JsonLines {
+        let subscriber = JsonLines {
             worker: worker_name,
-        });
+            spans: Mutex::new(Spans::default()),
+        };
         // Fails only if a subscriber is already set, which `Once` rules out.
         let _ = tracing::subscriber::set_global_default(subscriber);
         std::panic::set_hook(Box::new(|info| {
@@ -42,13 +46,164 @@ pub fn new_id() -> String {
     format!("{:08x}{:08x}", half(), half())
 }
 
-/// The layer: formats each event at INFO or above as one line on `console.log`.
+/// The subscriber: formats each event at INFO or above as one line on `console.log`.
 struct JsonLines {
     worker: &'static str,
+    spans: Mutex<Spans>,
 }
 
-/// A span's fields, kept with it until it closes.
-struct SpanFields(Map<String, Value>);
+/// The spans open now, and the ones entered, innermost last.
+#[derive(Default)]
+struct Spans {
+    last_id: u64,
+    open: BTreeMap<u64, OpenSpan>,
+    entered: Vec<u64>,
+}
+
+/// An open span: its fields, its parent, and how many handles (its own, and each open child's
+/// hold on its parent) keep it open.
+struct OpenSpan {
+    parent: Option<u64>,
+    fields: Map<String, Value>,
+    handles: usize,
+}
+
+impl Spans {
+    /// The parent a new span or an event gets: the one named, none for a root, or else the
+    /// innermost span entered.
+    fn parent(&self, explicit: Option<&Id>, root: bool) -> Option<u64> {
+        match explicit {
+            Some(id) => Some(id.into_u64()),
+            None if root => None,
+            None => self.entered.last().copied(),
+        }
+    }
+
+    /// The fields of `span` and of every span around it, outermost first (an inner span's field
+    /// replaces an outer one's of the same name).
+    fn fields_around(&self, mut span: Option<u64>) -> Map<String, Value> {
+        let mut chain = Vec::new();
+        while let Some(open) = span.and_then(|id| self.open.get(&id)) {
+            chain.push(&open.fields);
+            span = open.parent;
+        }
+        let mut fields = Map::new();
+        for layer in chain.into_iter().rev() {
+            fields.extend(layer.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        fields
+    }
+}
+
+impl JsonLines {
+    fn spans(&self) -> std::sync::MutexGuard<'_, Spans> {
+        // Poisoned only by a panic, which aborts the isolate (`panic = "abort"`).
+        self.spans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Subscriber for JsonLines {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        *metadata.level() <= Level::INFO
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::INFO)
+    }
+
+    fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+        // Fields are formatted before the lock is taken: a field's `Debug` may log.
+        let mut fields = Map::new();
+        attrs.record(&mut Fields(&mut fields));
+        let mut spans = self.spans();
+        let parent = spans.parent(attrs.parent(), attrs.is_root());
+        if let Some(open) = parent.and_then(|id| spans.open.get_mut(&id)) {
+            open.handles += 1;
+        }
+        spans.last_id += 1;
+        let id = spans.last_id;
+        spans.open.insert(
+            id,
+            OpenSpan {
+                parent,
+                fields,
+                handles: 1,
+            },
+        );
+        Id::from_u64(id)
+    }
+
+    fn record(&self, span: &Id, values: &Record<'_>) {
+        let mut fields = Map::new();
+        values.record(&mut Fields(&mut fields));
+        if let Some(open) = self.spans().open.get_mut(&span.into_u64()) {
+            open.fields.extend(fields);
+        }
+    }
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let around = {
+            let spans = self.spans();
+            spans.fields_around(spans.parent(event.parent(), event.is_root()))
+        };
+        let mut line = Map::new();
+        let now = String::from(js_sys::Date::new_0().to_iso_string());
+        line.insert("timestamp".into(), Value::from(now));
+        line.insert(
+            "level".into(),
+            Value::from(event.metadata().level().as_str()),
+        );
+        line.extend(around);
+        event.record(&mut Fields(&mut line));
+        // Last, so that a field of the same name cannot hide it.
+        line.insert("worker".into(), Value::from(self.worker));
+        if let Ok(text) = serde_json::to_string(&line) {
+            worker::console_log!("{text}");
+        }
+    }
+
+    fn enter(&self, span: &Id) {
+        self.spans().entered.push(span.into_u64());
+    }
+
+    fn exit(&self, span: &Id) {
+        let mut spans = self.spans();
+        if let Some(at) = spans.entered.iter().rposition(|&id| id == span.into_u64()) {
+            spans.entered.remove(at);
+        }
+    }
+
+    fn clone_span(&self, span: &Id) -> Id {
+        if let Some(open) = self.spans().open.get_mut(&span.into_u64()) {
+            open.handles += 1;
+        }
+        span.clone()
+    }
+
+    fn try_close(&self, span: Id) -> bool {
+        let mut spans = self.spans();
+        let mut next = Some(span.into_u64());
+        let mut closed = false;
+        // A span that closes lets go of its parent, which may close in turn.
+        while let Some(id) = next.take() {
+            let Some(open) = spans.open.get_mut(&id) else {
+                break;
+            };
+            open.handles -= 1;
+            if open.handles > 0 {
+                break;
+            }
+            next = open.parent;
+            spans.open.remove(&id);
+            closed |= id == span.into_u64();
+        }
+        closed
+    }
+}
 
 /// Collects fields as JSON values.
 struct Fields<'a>(&'a mut Map<String, Value>);
@@ -86,54 +241,6 @@ impl Visit for Fields<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
         self.put(field, Value::from(format!("{value:?}")));
-    }
-}
-
-impl<S> Layer<S> for JsonLines
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
-        *metadata.level() <= Level::INFO
-    }
-
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut fields = Map::new();
-        attrs.record(&mut Fields(&mut fields));
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(SpanFields(fields));
-        }
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(id) {
-            if let Some(fields) = span.extensions_mut().get_mut::<SpanFields>() {
-                values.record(&mut Fields(&mut fields.0));
-            }
-        }
-    }
-
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut line = Map::new();
-        let now = String::from(js_sys::Date::new_0().to_iso_string());
-        line.insert("timestamp".into(), Value::from(now));
-        line.insert(
-            "level".into(),
-            Value::from(event.metadata().level().as_str()),
-        );
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(fields) = span.extensions().get::<SpanFields>() {
-                    line.extend(fields.0.clone());
-                }
-            }
-        }
-        event.record(&mut Fields(&mut line));
-        // Last, so that a field of the same name cannot hide it.
-        line.insert("worker".into(), Value::from(self.worker));
-        if let Ok(text) = serde_json::to_string(&line) {
-            worker::console_log!("{text}");
-        }
     }
 }
 

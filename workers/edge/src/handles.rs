@@ -76,8 +76,7 @@ async fn look_up(env: &Env, claim: &Statement, now_ms: i64) -> Result<usize> {
     let learned = changes.len();
     if learned > 0 {
         let listener = env.service("LISTENER")?;
-        let keeper = workers_common::broker::Keeper::Service(&listener);
-        workers_common::broker::publish(&env.service("BROKER")?, keeper, changes).await?;
+        workers_common::broker::publish(&env.service("BROKER")?, &listener, changes).await?;
     }
     tracing::info!(learned, "handles looked up");
     Ok(tried)

@@ -1,10 +1,10 @@
 //! `/health`. The public answer is liveness only: whether D1 answers a read (no write, no Durable
 //! Object call, so a stranger polling it spends next to nothing and learns nothing internal). With
 //! `Authorization: Bearer <HEALTH_TOKEN>` (a `wrangler secret`) it is the operator's report: a D1
-//! write read back in one transaction, and what the listener and the broker say about themselves
-//! through their service bindings.
+//! write read back in one transaction, and what the listener, the backfill and the broker say
+//! about themselves through their service bindings.
 
-use domain::internal::{self, BrokerStats, ListenerStatus};
+use domain::internal::{self, BackfillStatus, BrokerStats, ListenerStatus};
 use domain::sql;
 use serde::{Deserialize, Serialize};
 use worker::*;
@@ -18,6 +18,7 @@ struct Health {
     usage: internal::Usage,
     d1: Part<D1Probe>,
     listener: Part<ListenerStatus>,
+    backfill: Part<BackfillStatus>,
     broker: Part<BrokerStats>,
 }
 
@@ -109,13 +110,16 @@ async fn report(env: &Env) -> Result<Response> {
     let d1 = Part::from_result(probe_d1(env).await);
     let listener =
         Part::from_result(internal_json(env, "LISTENER", internal::LISTENER_STATUS).await);
+    let backfill =
+        Part::from_result(internal_json(env, "BACKFILL", internal::BACKFILL_STATUS).await);
     let broker = Part::from_result(internal_json(env, "BROKER", internal::BROKER_STATS).await);
-    let ok = d1.is_ok() && listener.is_ok() && broker.is_ok();
+    let ok = d1.is_ok() && listener.is_ok() && backfill.is_ok() && broker.is_ok();
     let health = Health {
         ok,
         usage: workers_common::usage::snapshot(),
         d1,
         listener,
+        backfill,
         broker,
     };
     workers_common::json_response(if ok { 200 } else { 503 }, &health)

@@ -238,9 +238,16 @@ async fn purge(env: &Env, now_ms: i64) -> Result<()> {
     Ok(())
 }
 
+/// Wakes the listener, then the backfill (each is idempotent); the listener's status code.
 async fn wake_listener(env: &Env) -> Result<u16> {
     let url = format!("https://listener{}", internal::LISTENER_WAKE);
     let response = env.service("LISTENER")?.fetch(url, None).await?;
+    let url = format!("https://backfill{}", internal::BACKFILL_WAKE);
+    match env.service("BACKFILL")?.fetch(url, None).await {
+        Ok(answer) if answer.status_code() == 200 => {}
+        Ok(answer) => tracing::error!(status = answer.status_code(), "waking the backfill failed"),
+        Err(error) => tracing::error!(%error, "waking the backfill failed"),
+    }
     Ok(response.status_code())
 }
 

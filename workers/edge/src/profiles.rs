@@ -64,8 +64,7 @@ pub async fn refresh(env: &Env, now_ms: i64) -> Result<usize> {
     let changed = messages.len();
     if !messages.is_empty() {
         let listener = env.service("LISTENER")?;
-        let keeper = workers_common::broker::Keeper::Service(&listener);
-        workers_common::broker::publish(&env.service("BROKER")?, keeper, messages).await?;
+        workers_common::broker::publish(&env.service("BROKER")?, &listener, messages).await?;
     }
     tracing::info!(changed, "profiles read");
     Ok(tried)

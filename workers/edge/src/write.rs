@@ -256,8 +256,7 @@ pub async fn publish(env: &Env, messages: Vec<ServerMessage>) {
     let result = async {
         let broker = env.service("BROKER")?;
         let listener = env.service("LISTENER")?;
-        let keeper = workers_common::broker::Keeper::Service(&listener);
-        workers_common::broker::publish(&broker, keeper, messages).await
+        workers_common::broker::publish(&broker, &listener, messages).await
     }
     .await;
     if let Err(error) = result {

@@ -99,26 +99,3 @@ impl Config {
         self.rules.session_ms + 60_000
     }
 }
-
-/// The backfill's settings (docs/backfill.md lists them). `BACKFILL_RELAY` is the relay's base
-/// URL, or `off`.
-pub fn backfill(env: &Env) -> domain::backfill::Settings {
-    use domain::backfill::{Settings, MAX_ATTEMPTS, OVERHEAD};
-    let relay = text(env, "BACKFILL_RELAY")
-        .map(|r| r.trim().trim_end_matches('/').to_owned())
-        .filter(|r| !r.is_empty() && r != "off");
-    let max_pages = number(env, "BACKFILL_MAX_PAGES", 3, 1..=20) as u32;
-    let mut settings = Settings {
-        relay,
-        run: text(env, "BACKFILL_RUN").unwrap_or_else(|| "1".into()),
-        subrequests: 0,
-        daily_rows: number(env, "BACKFILL_DAILY_ROWS", 50_000, 1..=10_000_000) as u64,
-        max_pages,
-        retry_ms: number(env, "BACKFILL_RETRY_SECONDS", 60, 1..=86_400) * 1_000,
-        attempts: number(env, "BACKFILL_ATTEMPTS", MAX_ATTEMPTS, 1..=20),
-    };
-    // At least one account's read, whatever the var says.
-    let least = i64::from(settings.per_account() + OVERHEAD);
-    settings.subrequests = number(env, "BACKFILL_SUBREQUESTS", 50, least..=1_000) as u32;
-    settings
-}

@@ -11,7 +11,6 @@
 //!
 //! This worker has no public route: edge reaches it through a service binding.
 
-mod backfill;
 mod config;
 mod outbox;
 mod record;
@@ -27,7 +26,7 @@ use config::Config;
 use record::KEY_STATUS;
 use workers_common::now_ms;
 
-pub(crate) const LISTENER_NAME: &str = "main";
+const LISTENER_NAME: &str = "main";
 /// How soon the first alarm fires after a wake-up.
 const FIRST_TICK_MS: i64 = 1_000;
 /// How soon the next connection starts when reading goes on at once.
@@ -42,35 +41,23 @@ fn start() {
     workers_common::log::init("listener");
 }
 
-/// Entry point for service-binding calls, to the one listener object and the one backfill
-/// object: a wake wakes both; the status is the listener's, with the backfill's progress in it;
-/// a publish edge could not deliver goes to the listener's outbox.
+/// Entry point for service-binding calls (edge's, the backfill's): every route is the one
+/// object's.
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     workers_common::usage::worker_request();
     let path = req.path();
+    if path != internal::LISTENER_WAKE
+        && path != internal::LISTENER_STATUS
+        && path != internal::LISTENER_OUTBOX
+    {
+        return workers_common::text_error(404, "no such listener route");
+    }
     let listener = env.durable_object("LISTENER")?.get_by_name(LISTENER_NAME)?;
     if path == internal::LISTENER_OUTBOX {
         return listener.fetch_with_request(req).await;
     }
-    if path != internal::LISTENER_WAKE && path != internal::LISTENER_STATUS {
-        return workers_common::text_error(404, "no such listener route");
-    }
     let mut status: ListenerStatus = listener.fetch_with_request(req).await?.json().await?;
-    let backfill = env
-        .durable_object("BACKFILL")?
-        .get_by_name(backfill::NAME)?;
-    if path == internal::LISTENER_WAKE {
-        let url = format!("https://backfill{}", backfill::WAKE);
-        if let Err(error) = backfill.fetch_with_str(&url).await {
-            tracing::error!(%error, "waking the backfill failed");
-        }
-    }
-    let url = format!("https://backfill{}", backfill::STATUS);
-    match backfill.fetch_with_str(&url).await {
-        Ok(mut answer) => status.backfill = answer.json().await.ok(),
-        Err(error) => tracing::error!(%error, "the backfill's status failed"),
-    }
     status.usage = workers_common::usage::snapshot();
     workers_common::json_response(200, &status)
 }
@@ -83,16 +70,6 @@ pub struct Listener {
     /// Whether this instance is in its alarm (reading) right now.
     running: Cell<bool>,
     mailbox: outbox::Mailbox,
-}
-
-/// Clears a `running` flag when an alarm ends, however it ends (the listener's and the
-/// backfill's).
-pub(crate) struct Running<'a>(pub(crate) &'a Cell<bool>);
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.set(false);
-    }
 }
 
 impl DurableObject for Listener {
@@ -203,8 +180,7 @@ impl Listener {
         if let Some(at) = storage.get_alarm().await? {
             workers_common::usage::put(&storage, KEY_WATCHDOG, at).await?;
         }
-        self.running.set(true);
-        let _running = Running(&self.running);
+        let _running = workers_common::Running::start(&self.running);
         // What waits for the broker goes first (each batch after adds to it and tries again).
         self.mailbox.load(&storage).await?;
         if self.mailbox.due() {

@@ -1,11 +1,11 @@
-//! `backfill-bench`: what the listener's backfill (docs/backfill.md) costs per 1,000 accounts,
+//! `backfill-bench`: what the backfill (docs/backfill.md) costs per 1,000 accounts,
 //! printed as a section of docs/benchmarks.md (`cargo xtask bench backfill` runs it and writes
 //! the section).
 //!
 //! A local network of [`ACCOUNTS`] accounts, each with a status written before the stack
 //! starts (every third with two, every tenth with a display name), listed by the sidecar as a
-//! relay does; a `wrangler dev` stack whose listener reads the network live and backfills it with
-//! the shipped budgets (50 subrequests an invocation, 3 pages an account). The figures are the
+//! relay does; a `wrangler dev` stack whose listener reads the network live while the backfill
+//! reads it with the shipped budgets (50 subrequests an invocation, 3 pages an account). The figures are the
 //! backfill's own counters (invocations, subrequests, D1's `rows_written`), its wall time from
 //! the first read to done, and the CPU time the kernel counted for the stack's workerd processes
 //! meanwhile (an upper bound: it holds the local D1 and the listener's live reading too).
@@ -35,7 +35,7 @@ const DAILY_ROWS: f64 = 50_000.0;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     if e2e::asked_for_help(
-        "backfill-bench: what the listener's backfill costs per 1,000 accounts on a local network.",
+        "backfill-bench: what the backfill costs per 1,000 accounts on a local network.",
     ) {
         return Ok(());
     }
@@ -59,7 +59,7 @@ async fn main() -> Result<()> {
         .with_backfill(&relay, BUDGET);
     let stack = tokio::task::block_in_place(|| Stack::start(&tools, config))?;
     let cpu_before = stack.workerd_cpu();
-    let usage_before = listener_usage(&stack).await?;
+    let usage_before = backfill_usage(&stack).await?;
     wake(&stack).await?;
     let within = Duration::from_secs(900);
     let progress = wait_for(&stack, "the backfill done", within, |p| {
@@ -67,7 +67,7 @@ async fn main() -> Result<()> {
     })
     .await?;
     let cpu = stack.workerd_cpu().saturating_sub(cpu_before);
-    let usage = listener_usage(&stack).await?;
+    let usage = backfill_usage(&stack).await?;
     let read = usage.d1_rows_read - usage_before.d1_rows_read;
     let stored = Tables::query(&stack, "SELECT COUNT(*) AS n FROM status WHERE deleted = 0")
         .await?
@@ -83,10 +83,10 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// What the listener's isolate (its Durable Objects: the reader and the backfill) used so far.
-async fn listener_usage(stack: &Stack) -> Result<Usage> {
+/// What the backfill's isolate used so far.
+async fn backfill_usage(stack: &Stack) -> Result<Usage> {
     let health = e2e::health(stack).await?;
-    Ok(serde_json::from_value(health["listener"]["usage"].clone())?)
+    Ok(serde_json::from_value(health["backfill"]["usage"].clone())?)
 }
 
 /// Writes each account's statuses (and every tenth's display name); returns the statuses.
@@ -148,10 +148,10 @@ fn section(
         "## Backfill: cost per 1,000 accounts\n\n\
          Command: `cargo xtask bench backfill` ({}), {}. A local network of {ACCOUNTS} accounts \
          with {written} statuses written before the stack started (one each, two for every third, \
-         a display name for every tenth), listed by the sidecar as a relay does; the listener's \
-         Backfill object reads them under `wrangler dev` with the shipped budgets ({BUDGET} \
+         a display name for every tenth), listed by the sidecar as a relay does; the backfill \
+         worker reads them under `wrangler dev` with the shipped budgets ({BUDGET} \
          subrequests an invocation, 3 pages an account) while the listener reads the same network \
-         live. The counters are the backfill's own (`/health`, `listener.backfill`); CPU is what \
+         live. The counters are the backfill's own (`/health`, `backfill.progress`); CPU is what \
          the kernel counted for the stack's workerd processes from the wake to done: an upper \
          bound, since it holds the local D1 (SQLite in the same process; Cloudflare runs D1 \
          elsewhere) and the listener's live reading.\n\n\
@@ -160,7 +160,7 @@ fn section(
          | invocations (alarms) | {invocations} | {:.3} |\n\
          | subrequests (identity, commit, records, profile, relay, D1, broker) | {subrequests} | {:.2} |\n\
          | D1 rows written (D1's `rows_written`) | {rows} | {rows_per_account:.2} |\n\
-         | D1 rows read (the listener's isolate, reading live too) | {d1_read} | {:.2} |\n\
+         | D1 rows read (the backfill's isolate) | {d1_read} | {:.2} |\n\
          | wall time, first read to done | {:.1} s | {:.1} ms |\n\
          | workerd CPU time | {:.2} s | {:.2} ms |\n\n\
          Per 1,000 accounts: {:.0} invocations, {:.0} subrequests, {:.0} D1 rows. With the shipped \

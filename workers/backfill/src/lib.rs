@@ -1,6 +1,13 @@
-//! The backfill (docs/backfill.md): one named, SQLite-backed Durable Object, beside the listener,
-//! that reads every account the relay lists as having statuses from its own repository, so that
-//! a new deploy shows the network's statuses from its first page.
+//! The backfill worker (docs/backfill.md): one named, SQLite-backed Durable Object that reads
+//! every account the relay lists as having statuses from its own repository, so that a new deploy
+//! shows the network's statuses from its first page.
+//!
+//! A worker of its own, not a second object in the listener's: what it carries (identity
+//! resolution, repository reads, an HTTP client held to public addresses) is most of a worker's
+//! budget on its own (docs/design.md, "Bundles"), and the listener, which reads Jetstream all day,
+//! should not pay for it. It reaches the listener over a service binding (the listener's position
+//! on Jetstream; its outbox for a publish the broker does not take) and the broker over another.
+//! Edge wakes it and asks its progress for `/health`; it has no public route.
 //!
 //! Each alarm is one invocation within the free plan's budgets: at most `BACKFILL_SUBREQUESTS`
 //! outbound calls (each account's identity, commit, records and profile; the claim, the write
@@ -18,20 +25,16 @@ use std::cell::Cell;
 
 use account::repo::{read_account, Metered};
 use domain::backfill::{self, Claimed, Next, Outcome, Phase, Progress, Recording, Settings};
-use domain::internal::{self, ListenerStatus};
+use domain::internal::{self, BackfillStatus, ListenerStatus};
 use serde::Deserialize;
 use tracing::Instrument;
 use worker::*;
 use workers_common::http::WorkerHttp;
 use workers_common::now_ms;
-
-use crate::{config, Running};
+use workers_common::vars::{number, text};
 
 /// The backfill object's name (there is one).
-pub const NAME: &str = "main";
-/// Its routes, reached from the listener worker's own fetch handler only.
-pub const WAKE: &str = "/backfill/wake";
-pub const STATUS: &str = "/backfill/status";
+const NAME: &str = "main";
 
 const KEY_PROGRESS: &str = "progress";
 /// How soon an invocation follows one that stopped with work left.
@@ -43,6 +46,52 @@ const WAIT_FOR_LISTENER_MS: i64 = 2_000;
 const WATCHDOG_MS: i64 = 120_000;
 /// When the watchdog alarm of the current invocation is due (unix ms).
 const KEY_WATCHDOG: &str = "watchdog_ms";
+
+#[event(start)]
+fn start() {
+    workers_common::log::init("backfill");
+}
+
+/// Entry point for edge's service-binding calls: both routes go to the one object, and the
+/// status carries this isolate's use of the metered resources.
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    workers_common::usage::worker_request();
+    let path = req.path();
+    if path != internal::BACKFILL_WAKE && path != internal::BACKFILL_STATUS {
+        return workers_common::text_error(404, "no such backfill route");
+    }
+    let object = env.durable_object("BACKFILL")?.get_by_name(NAME)?;
+    let progress: Progress = object.fetch_with_request(req).await?.json().await?;
+    let status = BackfillStatus {
+        usage: workers_common::usage::snapshot(),
+        progress,
+    };
+    workers_common::json_response(200, &status)
+}
+
+/// The backfill's settings (docs/backfill.md lists them). `BACKFILL_RELAY` is the relay's base
+/// URL, or `off`.
+fn settings(env: &Env) -> Settings {
+    use domain::backfill::{MAX_ATTEMPTS, OVERHEAD};
+    let relay = text(env, "BACKFILL_RELAY")
+        .map(|r| r.trim().trim_end_matches('/').to_owned())
+        .filter(|r| !r.is_empty() && r != "off");
+    let max_pages = number(env, "BACKFILL_MAX_PAGES", 3, 1..=20) as u32;
+    let mut settings = Settings {
+        relay,
+        run: text(env, "BACKFILL_RUN").unwrap_or_else(|| "1".into()),
+        subrequests: 0,
+        daily_rows: number(env, "BACKFILL_DAILY_ROWS", 50_000, 1..=10_000_000) as u64,
+        max_pages,
+        retry_ms: number(env, "BACKFILL_RETRY_SECONDS", 60, 1..=86_400) * 1_000,
+        attempts: number(env, "BACKFILL_ATTEMPTS", MAX_ATTEMPTS, 1..=20),
+    };
+    // At least one account's read, whatever the var says.
+    let least = i64::from(settings.per_account() + OVERHEAD);
+    settings.subrequests = number(env, "BACKFILL_SUBREQUESTS", 50, least..=1_000) as u32;
+    settings
+}
 
 #[durable_object]
 pub struct Backfill {
@@ -90,11 +139,11 @@ impl DurableObject for Backfill {
 
 impl Backfill {
     async fn serve(&self, req: Request) -> Result<Response> {
-        let settings = config::backfill(&self.env);
+        let settings = settings(&self.env);
         let storage = self.state.storage();
         let stored: Option<Progress> = workers_common::usage::get(&storage, KEY_PROGRESS).await?;
         match req.path().as_str() {
-            WAKE => {
+            internal::BACKFILL_WAKE => {
                 // A wake starts work that is not under way: a first deploy, a new run, or an
                 // invocation that died (the object restarted in the middle: its watchdog is the
                 // alarm, and nothing runs). A finished backfill stays asleep.
@@ -113,15 +162,18 @@ impl Backfill {
                     storage.set_alarm(CONTINUE_MS).await?;
                     tracing::info!(run = settings.run, stale, "backfill woken");
                 }
-                Response::empty()
+                self.progress(stored, &settings).await
             }
-            STATUS => {
-                let mut progress = stored.unwrap_or_else(|| Progress::start(&settings, now_ms()));
-                progress.next_alarm_ms = storage.get_alarm().await?;
-                workers_common::json_response(200, &progress)
-            }
+            internal::BACKFILL_STATUS => self.progress(stored, &settings).await,
             _ => workers_common::text_error(404, "no such backfill route"),
         }
+    }
+
+    /// The progress as `/status` (and a wake) answers it: with the next alarm.
+    async fn progress(&self, stored: Option<Progress>, settings: &Settings) -> Result<Response> {
+        let mut progress = stored.unwrap_or_else(|| Progress::start(settings, now_ms()));
+        progress.next_alarm_ms = self.state.storage().get_alarm().await?;
+        workers_common::json_response(200, &progress)
     }
 
     /// One invocation: wait for the listener, or list and read within the budgets.
@@ -131,9 +183,8 @@ impl Backfill {
         if let Some(at) = storage.get_alarm().await? {
             workers_common::usage::put(&storage, KEY_WATCHDOG, at).await?;
         }
-        self.running.set(true);
-        let _running = Running(&self.running);
-        let settings = config::backfill(&self.env);
+        let _running = workers_common::Running::start(&self.running);
+        let settings = settings(&self.env);
         let db = self.env.d1("DB")?;
         let now = now_ms();
         let mut progress =
@@ -160,12 +211,13 @@ impl Backfill {
 
         if progress.jetstream_from_us.is_none() {
             metered.spend(1);
-            let listener = self
-                .env
-                .durable_object("LISTENER")?
-                .get_by_name(crate::LISTENER_NAME)?;
-            let url = format!("https://listener{}", internal::LISTENER_STATUS);
-            let status: ListenerStatus = listener.fetch_with_str(&url).await?.json().await?;
+            let listener = self.env.service("LISTENER")?;
+            let status: ListenerStatus = workers_common::broker::internal_json(
+                &listener,
+                "LISTENER",
+                internal::LISTENER_STATUS,
+            )
+            .await?;
             let Some(cursor_us) = status.cursor_us else {
                 progress.phase = Phase::Waiting;
                 progress.subrequests += u64::from(metered.used());
@@ -269,13 +321,10 @@ impl Backfill {
             );
             if !messages.is_empty() {
                 metered.spend(1);
-                let listener = self
-                    .env
-                    .durable_object("LISTENER")?
-                    .get_by_name(crate::LISTENER_NAME)?;
-                let keeper = workers_common::broker::Keeper::Object(&listener);
+                let listener = self.env.service("LISTENER")?;
                 let broker = self.env.service("BROKER")?;
-                if let Err(error) = workers_common::broker::publish(&broker, keeper, messages).await
+                if let Err(error) =
+                    workers_common::broker::publish(&broker, &listener, messages).await
                 {
                     // D1 has it: pages see it on their next load.
                     tracing::error!(%error, "publishing the backfill failed, and keeping it too");
