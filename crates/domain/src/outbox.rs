@@ -7,6 +7,11 @@
 //! with an id of its own ([`Publish::id`]), the same on every try, and the broker sequences an
 //! id once: a publish whose answer was lost and is sent again is not shown twice.
 //!
+//! Each publish's messages are serialised once, when queued: the outbox stores them and the broker
+//! is sent them as that same JSON text ([`Pending::messages`], [`Due::body`]). In a catch-up,
+//! hundreds of messages a batch were otherwise written out three times (to weigh them, to store
+//! them, to send them).
+//!
 //! The outbox is bounded by its stored size ([`MAX_BYTES`], under the platform's 2 MB a stored
 //! value): past it, the oldest publishes are dropped and counted, and a `reload` goes first to
 //! the pages, so that they learn they missed something and load what D1 holds. A publish the
@@ -16,8 +21,9 @@
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
-use crate::wire::{Publish, ServerMessage, MAX_PUBLISH_MESSAGES};
+use crate::wire::{ServerMessage, MAX_PUBLISH_MESSAGES};
 
 /// The most the publishes waiting may weigh as stored (JSON), well under the 2 MB a Durable
 /// Object's stored value may be.
@@ -28,33 +34,82 @@ pub const MAX_RETRY_MS: i64 = 60_000;
 pub const RELOAD_REASON: &str = "updates were missed while the broker was down";
 
 /// One publish waiting for the broker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pending {
     pub id: String,
-    pub messages: Vec<ServerMessage>,
+    /// Its messages, as the JSON array the broker is sent.
+    pub messages: Box<RawValue>,
+    /// How many messages it holds (0 when stored before this was kept: see [`Outbox::all_sent`]).
+    #[serde(default)]
+    pub count: usize,
+    /// Of them, how many dropping it would lose (all but a `reload`).
+    #[serde(default)]
+    pub lost_if_dropped: usize,
     /// Sent at least once (or perhaps, before a restart): its content is fixed (the broker may
     /// have sequenced it under its id).
     #[serde(default)]
     pub sent: bool,
-    /// Its messages' size as JSON.
-    #[serde(default)]
-    pub bytes: usize,
 }
 
-impl Pending {
-    fn new(id: String, messages: Vec<ServerMessage>, sent: bool) -> Pending {
-        let bytes = json_size(&messages);
-        Pending {
-            id,
-            messages,
-            sent,
-            bytes,
-        }
+impl PartialEq for Pending {
+    fn eq(&self, other: &Pending) -> bool {
+        (&self.id, self.messages.get(), self.count, self.sent)
+            == (&other.id, other.messages.get(), other.count, other.sent)
     }
 }
 
-fn json_size(messages: &[ServerMessage]) -> usize {
-    serde_json::to_string(messages).map_or(0, |json| json.len())
+impl Eq for Pending {}
+
+impl Pending {
+    fn new(id: String, messages: &[ServerMessage], sent: bool) -> Pending {
+        let lost_if_dropped = messages
+            .iter()
+            .filter(|m| !matches!(m, ServerMessage::Reload { .. }))
+            .count();
+        Pending {
+            id,
+            messages: to_raw(messages),
+            count: messages.len(),
+            lost_if_dropped,
+            sent,
+        }
+    }
+
+    /// Its size as stored.
+    fn bytes(&self) -> usize {
+        self.messages.get().len()
+    }
+
+    /// Adds `more` (serialised) to its messages: one JSON array of both.
+    fn extend(&mut self, more: &Pending) {
+        let (mine, theirs) = (self.messages.get(), more.messages.get());
+        let joined = match (mine.len() > 2, theirs.len() > 2) {
+            (true, true) => format!("{},{}", &mine[..mine.len() - 1], &theirs[1..]),
+            (false, _) => theirs.to_owned(),
+            (true, false) => mine.to_owned(),
+        };
+        self.messages = RawValue::from_string(joined).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        self.count += more.count;
+        self.lost_if_dropped += more.lost_if_dropped;
+    }
+}
+
+/// `messages` as one JSON array.
+fn to_raw(messages: &[ServerMessage]) -> Box<RawValue> {
+    serde_json::to_string(messages)
+        .ok()
+        .and_then(|json| RawValue::from_string(json).ok())
+        // Never: messages always serialise. `null` is refused by the broker, and counted.
+        .unwrap_or_else(|| RawValue::NULL.to_owned())
+}
+
+/// The oldest publish, to send now: its id, its count of messages, and the body the broker is
+/// sent (a `domain::wire::Publish` as JSON, with the queued messages as they were serialised).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub id: String,
+    pub count: usize,
+    pub body: String,
 }
 
 /// What the outbox has done, for `/health`.
@@ -98,16 +153,17 @@ impl Outbox {
         new_id: &mut impl FnMut() -> String,
     ) -> u64 {
         if let Some(last) = self.pending.back_mut().filter(|last| !last.sent) {
-            let room = MAX_PUBLISH_MESSAGES.saturating_sub(last.messages.len());
+            let room = MAX_PUBLISH_MESSAGES.saturating_sub(last.count);
             let rest = messages.split_off(room.min(messages.len()));
-            last.messages.extend(messages);
-            last.bytes = json_size(&last.messages);
+            if !messages.is_empty() {
+                last.extend(&Pending::new(String::new(), &messages, false));
+            }
             messages = rest;
         }
         while !messages.is_empty() {
             let rest = messages.split_off(MAX_PUBLISH_MESSAGES.min(messages.len()));
             self.pending
-                .push_back(Pending::new(new_id(), messages, false));
+                .push_back(Pending::new(new_id(), &messages, false));
             messages = rest;
         }
         self.bound(new_id)
@@ -124,7 +180,7 @@ impl Outbox {
         if messages.is_empty() {
             return 0;
         }
-        self.pending.push_back(Pending::new(id, messages, true));
+        self.pending.push_back(Pending::new(id, &messages, true));
         self.bound(new_id)
     }
 
@@ -134,11 +190,7 @@ impl Outbox {
         let mut dropped = 0;
         while self.bytes() > MAX_BYTES && self.pending.len() > 1 {
             if let Some(oldest) = self.pending.pop_front() {
-                dropped += oldest
-                    .messages
-                    .iter()
-                    .filter(|m| !matches!(m, ServerMessage::Reload { .. }))
-                    .count() as u64;
+                dropped += oldest.lost_if_dropped as u64;
             }
         }
         if dropped > 0 {
@@ -147,19 +199,19 @@ impl Outbox {
                 reason: RELOAD_REASON.to_owned(),
             };
             self.pending
-                .push_front(Pending::new(new_id(), vec![reload], false));
+                .push_front(Pending::new(new_id(), &[reload], false));
         }
         dropped
     }
 
     /// The publishes' size as stored.
     pub fn bytes(&self) -> usize {
-        self.pending.iter().map(|p| p.bytes).sum()
+        self.pending.iter().map(Pending::bytes).sum()
     }
 
     /// Messages waiting.
     pub fn messages(&self) -> usize {
-        self.pending.iter().map(|p| p.messages.len()).sum()
+        self.pending.iter().map(|p| p.count).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -167,10 +219,17 @@ impl Outbox {
     }
 
     /// After a restart: any publish may have been sent before it (the flag is stored after the
-    /// try), so none is added to.
+    /// try), so none is added to. A publish stored before its count was kept is counted now.
     pub fn all_sent(&mut self) {
         for pending in &mut self.pending {
             pending.sent = true;
+            if pending.count == 0 {
+                let messages: Vec<ServerMessage> =
+                    serde_json::from_str(pending.messages.get()).unwrap_or_default();
+                let recounted = Pending::new(String::new(), &messages, true);
+                pending.count = recounted.count;
+                pending.lost_if_dropped = recounted.lost_if_dropped;
+            }
         }
     }
 
@@ -181,16 +240,23 @@ impl Outbox {
 
     /// The oldest publish, to send now (marked sent: it is not added to any more); `None` when
     /// nothing is due.
-    pub fn next(&mut self, now_ms: i64, sent_at_ms: i64) -> Option<Publish> {
+    pub fn next(&mut self, now_ms: i64, sent_at_ms: i64) -> Option<Due> {
         if !self.due(now_ms) {
             return None;
         }
         let oldest = self.pending.front_mut()?;
         oldest.sent = true;
-        Some(Publish {
-            messages: oldest.messages.clone(),
-            sent_at_ms: Some(sent_at_ms),
-            id: Some(oldest.id.clone()),
+        // A `Publish` written out by hand around the stored messages: its fields are
+        // `messages`, `sent_at_ms` and `id` (`crate::wire::Publish`).
+        let id = serde_json::to_string(&oldest.id).ok()?;
+        let body = format!(
+            "{{\"messages\":{},\"sent_at_ms\":{sent_at_ms},\"id\":{id}}}",
+            oldest.messages.get()
+        );
+        Some(Due {
+            id: oldest.id.clone(),
+            count: oldest.count,
+            body,
         })
     }
 
@@ -218,7 +284,7 @@ impl Outbox {
 
     fn remove(&mut self, id: &str) -> Option<u64> {
         let at = self.pending.iter().position(|p| p.id == id)?;
-        self.pending.remove(at).map(|p| p.messages.len() as u64)
+        self.pending.remove(at).map(|p| p.count as u64)
     }
 
     /// A try failed at `now_ms`: the next waits `retry_ms`, doubled for each failure in a row,
@@ -234,6 +300,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Publish;
 
     fn confirmed(n: usize) -> Vec<ServerMessage> {
         (0..n)
@@ -259,13 +326,13 @@ mod tests {
         outbox.push(confirmed(3), &mut id);
         assert_eq!(outbox.pending.len(), 1, "an unsent publish takes more");
         let first = outbox.next(0, 0).unwrap();
-        assert_eq!((first.id.as_deref(), first.messages.len()), (Some("p1"), 5));
+        assert_eq!((first.id.as_str(), first.count), ("p1", 5));
         outbox.push(confirmed(1), &mut id);
         assert_eq!(outbox.pending.len(), 2, "a sent publish is fixed");
         assert_eq!(outbox.delivered("p1"), 5);
         assert_eq!(outbox.delivered("p1"), 0, "taken once, counted once");
         let second = outbox.next(0, 0).unwrap();
-        assert_eq!(second.id.as_deref(), Some("p2"));
+        assert_eq!(second.id, "p2");
         outbox.delivered("p2");
         assert!(outbox.is_empty() && outbox.next(0, 0).is_none());
         assert_eq!(outbox.counters.delivered, 2);
@@ -277,7 +344,7 @@ mod tests {
         let mut id = ids();
         outbox.push(confirmed(10), &mut id);
         outbox.push(confirmed(MAX_PUBLISH_MESSAGES * 2), &mut id);
-        let sizes: Vec<usize> = outbox.pending.iter().map(|p| p.messages.len()).collect();
+        let sizes: Vec<usize> = outbox.pending.iter().map(|p| p.count).collect();
         assert_eq!(sizes, [MAX_PUBLISH_MESSAGES, MAX_PUBLISH_MESSAGES, 10]);
         outbox.all_sent();
         outbox.push(confirmed(1), &mut id);
@@ -309,7 +376,7 @@ mod tests {
         );
         outbox.failed(4_000, 10_000);
         assert_eq!(outbox.next_try_ms, 4_000 + MAX_RETRY_MS);
-        outbox.delivered(sent.id.as_deref().unwrap());
+        outbox.delivered(&sent.id);
         assert_eq!((outbox.attempts, outbox.next_try_ms), (0, 0));
         assert_eq!(outbox.counters.failures, 13);
     }
@@ -321,9 +388,9 @@ mod tests {
         outbox.push(confirmed(3), &mut id);
         let refused = outbox.next(0, 0).unwrap();
         outbox.push(confirmed(1), &mut id);
-        outbox.rejected(refused.id.as_deref().unwrap());
+        outbox.rejected(&refused.id);
         assert_eq!(outbox.counters.rejected, 3);
-        assert_eq!(outbox.next(0, 0).unwrap().id.as_deref(), Some("p2"));
+        assert_eq!(outbox.next(0, 0).unwrap().id, "p2");
     }
 
     #[test]
@@ -340,7 +407,7 @@ mod tests {
         assert!(outbox.bytes() <= MAX_BYTES + 100);
         let first = outbox.next(0, 0).unwrap();
         assert!(matches!(
-            first.messages.as_slice(),
+            sent(&first).messages.as_slice(),
             [ServerMessage::Reload { .. }]
         ));
         assert_eq!(outbox.push(Vec::new(), &mut id), 0);
@@ -353,6 +420,58 @@ mod tests {
         outbox.push_fixed("edge-1".into(), confirmed(1), &mut id);
         outbox.push(confirmed(1), &mut id);
         assert_eq!(outbox.pending.len(), 2);
-        assert_eq!(outbox.next(0, 0).unwrap().id.as_deref(), Some("edge-1"));
+        assert_eq!(outbox.next(0, 0).unwrap().id, "edge-1");
+    }
+
+    /// What the broker would read of a publish the outbox sends.
+    fn sent(due: &Due) -> Publish {
+        serde_json::from_str(&due.body).unwrap()
+    }
+
+    #[test]
+    fn the_broker_is_sent_the_messages_as_queued_in_order_under_the_publish_id() {
+        let mut outbox = Outbox::default();
+        let mut id = ids();
+        outbox.push(confirmed(2), &mut id);
+        outbox.push(Vec::new(), &mut id);
+        outbox.push(confirmed(3), &mut id);
+        let due = outbox.next(0, 1_234).unwrap();
+        let publish = sent(&due);
+        let mut expected = confirmed(2);
+        expected.extend(confirmed(3));
+        assert_eq!(publish.messages, expected);
+        assert_eq!(publish.id.as_deref(), Some("p1"));
+        assert_eq!(publish.sent_at_ms, Some(1_234));
+        assert_eq!(due.count, 5);
+        assert_eq!(
+            outbox.bytes(),
+            serde_json::to_string(&expected).unwrap().len()
+        );
+    }
+
+    #[test]
+    fn a_stored_outbox_reads_back_and_an_older_one_is_counted_on_load() {
+        let mut outbox = Outbox::default();
+        let mut id = ids();
+        outbox.push(confirmed(2), &mut id);
+        outbox.push_fixed("edge-1".into(), confirmed(1), &mut id);
+        let stored = serde_json::to_string(&outbox).unwrap();
+        let read: Outbox = serde_json::from_str(&stored).unwrap();
+        assert_eq!(read, outbox);
+        // As stored before the count was kept: the messages, their size, no count.
+        let messages = serde_json::to_string(&confirmed(3)).unwrap();
+        let older = format!(
+            r#"{{"pending":[{{"id":"old-1","messages":{messages},"sent":true,"bytes":{}}}]}}"#,
+            messages.len()
+        );
+        let mut read: Outbox = serde_json::from_str(&older).unwrap();
+        read.all_sent();
+        assert_eq!(read.messages(), 3);
+        let due = read.next(0, 0).unwrap();
+        assert_eq!(
+            (due.id.as_str(), sent(&due).messages),
+            ("old-1", confirmed(3))
+        );
+        assert_eq!(read.delivered("old-1"), 3);
     }
 }

@@ -67,7 +67,11 @@ pub enum Answer {
 /// Sends `publish` to the broker: `Ok` when the broker answered that it has it or refused it
 /// for good, `Err` when it failed or did not answer (worth another try).
 pub async fn send(broker: &Fetcher, publish: &Publish) -> Result<Answer> {
-    let body = serde_json::to_string(publish)?;
+    send_body(broker, serde_json::to_string(publish)?).await
+}
+
+/// [`send`] with the publish already written out as JSON (the listener's outbox keeps it so).
+pub async fn send_body(broker: &Fetcher, body: String) -> Result<Answer> {
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));
     let url = format!("https://broker{}", internal::BROKER_PUBLISH);

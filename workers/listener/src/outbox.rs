@@ -168,12 +168,11 @@ impl Mailbox {
         let mut flushed = Flushed::default();
         for _ in 0..tries {
             let now = now_ms();
-            let Some(publish) = self.with(|outbox| outbox.next(now, now)) else {
+            let Some(due) = self.with(|outbox| outbox.next(now, now)) else {
                 break;
             };
-            let id = publish.id.clone().unwrap_or_default();
-            let count = publish.messages.len() as u64;
-            match workers_common::broker::send(broker, &publish).await {
+            let (id, count) = (due.id, due.count as u64);
+            match workers_common::broker::send_body(broker, due.body).await {
                 Ok(Answer::Taken) => {
                     // Another try running at the same time may have taken it out already.
                     flushed.delivered += self.with(|outbox| outbox.delivered(&id));
