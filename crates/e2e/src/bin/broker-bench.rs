@@ -11,10 +11,10 @@
 //!    with all open, and after the shards hibernated; the first publish after that, then 20 more.
 //! 4. Shard sizes: [`LARGE`] pages on one shard, and a quarter of that on one shard, each woken by
 //!    a publish after hibernating: what one shard of each size costs.
-//! 5. Past one process ([`SPREAD`]): several stacks, each a broker with its shards in a workerd of
-//!    its own, their pages held by child processes of this bench (`broker-bench pages`: this
-//!    machine's descriptor limit holds each process, the client's too); every publish is sent to
-//!    each stack at once, as the relay sends it to shards that Cloudflare runs apart.
+//! 5. Past one process ([`SPREAD`]): several stacks, each a broker of one shard in a workerd of
+//!    its own (as Cloudflare runs each shard apart), their pages held by child processes of this
+//!    bench (`broker-bench pages`: this machine's descriptor limit holds each process, the
+//!    client's too); every publish is sent to each stack at once, as the relay sends it on.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -590,7 +590,7 @@ impl Holder {
     }
 }
 
-/// A run past one process: `processes` stacks of [`SHARDS`] shards, `each` pages on each.
+/// A run past one process: `processes` stacks of one shard each, `each` pages on each.
 struct Across {
     processes: usize,
     each: usize,
@@ -616,7 +616,7 @@ async fn across_processes(tools: &Tools, processes: usize, each: usize) -> Resul
     for k in 0..processes {
         let config = StackConfig::for_test(&format!("bench-broker-{processes}x-{k}"))?
             .with_var(Worker::Broker, "IDLE_TIMEOUT_SECONDS", "86400")
-            .with_var(Worker::Broker, "SHARDS", &SHARDS.to_string());
+            .with_var(Worker::Broker, "SHARDS", "1");
         stacks.push(tokio::task::block_in_place(|| Stack::start(tools, config))?);
     }
     // Publishes, like the pages, go to workerd's own port (past wrangler's proxy).
@@ -639,7 +639,7 @@ async fn across_processes(tools: &Tools, processes: usize, each: usize) -> Resul
     let opened = Instant::now();
     let mut holders = Vec::new();
     for stack in &stacks {
-        holders.push(Holder::start(stack.direct_port()?, each, SHARDS as u32).await?);
+        holders.push(Holder::start(stack.direct_port()?, each, 1).await?);
     }
     for holder in &mut holders {
         let said = holder.hear().await?;
@@ -728,8 +728,8 @@ async fn measure_across(
 fn spread_section(runs: &[Across]) -> String {
     let mut out = String::from(
         "### Past one process\n\n\
-         Each stack below is a whole `wrangler dev` stack whose broker has its shards in a \
-         workerd of its own; its pages connect to that workerd's port from a child process of \
+         Each stack below is a whole `wrangler dev` stack whose broker is one shard in a \
+         workerd of its own (as Cloudflare runs each shard apart); its pages connect to that workerd's port from a child process of \
          the bench (each child holds one stack's pages: the client is held to the same \
          descriptor limit), and each publish is sent to every stack's broker at the same moment, \
          as the relay sends it on to shards that Cloudflare runs apart. Times are on the one \
