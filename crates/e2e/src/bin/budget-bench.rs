@@ -42,6 +42,7 @@ const IDLE: Duration = Duration::from_secs(120);
 struct Sample {
     edge: Usage,
     listener: Usage,
+    backfill: Usage,
     broker: Usage,
 }
 
@@ -62,7 +63,8 @@ struct Cost {
 impl Cost {
     fn between(before: &Sample, after: &Sample, n: f64) -> Cost {
         let d = |f: fn(&Usage) -> u64| {
-            let sum = |s: &Sample| (f(&s.edge) + f(&s.listener) + f(&s.broker)) as f64;
+            let sum =
+                |s: &Sample| (f(&s.edge) + f(&s.listener) + f(&s.backfill) + f(&s.broker)) as f64;
             (sum(after) - sum(before)) / n
         };
         let edge = |s: &Sample| s.edge.worker_requests as f64;
@@ -112,6 +114,7 @@ async fn sample(stack: &Stack) -> Result<Sample> {
     Ok(Sample {
         edge: usage(&health["usage"])?,
         listener: usage(&health["listener"]["usage"])?,
+        backfill: usage(&health["backfill"]["usage"])?,
         broker: usage(&health["broker"]["relay"]["usage"])?,
     })
 }
