@@ -22,7 +22,7 @@ use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
-/// Installs the JSON layer (once per isolate; later calls do nothing) and a panic hook that logs
+/// Installs the JSON subscriber (once per isolate; later calls do nothing) and a panic hook that logs
 /// the panic as a structured event before the isolate aborts.
 pub fn init(worker_name: &'static str) {
     static INIT: Once = Once::new();
