@@ -343,6 +343,19 @@ impl Progress {
         self.pending = self.listed.saturating_sub(self.done + self.failed);
     }
 
+    /// Takes the accounts' counters from D1's rows ([`tally`]): an invocation that died after
+    /// its D1 transaction and before its progress was stored (a deploy, an eviction) left them
+    /// short of what D1 holds.
+    pub fn tallied(&mut self, tally: Tally) {
+        self.listed = tally.listed;
+        self.done = tally.done;
+        self.failed = tally.failed;
+        self.retrying = tally.retrying;
+        self.records = tally.records;
+        self.dropped = tally.dropped;
+        self.recount();
+    }
+
     /// When the next invocation runs, and the phase that leaves: `due_ms` is the earliest
     /// pending account's `next_try`, if any is pending; `more_now` says this invocation stopped
     /// with work due (its budget ran out).
@@ -429,6 +442,30 @@ pub fn next_due() -> Statement {
         "SELECT MIN(next_try) AS next_try FROM backfill_repo WHERE state = 'pending'",
         vec![],
     )
+}
+
+/// The accounts' progress as D1 has it ([`Tally`]): what the counters of [`Progress`] say
+/// unless an invocation died between its D1 transaction and storing its progress.
+pub fn tally() -> Statement {
+    Statement::new(
+        "SELECT COUNT(*) AS listed, COALESCE(SUM(state = 'done'), 0) AS done, \
+         COALESCE(SUM(state = 'failed'), 0) AS failed, \
+         COALESCE(SUM(state = 'pending' AND attempts > 0), 0) AS retrying, \
+         COALESCE(SUM(records), 0) AS records, COALESCE(SUM(dropped), 0) AS dropped \
+         FROM backfill_repo",
+        vec![],
+    )
+}
+
+/// A row of [`tally`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Tally {
+    pub listed: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub retrying: u64,
+    pub records: u64,
+    pub dropped: u64,
 }
 
 /// Writes accounts' progress rows.

@@ -1751,6 +1751,30 @@ async fn the_backfill_lists_once_claims_what_is_due_and_records_in_one_transacti
         Some(0),
         "the third, due since listed"
     );
+    // D1's rows say what the counters say (and put them right if an invocation lost them).
+    let tally = crate::common::batch_json(&pool, &[backfill::tally()]).await;
+    let tally: backfill::Tally = serde_json::from_value(tally[0][0].clone()).unwrap();
+    let mut lost = Progress::start(&settings, 100);
+    lost.tallied(tally);
+    assert_eq!(
+        (
+            lost.listed,
+            lost.done,
+            lost.failed,
+            lost.retrying,
+            lost.pending,
+            lost.records
+        ),
+        (
+            progress.listed,
+            progress.done,
+            progress.failed,
+            progress.retrying,
+            progress.pending,
+            progress.records
+        ),
+        "{tally:?}"
+    );
     one(&pool, backfill::forget_all()).await;
     assert_eq!(
         count_rows(&pool, "SELECT COUNT(*) FROM backfill_repo").await,

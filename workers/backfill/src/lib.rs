@@ -341,7 +341,17 @@ impl Backfill {
             }
             let due: Vec<Due> = workers_common::d1::rows(&db, &backfill::next_due()).await?;
             metered.spend(1);
-            due.into_iter().next().and_then(|d| d.next_try)
+            let due = due.into_iter().next().and_then(|d| d.next_try);
+            if due.is_none() {
+                // Finished: the counters are D1's, whatever an invocation that died lost of them.
+                let tally: Vec<backfill::Tally> =
+                    workers_common::d1::rows(&db, &backfill::tally()).await?;
+                metered.spend(1);
+                if let Some(tally) = tally.into_iter().next() {
+                    progress.tallied(tally);
+                }
+            }
+            due
         } else {
             None
         };
