@@ -62,15 +62,11 @@ impl Eq for Pending {}
 
 impl Pending {
     fn new(id: String, messages: &[ServerMessage], sent: bool) -> Pending {
-        let lost_if_dropped = messages
-            .iter()
-            .filter(|m| !matches!(m, ServerMessage::Reload { .. }))
-            .count();
         Pending {
             id,
             messages: to_raw(messages),
             count: messages.len(),
-            lost_if_dropped,
+            lost_if_dropped: lost_if_dropped(messages),
             sent,
         }
     }
@@ -80,8 +76,9 @@ impl Pending {
         self.messages.get().len()
     }
 
-    /// Adds `more` (serialised) to its messages: one JSON array of both.
-    fn extend(&mut self, more: &Pending) {
+    /// Adds `more` to its messages: one JSON array of both.
+    fn extend(&mut self, more: &[ServerMessage]) {
+        let more = Pending::new(String::new(), more, self.sent);
         let (mine, theirs) = (self.messages.get(), more.messages.get());
         let joined = match (mine.len() > 2, theirs.len() > 2) {
             (true, true) => format!("{},{}", &mine[..mine.len() - 1], &theirs[1..]),
@@ -92,6 +89,14 @@ impl Pending {
         self.count += more.count;
         self.lost_if_dropped += more.lost_if_dropped;
     }
+}
+
+/// Of `messages`, those a drop loses: all but a `reload`.
+fn lost_if_dropped(messages: &[ServerMessage]) -> usize {
+    messages
+        .iter()
+        .filter(|m| !matches!(m, ServerMessage::Reload { .. }))
+        .count()
 }
 
 /// `messages` as one JSON array.
@@ -156,7 +161,7 @@ impl Outbox {
             let room = MAX_PUBLISH_MESSAGES.saturating_sub(last.count);
             let rest = messages.split_off(room.min(messages.len()));
             if !messages.is_empty() {
-                last.extend(&Pending::new(String::new(), &messages, false));
+                last.extend(&messages);
             }
             messages = rest;
         }
@@ -226,9 +231,8 @@ impl Outbox {
             if pending.count == 0 {
                 let messages: Vec<ServerMessage> =
                     serde_json::from_str(pending.messages.get()).unwrap_or_default();
-                let recounted = Pending::new(String::new(), &messages, true);
-                pending.count = recounted.count;
-                pending.lost_if_dropped = recounted.lost_if_dropped;
+                pending.count = messages.len();
+                pending.lost_if_dropped = lost_if_dropped(&messages);
             }
         }
     }

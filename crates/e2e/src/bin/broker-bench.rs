@@ -342,6 +342,39 @@ struct Measured {
     last_page: Vec<f64>,
 }
 
+/// A [`Measured`] being filled in, one delivery at a time.
+struct Measuring {
+    publishes: usize,
+    deliveries: Vec<f64>,
+    /// Per publish index, the slowest delivery so far.
+    last: HashMap<usize, f64>,
+}
+
+impl Measuring {
+    fn new(publishes: usize) -> Measuring {
+        Measuring {
+            publishes,
+            deliveries: Vec::new(),
+            last: HashMap::new(),
+        }
+    }
+
+    /// Publish `index` reached a page `ms` after it was sent.
+    fn add(&mut self, index: usize, ms: f64) {
+        self.deliveries.push(ms);
+        let slot = self.last.entry(index).or_insert(0.0);
+        *slot = slot.max(ms);
+    }
+
+    fn done(self) -> Measured {
+        Measured {
+            publishes: self.publishes,
+            deliveries: self.deliveries,
+            last_page: self.last.into_values().collect(),
+        }
+    }
+}
+
 /// Which shards pages are bound to.
 #[derive(Clone, Copy)]
 enum Spread {
@@ -398,19 +431,7 @@ async fn measure(
     n: usize,
     gap: Duration,
 ) -> Result<(Vec<Page>, Measured)> {
-    let readers: Vec<_> = pages
-        .into_iter()
-        .map(|mut page| {
-            tokio::spawn(async move {
-                let mut seen = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let frame = page.next_frame().await?;
-                    seen.push((publish_index(&frame.message), Instant::now()));
-                }
-                Ok::<_, anyhow::Error>((page, seen))
-            })
-        })
-        .collect();
+    let readers = read_frames(pages, n, Instant::now);
     let mut sent_at = HashMap::new();
     for i in 0..n {
         let started = Instant::now();
@@ -430,28 +451,42 @@ async fn measure(
         tokio::time::sleep(gap).await;
     }
     let mut pages = Vec::new();
-    let mut deliveries = Vec::new();
-    let mut last: HashMap<usize, f64> = HashMap::new();
+    let mut measured = Measuring::new(n);
     for reader in readers {
         let (page, seen) = reader.await??;
         for (index, at) in seen {
             let index = index.context("a frame nobody published")?;
             let sent = sent_at.get(&index).context("a frame nobody published")?;
-            let ms = at.duration_since(*sent).as_secs_f64() * 1000.0;
-            deliveries.push(ms);
-            let slot = last.entry(index).or_insert(0.0);
-            *slot = slot.max(ms);
+            measured.add(index, at.duration_since(*sent).as_secs_f64() * 1000.0);
         }
         pages.push(page);
     }
-    Ok((
-        pages,
-        Measured {
-            publishes: n,
-            deliveries,
-            last_page: last.into_values().collect(),
-        },
-    ))
+    Ok((pages, measured.done()))
+}
+
+/// A page and what it read: each frame's publish index and when it came.
+type Read<T> = (Page, Vec<(Option<usize>, T)>);
+
+/// Every page reads `n` frames in a task of its own, noting each one's publish index and when
+/// (`clock`) it came; each task hands its page back with what it saw.
+fn read_frames<T: Send + 'static>(
+    pages: Vec<Page>,
+    n: usize,
+    clock: fn() -> T,
+) -> Vec<tokio::task::JoinHandle<Result<Read<T>>>> {
+    pages
+        .into_iter()
+        .map(|mut page| {
+            tokio::spawn(async move {
+                let mut seen = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let frame = page.next_frame().await?;
+                    seen.push((publish_index(&frame.message), clock()));
+                }
+                Ok((page, seen))
+            })
+        })
+        .collect()
 }
 
 /// What the bench's publishes are about: the status uri ends with the publish's index.
@@ -511,20 +546,7 @@ async fn hold_pages() -> Result<()> {
             break;
         };
         let count: usize = count.parse()?;
-        let readers: Vec<_> = pages
-            .into_iter()
-            .map(|mut page| {
-                tokio::spawn(async move {
-                    let mut seen = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        let frame = page.next_frame().await?;
-                        seen.push((publish_index(&frame.message), unix_us()));
-                    }
-                    Ok::<_, anyhow::Error>((page, seen))
-                })
-            })
-            .collect();
-        pages = Vec::new();
+        let readers = read_frames(std::mem::take(&mut pages), count, unix_us);
         let mut report = String::from("got");
         for reader in readers {
             let (page, seen) = reader.await??;
@@ -704,8 +726,7 @@ async fn measure_across(
         }
         tokio::time::sleep(gap).await;
     }
-    let mut deliveries = Vec::new();
-    let mut last: HashMap<usize, f64> = HashMap::new();
+    let mut measured = Measuring::new(n);
     for holder in holders.iter_mut() {
         let report = holder.hear().await?;
         let seen = report
@@ -715,17 +736,10 @@ async fn measure_across(
             let (index, at) = pair.split_once(':').context("not index:time")?;
             let index: usize = index.parse()?;
             let sent = *sent_us.get(index).context("a frame nobody published")?;
-            let ms = (at.parse::<i64>()? - sent) as f64 / 1000.0;
-            deliveries.push(ms);
-            let slot = last.entry(index).or_insert(0.0);
-            *slot = slot.max(ms);
+            measured.add(index, (at.parse::<i64>()? - sent) as f64 / 1000.0);
         }
     }
-    Ok(Measured {
-        publishes: n,
-        deliveries,
-        last_page: last.into_values().collect(),
-    })
+    Ok(measured.done())
 }
 
 /// The runs past one process, as a section of their own.
