@@ -5,12 +5,12 @@
 //! The worker only moves bytes: it reads frames, runs [`Batch::statements`] as one D1 batch, stores
 //! [`Batch::cursor_us`] once that committed, and publishes [`Batch::messages`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
 use crate::jetstream::{AccountUpdate, Change, Frame, HandleUpdate, Notice, Tombstone};
-use crate::sql::{self, Statement, StatusViewRow};
+use crate::sql::{self, Statement, UpsertedRow};
 use crate::status::Status;
 use crate::wire::ServerMessage;
 use crate::{bounded, Error};
@@ -34,7 +34,7 @@ pub enum Part {
     Purge,
     /// `sql::requeue_handle_lookups`: returns nothing.
     Lookups,
-    /// `sql::upsert_statuses`: returns the statuses written.
+    /// `sql::upsert_statuses`: returns a `sql::UpsertedRow` of each status written.
     Upserts,
     /// `sql::delete_statuses`: returns `(uri, author_did)` of tombstones written.
     Deletes,
@@ -67,6 +67,10 @@ pub struct Batch {
     pub dropped: Vec<Dropped>,
     /// What the server said about the stream (v2 `#info` and `error` frames, unknown types).
     pub notices: Vec<Notice>,
+    /// The statuses upserted, by URI and revision: what an upsert's row stands for. Of two with
+    /// the same pair (the same commit, or a hostile stream's lie), the first: a later one changes
+    /// nothing (`sql::upsert_statuses` lands only newer revisions or a first confirmation).
+    pub upserted: BTreeMap<(String, String), Status>,
 }
 
 impl Batch {
@@ -159,6 +163,10 @@ impl Batch {
         let run = std::mem::take(run);
         // Upserts before deletes: the revisions decide, whatever order the two arrived in.
         self.add(Part::Upserts, sql::upsert_statuses(&run.upserts));
+        for status in run.upserts {
+            let key = (status.uri.clone(), status.rev.clone());
+            self.upserted.entry(key).or_insert(status);
+        }
         self.add(Part::Deletes, sql::delete_statuses(&run.deletes));
         self.add(Part::Handles, sql::set_handles(&run.handles));
         let changed: BTreeSet<&str> = run.handles.iter().map(|h| h.did.as_str()).collect();
@@ -234,17 +242,26 @@ impl Batch {
                         }
                     }
                     Part::Upserts => {
-                        // The upsert returns no handle; the authors' lookup at the end has it.
-                        let mut row: StatusViewRow = read(row)?;
-                        let known = author(&row.author_did);
+                        // The upsert returns what the row kept; the rest is the status sent, and
+                        // the handle is the authors' lookup's at the end.
+                        let row: UpsertedRow = read(row)?;
+                        let sent = self
+                            .upserted
+                            .get(&(row.uri.clone(), row.rev.clone()))
+                            .ok_or_else(|| {
+                                Error::Json(bounded(&format!(
+                                    "an upsert returned a status the batch did not write: {} at {}",
+                                    row.uri, row.rev
+                                )))
+                            })?;
+                        let known = author(&sent.author_did);
                         if known.is_some_and(|a| a.active == Some(0)) {
                             continue;
                         }
-                        row.handle = known.and_then(|a| a.handle.clone());
-                        row.display_name = known.and_then(|a| a.display_name.clone());
-                        ServerMessage::StatusUpserted {
-                            status: row.into_view(),
-                        }
+                        let mut status = row.view_of(sent);
+                        status.handle = known.and_then(|a| a.handle.clone());
+                        status.display_name = known.and_then(|a| a.display_name.clone());
+                        ServerMessage::StatusUpserted { status }
                     }
                     Part::Deletes => {
                         let row: DeleteRow = read(row)?;

@@ -336,6 +336,21 @@ fn results_that_do_not_match_the_plan_are_an_error() {
     assert!(plan.messages(&[]).is_err());
     let nonsense = vec![vec![serde_json::json!({"uri": 5})]; plan.statements.len()];
     assert!(plan.messages(&nonsense).is_err());
+    // An upsert's row names the status it stands for by URI and revision: one the batch did not
+    // send is an error, not a message made up of nothing.
+    let upserts = plan
+        .parts
+        .iter()
+        .position(|p| *p == domain::ingest::Part::Upserts)
+        .expect("an upsert");
+    let (uri, rev) = plan.upserted.keys().next().cloned().expect("one status");
+    let row = |uri: &str, rev: &str| serde_json::json!({"uri": uri, "rev": rev, "indexed_at": 5, "origin": "network", "confirmed": 1});
+    let mut results = vec![Vec::new(); plan.statements.len()];
+    results[upserts] = vec![row(&uri, &rev)];
+    assert_eq!(plan.messages(&results).expect("its own row").len(), 1);
+    results[upserts] = vec![row(&uri, "3zzzzzzzzzzzz")];
+    let error = plan.messages(&results).expect_err("another revision");
+    assert!(error.to_string().contains("did not write"), "{error}");
 }
 
 #[tokio::test]
@@ -534,16 +549,23 @@ async fn a_json_statement_splits_into_its_rows_whatever_the_strings_hold() {
     assert_eq!(split.len(), tricky.len());
     let pool = database().await;
     let rows = batch_json(&pool, &split).await;
-    let written: Vec<(String, String)> = rows
-        .iter()
-        .flatten()
-        .map(|r| {
-            (
-                r["status"].as_str().unwrap().to_owned(),
-                r["created_at"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    assert_eq!(
+        rows.iter().flatten().count(),
+        tricky.len(),
+        "each row written"
+    );
+    // Oldest first (`indexed_at` is the index in `tricky`).
+    let mut written: Vec<(String, String)> = batch_json(&pool, &[sql::recent_statuses(10)]).await
+        [0]
+    .iter()
+    .map(|r| {
+        (
+            r["status"].as_str().unwrap().to_owned(),
+            r["created_at"].as_str().unwrap().to_owned(),
+        )
+    })
+    .collect();
+    written.reverse();
     let expected: Vec<(String, String)> = tricky
         .iter()
         .map(|t| ((*t).to_owned(), format!("{t}, then")))

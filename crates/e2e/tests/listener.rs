@@ -98,12 +98,18 @@ fn report(result: Result<()>, stack: Option<&Stack>) {
 }
 
 /// Poll mode: every valid event of the replay lands, with the handles and account states it
-/// implies; every hostile frame is dropped and counted by reason; the listener ends caught up.
+/// implies; every hostile frame is dropped and counted by reason (binary frames too: the sidecar
+/// sends a binary copy before every 500th frame); the listener ends caught up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poll_mode_records_the_replay_exactly() {
     let replay = replay().await.expect("replay");
-    let sidecar =
-        listening::start_sidecar(&replay.dir, &replay.file, "poll", &[]).expect("sidecar");
+    let sidecar = listening::start_sidecar(
+        &replay.dir,
+        &replay.file,
+        "poll",
+        &["--binary-every", "500"],
+    )
+    .expect("sidecar");
     let config = listening::test_config("listener-poll", "poll", &[&sidecar.url]).expect("config");
     let stack = listening::start(config).await.expect("stack");
     let result = async {
@@ -140,6 +146,11 @@ async fn poll_mode_records_the_replay_exactly() {
                 "{reason} not counted: {status}"
             );
         }
+        // Each connection counts its own 500 frames: at least one binary copy came.
+        ensure!(
+            status["counters"]["dropped"]["binary"].as_u64() >= Some(1),
+            "binary frames not counted: {status}"
+        );
         // A frame from the future (a hostile fixture dated 2100) neither moved the cursor nor
         // sorted a status above the present.
         let now_us = e2e::now_ms() * 1000;

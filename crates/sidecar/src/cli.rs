@@ -53,6 +53,7 @@ serve: serves a Jetstream v2 instance's two streams on 127.0.0.1 from one source
   --duplicate-every N        send every Nth frame twice
   --reorder-window N         reverse the order within windows of N frames
   --truncate-every N         cut every Nth frame in half
+  --binary-every N           send a binary copy before every Nth frame
   --faults-for N             only the first N connections misbehave
 
 generate: writes a seeded synthetic replay (JSON lines) to --out FILE or stdout.
@@ -309,6 +310,7 @@ fn parse_serve(mut args: Args) -> Result<ServeArgs> {
             "--duplicate-every" => faults.duplicate_every = Some(args.parsed(&flag)?),
             "--reorder-window" => faults.reorder_window = Some(args.parsed(&flag)?),
             "--truncate-every" => faults.truncate_every = Some(args.parsed(&flag)?),
+            "--binary-every" => faults.binary_every = Some(args.parsed(&flag)?),
             "--faults-for" => faults.connections = Some(args.parsed(&flag)?),
             _ => return Err(Error::Usage(format!("serve: unknown argument {flag}"))),
         }

@@ -22,6 +22,9 @@ pub struct Faults {
     pub reorder_window: Option<usize>,
     /// Cut every Nth frame in half (it is then not valid JSON).
     pub truncate_every: Option<u64>,
+    /// Before every Nth frame written, send its bytes as a binary frame too (Jetstream sends
+    /// binary only when asked to compress; the text frame that follows is the real one).
+    pub binary_every: Option<u64>,
     /// Apply the faults to the first N connections only (counted from 1); all when `None`.
     pub connections: Option<u64>,
 }
@@ -116,6 +119,13 @@ impl FaultState {
         Next::Send
     }
 
+    /// Whether a binary copy goes before the frame about to be written.
+    pub fn binary_before(&self) -> bool {
+        self.faults
+            .binary_every
+            .is_some_and(|every| every > 0 && (self.sent + 1).is_multiple_of(every))
+    }
+
     pub fn delay(&self) -> Option<Duration> {
         self.faults.delay
     }
@@ -191,6 +201,17 @@ mod tests {
             Next::Send,
             "only the first connection is faulty"
         );
+        let binary = Faults {
+            binary_every: Some(2),
+            ..Faults::default()
+        };
+        let mut state = binary.for_connection(1);
+        let mut before = Vec::new();
+        for _ in 0..4 {
+            before.push(state.binary_before());
+            state.sent_one();
+        }
+        assert_eq!(before, [false, true, false, true]);
         let stall = Faults {
             stall_after: Some(0),
             ..Faults::default()

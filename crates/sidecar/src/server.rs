@@ -644,6 +644,14 @@ async fn serve(
                     return End::Fault("close with code");
                 }
             }
+            if faults.binary_before() {
+                let copy = Message::Binary(text.as_bytes().to_vec().into());
+                match timeout(config.write_timeout, sink.feed(copy)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return End::ClientClosed,
+                    Err(_) => return End::Slow("write not taken in time"),
+                }
+            }
             let sent = match faults.delay() {
                 Some(delay) => {
                     tokio::time::sleep(delay).await;

@@ -12,6 +12,7 @@
 //! This worker has no public route: edge reaches it through a service binding.
 
 mod config;
+mod inbox;
 mod outbox;
 mod record;
 mod session;

@@ -11,10 +11,10 @@ use domain::batch::{Batcher, Event};
 use domain::cursor::{Resume, Wire};
 use domain::internal::{self, ListenerStatus};
 use futures_util::future::{select, Either};
-use futures_util::StreamExt;
 use worker::*;
 
 use crate::config::Config;
+use crate::inbox::{Ended, Inbox};
 use crate::outbox::Mailbox;
 use crate::record::Recorder;
 use workers_common::now_ms;
@@ -65,16 +65,16 @@ pub async fn run(
     );
     let socket = workers_common::websocket_connect(&subscribe).await?;
     socket.accept()?;
-    let mut events = socket.events()?;
+    let mut inbox = Inbox::new(&socket);
     let recorder = Recorder::new(env, url, mailbox, config.one_row_per_statement)?;
 
     let mut batcher = Batcher::new(config.rules, started_ms, resume.time_us(), status.pace);
     // The batcher hears "nothing came" `wait_ms` after the last thing it heard. One timer serves
-    // many frames: it is set again only when it rang early (frames came meanwhile) or must ring
+    // many waits: it is set again only when it rang early (frames came meanwhile) or must ring
     // sooner; a timer set and cleared a frame was a good part of a catch-up's cost.
     let mut heard_ms = started_ms;
     let mut timer: Option<(i64, std::pin::Pin<Box<Delay>>)> = None;
-    let outcome: Result<End> = loop {
+    let outcome: Result<End> = 'read: loop {
         let due_ms = heard_ms + batcher.wait_ms();
         if timer.as_ref().is_some_and(|(at, _)| *at > due_ms) {
             timer = None;
@@ -83,47 +83,60 @@ pub async fn run(
             let wait = Duration::from_millis((due_ms - now_ms()).max(0) as u64);
             (due_ms, Box::pin(Delay::from(wait)))
         });
-        let event = match select(events.next(), delay.as_mut()).await {
-            Either::Left((event, _)) => Some(event),
+        let came = match select(std::pin::pin!(inbox.ready()), delay.as_mut()).await {
+            Either::Left(_) => true,
             Either::Right(_) => {
                 timer = None;
                 if now_ms() < heard_ms + batcher.wait_ms() {
                     // Rang for a wait that frames have since moved on.
                     continue;
                 }
-                None
+                false
             }
         };
         let now = now_ms();
         heard_ms = now;
-        let event = match event {
-            Some(Some(Ok(WebsocketEvent::Message(message)))) => match message.text() {
-                Some(text) => Event::Text(text),
-                None => {
-                    // Jetstream sends text unless asked to compress; a binary frame is not one
-                    // we can read.
-                    status.counters.seen += 1;
-                    *status.counters.dropped.entry("binary".into()).or_default() += 1;
-                    tracing::warn!("dropped a binary frame");
-                    Event::Binary
+        if !came {
+            recorder.flush_quiet(storage, status).await;
+            if let Some(frames) = batcher.on(now, Event::Nothing) {
+                let covered = recorder.record(storage, status, &frames).await?;
+                if let Some(end) = batcher.recorded(covered.cursor_us, covered.events) {
+                    break Ok(end);
                 }
-            },
-            Some(Some(Ok(WebsocketEvent::Close(close)))) => {
-                tracing::warn!(code = close.code(), reason = %domain::bounded(&close.reason()), "Jetstream closed the connection");
-                break Ok(End::Closed(close.code()));
             }
-            Some(Some(Err(error))) => break Err(error),
-            Some(None) => break Ok(End::Closed(1006)),
-            None => {
-                recorder.flush_quiet(storage, status).await;
-                Event::Nothing
-            }
-        };
-        if let Some(frames) = batcher.on(now, event) {
-            let covered = recorder.record(storage, status, &frames).await?;
-            if let Some(end) = batcher.recorded(covered.cursor_us, covered.events) {
+            if let Some(end) = batcher.stop(now) {
                 break Ok(end);
             }
+            continue;
+        }
+        // Everything that came while the listener waited or recorded, in the order it came.
+        let taken = inbox.take();
+        let binary = (0..taken.binary).map(|_| {
+            // Jetstream sends text unless asked to compress; a binary frame is not one we can
+            // read.
+            status.counters.seen += 1;
+            *status.counters.dropped.entry("binary".into()).or_default() += 1;
+            tracing::warn!("dropped a binary frame");
+            Event::Binary
+        });
+        let events: Vec<Event> = binary
+            .chain(taken.frames().map(|frame| Event::Text(frame.to_owned())))
+            .collect();
+        for event in events {
+            if let Some(frames) = batcher.on(now, event) {
+                let covered = recorder.record(storage, status, &frames).await?;
+                if let Some(end) = batcher.recorded(covered.cursor_us, covered.events) {
+                    break 'read Ok(end);
+                }
+            }
+        }
+        match taken.end {
+            Some(Ended::Closed { code, reason }) => {
+                tracing::warn!(code, reason = %domain::bounded(&reason), "Jetstream closed the connection");
+                break Ok(End::Closed(code));
+            }
+            Some(Ended::Failed(error)) => break Err(Error::RustError(error)),
+            None => {}
         }
         if let Some(end) = batcher.stop(now) {
             break Ok(end);
@@ -137,6 +150,7 @@ pub async fn run(
     }
     // Saved with the status at the end of the alarm (a crash loses only an estimate's update).
     status.pace = batcher.pace();
+    drop(inbox);
     let _ = socket.close(Some(1000), Some("done"));
     recorded?;
     outcome

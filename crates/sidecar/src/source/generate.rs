@@ -91,9 +91,12 @@ pub enum Malformed {
     /// The status itself is an array nested 300 deep.
     DeepNesting,
     UnknownKind,
+    /// A raw record separator (U+001E) between two members: not JSON, and the character the
+    /// listener joins frames with on their way into wasm (workers/listener/src/inbox.rs).
+    ControlCharacter,
 }
 
-const MALFORMED: [Malformed; 10] = [
+const MALFORMED: [Malformed; 11] = [
     Malformed::Truncated,
     Malformed::NotJson,
     Malformed::TwoGraphemes,
@@ -104,6 +107,7 @@ const MALFORMED: [Malformed; 10] = [
     Malformed::BadRkey,
     Malformed::DeepNesting,
     Malformed::UnknownKind,
+    Malformed::ControlCharacter,
 ];
 
 fn created_at(time_us: i64) -> String {
@@ -329,6 +333,7 @@ fn malformed(kind: Malformed, did: &str, time_us: i64, rev: &str, rng: &mut Rng)
             r#"{{"did":{},"time_us":{time_us},"kind":"mystery","mystery":{{}}}}"#,
             json!(did)
         ),
+        Malformed::ControlCharacter => valid().replacen(",\"kind\"", ",\u{1e}\"kind\"", 1),
     }
 }
 
