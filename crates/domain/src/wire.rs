@@ -9,6 +9,7 @@
 //! Page to server: only [`PING`], answered by [`PONG`]. The whole protocol is in docs/broker.md.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::sql::CountRow;
 use crate::StatusView;
@@ -308,17 +309,39 @@ pub const MAX_PUBLISH_MESSAGES: usize = 1_000;
 /// largest publisher, holds at most [`crate::outbox::MAX_BYTES`] in all).
 pub const MAX_PUBLISH_BYTES: usize = 1_500_000;
 
+/// A [`Publish`] as the broker reads it: each message kept as the JSON text it came as, borrowed
+/// from the body. The broker only numbers messages, logs them and sends them on, so it never
+/// builds them: reading a catch-up's publishes whole (hundreds of statuses each, in the relay and
+/// again in every shard) and writing each out again was a tenth of the catch-up's time
+/// (docs/benchmarks.md). Its publishers are this app's own workers, over service bindings; each
+/// message is still checked to be an object of a known `type`.
+#[derive(Debug, Deserialize)]
+pub struct RawPublish<'a> {
+    #[serde(borrow)]
+    pub messages: Vec<&'a RawValue>,
+    #[serde(default)]
+    pub sent_at_ms: Option<i64>,
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// A message's `type`, read without the rest.
+#[derive(Deserialize)]
+struct Kind<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
 /// Reads a publish's body as the broker takes it: at most [`MAX_PUBLISH_BYTES`] and
-/// [`MAX_PUBLISH_MESSAGES`] (else a 413), a [`Publish`] in JSON (else a 400), with the refusal's
-/// status and words.
-pub fn read_publish(body: &[u8]) -> Result<Publish, (u16, String)> {
+/// [`MAX_PUBLISH_MESSAGES`] (else a 413), a [`Publish`] in JSON whose messages are objects of a
+/// known `type` (else a 400), with the refusal's status and words.
+pub fn read_publish(body: &[u8]) -> Result<RawPublish<'_>, (u16, String)> {
     if body.len() > MAX_PUBLISH_BYTES {
         return Err((413, "publish body over 1.5 MB".to_owned()));
     }
-    let publish: Publish = serde_json::from_slice(body).map_err(|error| {
-        let reason = crate::bounded(&error.to_string());
-        (400, format!("not a publish: {reason}"))
-    })?;
+    let refused = |why: &str| (400, format!("not a publish: {}", crate::bounded(why)));
+    let body = std::str::from_utf8(body).map_err(|_| refused("not UTF-8"))?;
+    let publish: RawPublish = serde_json::from_str(body).map_err(|e| refused(&e.to_string()))?;
     if publish.messages.len() > MAX_PUBLISH_MESSAGES {
         let message = format!(
             "{} messages in one publish; at most {MAX_PUBLISH_MESSAGES}",
@@ -326,7 +349,25 @@ pub fn read_publish(body: &[u8]) -> Result<Publish, (u16, String)> {
         );
         return Err((413, message));
     }
+    for message in &publish.messages {
+        let text = message.get();
+        if !text.starts_with('{') {
+            return Err(refused(&format!("a message is not an object: {text}")));
+        }
+        let Kind { kind } = serde_json::from_str(text).map_err(|e| refused(&e.to_string()))?;
+        if !MESSAGE_TYPES.contains(&kind.as_ref()) {
+            return Err(refused(&format!("unknown message type {kind:?}")));
+        }
+    }
     Ok(publish)
+}
+
+/// The frame of a message numbered `seq`, from the message's JSON object as it came: the same
+/// text as [`ServerFrame::to_json`] of it, written without reading the message.
+pub fn frame_json(seq: u64, message: &RawValue) -> String {
+    let members = message.get().strip_prefix('{').unwrap_or("}").trim_start();
+    let comma = if members.starts_with('}') { "" } else { "," };
+    format!("{{\"v\":{WIRE_VERSION},\"seq\":{seq}{comma}{members}")
 }
 
 /// What a page may send.
@@ -508,11 +549,38 @@ mod tests {
                 reason: "behind".into(),
             },
         ];
-        for message in all {
-            let text = serde_json::to_string(&message).unwrap();
+        for message in &all {
+            let text = serde_json::to_string(message).unwrap();
             let back: ServerMessage = serde_json::from_str(&text).unwrap();
-            assert_eq!(back, message, "{text}");
+            assert_eq!(&back, message, "{text}");
         }
+        // The broker reads a publish of them without building them, and frames each one as
+        // the frame of the message would be written.
+        let publish = Publish {
+            messages: all.clone(),
+            sent_at_ms: Some(5),
+            id: Some("p-1".into()),
+        };
+        let body = serde_json::to_string(&publish).unwrap();
+        let read = read_publish(body.as_bytes()).expect("a publish");
+        assert_eq!(
+            (read.sent_at_ms, read.id.as_deref()),
+            (Some(5), Some("p-1"))
+        );
+        assert_eq!(read.messages.len(), all.len());
+        for (seq, (raw, message)) in (40..).zip(read.messages.iter().zip(&all)) {
+            let written = ServerFrame::new(seq, message.clone()).to_json();
+            assert_eq!(frame_json(seq, raw), written);
+        }
+        // Whitespace a publisher may leave is kept inside, and the frame is still the message.
+        let spaced: RawPublish =
+            serde_json::from_str(r#"{"messages":[ { "type" : "reload", "reason" : "x" } ]}"#)
+                .unwrap();
+        let frame: ServerFrame = serde_json::from_str(&frame_json(3, spaced.messages[0])).unwrap();
+        assert_eq!(
+            frame,
+            ServerFrame::new(3, ServerMessage::Reload { reason: "x".into() })
+        );
         let frame = ServerFrame::new(
             9,
             ServerMessage::StatusConfirmed {
@@ -531,6 +599,33 @@ mod tests {
             let error = serde_json::from_str::<ServerMessage>(bad).unwrap_err();
             assert!(error.to_string().contains(says), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn a_publish_the_broker_cannot_take_is_refused_saying_why() {
+        for (body, status, says) in [
+            (&b"{\"messages\":[1]}"[..], 400, "not an object"),
+            (b"{\"messages\":[[\"reload\"]]}", 400, "not an object"),
+            (b"{\"messages\":[{\"reason\":\"x\"}]}", 400, "type"),
+            (b"{\"messages\":[{\"type\":\"shout\"}]}", 400, "shout"),
+            (b"{\"messages\":[{\"type\":5}]}", 400, "invalid type"),
+            (b"{\"messages\":[{\"type\":\"reload\"}", 400, "EOF"),
+            (b"{\"messages\":[\xff]}", 400, "UTF-8"),
+            (b"[]", 400, "not a publish"),
+        ] {
+            let (code, message) = read_publish(body).unwrap_err();
+            assert_eq!(code, status, "{message}");
+            assert!(message.contains(says), "{message}");
+        }
+        let many = format!(
+            "{{\"messages\":[{}]}}",
+            vec![r#"{"type":"reload","reason":"x"}"#; MAX_PUBLISH_MESSAGES + 1].join(",")
+        );
+        assert_eq!(read_publish(many.as_bytes()).unwrap_err().0, 413);
+        let big = vec![b' '; MAX_PUBLISH_BYTES + 1];
+        assert_eq!(read_publish(&big).unwrap_err().0, 413);
+        let none = read_publish(b"{\"messages\":[]}").expect("an empty publish");
+        assert!(none.messages.is_empty());
     }
 
     #[test]

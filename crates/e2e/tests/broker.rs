@@ -524,6 +524,7 @@ async fn bad_publishes(broker: &Broker) -> Result<()> {
             400,
         ),
         (br#"{"messages":"#.to_vec(), 400),
+        (br#"{"messages":["status_confirmed"]}"#.to_vec(), 400),
         (serde_json::to_vec(&too_many)?, 413),
         (vec![b' '; 5 << 20], 413),
     ] {

@@ -12,8 +12,9 @@
 use std::collections::VecDeque;
 
 use domain::internal::{BrokerCounters, FanoutTimings};
-use domain::wire::{self, LogBounds, ServerFrame, ServerMessage};
+use domain::wire::{self, LogBounds};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use worker::{Result, SqlStorage, SqlStorageValue};
 use workers_common::usage;
 
@@ -148,10 +149,10 @@ impl Feed {
 
     /// Gives each message the next sequence number, logs them, and drops the entries that fall
     /// wholly out of the log's capacity. Returns the frames, in order, ready to send.
-    pub fn append(&mut self, messages: Vec<ServerMessage>) -> Result<Vec<(u64, String)>> {
+    pub fn append(&mut self, messages: &[&RawValue]) -> Result<Vec<(u64, String)>> {
         let frames: Vec<(u64, String)> = (self.head + 1..)
             .zip(messages)
-            .map(|(seq, message)| (seq, ServerFrame::new(seq, message).to_json()))
+            .map(|(seq, message)| (seq, wire::frame_json(seq, message)))
             .collect();
         // The head moves with what was written, so a failure leaves it at the last entry logged.
         for entry in wire::entries(&frames) {

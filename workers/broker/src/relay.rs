@@ -171,8 +171,8 @@ impl Relay {
     /// took it or the relay keeps it for those that did not.
     async fn publish(&self, req: &mut Request) -> Result<Response> {
         let body = req.bytes().await?;
-        let publish = match wire::read_publish(&body) {
-            Ok(publish) => publish,
+        let empty = match wire::read_publish(&body) {
+            Ok(publish) => publish.messages.is_empty(),
             Err((status, message)) => return workers_common::text_error(status, &message),
         };
         let Ok(body) = String::from_utf8(body) else {
@@ -188,7 +188,7 @@ impl Relay {
             }
             books.count(|c| c.publishes += 1);
         }
-        if publish.messages.is_empty() {
+        if empty {
             return workers_common::json_response(200, &RelayAck::default());
         }
         // The order and the turns are taken before any wait: this is the order every shard sees.

@@ -409,7 +409,7 @@ impl Broker {
                 return workers_common::json_response(200, &ack);
             }
         }
-        let frames = feed.append(publish.messages)?;
+        let frames = feed.append(&publish.messages)?;
         if let (Some(id), Some((first, _)), Some((last, _))) =
             (&publish.id, frames.first(), frames.last())
         {
