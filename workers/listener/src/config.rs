@@ -65,7 +65,7 @@ impl Config {
             start_from_us: text(env, "START_FROM_US").and_then(|t| t.parse().ok()),
             rules: Rules {
                 mode,
-                batch_max_events: number(env, "BATCH_MAX_EVENTS", 500, 1..=5_000) as usize,
+                batch_max_events: number(env, "BATCH_MAX_EVENTS", 1_000, 1..=5_000) as usize,
                 flush_ms: number(env, "FLUSH_MS", 1_000, 10..=60_000),
                 max_batches: number(env, "MAX_BATCHES", 20, 1..=1_000) as u32,
                 session_ms: number(env, "SESSION_SECONDS", 300, 5..=840) * 1_000,
