@@ -366,6 +366,10 @@ const PRODUCTION_VALUES: [(&str, &str); 3] = [
     ("HANDLE_RESOLVER", "dns"),
 ];
 
+/// The listener's benchmark baselines (docs/listener.md): never deployed, whatever their value (a
+/// D1 call a statement would spend the free plan's subrequests in a batch).
+const BENCH_ONLY_VARS: [&str; 2] = ["STATEMENT_ROWS", "D1_CALLS"];
+
 /// What in `config` (the wrangler config of `worker`) must never reach Cloudflare: test hooks
 /// anywhere; in any `vars` table (top level or `[env.*]`), a dev-only value of
 /// [`PRODUCTION_VALUES`] or a plain-text `http://` / `ws://` URL; a preview URL (it would serve
@@ -388,6 +392,11 @@ pub fn config_problems(worker: Worker, config: &toml::Table) -> Vec<String> {
     for (scope, table) in &scopes {
         if let Some(vars) = table.get("vars").and_then(toml::Value::as_table) {
             for (name, value) in vars {
+                if BENCH_ONLY_VARS.contains(&name.as_str()) {
+                    problems.push(format!(
+                        "{scope}: {name} is a benchmark's baseline, never deployed; remove it"
+                    ));
+                }
                 let Some(value) = value.as_str() else {
                     continue;
                 };
@@ -768,6 +777,13 @@ mod tests {
             &listener.replacen("workers_dev = false", "workers_dev = true", 1),
             "workers_dev = false",
         );
+        for baseline in ["STATEMENT_ROWS = \"one\"", "D1_CALLS = \"each\""] {
+            refused(
+                Worker::Listener,
+                &listener.replacen("[vars]", &format!("[vars]\n{baseline}"), 1),
+                "a benchmark's baseline",
+            );
+        }
         refused(
             Worker::Edge,
             &with("name = \"WRITE_LIMIT\"", "name = \"WRITES\""),

@@ -35,6 +35,9 @@ pub struct Config {
     /// `STATEMENT_ROWS = "one"`: D1 gets a statement a row (`domain::ingest::Batch::
     /// one_row_per_statement`), the baseline of `cargo xtask bench listener`; never shipped.
     pub one_row_per_statement: bool,
+    /// `D1_CALLS = "each"`: every statement is a D1 call of its own, in order (the naive
+    /// listener's shape, the bench's other baseline); never shipped.
+    pub call_per_statement: bool,
 }
 
 impl Config {
@@ -73,6 +76,7 @@ impl Config {
                 silent_ms: number(env, "SILENT_SECONDS", 20, 1..=3_600) * 1_000,
             },
             one_row_per_statement: text(env, "STATEMENT_ROWS").as_deref() == Some("one"),
+            call_per_statement: text(env, "D1_CALLS").as_deref() == Some("each"),
         }
     }
 

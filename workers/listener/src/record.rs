@@ -39,8 +39,10 @@ pub struct Recorder<'a> {
     /// The URL being read: the instance whose sequence numbers the batches carry.
     url: String,
     mailbox: &'a Mailbox,
-    /// The bench's baseline (`crate::config::Config::one_row_per_statement`).
+    /// The bench's baselines (`crate::config::Config::one_row_per_statement` and
+    /// `call_per_statement`).
     one_row_per_statement: bool,
+    call_per_statement: bool,
     /// Tries of the outbox left while no batch comes.
     quiet_tries: std::cell::Cell<u32>,
 }
@@ -59,14 +61,15 @@ impl<'a> Recorder<'a> {
         env: &Env,
         url: &str,
         mailbox: &'a Mailbox,
-        one_row_per_statement: bool,
+        config: &crate::config::Config,
     ) -> Result<Recorder<'a>> {
         Ok(Recorder {
             db: env.d1("DB")?,
             broker: env.service("BROKER")?,
             url: url.to_owned(),
             mailbox,
-            one_row_per_statement,
+            one_row_per_statement: config.one_row_per_statement,
+            call_per_statement: config.call_per_statement,
             quiet_tries: std::cell::Cell::new(QUIET_TRIES),
         })
     }
@@ -111,10 +114,20 @@ impl<'a> Recorder<'a> {
         let mut messages = Vec::new();
         if !batch.statements.is_empty() {
             // One D1 batch is one transaction: all of it lands, or none of it (and the cursor
-            // is not moved).
-            let rows = workers_common::d1::batch_rows(&self.db, &batch.statements)
-                .await?
-                .rows;
+            // is not moved). The naive baseline's calls land one by one; a failure leaves the
+            // cursor where it was, and reading again changes nothing twice (idempotent).
+            let rows = if self.call_per_statement {
+                let mut rows = Vec::with_capacity(batch.statements.len());
+                for statement in &batch.statements {
+                    let one = std::slice::from_ref(statement);
+                    rows.extend(workers_common::d1::batch_rows(&self.db, one).await?.rows);
+                }
+                rows
+            } else {
+                workers_common::d1::batch_rows(&self.db, &batch.statements)
+                    .await?
+                    .rows
+            };
             counters.batches += 1;
             messages = batch
                 .messages(&rows)

@@ -66,7 +66,7 @@ pub async fn run(
     let socket = workers_common::websocket_connect(&subscribe).await?;
     socket.accept()?;
     let mut inbox = Inbox::new(&socket);
-    let recorder = Recorder::new(env, url, mailbox, config.one_row_per_statement)?;
+    let recorder = Recorder::new(env, url, mailbox, config)?;
 
     let mut batcher = Batcher::new(config.rules, started_ms, resume.time_us(), status.pace);
     // The batcher hears "nothing came" `wait_ms` after the last thing it heard. One timer serves
