@@ -116,18 +116,18 @@ impl<'a> Recorder<'a> {
             // One D1 batch is one transaction: all of it lands, or none of it (and the cursor
             // is not moved). The naive baseline's calls land one by one; a failure leaves the
             // cursor where it was, and reading again changes nothing twice (idempotent).
-            let rows = if self.call_per_statement {
-                let mut rows = Vec::with_capacity(batch.statements.len());
-                for statement in &batch.statements {
-                    let one = std::slice::from_ref(statement);
-                    rows.extend(workers_common::d1::batch_rows(&self.db, one).await?.rows);
-                }
-                rows
-            } else {
-                workers_common::d1::batch_rows(&self.db, &batch.statements)
-                    .await?
-                    .rows
+            let calls: Vec<&[_]> = match self.call_per_statement {
+                true => batch.statements.chunks(1).collect(),
+                false => vec![&batch.statements],
             };
+            let mut rows = Vec::with_capacity(batch.statements.len());
+            for statements in calls {
+                rows.extend(
+                    workers_common::d1::batch_rows(&self.db, statements)
+                        .await?
+                        .rows,
+                );
+            }
             counters.batches += 1;
             messages = batch
                 .messages(&rows)
