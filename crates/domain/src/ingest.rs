@@ -67,10 +67,20 @@ pub struct Batch {
     pub dropped: Vec<Dropped>,
     /// What the server said about the stream (v2 `#info` and `error` frames, unknown types).
     pub notices: Vec<Notice>,
-    /// The statuses upserted, by URI and revision: what an upsert's row stands for. Of two with
-    /// the same pair (the same commit, or a hostile stream's lie), the first: a later one changes
-    /// nothing (`sql::upsert_statuses` lands only newer revisions or a first confirmation).
-    pub upserted: BTreeMap<(String, String), Status>,
+    /// The statuses upserted: what an upsert's row stands for, found by its URI and revision
+    /// ([`Batch::upserted`]). Of two with the same pair (the same commit, or a hostile stream's
+    /// lie), the first: a later one changes nothing (`sql::upsert_statuses` lands only newer
+    /// revisions or a first confirmation).
+    upserts: Vec<Status>,
+    /// Where each `upserted_key` is in `upserts`. A map of strings to indices, as [`Phases`]
+    /// keeps: its code is in the listener's wasm already (a map keyed by pairs was 3 KB more).
+    upserted_at: BTreeMap<String, usize>,
+}
+
+/// A status's URI and revision as one key: a space joins them, which neither holds (both are
+/// validated: an AT URI of a DID, a collection and a record key; a TID).
+fn upserted_key(uri: &str, rev: &str) -> String {
+    format!("{uri} {rev}")
 }
 
 impl Batch {
@@ -164,8 +174,11 @@ impl Batch {
         // Upserts before deletes: the revisions decide, whatever order the two arrived in.
         self.add(Part::Upserts, sql::upsert_statuses(&run.upserts));
         for status in run.upserts {
-            let key = (status.uri.clone(), status.rev.clone());
-            self.upserted.entry(key).or_insert(status);
+            let key = upserted_key(&status.uri, &status.rev);
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.upserted_at.entry(key) {
+                slot.insert(self.upserts.len());
+                self.upserts.push(status);
+            }
         }
         self.add(Part::Deletes, sql::delete_statuses(&run.deletes));
         self.add(Part::Handles, sql::set_handles(&run.handles));
@@ -183,6 +196,19 @@ impl Batch {
         }
         let purged: Vec<(&str, i64)> = purged.into_iter().collect();
         self.add(Part::Purge, sql::purge_statuses(&purged));
+    }
+
+    /// The status this batch upserts at `uri` with revision `rev`, if it does.
+    pub fn upserted(&self, uri: &str, rev: &str) -> Option<&Status> {
+        let at = *self.upserted_at.get(&upserted_key(uri, rev))?;
+        self.upserts.get(at)
+    }
+
+    /// The URI and revision of every status this batch upserts, in order.
+    pub fn upserted_keys(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.upserts
+            .iter()
+            .map(|s| (s.uri.as_str(), s.rev.as_str()))
     }
 
     fn drop(&mut self, error: &Error) {
@@ -219,7 +245,12 @@ impl Batch {
             .filter(|(part, _)| **part == Part::Authors)
             .flat_map(|(_, rows)| rows.iter().map(read))
             .collect::<crate::Result<_>>()?;
-        let author = |did: &str| authors.iter().find(|a| a.did == did);
+        // By DID: a catch-up batch of the network holds up to a thousand authors.
+        let mut by_did: BTreeMap<String, usize> = BTreeMap::new();
+        for (at, row) in authors.iter().enumerate() {
+            by_did.insert(row.did.clone(), at);
+        }
+        let author = |did: &str| by_did.get(did).map(|at| &authors[*at]);
 
         // In the order the statements ran, so that a page applying them in order ends where D1 is.
         let mut messages = Vec::new();
@@ -245,15 +276,12 @@ impl Batch {
                         // The upsert returns what the row kept; the rest is the status sent, and
                         // the handle is the authors' lookup's at the end.
                         let row: UpsertedRow = read(row)?;
-                        let sent = self
-                            .upserted
-                            .get(&(row.uri.clone(), row.rev.clone()))
-                            .ok_or_else(|| {
-                                Error::Json(bounded(&format!(
-                                    "an upsert returned a status the batch did not write: {} at {}",
-                                    row.uri, row.rev
-                                )))
-                            })?;
+                        let sent = self.upserted(&row.uri, &row.rev).ok_or_else(|| {
+                            Error::Json(bounded(&format!(
+                                "an upsert returned a status the batch did not write: {} at {}",
+                                row.uri, row.rev
+                            )))
+                        })?;
                         let known = author(&sent.author_did);
                         if known.is_some_and(|a| a.active == Some(0)) {
                             continue;

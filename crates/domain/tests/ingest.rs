@@ -343,7 +343,12 @@ fn results_that_do_not_match_the_plan_are_an_error() {
         .iter()
         .position(|p| *p == domain::ingest::Part::Upserts)
         .expect("an upsert");
-    let (uri, rev) = plan.upserted.keys().next().cloned().expect("one status");
+    let (uri, rev) = plan.upserted_keys().next().expect("one status");
+    let (uri, rev) = (uri.to_owned(), rev.to_owned());
+    assert_eq!(
+        plan.upserted(&uri, &rev).map(|s| s.status.as_str()),
+        Some("😎")
+    );
     let row = |uri: &str, rev: &str| serde_json::json!({"uri": uri, "rev": rev, "indexed_at": 5, "origin": "network", "confirmed": 1});
     let mut results = vec![Vec::new(); plan.statements.len()];
     results[upserts] = vec![row(&uri, &rev)];
