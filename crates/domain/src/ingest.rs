@@ -204,13 +204,6 @@ impl Batch {
         self.upserts.get(at)
     }
 
-    /// The URI and revision of every status this batch upserts, in order.
-    pub fn upserted_keys(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.upserts
-            .iter()
-            .map(|s| (s.uri.as_str(), s.rev.as_str()))
-    }
-
     fn drop(&mut self, error: &Error) {
         self.dropped.push(Dropped {
             reason: error.reason(),

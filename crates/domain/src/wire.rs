@@ -336,11 +336,15 @@ struct Kind<'a> {
 /// [`MAX_PUBLISH_MESSAGES`] (else a 413), a [`Publish`] in JSON whose messages are objects of a
 /// known `type` (else a 400), with the refusal's status and words.
 pub fn read_publish(body: &[u8]) -> Result<RawPublish<'_>, (u16, String)> {
+    let body = std::str::from_utf8(body).map_err(|_| refused("not UTF-8"))?;
+    read_publish_text(body)
+}
+
+/// [`read_publish`] of a body already known to be UTF-8 (the relay keeps the body as text).
+pub fn read_publish_text(body: &str) -> Result<RawPublish<'_>, (u16, String)> {
     if body.len() > MAX_PUBLISH_BYTES {
         return Err((413, "publish body over 1.5 MB".to_owned()));
     }
-    let refused = |why: &str| (400, format!("not a publish: {}", crate::bounded(why)));
-    let body = std::str::from_utf8(body).map_err(|_| refused("not UTF-8"))?;
     let publish: RawPublish = serde_json::from_str(body).map_err(|e| refused(&e.to_string()))?;
     if publish.messages.len() > MAX_PUBLISH_MESSAGES {
         let message = format!(
@@ -360,6 +364,11 @@ pub fn read_publish(body: &[u8]) -> Result<RawPublish<'_>, (u16, String)> {
         }
     }
     Ok(publish)
+}
+
+/// A publish refused as malformed, saying why.
+fn refused(why: &str) -> (u16, String) {
+    (400, format!("not a publish: {}", crate::bounded(why)))
 }
 
 /// The frame of a message numbered `seq`, from the message's JSON object as it came: the same

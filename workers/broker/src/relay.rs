@@ -170,13 +170,12 @@ impl Relay {
     /// Checks a publish, then sends it on to every shard in its turn; answers once every shard
     /// took it or the relay keeps it for those that did not.
     async fn publish(&self, req: &mut Request) -> Result<Response> {
-        let body = req.bytes().await?;
-        let empty = match wire::read_publish(&body) {
+        let Ok(body) = String::from_utf8(req.bytes().await?) else {
+            return workers_common::text_error(400, "not a publish: not UTF-8");
+        };
+        let empty = match wire::read_publish_text(&body) {
             Ok(publish) => publish.messages.is_empty(),
             Err((status, message)) => return workers_common::text_error(status, &message),
-        };
-        let Ok(body) = String::from_utf8(body) else {
-            return workers_common::text_error(400, "not a publish: not UTF-8");
         };
         let now = now_ms();
         {

@@ -111,17 +111,15 @@ pub async fn run(
         }
         // Everything that came while the listener waited or recorded, in the order it came.
         let taken = inbox.take();
-        let binary = (0..taken.binary).map(|_| {
+        for _ in 0..taken.binary {
             // Jetstream sends text unless asked to compress; a binary frame is not one we can
             // read.
             status.counters.seen += 1;
             *status.counters.dropped.entry("binary".into()).or_default() += 1;
             tracing::warn!("dropped a binary frame");
-            Event::Binary
-        });
-        let events: Vec<Event> = binary
-            .chain(taken.frames().map(|frame| Event::Text(frame.to_owned())))
-            .collect();
+        }
+        let events = std::iter::repeat_n(Event::Binary, taken.binary as usize)
+            .chain(taken.frames().map(|frame| Event::Text(frame.to_owned())));
         for event in events {
             if let Some(frames) = batcher.on(now, event) {
                 let covered = recorder.record(storage, status, &frames).await?;
