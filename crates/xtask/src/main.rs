@@ -134,6 +134,8 @@ fn dev(args: &[String]) -> Result<()> {
         rate_limit: None,
         // The loopback client on plain http (tests run the confidential one over HTTPS).
         public: None,
+        // wrangler's own, as `wrangler dev` has it.
+        local_observability: true,
     }
     // Live mode locally: a status written on the PDS shows up within a second.
     .with_var(Worker::Listener, "JETSTREAM_URLS", &jetstream.url)

@@ -46,6 +46,11 @@ pub struct StackConfig {
     /// confidential OAuth client's tests) relays to this stack's plain-http port; `None`: edge is
     /// served as `http://127.0.0.1:<port>`.
     pub public: Option<PublicOrigin>,
+    /// wrangler's local observability (`X_LOCAL_OBSERVABILITY`): a collector worker that every
+    /// worker streams its invocations and logs to, in the same workerd thread. Measured, it was
+    /// half of workerd's time on a publish's way through edge and the broker (docs/benchmarks.md,
+    /// "Session 23"); logs reach wrangler's output without it. Off for tests and benchmarks.
+    pub local_observability: bool,
 }
 
 /// `https://<host>:<port>`: the origin edge sees in every request URL (wrangler's
@@ -114,6 +119,7 @@ impl StackConfig {
             vars: Vec::new(),
             rate_limit: None,
             public: None,
+            local_observability: false,
         }
         .with_var(Worker::Edge, "TEST_HOOKS", "on")
         .with_var(Worker::Broker, "TEST_HOOKS", "on")
@@ -267,6 +273,9 @@ impl Stack {
         }
         for var in config.vars.iter().filter(|v| v.worker.is_public()) {
             cmd.arg("--var").arg(format!("{}:{}", var.name, var.value));
+        }
+        if !config.local_observability {
+            cmd.env("X_LOCAL_OBSERVABILITY", "false");
         }
         redirect(&mut cmd, config.log_file.as_deref())?;
         let group = if config.foreground {
