@@ -6,7 +6,6 @@
 //! listener publish to it, all through service bindings. This entry point only routes: a page's
 //! upgrade and a head to the page's shard, a publish and the stats to the relay.
 
-mod fanout;
 mod feed;
 mod meta;
 mod relay;

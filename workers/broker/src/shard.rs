@@ -18,7 +18,6 @@ use worker::wasm_bindgen::JsCast;
 use worker::worker_sys::WebSocketRequestResponsePair;
 use worker::*;
 
-use crate::fanout;
 use crate::feed::Feed;
 
 /// The broker's settings, from its wrangler vars.
@@ -416,28 +415,28 @@ impl Broker {
         {
             feed.remember(id, *first, *last)?;
         }
-        let texts: Vec<&str> = frames.iter().map(|(_, f)| f.as_str()).collect();
-        let sent = fanout::send_all(self.state.as_raw().as_ref(), &wire::pack(&texts));
+        let sockets = open_sockets(&self.state);
+        let (sent, failed) = send_all(&sockets, &frames);
         feed.count(|c| {
             c.publishes += 1;
             c.messages += frames.len() as u64;
-            c.frames_sent += sent.messages;
-            c.send_failures += sent.failed;
+            c.frames_sent += sent;
+            c.send_failures += failed;
         });
         feed.record_fanout(
             publish.sent_at_ms.map(|sent_at| now - sent_at),
-            sent.sockets,
+            sockets.len(),
         );
         feed.save(now)?;
         let ack = PublishAck {
             first_seq: frames.first().map(|(seq, _)| *seq),
             last_seq: frames.last().map(|(seq, _)| *seq),
-            delivered: sent.sockets - sent.failed as usize,
+            delivered: sockets.len() - failed as usize,
         };
         tracing::info!(
             messages = frames.len(),
-            sockets = sent.sockets,
-            failed = sent.failed,
+            sockets = sockets.len(),
+            failed,
             last_seq = ?ack.last_seq,
             "published"
         );
@@ -502,6 +501,44 @@ impl Broker {
             .ok()
             .map(|date| date.get_time() as i64)
     }
+}
+
+/// Sends every frame to every socket, in order, [`wire::pack`]ed (a send costs about the same
+/// whatever it carries); returns (messages sent, sockets that failed). A socket whose send fails
+/// is gone: it gets nothing more and is closed.
+///
+/// Each pack becomes a JavaScript string once and `WebSocket.send` is called with it directly:
+/// `send_with_str` would copy and decode the UTF-8 again for every socket.
+fn send_all(sockets: &[WebSocket], frames: &[(u64, String)]) -> (u64, u64) {
+    use worker::wasm_bindgen::JsValue;
+    let frames: Vec<&str> = frames.iter().map(|(_, f)| f.as_str()).collect();
+    let packs = wire::pack(&frames);
+    let texts: Vec<JsValue> = packs.iter().map(|p| JsValue::from_str(&p.text)).collect();
+    let send = sockets.first().and_then(|ws| {
+        let raw: &web_sys::WebSocket = ws.as_ref();
+        js_sys::Reflect::get(raw, &"send".into())
+            .ok()?
+            .dyn_into::<js_sys::Function>()
+            .ok()
+    });
+    let (mut sent, mut failed) = (0u64, 0u64);
+    for ws in sockets {
+        let raw: &web_sys::WebSocket = ws.as_ref();
+        for (text, pack) in texts.iter().zip(&packs) {
+            let ok = match &send {
+                Some(send) => send.call1(raw, text).is_ok(),
+                None => ws.send_with_str(&pack.text).is_ok(),
+            };
+            if ok {
+                sent += pack.messages;
+            } else {
+                failed += 1;
+                let _ = ws.close(Some(wire::close::GOING_AWAY), Some("send failed"));
+                break;
+            }
+        }
+    }
+    (sent, failed)
 }
 
 /// The network the page's upgrade came from, as edge named it: the tag its socket is counted by.
